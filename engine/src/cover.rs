@@ -1,0 +1,263 @@
+//! H3 covers of regions (fences, feeds, zones) and the index that turns a
+//! unit's fine cell into its candidate regions with one lookup per level.
+//!
+//! A cover lists, for a region, cells that are *interior* (every point of
+//! every fine cell below them is inside: a certain hit) and fine *boundary*
+//! cells (the exact test decides). Interior cells are kept at the coarsest
+//! level where that holds, so large areas stay small.
+//!
+//! Invariant relied on: every descendant of an H3 cell lies within the cell
+//! and its first ring. So a coarse cell is interior only when it and all of
+//! its neighbours are wholly inside, and a coarse cell is refined whenever it
+//! or a neighbour touches the region.
+
+use std::collections::{HashMap as StdHashMap, HashSet};
+
+use h3o::{CellIndex, LatLng, Resolution};
+use hashbrown::HashMap;
+
+use crate::error::EngineError;
+use crate::shape::Shape;
+use crate::sphere;
+
+/// How many levels above the fine resolution a cover starts.
+const COVER_LEVELS: u8 = 6;
+
+/// One cover cell: `true` = interior.
+pub(crate) type CoverCell = (CellIndex, bool);
+
+/// Computes the cover of `shape` down to `fine`, with boundary cells widened
+/// so every point within `band_m` outside the shape is in a boundary cell.
+///
+/// `exact_last`: units look up this cover with their own cell at `fine`
+/// (true), or with an ancestor of a finer cell (false; then the last level
+/// keeps the same margins as coarser ones, since such an ancestor need not
+/// hold the unit's point).
+pub(crate) fn compute_cover(
+    shape: &Shape,
+    fine: Resolution,
+    band_m: f64,
+    max_cells: usize,
+    exact_last: bool,
+) -> Result<Vec<CoverCell>, EngineError> {
+    let too_large = || EngineError::CoverTooLarge {
+        max: max_cells,
+        res: u8::from(fine),
+    };
+    let fine_u8 = u8::from(fine);
+    let start = Resolution::try_from(fine_u8.saturating_sub(COVER_LEVELS)).map_err(|_| too_large())?;
+    let mut out = Vec::new();
+    let mut inside_memo: StdHashMap<u64, bool> = StdHashMap::new();
+    let inside = |c: CellIndex, memo: &mut StdHashMap<u64, bool>| -> bool {
+        *memo.entry(u64::from(c)).or_insert_with(|| {
+            let ll = LatLng::from(c);
+            shape.contains(ll.lat(), ll.lng())
+        })
+    };
+
+    // Level `start`: boundary band, then flood the interior from it.
+    let mut boundary = boundary_cells(shape, start, band_m, max_cells).ok_or_else(too_large)?;
+    let mut current: HashSet<u64> = boundary.clone();
+    let mut frontier: Vec<CellIndex> = boundary
+        .iter()
+        .filter_map(|&c| CellIndex::try_from(c).ok())
+        .collect();
+    while let Some(c) = frontier.pop() {
+        for n in c.grid_disk::<Vec<_>>(1) {
+            let key = u64::from(n);
+            if current.contains(&key) || boundary.contains(&key) {
+                continue;
+            }
+            if inside(n, &mut inside_memo) {
+                current.insert(key);
+                frontier.push(n);
+                if current.len() > max_cells {
+                    return Err(too_large());
+                }
+            }
+        }
+    }
+    // Plus one ring: descendants of a neighbour may reach into the region.
+    let ring: Vec<u64> = current
+        .iter()
+        .filter_map(|&c| CellIndex::try_from(c).ok())
+        .flat_map(|c| c.grid_disk::<Vec<_>>(1))
+        .map(u64::from)
+        .collect();
+    current.extend(ring);
+
+    let mut res = start;
+    loop {
+        let is_fine = res == fine;
+        let mut next = Vec::new();
+        for &key in &current {
+            let Ok(x) = CellIndex::try_from(key) else { continue };
+            // What to do with a cell that is not certain: refine it, or at the
+            // last level leave it to the exact test.
+            let uncertain = |next: &mut Vec<CellIndex>, out: &mut Vec<CoverCell>| {
+                if is_fine {
+                    out.push((x, false));
+                } else {
+                    next.extend(x.children(res.succ().unwrap_or(fine)));
+                }
+            };
+            if boundary.contains(&key) {
+                uncertain(&mut next, &mut out);
+            } else if inside(x, &mut inside_memo) {
+                let deep = (is_fine && exact_last)
+                    || x.grid_disk::<Vec<_>>(1)
+                        .into_iter()
+                        .all(|n| !boundary.contains(&u64::from(n)) && inside(n, &mut inside_memo));
+                if deep {
+                    out.push((x, true));
+                } else {
+                    uncertain(&mut next, &mut out);
+                }
+            } else if !(is_fine && exact_last)
+                && x.grid_disk::<Vec<_>>(1)
+                    .into_iter()
+                    .any(|n| boundary.contains(&u64::from(n)) || inside(n, &mut inside_memo))
+            {
+                uncertain(&mut next, &mut out);
+            }
+            if out.len() + next.len() > max_cells {
+                return Err(too_large());
+            }
+        }
+        if is_fine {
+            break;
+        }
+        res = res.succ().unwrap_or(fine);
+        boundary = boundary_cells(shape, res, band_m, max_cells).ok_or_else(too_large)?;
+        current = next.into_iter().map(u64::from).collect();
+        inside_memo.clear();
+    }
+    Ok(out)
+}
+
+/// Every cell at `res` that holds a point of the shape's boundary or lies
+/// within `band_m` of it (conservatively: more cells, never fewer).
+fn boundary_cells(shape: &Shape, res: Resolution, band_m: f64, max_cells: usize) -> Option<HashSet<u64>> {
+    let edge = res.edge_length_m();
+    // Samples this close fall in the cell of every boundary point or in a
+    // neighbour of it, even for the smallest cells of a resolution.
+    let spacing = 0.3 * edge;
+    let rings = 1 + (band_m / (0.8 * edge)).ceil() as u32;
+    let mut seen_sample_cells = HashSet::new();
+    let mut cells = HashSet::new();
+    let mut overflow = false;
+    shape.boundary_samples(spacing, &mut |lat, lon| {
+        if overflow {
+            return;
+        }
+        let Ok(ll) = LatLng::new(lat, sphere::wrap_lon(lon)) else {
+            return;
+        };
+        let c = ll.to_cell(res);
+        if seen_sample_cells.insert(u64::from(c)) {
+            cells.extend(c.grid_disk::<Vec<_>>(rings).into_iter().map(u64::from));
+            overflow = cells.len() > max_cells;
+        }
+    });
+    (!overflow).then_some(cells)
+}
+
+/// Cell → candidate regions, and interned candidate sets.
+///
+/// A candidate is packed as `region << 1 | interior`.
+#[derive(Debug, Default)]
+pub(crate) struct CoverIndex {
+    /// Candidates by cell (any resolution up to the fine one).
+    cells: HashMap<u64, Vec<u32>>,
+    /// How many cover cells each resolution has (to probe only those).
+    per_res: [u32; 16],
+    /// Interned candidate sets; index 0 is the empty set.
+    sets: Vec<Box<[u32]>>,
+    /// Ids of interned sets.
+    set_ids: HashMap<Box<[u32]>, u32>,
+    /// Reused buffer for lookups.
+    scratch: Vec<u32>,
+}
+
+impl CoverIndex {
+    /// Adds a region's cover.
+    pub fn insert(&mut self, region: u32, cover: &[CoverCell]) {
+        for &(cell, interior) in cover {
+            let list = self.cells.entry(u64::from(cell)).or_default();
+            if list.is_empty() {
+                self.per_res[usize::from(u8::from(cell.resolution()))] += 1;
+            }
+            list.push(region << 1 | u32::from(interior));
+        }
+    }
+
+    /// Removes a region's cover (the same cells it was inserted with).
+    pub fn remove(&mut self, region: u32, cover: &[CoverCell]) {
+        for &(cell, _) in cover {
+            let key = u64::from(cell);
+            if let Some(list) = self.cells.get_mut(&key) {
+                list.retain(|c| c >> 1 != region);
+                if list.is_empty() {
+                    self.cells.remove(&key);
+                    self.per_res[usize::from(u8::from(cell.resolution()))] -= 1;
+                }
+            }
+        }
+    }
+
+    /// The interned candidate set of a fine cell.
+    pub fn lookup(&mut self, fine_cell: CellIndex) -> u32 {
+        self.scratch.clear();
+        let fine = u8::from(fine_cell.resolution());
+        for r in 0..=fine {
+            if self.per_res[usize::from(r)] == 0 {
+                continue;
+            }
+            let key = if r == fine {
+                Some(fine_cell)
+            } else {
+                Resolution::try_from(r).ok().and_then(|res| fine_cell.parent(res))
+            };
+            if let Some(list) = key.and_then(|k| self.cells.get(&u64::from(k))) {
+                self.scratch.extend_from_slice(list);
+            }
+        }
+        if self.scratch.is_empty() {
+            return 0;
+        }
+        self.scratch.sort_unstable();
+        if let Some(&id) = self.set_ids.get(self.scratch.as_slice()) {
+            return id;
+        }
+        if self.sets.is_empty() {
+            self.sets.push(Box::new([]));
+        }
+        let id = u32::try_from(self.sets.len()).unwrap_or(0);
+        let boxed: Box<[u32]> = self.scratch.as_slice().into();
+        self.sets.push(boxed.clone());
+        self.set_ids.insert(boxed, id);
+        id
+    }
+
+    /// The candidates of an interned set.
+    #[inline]
+    pub fn set(&self, id: u32) -> &[u32] {
+        if id == 0 { &[] } else { &self.sets[id as usize] }
+    }
+
+    /// Number of interned sets (the engine clears them when this grows large).
+    pub fn interned(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// Forgets interned sets; every unit must refresh before using its id.
+    pub fn clear_interned(&mut self) {
+        self.sets.clear();
+        self.set_ids.clear();
+    }
+
+    /// Total cover cells held.
+    pub fn cell_count(&self) -> usize {
+        self.cells.len()
+    }
+}

@@ -1,0 +1,1166 @@
+//! The engine: owns every unit, shard, region, rule and query, and applies
+//! fixes to them. Single-threaded by design: the caller owns the clock and
+//! the threads.
+
+use std::collections::HashMap as StdHashMap;
+use std::sync::Arc;
+
+use h3o::{CellIndex, LatLng, Resolution};
+
+use crate::alert::{Alert, AlertEvent, FeedChange, FeedEvent, Outputs};
+use crate::config::EngineConfig;
+use crate::cover::{CoverIndex, compute_cover};
+use crate::error::EngineError;
+use crate::filter::Filter;
+use crate::history::History;
+use crate::model::{Agency, Fix, Status, UnitSlot, UnitView};
+use crate::region::{DWELL_FIRED, Detect, FenceSpec, Membership, Memberships, Region, RegionKind};
+use crate::rules::{Rule, RuleSpec};
+use crate::safe::safe_region;
+use crate::shape::Shape;
+use crate::shard::ShardedIndex;
+use crate::sphere::{self, Vec3};
+use crate::standing::StandingNearest;
+use crate::units::{FLAG_HAS_KIND, FLAG_STALE, NO_SHARD, UnitState, UnitTable};
+
+/// What became of one fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The unit moved to it (events, if any, are in the outputs).
+    Moved,
+    /// Older than the unit's latest: kept in history, changed nothing.
+    Older,
+    /// Same time as the unit's latest: dropped.
+    Duplicate,
+}
+
+/// Counters the engine keeps about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    /// Fixes that moved a unit.
+    pub fixes_moved: u64,
+    /// Fixes older than their unit's latest.
+    pub fixes_older: u64,
+    /// Fixes with the same time as their unit's latest.
+    pub fixes_duplicate: u64,
+    /// Fixes that left their safe region (H3 lookup and tree update).
+    pub refreshes: u64,
+}
+
+/// The in-memory spatial engine. See the crate docs for the model.
+#[derive(Debug)]
+pub struct Engine {
+    /// Tuning.
+    pub(crate) cfg: EngineConfig,
+    /// `cfg.fence_res` as a resolution.
+    pub(crate) fine: Resolution,
+    /// `cfg.shard_res` as a resolution.
+    shard_res: Resolution,
+    /// Every unit.
+    pub(crate) units: UnitTable,
+    /// Shard trees of anchors.
+    pub(crate) index: ShardedIndex,
+    /// Region covers.
+    cover: CoverIndex,
+    /// Regions by id; `None` once removed (ids are never reused).
+    pub(crate) regions: Vec<Option<Region>>,
+    /// Fence id → region.
+    pub(crate) fences: StdHashMap<String, u32>,
+    /// Feed id → region.
+    feeds: StdHashMap<u32, u32>,
+    /// Standing-nearest queries by id.
+    pub(crate) queries: StdHashMap<u32, StandingNearest>,
+    /// Queries whose zone is the whole world (fewer than k matches).
+    pub(crate) global_queries: Vec<u32>,
+    /// Queries to re-run at the next flush.
+    dirty_queries: Vec<u32>,
+    /// Next feed or query id.
+    next_id: u32,
+    /// Membership lists.
+    pub(crate) members: Memberships,
+    /// Reused membership list for the merge on the hot path.
+    scratch_members: Vec<Membership>,
+    /// Reused slot list.
+    scratch_slots: Vec<u32>,
+    /// Proximity rules.
+    pub(crate) rules: Vec<Rule>,
+    /// Recent fixes.
+    pub(crate) history: History,
+    /// Last alert sequence number used.
+    pub(crate) seq: u64,
+    /// Counters.
+    pub(crate) counters: EngineCounters,
+    /// Latest device time applied (the clock of flush-time re-runs).
+    latest_ms: i64,
+}
+
+impl Engine {
+    /// A new, empty engine.
+    ///
+    /// # Errors
+    /// [`EngineError::BadParameter`] for resolutions outside 0..=15 or a
+    /// shard resolution finer than the fence resolution.
+    pub fn new(cfg: EngineConfig) -> Result<Self, EngineError> {
+        let res = |what, v: u8| {
+            Resolution::try_from(v).map_err(|_| EngineError::BadParameter {
+                what,
+                value: f64::from(v),
+                reason: "H3 resolutions are 0..=15",
+            })
+        };
+        let fine = res("fence_res", cfg.fence_res)?;
+        let shard_res = res("shard_res", cfg.shard_res)?;
+        if cfg.shard_res > cfg.fence_res {
+            return Err(EngineError::BadParameter {
+                what: "shard_res",
+                value: f64::from(cfg.shard_res),
+                reason: "must not be finer than fence_res",
+            });
+        }
+        let history = History::new(cfg.history_retention_s, cfg.history_max_fixes);
+        Ok(Self {
+            cfg,
+            fine,
+            shard_res,
+            units: UnitTable::default(),
+            index: ShardedIndex::default(),
+            cover: CoverIndex::default(),
+            regions: Vec::new(),
+            fences: StdHashMap::new(),
+            feeds: StdHashMap::new(),
+            queries: StdHashMap::new(),
+            global_queries: Vec::new(),
+            dirty_queries: Vec::new(),
+            next_id: 1,
+            members: Memberships::default(),
+            scratch_members: Vec::new(),
+            scratch_slots: Vec::new(),
+            rules: Vec::new(),
+            history,
+            seq: 0,
+            counters: EngineCounters::default(),
+            latest_ms: i64::MIN,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> &EngineCounters {
+        &self.counters
+    }
+
+    /// The last alert `seq` used (0 before any alert).
+    pub fn last_seq(&self) -> u64 {
+        self.seq
+    }
+
+    // ----- units -------------------------------------------------------
+
+    /// The slot of a unit id, creating the unit on first sight.
+    pub fn unit(&mut self, id: &str) -> UnitSlot {
+        self.units.intern(id)
+    }
+
+    /// The slot of a numeric device key (its registered id, or its decimal).
+    pub fn unit_by_key(&mut self, key: u64) -> UnitSlot {
+        self.units.intern_key(key)
+    }
+
+    /// Registers numeric `key` as the unit with id `id`.
+    pub fn register_key(&mut self, key: u64, id: &str) -> UnitSlot {
+        self.units.register_key(key, id)
+    }
+
+    /// The slot of an id, if the unit exists.
+    pub fn find_unit(&self, id: &str) -> Option<UnitSlot> {
+        self.units.find(id)
+    }
+
+    /// Number of units (including registered but never seen).
+    pub fn unit_count(&self) -> usize {
+        self.units.len()
+    }
+
+    /// Sets a unit's metadata; `None` leaves a field as it is. Fences and
+    /// feeds whose filters depend on it re-evaluate at the unit's next fix.
+    ///
+    /// # Errors
+    /// [`EngineError::TooManyTags`] when a new tag does not fit.
+    pub fn set_meta(
+        &mut self,
+        slot: UnitSlot,
+        agency: Option<Agency>,
+        kind: Option<&str>,
+        tags: Option<&[&str]>,
+    ) -> Result<(), EngineError> {
+        let kind = kind.map(|k| self.units.intern_kind(k));
+        let tags = match tags {
+            Some(list) => {
+                let mut bits = 0;
+                for t in list {
+                    bits |= self.units.intern_tag(t)?;
+                }
+                Some(bits)
+            }
+            None => None,
+        };
+        let st = &mut self.units.state[slot.index()];
+        if let Some(a) = agency {
+            st.agency = a as u8;
+        }
+        if let Some(k) = kind {
+            st.kind = k;
+            st.flags |= FLAG_HAS_KIND;
+        }
+        if let Some(t) = tags {
+            st.tags = t;
+        }
+        Ok(())
+    }
+
+    /// Everything known about a unit.
+    pub fn unit_view(&self, slot: UnitSlot) -> Option<UnitView> {
+        let st = self.units.state.get(slot.index())?;
+        Some(UnitView {
+            slot,
+            id: self.units.id(slot).to_owned(),
+            agency: Agency::from_u8(st.agency),
+            status: Status::from_u8(st.status),
+            kind: (st.flags & FLAG_HAS_KIND != 0)
+                .then(|| self.units.kind_names.get(usize::from(st.kind)).cloned())
+                .flatten(),
+            tags: self.units.tags_of(st.tags),
+            fix: st.fix(),
+            stale: st.stale(),
+        })
+    }
+
+    /// The id of a unit.
+    pub fn unit_id(&self, slot: UnitSlot) -> &str {
+        self.units.id(slot)
+    }
+
+    /// Compiles a filter from names. Unknown kinds, tags and ids are interned
+    /// so the filter matches units that appear later.
+    ///
+    /// # Errors
+    /// [`EngineError::TooManyTags`] past the tag limit.
+    #[allow(clippy::too_many_arguments, reason = "one argument per protocol key")]
+    pub fn compile_filter(
+        &mut self,
+        agencies: Option<&[Agency]>,
+        statuses: Option<&[Status]>,
+        kinds: Option<&[&str]>,
+        tags: Option<&[&str]>,
+        ids: Option<&[&str]>,
+        max_age_s: Option<f64>,
+    ) -> Result<Filter, EngineError> {
+        let mut f = Filter::all();
+        if let Some(a) = agencies {
+            f.agencies = Filter::agencies(a).agencies;
+        }
+        if let Some(s) = statuses {
+            f.statuses = Filter::statuses(s).statuses;
+        }
+        if let Some(k) = kinds {
+            f.kinds = Some(k.iter().map(|k| self.units.intern_kind(k)).collect());
+        }
+        if let Some(t) = tags {
+            let mut bits = 0;
+            for tag in t {
+                bits |= self.units.intern_tag(tag)?;
+            }
+            f.tags = Some(bits);
+        }
+        if let Some(ids) = ids {
+            let mut slots: Vec<UnitSlot> = ids.iter().map(|i| self.units.intern(i)).collect();
+            slots.sort_unstable();
+            slots.dedup();
+            f.ids = Some(slots);
+        }
+        if let Some(s) = max_age_s {
+            if !(s.is_finite() && s >= 0.0) {
+                return Err(EngineError::BadParameter {
+                    what: "max_age_s",
+                    value: s,
+                    reason: "must be a non-negative number",
+                });
+            }
+            f.max_age_ms = Some((s * 1000.0) as i64);
+        }
+        Ok(f)
+    }
+
+    #[inline]
+    pub(crate) fn matches(&self, f: &Filter, slot: u32, now_ms: i64) -> bool {
+        let st = &self.units.state[slot as usize];
+        f.matches(
+            UnitSlot(slot),
+            st.agency,
+            st.status,
+            st.kind,
+            st.tags,
+            st.time_ms,
+            now_ms,
+        )
+    }
+
+    // ----- the hot path ------------------------------------------------
+
+    /// Applies one fix. Fixes of a batch are applied in order; call
+    /// [`Engine::flush`] after a batch so standing-nearest queries update.
+    ///
+    /// The fix must be valid (finite, in range): ingest validates.
+    pub fn apply(&mut self, slot: UnitSlot, fix: &Fix, out: &mut Outputs) -> Applied {
+        let i = slot.index();
+        let st = &mut self.units.state[i];
+        if st.seen() {
+            if fix.time_ms == st.time_ms {
+                self.counters.fixes_duplicate += 1;
+                return Applied::Duplicate;
+            }
+            if fix.time_ms < st.time_ms {
+                self.counters.fixes_older += 1;
+                self.history.push(slot, fix);
+                return Applied::Older;
+            }
+        }
+        st.lat = fix.lat;
+        st.lon = fix.lon;
+        st.time_ms = fix.time_ms;
+        st.speed = fix.speed_mps;
+        st.heading = fix.heading_deg;
+        st.accuracy = fix.accuracy_m;
+        if fix.status != Status::Unknown {
+            st.status = fix.status as u8;
+        }
+        let was_stale = st.stale();
+        st.flags &= !FLAG_STALE;
+        let p = sphere::to_vec3(fix.lat, fix.lon);
+        let a = [
+            f64::from(st.anchor[0]),
+            f64::from(st.anchor[1]),
+            f64::from(st.anchor[2]),
+        ];
+        let inside_safe = sphere::chord2(p, a) <= f64::from(st.safe_c2);
+        self.counters.fixes_moved += 1;
+        self.latest_ms = self.latest_ms.max(fix.time_ms);
+        self.history.push(slot, fix);
+        if was_stale {
+            self.emit(out, AlertEvent::Fresh, slot, fix.time_ms, None, None, None, None);
+        }
+        if !inside_safe {
+            self.refresh(slot.0, p);
+        }
+        let st = &self.units.state[i];
+        if st.candset != 0 || st.member != 0 {
+            self.evaluate_regions(slot.0, out);
+        }
+        if !self.global_queries.is_empty() {
+            self.dirty_global(slot.0);
+        }
+        if !self.rules.is_empty() {
+            self.evaluate_rules(slot.0, out);
+        }
+        Applied::Moved
+    }
+
+    /// Applies a batch in order, then flushes standing queries.
+    pub fn apply_batch(&mut self, fixes: &[(UnitSlot, Fix)], out: &mut Outputs) {
+        for (slot, fix) in fixes {
+            self.apply(*slot, fix, out);
+        }
+        self.flush(out);
+    }
+
+    /// Moves a unit's anchor, shard and candidates to where it is now.
+    fn refresh(&mut self, slot: u32, p: Vec3) {
+        self.counters.refreshes += 1;
+        let st = self.units.state[slot as usize];
+        let Ok(ll) = LatLng::new(st.lat, st.lon) else {
+            return;
+        };
+        let cell = ll.to_cell(self.fine);
+        let (anchor, safe_c2) = safe_region(cell, p);
+        let anchor32 = [anchor[0] as f32, anchor[1] as f32, anchor[2] as f32];
+        let candset = self.cover.lookup(cell);
+        let shard_cell = cell.parent(self.shard_res).map_or(0, u64::from);
+        let mut shard = st.shard;
+        let same_shard = shard != NO_SHARD && self.index.shards[shard as usize].cell == shard_cell;
+        if !(same_shard && anchor32 == st.anchor) {
+            if shard != NO_SHARD {
+                self.index.remove(shard, slot, st.anchor);
+            }
+            shard = self.index.insert(shard_cell, slot, anchor32);
+        }
+        if safe_c2 > 0.0 {
+            self.index.cover_radius(safe_c2.sqrt());
+        }
+        let st = &mut self.units.state[slot as usize];
+        st.anchor = anchor32;
+        // Rounded down so the f32 never admits more than the f64 cap.
+        st.safe_c2 = if safe_c2 > 0.0 {
+            (safe_c2 * (1.0 - 1e-6)) as f32
+        } else {
+            -1.0
+        };
+        st.candset = candset;
+        st.shard = shard;
+    }
+
+    /// Refresh for restore: places a unit in its shard and cover cell.
+    pub(crate) fn refresh_slot(&mut self, slot: u32, p: Vec3) {
+        self.refresh(slot, p);
+    }
+
+    /// Forces units (or all) to refresh at their next fix.
+    fn invalidate(&mut self, slots: Option<&[u32]>) {
+        match slots {
+            Some(list) => {
+                for &s in list {
+                    self.units.state[s as usize].safe_c2 = -1.0;
+                }
+            }
+            None => {
+                for st in &mut self.units.state {
+                    st.safe_c2 = -1.0;
+                }
+            }
+        }
+    }
+
+    /// Re-evaluates the regions a unit is a candidate or member of.
+    fn evaluate_regions(&mut self, slot: u32, out: &mut Outputs) {
+        let st = self.units.state[slot as usize];
+        let mut new = std::mem::take(&mut self.scratch_members);
+        new.clear();
+        let cands = self.cover.set(st.candset);
+        let old = self.members.get(st.member);
+        let (mut ci, mut mi) = (0, 0);
+        loop {
+            let c = cands.get(ci).map(|&c| (c >> 1, c & 1 == 1));
+            let m = old.get(mi).copied();
+            let region_id = match (c, m) {
+                (None, None) => break,
+                (Some((r, _)), None) => r,
+                (None, Some(m)) => m.region,
+                (Some((r, _)), Some(m)) => r.min(m.region),
+            };
+            let cand = c.filter(|(r, _)| *r == region_id).map(|(_, interior)| interior);
+            let mem = m.filter(|m| m.region == region_id);
+            if cand.is_some() {
+                ci += 1;
+            }
+            if mem.is_some() {
+                mi += 1;
+            }
+            let Some(Some(region)) = self.regions.get(region_id as usize) else {
+                continue;
+            };
+            let matches = region.filter.matches(
+                UnitSlot(slot),
+                st.agency,
+                st.status,
+                st.kind,
+                st.tags,
+                st.time_ms,
+                st.time_ms,
+            );
+            let geom = match cand {
+                Some(true) => true,
+                Some(false) => matches && region.shape.contains(st.lat, st.lon),
+                None => false,
+            };
+            let mut inside = matches && geom;
+            if !inside && matches && mem.is_some() && cand.is_some() && region.hysteresis_m > 0.0 {
+                inside = region.shape.distance_to_boundary_m(st.lat, st.lon) <= region.hysteresis_m;
+            }
+            let kept = match (mem, inside) {
+                (Some(m), true) => Some(m),
+                (None, true) => Some(Membership {
+                    region: region_id,
+                    since_ms: st.time_ms,
+                    flags: 0,
+                }),
+                _ => None,
+            };
+            match &region.kind {
+                RegionKind::Fence {
+                    name,
+                    detect,
+                    dwell_s,
+                } => {
+                    let ev = match (mem.is_some(), inside) {
+                        (false, true) if detect.enter => Some(AlertEvent::Enter),
+                        (true, false) if detect.exit => Some(AlertEvent::Exit),
+                        _ => None,
+                    };
+                    let name = name.clone();
+                    let dwell_due = detect.dwell
+                        && kept.is_some_and(|k| {
+                            k.flags & DWELL_FIRED == 0
+                                && st.time_ms - k.since_ms >= i64::from(*dwell_s) * 1000
+                        });
+                    if let Some(ev) = ev {
+                        self.seq += 1;
+                        out.alerts.push(Alert {
+                            seq: self.seq,
+                            event: ev,
+                            unit: UnitSlot(slot),
+                            time_ms: st.time_ms,
+                            fence: Some(name.clone()),
+                            rule: None,
+                            other: None,
+                            distance_m: None,
+                        });
+                    }
+                    if let (true, Some(mut k)) = (dwell_due, kept) {
+                        k.flags |= DWELL_FIRED;
+                        self.seq += 1;
+                        out.alerts.push(Alert {
+                            seq: self.seq,
+                            event: AlertEvent::Dwell,
+                            unit: UnitSlot(slot),
+                            time_ms: st.time_ms,
+                            fence: Some(name),
+                            rule: None,
+                            other: None,
+                            distance_m: None,
+                        });
+                        new.push(k);
+                        continue;
+                    }
+                }
+                RegionKind::Feed(feed) => {
+                    let change = match (mem.is_some(), inside) {
+                        (false, true) => Some(FeedChange::Entered),
+                        (true, true) => Some(FeedChange::Moved),
+                        (true, false) => Some(FeedChange::Left),
+                        (false, false) => None,
+                    };
+                    if let Some(change) = change {
+                        out.feed.push(FeedEvent {
+                            feed: *feed,
+                            unit: UnitSlot(slot),
+                            change,
+                        });
+                    }
+                }
+                RegionKind::Zone(q) => {
+                    if mem.is_some() || inside {
+                        let q = *q;
+                        if let Some(query) = self.queries.get_mut(&q)
+                            && !query.dirty
+                        {
+                            query.dirty = true;
+                            self.dirty_queries.push(q);
+                        }
+                    }
+                }
+            }
+            if let Some(k) = kept {
+                new.push(k);
+            }
+        }
+        let idx = self.members.replace(st.member, &mut new);
+        self.units.state[slot as usize].member = idx;
+        self.scratch_members = new;
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "mirrors the alert's optional fields")]
+    pub(crate) fn emit(
+        &mut self,
+        out: &mut Outputs,
+        event: AlertEvent,
+        unit: UnitSlot,
+        time_ms: i64,
+        fence: Option<Arc<str>>,
+        rule: Option<Arc<str>>,
+        other: Option<UnitSlot>,
+        distance_m: Option<f64>,
+    ) {
+        self.seq += 1;
+        out.alerts.push(Alert {
+            seq: self.seq,
+            event,
+            unit,
+            time_ms,
+            fence,
+            rule,
+            other,
+            distance_m,
+        });
+    }
+
+    // ----- time --------------------------------------------------------
+
+    /// Advances the engine's notion of time: marks units stale, fires dwell
+    /// for units that stopped reporting inside a fence, expires history.
+    /// Call about once a second with the clock's time.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Outputs) {
+        for i in 0..self.units.state.len() {
+            let st = self.units.state[i];
+            if !st.seen() {
+                continue;
+            }
+            if !st.stale() && now_ms - st.time_ms > self.cfg.stale_after_ms(Agency::from_u8(st.agency)) {
+                self.units.state[i].flags |= FLAG_STALE;
+                self.emit(
+                    out,
+                    AlertEvent::Stale,
+                    UnitSlot(i as u32),
+                    now_ms,
+                    None,
+                    None,
+                    None,
+                    None,
+                );
+            }
+            if st.member != 0 {
+                self.tick_dwell(i as u32, st.member, now_ms, out);
+            }
+        }
+        self.history.expire(now_ms);
+    }
+
+    fn tick_dwell(&mut self, slot: u32, member: u32, now_ms: i64, out: &mut Outputs) {
+        let n = self.members.get(member).len();
+        for j in 0..n {
+            let m = self.members.get(member)[j];
+            if m.flags & DWELL_FIRED != 0 {
+                continue;
+            }
+            let Some(Some(Region {
+                kind:
+                    RegionKind::Fence {
+                        name,
+                        detect,
+                        dwell_s,
+                    },
+                ..
+            })) = self.regions.get(m.region as usize)
+            else {
+                continue;
+            };
+            if detect.dwell && now_ms - m.since_ms >= i64::from(*dwell_s) * 1000 {
+                let name = name.clone();
+                self.members.get_mut(member)[j].flags |= DWELL_FIRED;
+                self.emit(
+                    out,
+                    AlertEvent::Dwell,
+                    UnitSlot(slot),
+                    now_ms,
+                    Some(name),
+                    None,
+                    None,
+                    None,
+                );
+            }
+        }
+    }
+
+    // ----- regions -----------------------------------------------------
+
+    /// Installs `region` as a new id; returns it. Units inside become members
+    /// silently (creation) — the caller fires events when replacing.
+    fn install_region(&mut self, region: Region) -> u32 {
+        let id = u32::try_from(self.regions.len()).unwrap_or(u32::MAX);
+        self.cover.insert(id, &region.cover);
+        self.regions.push(Some(region));
+        if self.cover.interned() > 1 << 20 {
+            self.cover.clear_interned();
+            self.invalidate(None);
+        }
+        id
+    }
+
+    /// Units that may be inside `shape` widened by `band_m` (anchors within
+    /// slack), sorted and deduplicated, in `self.scratch_slots`.
+    fn units_near(&mut self, shape: &Shape, band_m: f64) -> Vec<u32> {
+        let mut b = shape.aabb();
+        let pad = sphere::m_to_chord2(band_m).sqrt();
+        for v in &mut b[0] {
+            *v -= pad;
+        }
+        for v in &mut b[1] {
+            *v += pad;
+        }
+        let mut slots = std::mem::take(&mut self.scratch_slots);
+        slots.clear();
+        self.index.for_each_in(&b, |s| slots.push(s));
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+    }
+
+    /// Whether a unit is inside a region now (filter and geometry).
+    fn inside_region(&self, slot: u32, region: &Region, now_ms: i64) -> bool {
+        let st = &self.units.state[slot as usize];
+        st.seen() && self.matches(&region.filter, slot, now_ms) && region.shape.contains(st.lat, st.lon)
+    }
+
+    pub(crate) fn add_membership(&mut self, slot: u32, m: Membership) {
+        let idx = self.units.state[slot as usize].member;
+        let mut list = std::mem::take(&mut self.scratch_members);
+        list.clear();
+        list.extend_from_slice(self.members.get(idx));
+        match list.binary_search_by_key(&m.region, |x| x.region) {
+            Ok(i) => list[i] = m,
+            Err(i) => list.insert(i, m),
+        }
+        let idx = self.members.replace(idx, &mut list);
+        self.units.state[slot as usize].member = idx;
+        self.scratch_members = list;
+    }
+
+    pub(crate) fn take_membership(&mut self, slot: u32, region: u32) -> Option<Membership> {
+        let idx = self.units.state[slot as usize].member;
+        if idx == 0 {
+            return None;
+        }
+        let mut list = std::mem::take(&mut self.scratch_members);
+        list.clear();
+        list.extend_from_slice(self.members.get(idx));
+        let found = list
+            .binary_search_by_key(&region, |x| x.region)
+            .ok()
+            .map(|i| list.remove(i));
+        let idx = self.members.replace(idx, &mut list);
+        self.units.state[slot as usize].member = idx;
+        self.scratch_members = list;
+        found
+    }
+
+    pub(crate) fn remove_region(&mut self, id: u32) -> Option<Region> {
+        let region = self.regions.get_mut(id as usize)?.take()?;
+        self.cover.remove(id, &region.cover);
+        let slots = self.units_near(&region.shape, region.hysteresis_m);
+        for &s in &slots {
+            self.take_membership(s, id);
+        }
+        self.invalidate(Some(&slots));
+        self.scratch_slots = slots;
+        Some(region)
+    }
+
+    fn build_region(
+        &self,
+        kind: RegionKind,
+        shape: Shape,
+        filter: Filter,
+        hysteresis_m: f64,
+        res: Resolution,
+    ) -> Result<Region, EngineError> {
+        let cover = compute_cover(
+            &shape,
+            res,
+            hysteresis_m,
+            self.cfg.max_cover_cells,
+            res == self.fine,
+        )?;
+        Ok(Region {
+            kind,
+            shape,
+            filter,
+            hysteresis_m,
+            cover,
+        })
+    }
+
+    /// Creates or replaces a fence. Creating sets the membership of units
+    /// already inside silently; replacing fires `enter`/`exit` for units
+    /// whose membership changed (by the fence's `detect`), keeps the stay of
+    /// units inside both, and returns `false`.
+    ///
+    /// # Errors
+    /// Bad parameters, or a cover over the cap.
+    pub fn put_fence(
+        &mut self,
+        spec: FenceSpec,
+        now_ms: i64,
+        out: &mut Outputs,
+    ) -> Result<bool, EngineError> {
+        if !(spec.hysteresis_m.is_finite() && spec.hysteresis_m >= 0.0 && spec.hysteresis_m <= 100_000.0) {
+            return Err(EngineError::BadParameter {
+                what: "hysteresis_m",
+                value: spec.hysteresis_m,
+                reason: "must be 0..=100000",
+            });
+        }
+        let name: Arc<str> = Arc::from(spec.id.as_str());
+        let kind = RegionKind::Fence {
+            name: name.clone(),
+            detect: spec.detect,
+            dwell_s: spec.dwell_s,
+        };
+        let region = self.build_region(kind, spec.shape, spec.filter, spec.hysteresis_m, self.fine)?;
+        let old = self.fences.get(&spec.id).copied();
+        let new_id = self.install_region(region);
+        self.fences.insert(spec.id, new_id);
+        let Some(Some(new_region)) = self.regions.get(new_id as usize).cloned() else {
+            return Ok(old.is_none());
+        };
+        let mut slots = self.units_near(&new_region.shape, new_region.hysteresis_m);
+        if let Some(old_id) = old
+            && let Some(Some(r)) = self.regions.get(old_id as usize)
+        {
+            {
+                let (shape, band) = (r.shape.clone(), r.hysteresis_m);
+                let extra = self.units_near(&shape, band);
+                slots.extend(extra);
+                slots.sort_unstable();
+                slots.dedup();
+            }
+        }
+        let detect = spec_detect(&new_region);
+        for &s in &slots {
+            let inside_new = self.inside_region(s, &new_region, now_ms);
+            let was = old.and_then(|o| self.take_membership(s, o));
+            let t = self.units.state[s as usize].time_ms;
+            match (was, inside_new) {
+                (Some(m), true) => self.add_membership(s, Membership { region: new_id, ..m }),
+                (Some(m), false) => {
+                    let st = self.units.state[s as usize];
+                    let within_band = new_region.hysteresis_m > 0.0
+                        && self.matches(&new_region.filter, s, now_ms)
+                        && new_region.shape.distance_to_boundary_m(st.lat, st.lon) <= new_region.hysteresis_m;
+                    if within_band {
+                        self.add_membership(s, Membership { region: new_id, ..m });
+                    } else if detect.exit {
+                        self.emit(
+                            out,
+                            AlertEvent::Exit,
+                            UnitSlot(s),
+                            t,
+                            Some(name.clone()),
+                            None,
+                            None,
+                            None,
+                        );
+                    }
+                }
+                (None, true) => {
+                    self.add_membership(
+                        s,
+                        Membership {
+                            region: new_id,
+                            since_ms: t,
+                            flags: 0,
+                        },
+                    );
+                    if old.is_some() && detect.enter {
+                        self.emit(
+                            out,
+                            AlertEvent::Enter,
+                            UnitSlot(s),
+                            t,
+                            Some(name.clone()),
+                            None,
+                            None,
+                            None,
+                        );
+                    }
+                }
+                (None, false) => {}
+            }
+        }
+        self.invalidate(Some(&slots));
+        self.scratch_slots = slots;
+        if let Some(old_id) = old {
+            self.remove_region(old_id);
+        }
+        Ok(old.is_none())
+    }
+
+    /// Removes a fence. Its memberships are forgotten silently: removing a
+    /// fence is an edit, not a movement, so it fires no `exit`.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`].
+    pub fn remove_fence(&mut self, id: &str) -> Result<(), EngineError> {
+        let region = self.fences.remove(id).ok_or_else(|| EngineError::NotFound {
+            what: "fence",
+            id: id.to_owned(),
+        })?;
+        self.remove_region(region);
+        Ok(())
+    }
+
+    /// A fence's definition.
+    pub fn fence(&self, id: &str) -> Option<FenceSpec> {
+        let r = self.regions.get(*self.fences.get(id)? as usize)?.as_ref()?;
+        let RegionKind::Fence { detect, dwell_s, .. } = &r.kind else {
+            return None;
+        };
+        Some(FenceSpec {
+            id: id.to_owned(),
+            shape: r.shape.clone(),
+            detect: *detect,
+            dwell_s: *dwell_s,
+            hysteresis_m: r.hysteresis_m,
+            filter: r.filter.clone(),
+        })
+    }
+
+    /// Fence ids, sorted.
+    pub fn fence_ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.fences.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Units inside a fence now (its members), sorted.
+    pub fn fence_members(&self, id: &str) -> Vec<UnitSlot> {
+        let Some(&r) = self.fences.get(id) else {
+            return Vec::new();
+        };
+        (0..self.units.len() as u32)
+            .filter(|&s| {
+                let m = self.units.state[s as usize].member;
+                m != 0 && self.members.get(m).iter().any(|x| x.region == r)
+            })
+            .map(UnitSlot)
+            .collect()
+    }
+
+    /// Opens a positions feed over `shape` for units matching `filter`.
+    /// Returns its id and the units inside now (its snapshot), which become
+    /// its members silently; later changes come as [`FeedEvent`]s.
+    ///
+    /// # Errors
+    /// A cover over the cap.
+    pub fn subscribe_feed(
+        &mut self,
+        shape: Shape,
+        filter: Filter,
+        now_ms: i64,
+    ) -> Result<(u32, Vec<UnitSlot>), EngineError> {
+        let feed = self.next_id;
+        self.next_id += 1;
+        let region = self.build_region(RegionKind::Feed(feed), shape, filter, 0.0, self.fine)?;
+        let id = self.install_region(region);
+        self.feeds.insert(feed, id);
+        let Some(Some(region)) = self.regions.get(id as usize).cloned() else {
+            return Ok((feed, Vec::new()));
+        };
+        let slots = self.units_near(&region.shape, 0.0);
+        let mut snapshot = Vec::new();
+        for &s in &slots {
+            if self.inside_region(s, &region, now_ms) {
+                let t = self.units.state[s as usize].time_ms;
+                self.add_membership(
+                    s,
+                    Membership {
+                        region: id,
+                        since_ms: t,
+                        flags: 0,
+                    },
+                );
+                snapshot.push(UnitSlot(s));
+            }
+        }
+        self.invalidate(Some(&slots));
+        self.scratch_slots = slots;
+        Ok((feed, snapshot))
+    }
+
+    /// Closes a feed.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`].
+    pub fn unsubscribe_feed(&mut self, feed: u32) -> Result<(), EngineError> {
+        let id = self.feeds.remove(&feed).ok_or_else(|| EngineError::NotFound {
+            what: "feed",
+            id: feed.to_string(),
+        })?;
+        self.remove_region(id);
+        Ok(())
+    }
+
+    /// Number of regions of every kind (for metrics).
+    pub fn region_count(&self) -> usize {
+        self.regions.iter().filter(|r| r.is_some()).count()
+    }
+
+    /// Cells in the cover index (for metrics and memory reports).
+    pub fn cover_cells(&self) -> usize {
+        self.cover.cell_count()
+    }
+
+    // ----- standing nearest -------------------------------------------
+
+    /// Installs a zone region for a standing query of radius `radius_m`
+    /// (`None` = whole world).
+    pub(crate) fn set_zone(&mut self, q: u32, radius_m: Option<f64>) {
+        let Some(query) = self.queries.get(&q) else { return };
+        let (old_zone, lat, lon, filter) = (query.zone, query.lat, query.lon, query.filter.clone());
+        if let Some(z) = old_zone {
+            self.remove_region(z);
+        }
+        self.global_queries.retain(|&g| g != q);
+        let zone = radius_m.and_then(|r| {
+            let shape = Shape::circle(lat, lon, r).ok()?;
+            // Coarse enough that the zone is tens of cells across.
+            let res = zone_resolution(r, self.fine);
+            let region = self
+                .build_region(RegionKind::Zone(q), shape, filter, 0.0, res)
+                .ok()?;
+            Some(self.install_region(region))
+        });
+        match zone {
+            Some(z) => {
+                let Some(Some(region)) = self.regions.get(z as usize).cloned() else {
+                    return;
+                };
+                let slots = self.units_near(&region.shape, 0.0);
+                for &s in &slots {
+                    if self.inside_region(s, &region, i64::MAX) {
+                        let t = self.units.state[s as usize].time_ms;
+                        self.add_membership(
+                            s,
+                            Membership {
+                                region: z,
+                                since_ms: t,
+                                flags: 0,
+                            },
+                        );
+                    }
+                }
+                self.invalidate(Some(&slots));
+                self.scratch_slots = slots;
+            }
+            None => self.global_queries.push(q),
+        }
+        if let Some(query) = self.queries.get_mut(&q) {
+            query.zone = zone;
+            query.zone_radius_m = radius_m;
+        }
+    }
+
+    fn dirty_global(&mut self, slot: u32) {
+        for i in 0..self.global_queries.len() {
+            let q = self.global_queries[i];
+            let Some(query) = self.queries.get(&q) else {
+                continue;
+            };
+            if query.dirty || !self.matches(&query.filter, slot, i64::MAX) {
+                continue;
+            }
+            if let Some(query) = self.queries.get_mut(&q) {
+                query.dirty = true;
+            }
+            self.dirty_queries.push(q);
+        }
+    }
+
+    /// Re-runs the standing queries that fixes since the last flush touched;
+    /// pushes the ids of those whose result set or order changed.
+    pub fn flush(&mut self, out: &mut Outputs) {
+        while let Some(q) = self.dirty_queries.pop() {
+            let now = self.queries.get(&q).map_or(0, |_| self.latest_ms);
+            self.rerun_query(q, out, now);
+        }
+    }
+
+    /// A fresh id for a feed or query.
+    pub(crate) fn alloc_query_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    // ----- rules -------------------------------------------------------
+
+    /// Creates or replaces a proximity rule; returns whether it was new.
+    /// A replaced rule starts with no active pairs.
+    ///
+    /// # Errors
+    /// A radius or hysteresis that is not a finite non-negative number.
+    pub fn put_rule(&mut self, spec: RuleSpec) -> Result<bool, EngineError> {
+        for (what, v) in [("radius_m", spec.radius_m), ("hysteresis_m", spec.hysteresis_m)] {
+            if !(v.is_finite() && (0.0..=1_000_000.0).contains(&v)) {
+                return Err(EngineError::BadParameter {
+                    what,
+                    value: v,
+                    reason: "must be 0..=1000000",
+                });
+            }
+        }
+        let rule = Rule::new(spec);
+        match self.rules.iter_mut().find(|r| r.spec.id == rule.spec.id) {
+            Some(r) => {
+                *r = rule;
+                Ok(false)
+            }
+            None => {
+                self.rules.push(rule);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Removes a rule.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`].
+    pub fn remove_rule(&mut self, id: &str) -> Result<(), EngineError> {
+        let before = self.rules.len();
+        self.rules.retain(|r| r.spec.id != id);
+        if self.rules.len() == before {
+            return Err(EngineError::NotFound {
+                what: "rule",
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Rule definitions.
+    pub fn rules(&self) -> Vec<RuleSpec> {
+        self.rules.iter().map(|r| r.spec.clone()).collect()
+    }
+
+    /// The fine cell of a unit now (PROTOCOL.md `h3`, at the fence resolution).
+    pub fn unit_cell(&self, slot: UnitSlot) -> Option<CellIndex> {
+        let st = self.units.state.get(slot.index())?;
+        if !st.seen() {
+            return None;
+        }
+        LatLng::new(st.lat, st.lon).ok().map(|ll| ll.to_cell(self.fine))
+    }
+
+    /// Read access to a unit's hot state for crate modules.
+    pub(crate) fn state(&self, slot: u32) -> &UnitState {
+        &self.units.state[slot as usize]
+    }
+
+    /// Heap bytes of live state, excluding history, as counted by the engine
+    /// itself (the memory benchmark measures with a counting allocator).
+    pub fn live_heap_estimate(&self) -> usize {
+        self.units.heap_bytes() + self.index.len() * 20
+    }
+}
+
+fn spec_detect(region: &Region) -> Detect {
+    match &region.kind {
+        RegionKind::Fence { detect, .. } => *detect,
+        _ => Detect::default(),
+    }
+}
+
+/// The cover resolution of a zone of `radius_m`: cells about a tenth of the
+/// radius, never finer than the fence resolution.
+fn zone_resolution(radius_m: f64, fine: Resolution) -> Resolution {
+    let mut res = fine;
+    while let Some(coarser) = res.pred() {
+        if coarser.edge_length_m() > radius_m / 10.0 {
+            break;
+        }
+        res = coarser;
+    }
+    res
+}

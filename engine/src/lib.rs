@@ -1,0 +1,100 @@
+//! # bluelight-engine
+//!
+//! The in-memory spatial engine of bluelight: every unit's live position in
+//! H3-sharded R-trees, exact nearest by great-circle distance, area queries,
+//! geofences (enter, exit with hysteresis, dwell), proximity rules, staleness,
+//! standing queries (positions feeds and continuous nearest), recent history
+//! and snapshots. No I/O, no threads, no clock of its own: the caller passes
+//! time in and routes the [`Outputs`].
+//!
+//! ```
+//! use bluelight_engine::{Engine, EngineConfig, Fix, Outputs, Shape, FenceSpec, Detect, Filter};
+//! # fn main() -> Result<(), bluelight_engine::EngineError> {
+//! let mut engine = Engine::new(EngineConfig::default())?;
+//! let mut out = Outputs::default();
+//! let fence = FenceSpec {
+//!     id: "hospital".into(),
+//!     shape: Shape::circle(50.9097, -1.4044, 300.0)?,
+//!     detect: Detect::default(),
+//!     dwell_s: 0,
+//!     hysteresis_m: 0.0,
+//!     filter: Filter::all(),
+//! };
+//! engine.put_fence(fence, 0, &mut out)?;
+//! let amb = engine.unit("AMB-104");
+//! engine.apply(amb, &Fix::at(1_000, 50.9098, -1.4045), &mut out);
+//! assert_eq!(out.alerts[0].event.as_str(), "enter");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//!
+//! * [`model`] — agencies, statuses, fixes, unit views.
+//! * `units` — interning of unit ids and the flat hot-state table.
+//! * `sphere`, `shape`, `polygon` — geometry: unit vectors, exact shapes.
+//! * `safe` — each unit's safe region, which lets most fixes skip H3 and the
+//!   R-tree entirely.
+//! * `shard` — H3-keyed shards of `rstar` trees and the shard-of-shards tree.
+//! * `cover` — H3 covers of regions and the candidate index.
+//! * `region` — fences, feed areas and nearest zones as one kind of thing,
+//!   with per-unit membership lists.
+//! * `engine` — the `Engine` and its per-fix path.
+//! * `query`, `standing`, `rules`, `history`, `snapshot` — the rest of the
+//!   behaviour, one concern each.
+
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+mod alert;
+mod config;
+mod cover;
+mod engine;
+mod error;
+mod history;
+pub mod model;
+mod polygon;
+mod query;
+mod region;
+mod rules;
+mod safe;
+mod shape;
+mod shard;
+mod snapshot;
+pub mod sphere;
+mod standing;
+mod units;
+
+pub use alert::{Alert, AlertEvent, FeedChange, FeedEvent, Outputs};
+pub use config::EngineConfig;
+pub use engine::{Applied, Engine, EngineCounters};
+pub use error::EngineError;
+pub use filter::Filter;
+pub use history::{HistoryRecord, HistoryStats};
+pub use model::{Agency, Fix, Status, UnitSlot, UnitView};
+pub use query::{NearestQuery, Neighbor};
+pub use region::{Detect, FenceSpec};
+pub use rules::RuleSpec;
+pub use shape::{Circle, Shape};
+pub use units::MAX_TAGS;
+
+mod filter;
+
+impl Engine {
+    /// Recent fixes in `[from_ms, to_ms]` for which `keep` holds, in time
+    /// order, handed to `f` a chunk (about a minute) at a time so a caller can
+    /// stream a large window without holding it.
+    pub fn history(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        keep: impl FnMut(&HistoryRecord) -> bool,
+        f: impl FnMut(&[HistoryRecord]),
+    ) {
+        self.history.for_each_chunk(from_ms, to_ms, keep, f);
+    }
+
+    /// History counters.
+    pub fn history_stats(&self) -> &HistoryStats {
+        self.history.stats()
+    }
+}

@@ -1,0 +1,483 @@
+//! Snapshots: the engine's durable state as bytes, and back.
+//!
+//! Holds units (ids, metadata, latest fix, staleness), numeric key aliases,
+//! fences with their memberships (entry times and dwell state, so a restart
+//! neither re-fires nor forgets an enter or a dwell), proximity rules with
+//! their active pairs, and the alert `seq`. Feeds and standing queries belong
+//! to client sessions and are not in it; history is the journal's business.
+//!
+//! Format: little-endian, length-prefixed, `MAGIC` first. Encoding is
+//! deterministic (fences by id, members by unit, pairs sorted), so equal
+//! engines give equal bytes.
+
+use std::sync::Arc;
+
+use geo::{Coord, LineString, MultiPolygon, Polygon};
+use h3o::CellIndex;
+
+use crate::alert::Outputs;
+use crate::config::EngineConfig;
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::filter::Filter;
+use crate::model::UnitSlot;
+use crate::region::{Detect, Membership, RegionKind};
+use crate::rules::{Rule, RuleSpec};
+use crate::shape::Shape;
+use crate::sphere;
+use crate::units::{FLAG_HAS_KIND, FLAG_STALE};
+
+const MAGIC: &[u8; 8] = b"BLSNAP01";
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f32(&mut self, v: f32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn len(&mut self, n: usize) {
+        self.u32(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    fn str(&mut self, s: &str) {
+        self.len(s.len());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn filter(&mut self, f: &Filter) {
+        let present = u8::from(f.agencies.is_some())
+            | u8::from(f.statuses.is_some()) << 1
+            | u8::from(f.kinds.is_some()) << 2
+            | u8::from(f.tags.is_some()) << 3
+            | u8::from(f.ids.is_some()) << 4
+            | u8::from(f.max_age_ms.is_some()) << 5;
+        self.u8(present);
+        self.u8(f.agencies.unwrap_or(0));
+        self.u8(f.statuses.unwrap_or(0));
+        let kinds = f.kinds.as_deref().unwrap_or(&[]);
+        self.len(kinds.len());
+        kinds.iter().for_each(|&k| self.u16(k));
+        self.u64(f.tags.unwrap_or(0));
+        let ids = f.ids.as_deref().unwrap_or(&[]);
+        self.len(ids.len());
+        ids.iter().for_each(|s| self.u32(s.0));
+        self.i64(f.max_age_ms.unwrap_or(0));
+    }
+    fn shape(&mut self, s: &Shape) {
+        match s {
+            Shape::Polygon(p) => {
+                self.u8(0);
+                self.len(p.source.0.len());
+                for poly in &p.source.0 {
+                    let rings: Vec<&LineString> =
+                        std::iter::once(poly.exterior()).chain(poly.interiors()).collect();
+                    self.len(rings.len());
+                    for r in rings {
+                        self.len(r.0.len());
+                        for c in &r.0 {
+                            self.f64(c.x);
+                            self.f64(c.y);
+                        }
+                    }
+                }
+            }
+            Shape::Circle(c) => {
+                self.u8(1);
+                self.f64(c.lat);
+                self.f64(c.lon);
+                self.f64(c.radius_m);
+            }
+            Shape::BBox(b) => {
+                self.u8(2);
+                b.iter().for_each(|&v| self.f64(v));
+            }
+            Shape::Cells(cs) => {
+                self.u8(3);
+                self.len(cs.cells.len());
+                cs.cells.iter().for_each(|&c| self.u64(u64::from(c)));
+            }
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+fn short(what: &str) -> EngineError {
+    EngineError::Snapshot(format!("truncated while reading {what}"))
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], EngineError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| short(what))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self, what: &str) -> Result<[u8; N], EngineError> {
+        let s = self.take(N, what)?;
+        let mut a = [0; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn u8(&mut self, w: &str) -> Result<u8, EngineError> {
+        Ok(self.arr::<1>(w)?[0])
+    }
+    fn u16(&mut self, w: &str) -> Result<u16, EngineError> {
+        Ok(u16::from_le_bytes(self.arr(w)?))
+    }
+    fn u32(&mut self, w: &str) -> Result<u32, EngineError> {
+        Ok(u32::from_le_bytes(self.arr(w)?))
+    }
+    fn u64(&mut self, w: &str) -> Result<u64, EngineError> {
+        Ok(u64::from_le_bytes(self.arr(w)?))
+    }
+    fn i64(&mut self, w: &str) -> Result<i64, EngineError> {
+        Ok(i64::from_le_bytes(self.arr(w)?))
+    }
+    fn f32(&mut self, w: &str) -> Result<f32, EngineError> {
+        Ok(f32::from_le_bytes(self.arr(w)?))
+    }
+    fn f64(&mut self, w: &str) -> Result<f64, EngineError> {
+        Ok(f64::from_le_bytes(self.arr(w)?))
+    }
+    /// A count, refused when it could not possibly fit in what is left.
+    fn len(&mut self, w: &str) -> Result<usize, EngineError> {
+        let n = self.u32(w)? as usize;
+        if n > self.buf.len() - self.pos {
+            return Err(EngineError::Snapshot(format!(
+                "{w}: count {n} exceeds the snapshot"
+            )));
+        }
+        Ok(n)
+    }
+    fn str(&mut self, w: &str) -> Result<String, EngineError> {
+        let n = self.len(w)?;
+        let b = self.take(n, w)?;
+        String::from_utf8(b.to_vec()).map_err(|_| EngineError::Snapshot(format!("{w}: not UTF-8")))
+    }
+    fn slot(&mut self, units: usize, w: &str) -> Result<UnitSlot, EngineError> {
+        let s = self.u32(w)?;
+        if s as usize >= units {
+            return Err(EngineError::Snapshot(format!("{w}: unit slot {s} out of range")));
+        }
+        Ok(UnitSlot(s))
+    }
+    fn filter(&mut self, units: usize) -> Result<Filter, EngineError> {
+        let present = self.u8("filter")?;
+        let agencies = self.u8("filter agencies")?;
+        let statuses = self.u8("filter statuses")?;
+        let nk = self.len("filter kinds")?;
+        let kinds = (0..nk).map(|_| self.u16("kind")).collect::<Result<Vec<_>, _>>()?;
+        let tags = self.u64("filter tags")?;
+        let ni = self.len("filter ids")?;
+        let ids = (0..ni)
+            .map(|_| self.slot(units, "filter id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let age = self.i64("filter max age")?;
+        let on = |bit: u8| present & (1 << bit) != 0;
+        Ok(Filter {
+            agencies: on(0).then_some(agencies),
+            statuses: on(1).then_some(statuses),
+            kinds: on(2).then_some(kinds),
+            tags: on(3).then_some(tags),
+            ids: on(4).then_some(ids),
+            max_age_ms: on(5).then_some(age),
+        })
+    }
+    fn shape(&mut self) -> Result<Shape, EngineError> {
+        match self.u8("shape kind")? {
+            0 => {
+                let np = self.len("polygons")?;
+                let mut polys = Vec::with_capacity(np);
+                for _ in 0..np {
+                    let nr = self.len("rings")?;
+                    let mut rings = Vec::with_capacity(nr);
+                    for _ in 0..nr {
+                        let nc = self.len("ring")?;
+                        let coords = (0..nc)
+                            .map(|_| {
+                                Ok(Coord {
+                                    x: self.f64("x")?,
+                                    y: self.f64("y")?,
+                                })
+                            })
+                            .collect::<Result<Vec<_>, EngineError>>()?;
+                        rings.push(LineString(coords));
+                    }
+                    if rings.is_empty() {
+                        return Err(EngineError::Snapshot("polygon without rings".into()));
+                    }
+                    let ext = rings.remove(0);
+                    polys.push(Polygon::new(ext, rings));
+                }
+                Shape::polygon(MultiPolygon(polys))
+            }
+            1 => Shape::circle(self.f64("lat")?, self.f64("lon")?, self.f64("radius")?),
+            2 => Shape::bbox([self.f64("w")?, self.f64("s")?, self.f64("e")?, self.f64("n")?]),
+            3 => {
+                let n = self.len("cells")?;
+                let cells = (0..n)
+                    .map(|_| {
+                        let v = self.u64("cell")?;
+                        CellIndex::try_from(v).map_err(|_| EngineError::BadCell(format!("{v:x}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Shape::cells(cells)
+            }
+            k => Err(EngineError::Snapshot(format!("unknown shape kind {k}"))),
+        }
+    }
+}
+
+impl Engine {
+    /// Encodes the engine's durable state (see the module docs).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(64 + self.units.len() * 64));
+        w.0.extend_from_slice(MAGIC);
+        w.u64(self.seq);
+        w.len(self.units.kind_names.len());
+        self.units.kind_names.iter().for_each(|k| w.str(k));
+        w.len(self.units.tag_names.len());
+        self.units.tag_names.iter().for_each(|t| w.str(t));
+        w.len(self.units.len());
+        for (i, st) in self.units.state.iter().enumerate() {
+            w.str(self.units.id(UnitSlot(i as u32)));
+            w.u8(st.agency);
+            w.u8(st.status);
+            w.u8(st.flags & (FLAG_STALE | FLAG_HAS_KIND));
+            w.u16(st.kind);
+            w.u64(st.tags);
+            w.i64(st.time_ms);
+            w.f64(st.lat);
+            w.f64(st.lon);
+            w.f32(st.speed);
+            w.f32(st.heading);
+            w.f32(st.accuracy);
+        }
+        let mut keys: Vec<(u64, UnitSlot)> = self.units.keys().collect();
+        keys.sort_unstable();
+        w.len(keys.len());
+        for (k, s) in keys {
+            w.u64(k);
+            w.u32(s.0);
+        }
+        let ids = self.fence_ids();
+        w.len(ids.len());
+        for id in ids {
+            let Some(&rid) = self.fences.get(&id) else {
+                continue;
+            };
+            let Some(Some(r)) = self.regions.get(rid as usize) else {
+                continue;
+            };
+            let RegionKind::Fence { detect, dwell_s, .. } = &r.kind else {
+                continue;
+            };
+            w.str(&id);
+            w.u8(u8::from(detect.enter) | u8::from(detect.exit) << 1 | u8::from(detect.dwell) << 2);
+            w.u32(*dwell_s);
+            w.f64(r.hysteresis_m);
+            w.filter(&r.filter);
+            w.shape(&r.shape);
+            let members: Vec<(u32, Membership)> = self
+                .units
+                .state
+                .iter()
+                .enumerate()
+                .filter(|(_, st)| st.member != 0)
+                .filter_map(|(i, st)| {
+                    self.members
+                        .get(st.member)
+                        .iter()
+                        .find(|m| m.region == rid)
+                        .map(|m| (i as u32, *m))
+                })
+                .collect();
+            w.len(members.len());
+            for (slot, m) in members {
+                w.u32(slot);
+                w.i64(m.since_ms);
+                w.u8(m.flags);
+            }
+        }
+        w.len(self.rules.len());
+        for r in &self.rules {
+            w.str(&r.spec.id);
+            w.filter(&r.spec.from);
+            w.filter(&r.spec.to);
+            w.f64(r.spec.radius_m);
+            w.f64(r.spec.hysteresis_m);
+            let mut pairs: Vec<(u32, u32)> = r
+                .partners
+                .iter()
+                .flat_map(|(&a, l)| l.iter().filter(move |&&b| a < b).map(move |&b| (a, b)))
+                .collect();
+            pairs.sort_unstable();
+            w.len(pairs.len());
+            for (a, b) in pairs {
+                w.u32(a);
+                w.u32(b);
+            }
+        }
+        w.0
+    }
+
+    /// Rebuilds an engine from [`Engine::snapshot`] bytes.
+    ///
+    /// # Errors
+    /// [`EngineError::Snapshot`] for bytes that are not a whole snapshot, and
+    /// the errors of [`Engine::new`] for the configuration.
+    pub fn restore(cfg: EngineConfig, bytes: &[u8]) -> Result<Self, EngineError> {
+        let mut e = Engine::new(cfg)?;
+        let mut r = Reader { buf: bytes, pos: 0 };
+        if r.take(MAGIC.len(), "magic")? != MAGIC {
+            return Err(EngineError::Snapshot(
+                "not a bluelight snapshot (bad magic)".into(),
+            ));
+        }
+        e.seq = r.u64("seq")?;
+        let nk = r.len("kinds")?;
+        for _ in 0..nk {
+            let k = r.str("kind")?;
+            e.units.intern_kind(&k);
+        }
+        let nt = r.len("tags")?;
+        for _ in 0..nt {
+            let t = r.str("tag")?;
+            e.units.intern_tag(&t)?;
+        }
+        let nu = r.len("units")?;
+        for i in 0..nu {
+            let id = r.str("unit id")?;
+            let slot = e.units.intern(&id);
+            if slot.index() != i {
+                return Err(EngineError::Snapshot(format!("duplicate unit id {id:?}")));
+            }
+            let st = &mut e.units.state[i];
+            st.agency = r.u8("agency")?;
+            st.status = r.u8("status")?;
+            st.flags = r.u8("flags")?;
+            st.kind = r.u16("kind")?;
+            st.tags = r.u64("tags")?;
+            st.time_ms = r.i64("time")?;
+            st.lat = r.f64("lat")?;
+            st.lon = r.f64("lon")?;
+            st.speed = r.f32("speed")?;
+            st.heading = r.f32("heading")?;
+            st.accuracy = r.f32("accuracy")?;
+            if st.seen() && (!(-90.0..=90.0).contains(&st.lat) || !(-180.0..=180.0).contains(&st.lon)) {
+                return Err(EngineError::Snapshot(format!(
+                    "unit {id:?} has an invalid position"
+                )));
+            }
+        }
+        let nkeys = r.len("keys")?;
+        for _ in 0..nkeys {
+            let k = r.u64("key")?;
+            let s = r.slot(nu, "key slot")?;
+            let id = e.units.id(s).to_owned();
+            e.units.register_key(k, &id);
+        }
+        for i in 0..nu {
+            let st = e.units.state[i];
+            if st.seen() {
+                e.refresh_slot(i as u32, sphere::to_vec3(st.lat, st.lon));
+            }
+        }
+        let nf = r.len("fences")?;
+        let mut out = Outputs::default();
+        for _ in 0..nf {
+            let id = r.str("fence id")?;
+            let d = r.u8("detect")?;
+            let dwell_s = r.u32("dwell")?;
+            let hysteresis_m = r.f64("hysteresis")?;
+            let filter = r.filter(nu)?;
+            let shape = r.shape()?;
+            let spec = crate::region::FenceSpec {
+                id: id.clone(),
+                shape,
+                detect: Detect {
+                    enter: d & 1 != 0,
+                    exit: d & 2 != 0,
+                    dwell: d & 4 != 0,
+                },
+                dwell_s,
+                hysteresis_m,
+                filter,
+            };
+            e.put_fence(spec, i64::MIN, &mut out)?;
+            let rid = *e
+                .fences
+                .get(&id)
+                .ok_or_else(|| EngineError::Snapshot("fence lost".into()))?;
+            // The snapshot's memberships are the truth, not a recomputation.
+            for s in e.fence_members(&id) {
+                e.take_membership(s.0, rid);
+            }
+            let nm = r.len("members")?;
+            for _ in 0..nm {
+                let s = r.slot(nu, "member")?;
+                let since_ms = r.i64("since")?;
+                let flags = r.u8("member flags")?;
+                e.add_membership(
+                    s.0,
+                    Membership {
+                        region: rid,
+                        since_ms,
+                        flags,
+                    },
+                );
+            }
+        }
+        let nr = r.len("rules")?;
+        for _ in 0..nr {
+            let spec = RuleSpec {
+                id: r.str("rule id")?,
+                from: r.filter(nu)?,
+                to: r.filter(nu)?,
+                radius_m: r.f64("radius")?,
+                hysteresis_m: r.f64("hysteresis")?,
+            };
+            let mut rule = Rule::new(spec);
+            rule.name = Arc::from(rule.spec.id.as_str());
+            let np = r.len("pairs")?;
+            for _ in 0..np {
+                let a = r.slot(nu, "pair")?.0;
+                let b = r.slot(nu, "pair")?.0;
+                rule.partners.entry(a).or_default().push(b);
+                rule.partners.entry(b).or_default().push(a);
+            }
+            e.rules.push(rule);
+        }
+        if r.pos != bytes.len() {
+            return Err(EngineError::Snapshot(format!(
+                "{} trailing bytes",
+                bytes.len() - r.pos
+            )));
+        }
+        Ok(e)
+    }
+}

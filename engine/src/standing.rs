@@ -1,0 +1,144 @@
+//! Standing nearest queries: the answer is kept and re-sent whenever its set
+//! or order changes.
+//!
+//! Each query watches a zone (a circle a little wider than its k-th distance)
+//! registered as a region in the same cover index as fences, so a fix only
+//! touches the queries whose zone it is in; a touched query is re-run once at
+//! the next [`Engine::flush`]. With fewer than k matching units anywhere the
+//! zone is the whole world.
+
+use crate::alert::Outputs;
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::filter::Filter;
+use crate::query::{NearestQuery, Neighbor};
+
+/// A standing nearest query's state.
+#[derive(Debug, Clone)]
+pub(crate) struct StandingNearest {
+    /// Query point latitude.
+    pub lat: f64,
+    /// Query point longitude.
+    pub lon: f64,
+    /// How many.
+    pub k: usize,
+    /// Which units.
+    pub filter: Filter,
+    /// Count stale units too.
+    pub include_stale: bool,
+    /// Latest answer.
+    pub results: Vec<Neighbor>,
+    /// Zone region, `None` when global.
+    pub zone: Option<u32>,
+    /// Zone radius, `None` when global.
+    pub zone_radius_m: Option<f64>,
+    /// Queued for re-run.
+    pub dirty: bool,
+}
+
+/// Zone radius for a k-th distance: wide enough that small changes of the
+/// k-th distance do not move the zone.
+fn zone_radius(kth_m: f64) -> f64 {
+    kth_m * 1.25 + 200.0
+}
+
+impl Engine {
+    /// Opens a standing nearest query; returns its id and first answer.
+    ///
+    /// # Errors
+    /// Bad point or `k` of 0.
+    pub fn subscribe_nearest(
+        &mut self,
+        lat: f64,
+        lon: f64,
+        k: usize,
+        filter: Filter,
+        include_stale: bool,
+        now_ms: i64,
+    ) -> Result<(u32, Vec<Neighbor>), EngineError> {
+        crate::shape::Shape::circle(lat, lon, 1.0)?;
+        if k == 0 || k > 10_000 {
+            return Err(EngineError::BadParameter {
+                what: "k",
+                value: k as f64,
+                reason: "must be 1..=10000",
+            });
+        }
+        let q = self.alloc_query_id();
+        self.queries.insert(
+            q,
+            StandingNearest {
+                lat,
+                lon,
+                k,
+                filter,
+                include_stale,
+                results: Vec::new(),
+                zone: None,
+                zone_radius_m: Some(-1.0),
+                dirty: false,
+            },
+        );
+        let mut out = Outputs::default();
+        self.rerun_query(q, &mut out, now_ms);
+        Ok((
+            q,
+            self.queries
+                .get(&q)
+                .map(|s| s.results.clone())
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// The current answer of a standing query.
+    pub fn nearest_results(&self, q: u32) -> Option<&[Neighbor]> {
+        self.queries.get(&q).map(|s| s.results.as_slice())
+    }
+
+    /// Closes a standing query.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`].
+    pub fn unsubscribe_nearest(&mut self, q: u32) -> Result<(), EngineError> {
+        let s = self.queries.remove(&q).ok_or_else(|| EngineError::NotFound {
+            what: "nearest query",
+            id: q.to_string(),
+        })?;
+        if let Some(z) = s.zone {
+            self.remove_region(z);
+        }
+        self.global_queries.retain(|&g| g != q);
+        Ok(())
+    }
+
+    pub(crate) fn rerun_query(&mut self, q: u32, out: &mut Outputs, now_ms: i64) {
+        let Some(s) = self.queries.get(&q) else { return };
+        let query = NearestQuery {
+            lat: s.lat,
+            lon: s.lon,
+            k: s.k,
+            filter: s.filter.clone(),
+            max_distance_m: None,
+            include_stale: s.include_stale,
+        };
+        let results = self.nearest(&query, now_ms);
+        let changed =
+            results.len() != s.results.len() || results.iter().zip(&s.results).any(|(a, b)| a.unit != b.unit);
+        let want = (results.len() == s.k).then(|| results.last().map_or(0.0, |n| n.distance_m));
+        let rezone = match (want, s.zone_radius_m) {
+            (None, None) => false,
+            (None, Some(_)) | (Some(_), None) => true,
+            (Some(kth), Some(r)) => kth > r || zone_radius(kth) * 2.0 < r,
+        };
+        if let Some(s) = self.queries.get_mut(&q) {
+            s.results = results;
+            s.dirty = false;
+        }
+        if changed {
+            out.nearest.push(q);
+        }
+        if rezone {
+            self.set_zone(q, want.map(zone_radius));
+        }
+    }
+}

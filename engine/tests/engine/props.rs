@@ -1,0 +1,388 @@
+//! Property tests against brute force on random data worldwide, including
+//! the antimeridian, the poles and points exactly on fence boundaries.
+
+use std::collections::BTreeSet;
+
+use bluelight_engine::{
+    Detect, Engine, EngineConfig, FeedChange, FenceSpec, Filter, Fix, NearestQuery, Outputs, Shape, Status,
+    UnitSlot, sphere,
+};
+use geo::{LineString, MultiPolygon, Polygon};
+use proptest::prelude::*;
+
+const T0: i64 = 1_763_726_400_000;
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// A place anywhere, biased towards the hard parts of the sphere.
+fn place() -> impl Strategy<Value = (f64, f64)> {
+    prop_oneof![
+        3 => (-90.0f64..=90.0, -180.0f64..=180.0),
+        2 => (-5.0f64..5.0, prop_oneof![179.0f64..=180.0, -180.0f64..-179.0]),
+        2 => (prop_oneof![88.5f64..=90.0, -90.0f64..-88.5], -180.0f64..=180.0),
+        3 => (50.0f64..52.0, -2.0f64..0.0),
+        1 => Just((90.0, 0.0)),
+        1 => Just((0.0, 180.0)),
+        1 => Just((0.0, -180.0)),
+    ]
+}
+
+/// A place near `c`, within about `spread_m` metres.
+fn near(c: (f64, f64), spread_m: f64) -> impl Strategy<Value = (f64, f64)> {
+    (0.0f64..360.0, 0.0f64..=1.0).prop_map(move |(b, r)| sphere::destination(c.0, c.1, b, r * spread_m))
+}
+
+fn status(i: u8) -> Status {
+    Status::from_u8(1 + i % 5)
+}
+
+/// One test unit: first fix, second fix, status byte.
+type TestUnit = ((f64, f64), (f64, f64), u8);
+
+/// Units as (first fix, second fix, status). The second fix is usually a
+/// short move, so the unit stays in its safe region and its tree anchor lags
+/// its position (the case the nearest lower bound must get right).
+fn fleet(center: (f64, f64), spread_m: f64, n: usize) -> impl Strategy<Value = Vec<TestUnit>> {
+    proptest::collection::vec(
+        (
+            near(center, spread_m),
+            0.0f64..360.0,
+            prop_oneof![3 => 0.0f64..60.0, 1 => 0.0f64..spread_m],
+            any::<u8>(),
+        )
+            .prop_map(|(a, b, d, s)| (a, sphere::destination(a.0, a.1, b, d), s)),
+        1..n,
+    )
+}
+
+/// A fleet of any density: from a few kilometres across to a continent.
+fn any_fleet(n: usize) -> impl Strategy<Value = ((f64, f64), Vec<TestUnit>)> {
+    (
+        place(),
+        prop_oneof![Just(2_000.0), Just(20_000.0), Just(300_000.0)],
+    )
+        .prop_flat_map(move |(c, spread)| fleet(c, spread, n).prop_map(move |u| (c, u)))
+}
+
+fn load(e: &mut Engine, units: &[TestUnit]) -> Vec<UnitSlot> {
+    let mut out = Outputs::default();
+    let mut slots = Vec::new();
+    for (i, (a, b, s)) in units.iter().enumerate() {
+        let u = e.unit(&format!("U{i}"));
+        e.apply(u, &Fix::at(T0, a.0, a.1), &mut out);
+        e.apply(u, &Fix::at(T0 + 1000, b.0, b.1).with_status(status(*s)), &mut out);
+        slots.push(u);
+    }
+    e.flush(&mut out);
+    slots
+}
+
+fn brute_nearest(e: &Engine, slots: &[UnitSlot], q: &NearestQuery) -> Vec<(UnitSlot, f64)> {
+    let qv = sphere::to_vec3(q.lat, q.lon);
+    let mut all: Vec<(f64, UnitSlot)> = slots
+        .iter()
+        .filter_map(|&s| {
+            let v = e.unit_view(s)?;
+            let f = v.fix?;
+            let ok = q.filter.statuses.is_none_or(|m| m & (1 << v.status as u8) != 0);
+            let c2 = sphere::chord2(qv, sphere::to_vec3(f.lat, f.lon));
+            let within = q.max_distance_m.is_none_or(|d| c2 <= sphere::m_to_chord2(d));
+            (ok && within).then_some((c2, s))
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    all.truncate(q.k);
+    all.into_iter()
+        .map(|(c2, s)| (s, sphere::chord2_to_m(c2)))
+        .collect()
+}
+
+fn star_polygon(center: (f64, f64), radii: &[f64]) -> (MultiPolygon, Vec<(f64, f64)>) {
+    let n = radii.len();
+    let mut ring: Vec<(f64, f64)> = radii
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (lat, lon) = sphere::destination(center.0, center.1, 360.0 * i as f64 / n as f64, *r);
+            (lon, lat)
+        })
+        .collect();
+    let verts = ring.iter().map(|&(x, y)| (y, x)).collect();
+    ring.push(ring[0]);
+    (
+        MultiPolygon(vec![Polygon::new(LineString::from(ring), vec![])]),
+        verts,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn nearest_matches_brute_force(
+        seed_units in any_fleet(150),
+        q in (0.0f64..360.0, prop_oneof![0.0f64..3000.0, 0.0f64..400_000.0]),
+        k in 1usize..12,
+        filtered in any::<bool>(),
+        max_d in proptest::option::of(1000.0f64..300_000.0),
+    ) {
+        let (c, fleet) = seed_units;
+        let mut e = Engine::new(EngineConfig::default()).expect("config");
+        let slots = load(&mut e, &fleet);
+        let (qlat, qlon) = sphere::destination(c.0, c.1, q.0, q.1);
+        let query = NearestQuery {
+            lat: qlat,
+            lon: qlon,
+            k,
+            filter: if filtered { Filter::statuses(&[Status::Available, Status::AtScene]) } else { Filter::all() },
+            max_distance_m: max_d,
+            include_stale: false,
+        };
+        let got: Vec<(UnitSlot, f64)> = e.nearest(&query, T0 + 1000).iter().map(|n| (n.unit, n.distance_m)).collect();
+        let want = brute_nearest(&e, &slots, &query);
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn area_queries_match_brute_force(
+        seed_units in any_fleet(150),
+        kind in 0u8..4,
+        size in prop_oneof![100.0f64..3000.0, 1000.0f64..150_000.0],
+        radii in proptest::collection::vec(0.2f64..1.0, 3..24),
+        offset in (0.0f64..360.0, prop_oneof![0.0f64..2000.0, 0.0f64..100_000.0]),
+        filtered in any::<bool>(),
+    ) {
+        let (c, fleet) = seed_units;
+        let mut e = Engine::new(EngineConfig::default()).expect("config");
+        let slots = load(&mut e, &fleet);
+        let (clat, clon) = sphere::destination(c.0, c.1, offset.0, offset.1);
+        let shape = match kind {
+            0 => Shape::circle(clat, clon, size).expect("circle"),
+            1 => {
+                let dlat = size / 111_000.0;
+                let s = (clat - dlat).max(-90.0);
+                let n = (clat + dlat).min(90.0);
+                let dlon = (size / 111_000.0 / clat.to_radians().cos().max(0.01)).min(179.0);
+                let w = sphere::wrap_lon(clon - dlon);
+                let east = sphere::wrap_lon(clon + dlon);
+                Shape::bbox([w, s, east, n]).expect("bbox")
+            }
+            2 if clat.abs() < 80.0 && clon.abs() < 170.0 => {
+                let r: Vec<f64> = radii.iter().map(|x| x * size.min(50_000.0)).collect();
+                Shape::polygon(star_polygon((clat, clon), &r).0).expect("polygon")
+            }
+            _ => {
+                let ll = h3o::LatLng::new(clat, clon).expect("valid");
+                let cell = ll.to_cell(h3o::Resolution::Five);
+                let mut cells: Vec<h3o::CellIndex> = cell.grid_disk(1);
+                cells.push(ll.to_cell(h3o::Resolution::Three));
+                Shape::cells(cells).expect("cells")
+            }
+        };
+        let filter = if filtered { Filter::statuses(&[Status::Available]) } else { Filter::all() };
+        let got = e.area(&shape, &filter, false, T0 + 1000);
+        let want: Vec<UnitSlot> = slots
+            .iter()
+            .copied()
+            .filter(|&s| {
+                let v = e.unit_view(s).expect("unit");
+                let f = v.fix.expect("seen");
+                shape.contains(f.lat, f.lon) && (!filtered || v.status == Status::Available)
+            })
+            .collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn fence_membership_and_events_match_brute_force(
+        center in place(),
+        kind in 0u8..3,
+        size in 50.0f64..3000.0,
+        radii in proptest::collection::vec(0.3f64..1.0, 3..16),
+        walks in proptest::collection::vec(
+            proptest::collection::vec((0.0f64..360.0, 0.0f64..1.0, 0u8..8, any::<usize>()), 1..12), 1..8),
+    ) {
+        let polar_or_dateline = center.0.abs() > 80.0 || center.1.abs() > 170.0;
+        let (shape, verts) = match kind {
+            0 => (Shape::circle(center.0, center.1, size).expect("circle"), vec![]),
+            1 if !polar_or_dateline => {
+                let r: Vec<f64> = radii.iter().map(|x| x * size).collect();
+                let (mp, v) = star_polygon(center, &r);
+                (Shape::polygon(mp).expect("polygon"), v)
+            }
+            _ => {
+                let d = size / 111_000.0;
+                let (s, n) = ((center.0 - d).max(-90.0), (center.0 + d).min(90.0));
+                let dl = (d / center.0.to_radians().cos().max(0.05)).min(10.0);
+                let (w, east) = (sphere::wrap_lon(center.1 - dl), sphere::wrap_lon(center.1 + dl));
+                let corners = vec![(s, w), (n, east), (s, east), (n, w), ((s + n) / 2.0, w), (s, center.1)];
+                (Shape::bbox([w, s, east, n]).expect("bbox"), corners)
+            }
+        };
+        let mut e = Engine::new(EngineConfig::default()).expect("config");
+        let mut out = Outputs::default();
+        e.put_fence(
+            FenceSpec {
+                id: "f".into(),
+                shape: shape.clone(),
+                detect: Detect { enter: true, exit: true, dwell: false },
+                dwell_s: 0,
+                hysteresis_m: 0.0,
+                filter: Filter::all(),
+            },
+            T0,
+            &mut out,
+        ).expect("fence");
+        let mut inside: BTreeSet<UnitSlot> = BTreeSet::new();
+        for (w, steps) in walks.iter().enumerate() {
+            let u = e.unit(&format!("W{w}"));
+            for (i, &(bearing, r, mode, pick)) in steps.iter().enumerate() {
+                // Some fixes land exactly on a vertex or edge of the fence.
+                let (lat, lon) = if mode == 0 && !verts.is_empty() {
+                    verts[pick % verts.len()]
+                } else {
+                    sphere::destination(center.0, center.1, bearing, r * size * 1.6)
+                };
+                let lon = sphere::wrap_lon(lon);
+                out.clear();
+                e.apply(u, &Fix::at(T0 + i as i64 * 1000, lat, lon), &mut out);
+                let now_in = shape.contains(lat, lon);
+                let was_in = inside.contains(&u);
+                let want: Vec<&str> = match (was_in, now_in) {
+                    (false, true) => vec!["enter"],
+                    (true, false) => vec!["exit"],
+                    _ => vec![],
+                };
+                let got: Vec<&str> = out.alerts.iter().map(|a| a.event.as_str()).collect();
+                prop_assert_eq!(got, want, "unit {} step {} at {},{}", w, i, lat, lon);
+                if now_in { inside.insert(u); } else { inside.remove(&u); }
+            }
+        }
+        let members: BTreeSet<UnitSlot> = e.fence_members("f").into_iter().collect();
+        prop_assert_eq!(members, inside);
+    }
+
+    #[test]
+    fn feed_events_track_the_units_inside(
+        center in place(),
+        size in 200.0f64..5000.0,
+        walks in proptest::collection::vec(proptest::collection::vec((0.0f64..360.0, 0.0f64..1.0), 1..10), 1..10),
+    ) {
+        let mut e = Engine::new(EngineConfig::default()).expect("config");
+        let mut out = Outputs::default();
+        let shape = Shape::circle(center.0, center.1, size).expect("circle");
+        // Some units are there before the feed opens.
+        let pre = e.unit("PRE");
+        e.apply(pre, &Fix::at(T0 - 1, center.0, center.1), &mut out);
+        let (feed, snap) = e.subscribe_feed(shape.clone(), Filter::all(), T0).expect("feed");
+        let mut model: BTreeSet<UnitSlot> = snap.into_iter().collect();
+        for (w, steps) in walks.iter().enumerate() {
+            let u = if w == 0 { pre } else { e.unit(&format!("W{w}")) };
+            for (i, &(b, r)) in steps.iter().enumerate() {
+                let (lat, lon) = sphere::destination(center.0, center.1, b, r * size * 2.0);
+                out.clear();
+                e.apply(u, &Fix::at(T0 + 1 + i as i64, lat, lon), &mut out);
+                for ev in &out.feed {
+                    prop_assert_eq!(ev.feed, feed);
+                    match ev.change {
+                        FeedChange::Entered => prop_assert!(model.insert(ev.unit)),
+                        FeedChange::Left => prop_assert!(model.remove(&ev.unit)),
+                        FeedChange::Moved => prop_assert!(model.contains(&ev.unit)),
+                    }
+                }
+                prop_assert_eq!(model.contains(&u), shape.contains(lat, lon));
+            }
+        }
+    }
+
+    #[test]
+    fn standing_nearest_always_equals_one_shot_nearest(
+        center in place(),
+        k in 1usize..6,
+        moves in proptest::collection::vec((0usize..12, 0.0f64..360.0, 0.0f64..20_000.0), 1..60),
+    ) {
+        let mut e = Engine::new(EngineConfig::default()).expect("config");
+        let mut out = Outputs::default();
+        let (q, _) = e.subscribe_nearest(center.0, center.1, k, Filter::all(), false, T0).expect("query");
+        for (i, &(unit, b, d)) in moves.iter().enumerate() {
+            let u = e.unit(&format!("U{unit}"));
+            let (lat, lon) = sphere::destination(center.0, center.1, b, d);
+            e.apply(u, &Fix::at(T0 + i as i64, lat, lon), &mut out);
+            e.flush(&mut out);
+            let standing: Vec<UnitSlot> = e.nearest_results(q).expect("open").iter().map(|n| n.unit).collect();
+            let oneshot: Vec<UnitSlot> = e
+                .nearest(&NearestQuery { lat: center.0, lon: center.1, k, filter: Filter::all(), max_distance_m: None, include_stale: false }, T0 + i as i64)
+                .iter()
+                .map(|n| n.unit)
+                .collect();
+            prop_assert_eq!(standing, oneshot);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn snapshot_round_trips_to_an_equal_engine(
+        seed_units in any_fleet(60),
+        fences in proptest::collection::vec((0.0f64..360.0, 0.0f64..2000.0, 100.0f64..3000.0, 0.0f64..100.0), 0..4),
+        stale_at in proptest::option::of(0i64..400_000),
+        with_rule in any::<bool>(),
+    ) {
+        let (c, fleet) = seed_units;
+        let mut e = Engine::new(EngineConfig::default()).expect("config");
+        let mut out = Outputs::default();
+        for (i, &(b, d, r, h)) in fences.iter().enumerate() {
+            let (lat, lon) = sphere::destination(c.0, c.1, b, d);
+            e.put_fence(
+                FenceSpec {
+                    id: format!("F{i}"),
+                    shape: Shape::circle(lat, lon, r).expect("circle"),
+                    detect: Detect { enter: true, exit: true, dwell: i % 2 == 0 },
+                    dwell_s: 1,
+                    hysteresis_m: h,
+                    filter: if i == 1 { Filter::statuses(&[Status::Available]) } else { Filter::all() },
+                },
+                T0,
+                &mut out,
+            ).expect("fence");
+        }
+        if with_rule {
+            e.put_rule(bluelight_engine::RuleSpec {
+                id: "near".into(),
+                from: Filter::all(),
+                to: Filter::statuses(&[Status::Enroute]),
+                radius_m: 5000.0,
+                hysteresis_m: 100.0,
+            }).expect("rule");
+        }
+        let k = e.register_key(77, "KEYED");
+        e.set_meta(k, Some(bluelight_engine::Agency::Fire), Some("pump"), Some(&["water", "rescue"])).expect("meta");
+        let slots = load(&mut e, &fleet);
+        if let Some(t) = stale_at {
+            e.tick(T0 + t, &mut out);
+        }
+        let bytes = e.snapshot();
+        let back = Engine::restore(EngineConfig::default(), &bytes).expect("restore");
+        prop_assert_eq!(back.snapshot(), bytes.clone());
+        prop_assert_eq!(back.last_seq(), e.last_seq());
+        for s in slots.iter().copied().chain([k]) {
+            // Debug form: unknown measurements are NaN, which never equals itself.
+            prop_assert_eq!(format!("{:?}", back.unit_view(s)), format!("{:?}", e.unit_view(s)));
+        }
+        for id in e.fence_ids() {
+            prop_assert_eq!(back.fence_members(&id), e.fence_members(&id));
+        }
+        let q = NearestQuery { lat: c.0, lon: c.1, k: 5, filter: Filter::all(), max_distance_m: None, include_stale: true };
+        prop_assert_eq!(back.nearest(&q, T0), e.nearest(&q, T0));
+        // A truncated snapshot is an error, never a panic.
+        let cut = bytes.len() / 2;
+        prop_assert!(Engine::restore(EngineConfig::default(), &bytes[..cut]).is_err());
+    }
+}
