@@ -102,7 +102,18 @@ pub(crate) fn compute_cover(
                 }
             };
             if boundary.contains(&key) {
-                uncertain(&mut next, &mut out);
+                // The sampled band is generous; at the exact last level keep
+                // only cells the boundary (widened by the band) can reach.
+                if is_fine
+                    && exact_last
+                    && let Some(far) = clear_of_boundary(shape, x, band_m)
+                {
+                    if far == Side::Inside {
+                        out.push((x, true));
+                    }
+                } else {
+                    uncertain(&mut next, &mut out);
+                }
             } else if inside(x, &mut inside_memo) {
                 let deep = (is_fine && exact_last)
                     || x.grid_disk::<Vec<_>>(1)
@@ -133,6 +144,44 @@ pub(crate) fn compute_cover(
         inside_memo.clear();
     }
     Ok(out)
+}
+
+/// Which side of a shape a whole cell is on.
+#[derive(Debug, PartialEq, Eq)]
+enum Side {
+    Inside,
+    Outside,
+}
+
+/// `Some(side)` when every point of `cell` is farther than `band_m` from
+/// the shape's boundary (so the cell is wholly on one side), `None` when the
+/// boundary may pass through it or within `band_m` of it.
+fn clear_of_boundary(shape: &Shape, cell: CellIndex, band_m: f64) -> Option<Side> {
+    if matches!(shape, Shape::Cells(_)) {
+        return None;
+    }
+    let c = LatLng::from(cell);
+    // The planar distance estimate fails near the poles: stay conservative.
+    if c.lat().abs() > 80.0 {
+        return None;
+    }
+    let cv = sphere::to_vec3(c.lat(), c.lng());
+    let circumradius = cell
+        .boundary()
+        .iter()
+        .map(|v| sphere::chord2_to_m(sphere::chord2(cv, sphere::to_vec3(v.lat(), v.lng()))))
+        .fold(0.0, f64::max);
+    // The boundary distance is a local planar estimate: keep a wide margin.
+    let d = shape.distance_to_boundary_m(c.lat(), c.lng());
+    if d > (circumradius + band_m) * 1.02 + 2.0 {
+        Some(if shape.contains(c.lat(), c.lng()) {
+            Side::Inside
+        } else {
+            Side::Outside
+        })
+    } else {
+        None
+    }
 }
 
 /// Every cell at `res` that holds a point of the shape's boundary or lies
@@ -205,9 +254,8 @@ impl CoverIndex {
         }
     }
 
-    /// The interned candidate set of a fine cell.
-    pub fn lookup(&mut self, fine_cell: CellIndex) -> u32 {
-        self.scratch.clear();
+    /// Appends the candidates of a fine cell (unsorted) to `out`.
+    pub fn collect(&self, fine_cell: CellIndex, out: &mut Vec<u32>) {
         let fine = u8::from(fine_cell.resolution());
         for r in 0..=fine {
             if self.per_res[usize::from(r)] == 0 {
@@ -219,9 +267,17 @@ impl CoverIndex {
                 Resolution::try_from(r).ok().and_then(|res| fine_cell.parent(res))
             };
             if let Some(list) = key.and_then(|k| self.cells.get(&u64::from(k))) {
-                self.scratch.extend_from_slice(list);
+                out.extend_from_slice(list);
             }
         }
+    }
+
+    /// The interned candidate set of a fine cell.
+    pub fn lookup(&mut self, fine_cell: CellIndex) -> u32 {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        self.collect(fine_cell, &mut scratch);
+        self.scratch = scratch;
         if self.scratch.is_empty() {
             return 0;
         }

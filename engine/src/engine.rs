@@ -16,12 +16,12 @@ use crate::history::History;
 use crate::model::{Agency, Fix, Status, UnitSlot, UnitView};
 use crate::region::{DWELL_FIRED, Detect, FenceSpec, Membership, Memberships, Region, RegionKind};
 use crate::rules::{Rule, RuleSpec};
-use crate::safe::safe_region;
+use crate::safe::cell_geometry;
 use crate::shape::Shape;
 use crate::shard::ShardedIndex;
 use crate::sphere::{self, Vec3};
 use crate::standing::StandingNearest;
-use crate::units::{FLAG_HAS_KIND, FLAG_STALE, NO_SHARD, UnitState, UnitTable};
+use crate::units::{FLAG_HAS_KIND, FLAG_RECOVER, FLAG_STALE, NO_SHARD, UnitState, UnitTable};
 
 /// What became of one fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +43,13 @@ pub struct EngineCounters {
     pub fixes_older: u64,
     /// Fixes with the same time as their unit's latest.
     pub fixes_duplicate: u64,
-    /// Fixes that left their safe region (H3 lookup and tree update).
+    /// Fixes outside their unit's inscribed cap (one H3 lookup each).
     pub refreshes: u64,
+    /// Fixes that moved their unit to another fine cell (cell geometry,
+    /// candidate lookup, R-tree update).
+    pub cell_changes: u64,
+    /// Exact geometry tests (boundary-cell candidates) made by fixes.
+    pub exact_tests: u64,
 }
 
 /// The in-memory spatial engine. See the crate docs for the model.
@@ -346,7 +351,7 @@ impl Engine {
             f64::from(st.anchor[1]),
             f64::from(st.anchor[2]),
         ];
-        let inside_safe = sphere::chord2(p, a) <= f64::from(st.safe_c2);
+        let inside_safe = sphere::chord2(p, a) <= f64::from(st.safe_c2) && st.flags & FLAG_RECOVER == 0;
         self.counters.fixes_moved += 1;
         self.latest_ms = self.latest_ms.max(fix.time_ms);
         self.history.push(slot, fix);
@@ -354,7 +359,7 @@ impl Engine {
             self.emit(out, AlertEvent::Fresh, slot, fix.time_ms, None, None, None, None);
         }
         if !inside_safe {
-            self.refresh(slot.0, p);
+            self.refresh(slot.0);
         }
         let st = &self.units.state[i];
         if st.candset != 0 || st.member != 0 {
@@ -377,44 +382,54 @@ impl Engine {
         self.flush(out);
     }
 
-    /// Moves a unit's anchor, shard and candidates to where it is now.
-    fn refresh(&mut self, slot: u32, p: Vec3) {
+    /// Called for a fix outside the unit's inscribed cap (or after a region
+    /// change nearby): one H3 lookup; on a change of cell also the cell's
+    /// geometry, candidates, shard and tree anchor.
+    fn refresh(&mut self, slot: u32) {
         self.counters.refreshes += 1;
         let st = self.units.state[slot as usize];
         let Ok(ll) = LatLng::new(st.lat, st.lon) else {
             return;
         };
         let cell = ll.to_cell(self.fine);
-        let (anchor, safe_c2) = safe_region(cell, p);
-        let anchor32 = [anchor[0] as f32, anchor[1] as f32, anchor[2] as f32];
-        let candset = self.cover.lookup(cell);
-        let shard_cell = cell.parent(self.shard_res).map_or(0, u64::from);
-        let mut shard = st.shard;
-        let same_shard = shard != NO_SHARD && self.index.shards[shard as usize].cell == shard_cell;
-        if !(same_shard && anchor32 == st.anchor) {
-            if shard != NO_SHARD {
-                self.index.remove(shard, slot, st.anchor);
+        let cell_u64 = u64::from(cell);
+        if cell_u64 == st.cell && st.shard != NO_SHARD {
+            // Still in its cell (a corner, outside the inscribed cap).
+            if st.flags & FLAG_RECOVER != 0 {
+                let candset = self.cover.lookup(cell);
+                let st = &mut self.units.state[slot as usize];
+                st.candset = candset;
+                st.flags &= !FLAG_RECOVER;
             }
-            shard = self.index.insert(shard_cell, slot, anchor32);
+            return;
         }
-        if safe_c2 > 0.0 {
-            self.index.cover_radius(safe_c2.sqrt());
+        self.counters.cell_changes += 1;
+        let geom = cell_geometry(cell);
+        let anchor = to_f32(geom.center);
+        let candset = self.cover.lookup(cell);
+        if st.shard != NO_SHARD {
+            self.index.remove(st.shard, slot, st.anchor);
         }
+        let shard_cell = cell.parent(self.shard_res).map_or(0, u64::from);
+        let shard = self.index.insert(shard_cell, slot, anchor);
+        self.index.cover_radius(geom.circum_chord);
         let st = &mut self.units.state[slot as usize];
-        st.anchor = anchor32;
+        st.anchor = anchor;
         // Rounded down so the f32 never admits more than the f64 cap.
-        st.safe_c2 = if safe_c2 > 0.0 {
-            (safe_c2 * (1.0 - 1e-6)) as f32
+        st.safe_c2 = if geom.inscribed_c2 > 0.0 {
+            (geom.inscribed_c2 * (1.0 - 1e-6)) as f32
         } else {
             -1.0
         };
         st.candset = candset;
         st.shard = shard;
+        st.cell = cell_u64;
+        st.flags &= !FLAG_RECOVER;
     }
 
     /// Refresh for restore: places a unit in its shard and cover cell.
-    pub(crate) fn refresh_slot(&mut self, slot: u32, p: Vec3) {
-        self.refresh(slot, p);
+    pub(crate) fn refresh_slot(&mut self, slot: u32) {
+        self.refresh(slot);
     }
 
     /// Forces units (or all) to refresh at their next fix.
@@ -422,12 +437,12 @@ impl Engine {
         match slots {
             Some(list) => {
                 for &s in list {
-                    self.units.state[s as usize].safe_c2 = -1.0;
+                    self.units.state[s as usize].flags |= FLAG_RECOVER;
                 }
             }
             None => {
                 for st in &mut self.units.state {
-                    st.safe_c2 = -1.0;
+                    st.flags |= FLAG_RECOVER;
                 }
             }
         }
@@ -472,8 +487,11 @@ impl Engine {
             );
             let geom = match cand {
                 Some(true) => true,
-                Some(false) => matches && region.shape.contains(st.lat, st.lon),
-                None => false,
+                Some(false) if matches => {
+                    self.counters.exact_tests += 1;
+                    region.shape.contains(st.lat, st.lon)
+                }
+                _ => false,
             };
             let mut inside = matches && geom;
             if !inside && matches && mem.is_some() && cand.is_some() && region.hysteresis_m > 0.0 {
@@ -913,6 +931,28 @@ impl Engine {
         v
     }
 
+    /// Ids of the fences whose geometry holds the point (filters ignored),
+    /// sorted: the same cover lookup and exact tests a fix takes.
+    pub fn fences_at(&self, lat: f64, lon: f64) -> Vec<Arc<str>> {
+        let Ok(ll) = LatLng::new(lat, lon) else {
+            return Vec::new();
+        };
+        let mut cands = Vec::new();
+        self.cover.collect(ll.to_cell(self.fine), &mut cands);
+        let mut ids: Vec<Arc<str>> = cands
+            .into_iter()
+            .filter_map(|c| {
+                let region = self.regions.get((c >> 1) as usize)?.as_ref()?;
+                let RegionKind::Fence { name, .. } = &region.kind else {
+                    return None;
+                };
+                (c & 1 == 1 || region.shape.contains(lat, lon)).then(|| name.clone())
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Units inside a fence now (its members), sorted.
     pub fn fence_members(&self, id: &str) -> Vec<UnitSlot> {
         let Some(&r) = self.fences.get(id) else {
@@ -1143,6 +1183,10 @@ impl Engine {
     pub fn live_heap_estimate(&self) -> usize {
         self.units.heap_bytes() + self.index.len() * 20
     }
+}
+
+fn to_f32(v: Vec3) -> [f32; 3] {
+    [v[0] as f32, v[1] as f32, v[2] as f32]
 }
 
 fn spec_detect(region: &Region) -> Detect {

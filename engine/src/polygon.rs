@@ -132,13 +132,25 @@ impl IndexedPolygon {
             if p.y < ylo || p.y > yhi {
                 continue;
             }
-            let o = RobustKernel::orient2d(a, c, p);
-            if o == Orientation::Collinear && p.x >= a.x.min(c.x) && p.x <= a.x.max(c.x) {
-                return true;
+            let (xlo, xhi) = if a.x <= c.x { (a.x, c.x) } else { (c.x, a.x) };
+            // Wholly left of the point: neither crosses the rightward ray nor
+            // holds the point.
+            if xhi < p.x {
+                continue;
             }
             // Half-open rule: an edge counts when it straddles the ray's
             // latitude with one end strictly above.
-            if (a.y > p.y) != (c.y > p.y) {
+            let straddles = (a.y > p.y) != (c.y > p.y);
+            // Wholly right of the point: crosses exactly when it straddles.
+            if xlo > p.x {
+                inside ^= straddles;
+                continue;
+            }
+            let o = RobustKernel::orient2d(a, c, p);
+            if o == Orientation::Collinear {
+                return true;
+            }
+            if straddles {
                 let up = c.y > a.y;
                 if (up && o == Orientation::CounterClockwise) || (!up && o == Orientation::Clockwise) {
                     inside = !inside;

@@ -1,9 +1,8 @@
 //! Shards: one `rstar` R-tree of unit anchors per coarse H3 cell, plus a small
 //! R-tree over the shards themselves so searches visit shards nearest first.
 //!
-//! Trees hold each unit's *anchor* (the centre of its safe region), not its
-//! latest position: a unit only moves in its tree when it leaves its safe
-//! region. Every unit is within `slack` (chord on the unit sphere) of its
+//! Trees hold each unit's *anchor* (the centre of its fine H3 cell), not its
+//! latest position: a unit only moves in its tree when it changes cell. Every unit is within `slack` (chord on the unit sphere) of its
 //! anchor, so `chord(q, anchor) - slack` is an exact lower bound of its
 //! distance, which keeps nearest searches exact.
 
@@ -59,8 +58,6 @@ impl PointDistance for ShardBox {
 /// One shard.
 #[derive(Debug)]
 pub(crate) struct Shard {
-    /// The H3 cell (at the shard resolution) that keys it.
-    pub cell: u64,
     /// Anchors of the units in it.
     pub tree: RTree<Entry>,
     /// Its envelope as registered in the top tree (grows, never shrinks, so
@@ -86,7 +83,7 @@ pub(crate) struct ShardedIndex {
 const F32_MARGIN: f64 = 2e-6;
 
 impl ShardedIndex {
-    /// Raises the slack to cover a safe region of chord radius `r`.
+    /// Raises the slack to cover a unit anywhere within chord `r` of its anchor.
     pub fn cover_radius(&mut self, r: f64) {
         if r + F32_MARGIN > self.slack {
             self.slack = r + F32_MARGIN;
@@ -100,7 +97,6 @@ impl ShardedIndex {
             None => {
                 let i = u32::try_from(self.shards.len()).unwrap_or(u32::MAX);
                 self.shards.push(Shard {
-                    cell,
                     tree: RTree::new(),
                     env: None,
                 });

@@ -24,7 +24,6 @@ use crate::model::UnitSlot;
 use crate::region::{Detect, Membership, RegionKind};
 use crate::rules::{Rule, RuleSpec};
 use crate::shape::Shape;
-use crate::sphere;
 use crate::units::{FLAG_HAS_KIND, FLAG_STALE};
 
 const MAGIC: &[u8; 8] = b"BLSNAP01";
@@ -404,7 +403,7 @@ impl Engine {
         for i in 0..nu {
             let st = e.units.state[i];
             if st.seen() {
-                e.refresh_slot(i as u32, sphere::to_vec3(st.lat, st.lon));
+                e.refresh_slot(i as u32);
             }
         }
         let nf = r.len("fences")?;

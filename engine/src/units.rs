@@ -19,10 +19,13 @@ pub(crate) const NO_SHARD: u32 = u32::MAX;
 pub(crate) const FLAG_STALE: u8 = 1;
 /// `UnitState::flags` bit: the unit has a kind (`kind` is meaningful).
 pub(crate) const FLAG_HAS_KIND: u8 = 2;
+/// `UnitState::flags` bit: regions changed near the unit; its candidate set
+/// must be looked up again at the next refresh.
+pub(crate) const FLAG_RECOVER: u8 = 4;
 /// At most this many distinct tags (one bit each in `UnitState::tags`).
 pub const MAX_TAGS: usize = 64;
 
-/// The hot state of one unit. Field order keeps it at 80 bytes.
+/// The hot state of one unit. Field order keeps it at 88 bytes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UnitState {
     /// Latest latitude, degrees.
@@ -33,18 +36,20 @@ pub(crate) struct UnitState {
     pub time_ms: i64,
     /// Tag bits (see `UnitTable::tag_names`).
     pub tags: u64,
+    /// The unit's fine H3 cell (0 before the first fix).
+    pub cell: u64,
     /// Latest speed, m/s, NaN unknown.
     pub speed: f32,
     /// Latest heading, degrees, NaN unknown.
     pub heading: f32,
     /// Latest accuracy, metres, NaN unknown.
     pub accuracy: f32,
-    /// Centre of the safe region (unit vector, f32 to halve its size). Also
-    /// the point the unit's shard R-tree holds for it.
+    /// Centre of the unit's fine cell (unit vector, f32 to halve its size):
+    /// the point its shard tree holds for it, and the centre of its safe cap.
     pub anchor: [f32; 3],
-    /// Squared chord radius of the safe region: while the unit's position is
-    /// within it, its shard, tree entry, fine cell and cover candidates are
-    /// all unchanged. Negative = refresh on the next fix.
+    /// Squared chord radius of the cap inscribed in the unit's fine cell:
+    /// while the unit is within it, its cell (so its shard, tree entry and
+    /// cover candidates) is unchanged. Negative = no cap.
     pub safe_c2: f32,
     /// Interned cover candidate set of the unit's fine cell (0 = none).
     pub candset: u32,
@@ -69,6 +74,7 @@ impl UnitState {
             lon: 0.0,
             time_ms: NEVER,
             tags: 0,
+            cell: 0,
             speed: f32::NAN,
             heading: f32::NAN,
             accuracy: f32::NAN,
@@ -297,6 +303,6 @@ mod tests {
 
     #[test]
     fn unit_state_stays_small() {
-        assert!(std::mem::size_of::<UnitState>() <= 80);
+        assert!(std::mem::size_of::<UnitState>() <= 88);
     }
 }
