@@ -16,12 +16,11 @@ use crate::history::History;
 use crate::model::{Agency, Fix, Status, UnitSlot, UnitView};
 use crate::region::{DWELL_FIRED, Detect, FenceSpec, Membership, Memberships, Region, RegionKind};
 use crate::rules::{Rule, RuleSpec};
-use crate::safe::cell_geometry;
 use crate::shape::Shape;
-use crate::shard::ShardedIndex;
-use crate::sphere::{self, Vec3};
+use crate::shard::{Member, NONE, ShardedIndex};
+use crate::sphere;
 use crate::standing::StandingNearest;
-use crate::units::{FLAG_HAS_KIND, FLAG_RECOVER, FLAG_STALE, NO_SHARD, UnitState, UnitTable};
+use crate::units::{FLAG_HAS_KIND, FLAG_STALE, UnitState, UnitTable};
 
 /// What became of one fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +238,7 @@ impl Engine {
                 .then(|| self.units.kind_names.get(usize::from(st.kind)).cloned())
                 .flatten(),
             tags: self.units.tags_of(st.tags),
-            fix: st.fix(),
+            fix: self.units.fix(slot),
             stale: st.stale(),
         })
     }
@@ -334,36 +333,47 @@ impl Engine {
                 return Applied::Older;
             }
         }
-        st.lat = fix.lat;
-        st.lon = fix.lon;
         st.time_ms = fix.time_ms;
-        st.speed = fix.speed_mps;
-        st.heading = fix.heading_deg;
-        st.accuracy = fix.accuracy_m;
+        st.set_measurements(fix);
         if fix.status != Status::Unknown {
             st.status = fix.status as u8;
         }
         let was_stale = st.stale();
         st.flags &= !FLAG_STALE;
         let p = sphere::to_vec3(fix.lat, fix.lon);
-        let a = [
-            f64::from(st.anchor[0]),
-            f64::from(st.anchor[1]),
-            f64::from(st.anchor[2]),
-        ];
-        let inside_safe = sphere::chord2(p, a) <= f64::from(st.safe_c2) && st.flags & FLAG_RECOVER == 0;
+        st.xyz = p;
+        let cell = st.cell;
+        self.units.pos[i] = [fix.lat, fix.lon];
         self.counters.fixes_moved += 1;
         self.latest_ms = self.latest_ms.max(fix.time_ms);
         self.history.push(slot, fix);
         if was_stale {
             self.emit(out, AlertEvent::Fresh, slot, fix.time_ms, None, None, None, None);
         }
+        let inside_safe = cell != NONE && {
+            let c = &self.index.cells[cell as usize];
+            let a = [
+                f64::from(c.anchor[0]),
+                f64::from(c.anchor[1]),
+                f64::from(c.anchor[2]),
+            ];
+            sphere::chord2(p, a) <= f64::from(c.inscribed_c2)
+        };
         if !inside_safe {
             self.refresh(slot.0);
         }
         let st = &self.units.state[i];
-        if st.candset != 0 || st.member != 0 {
-            self.evaluate_regions(slot.0, out);
+        if st.cell != NONE {
+            let p32 = [p[0] as f32, p[1] as f32, p[2] as f32];
+            self.index.cells[st.cell as usize].members[st.pos_in_cell as usize].xyz = p32;
+        }
+        let candset = if st.cell == NONE {
+            0
+        } else {
+            self.index.cells[st.cell as usize].candset
+        };
+        if candset != 0 || st.member != 0 {
+            self.evaluate_regions(slot.0, candset, out);
         }
         if !self.global_queries.is_empty() {
             self.dirty_global(slot.0);
@@ -382,49 +392,57 @@ impl Engine {
         self.flush(out);
     }
 
-    /// Called for a fix outside the unit's inscribed cap (or after a region
-    /// change nearby): one H3 lookup; on a change of cell also the cell's
-    /// geometry, candidates, shard and tree anchor.
+    /// Called for a fix outside its cell's inscribed cap: one H3 lookup; on a
+    /// change of cell, the unit moves from one cell's members to the other's
+    /// (creating or releasing cells, which touches the trees).
     fn refresh(&mut self, slot: u32) {
         self.counters.refreshes += 1;
         let st = self.units.state[slot as usize];
-        let Ok(ll) = LatLng::new(st.lat, st.lon) else {
-            return;
-        };
-        let cell = ll.to_cell(self.fine);
-        let cell_u64 = u64::from(cell);
-        if cell_u64 == st.cell && st.shard != NO_SHARD {
-            // Still in its cell (a corner, outside the inscribed cap).
-            if st.flags & FLAG_RECOVER != 0 {
-                let candset = self.cover.lookup(cell);
-                let st = &mut self.units.state[slot as usize];
-                st.candset = candset;
-                st.flags &= !FLAG_RECOVER;
-            }
+        let [lat, lon] = self.units.pos[slot as usize];
+        let Ok(ll) = LatLng::new(lat, lon) else { return };
+        let h3 = ll.to_cell(self.fine);
+        if st.cell != NONE && self.index.cells[st.cell as usize].cell == u64::from(h3) {
             return;
         }
         self.counters.cell_changes += 1;
-        let geom = cell_geometry(cell);
-        let anchor = to_f32(geom.center);
-        let candset = self.cover.lookup(cell);
-        if st.shard != NO_SHARD {
-            self.index.remove(st.shard, slot, st.anchor);
+        if st.cell != NONE {
+            self.unlink(slot, st.cell);
         }
-        let shard_cell = cell.parent(self.shard_res).map_or(0, u64::from);
-        let shard = self.index.insert(shard_cell, slot, anchor);
-        self.index.cover_radius(geom.circum_chord);
+        let (index, cover) = (&mut self.index, &mut self.cover);
+        let c = index.cell_for(h3, self.shard_res, || cover.lookup(h3));
+        let members = &mut self.index.cells[c as usize].members;
+        let xyz = self.units.state[slot as usize].xyz;
+        members.push(Member {
+            xyz: [xyz[0] as f32, xyz[1] as f32, xyz[2] as f32],
+            slot,
+        });
+        let pos = (members.len() - 1) as u32;
         let st = &mut self.units.state[slot as usize];
-        st.anchor = anchor;
-        // Rounded down so the f32 never admits more than the f64 cap.
-        st.safe_c2 = if geom.inscribed_c2 > 0.0 {
-            (geom.inscribed_c2 * (1.0 - 1e-6)) as f32
-        } else {
-            -1.0
-        };
-        st.candset = candset;
-        st.shard = shard;
-        st.cell = cell_u64;
-        st.flags &= !FLAG_RECOVER;
+        st.cell = c;
+        st.pos_in_cell = pos;
+    }
+
+    /// Takes a unit out of its cell, releasing the cell when empty.
+    fn unlink(&mut self, slot: u32, c: u32) {
+        let pos = self.units.state[slot as usize].pos_in_cell as usize;
+        let members = &mut self.index.cells[c as usize].members;
+        members.swap_remove(pos);
+        if let Some(moved) = members.get(pos) {
+            self.units.state[moved.slot as usize].pos_in_cell = pos as u32;
+        }
+        let empty = members.is_empty();
+        self.units.state[slot as usize].cell = NONE;
+        if empty {
+            self.index.release(c);
+        }
+    }
+
+    /// Calls `f` with every unit in the occupied cell `c`.
+    #[inline]
+    pub(crate) fn for_each_unit_in_cell(&self, c: u32, mut f: impl FnMut(u32)) {
+        for m in &self.index.cells[c as usize].members {
+            f(m.slot);
+        }
     }
 
     /// Refresh for restore: places a unit in its shard and cover cell.
@@ -432,28 +450,38 @@ impl Engine {
         self.refresh(slot);
     }
 
-    /// Forces units (or all) to refresh at their next fix.
+    /// Looks up again the candidates of the cells of `slots` (or of every
+    /// occupied cell) after the cover changed there.
     fn invalidate(&mut self, slots: Option<&[u32]>) {
-        match slots {
+        let cells: Vec<u32> = match slots {
             Some(list) => {
-                for &s in list {
-                    self.units.state[s as usize].flags |= FLAG_RECOVER;
-                }
+                let mut v: Vec<u32> = list
+                    .iter()
+                    .map(|&s| self.units.state[s as usize].cell)
+                    .filter(|&c| c != NONE)
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
             }
-            None => {
-                for st in &mut self.units.state {
-                    st.flags |= FLAG_RECOVER;
-                }
+            None => (0..self.index.cells.len() as u32)
+                .filter(|&c| !self.index.cells[c as usize].members.is_empty())
+                .collect(),
+        };
+        for c in cells {
+            if let Ok(h3) = CellIndex::try_from(self.index.cells[c as usize].cell) {
+                self.index.cells[c as usize].candset = self.cover.lookup(h3);
             }
         }
     }
 
     /// Re-evaluates the regions a unit is a candidate or member of.
-    fn evaluate_regions(&mut self, slot: u32, out: &mut Outputs) {
+    fn evaluate_regions(&mut self, slot: u32, candset: u32, out: &mut Outputs) {
         let st = self.units.state[slot as usize];
+        let [lat, lon] = self.units.pos[slot as usize];
         let mut new = std::mem::take(&mut self.scratch_members);
         new.clear();
-        let cands = self.cover.set(st.candset);
+        let cands = self.cover.set(candset);
         let old = self.members.get(st.member);
         let (mut ci, mut mi) = (0, 0);
         loop {
@@ -489,13 +517,13 @@ impl Engine {
                 Some(true) => true,
                 Some(false) if matches => {
                     self.counters.exact_tests += 1;
-                    region.shape.contains(st.lat, st.lon)
+                    region.shape.contains(lat, lon)
                 }
                 _ => false,
             };
             let mut inside = matches && geom;
             if !inside && matches && mem.is_some() && cand.is_some() && region.hysteresis_m > 0.0 {
-                inside = region.shape.distance_to_boundary_m(st.lat, st.lon) <= region.hysteresis_m;
+                inside = region.shape.distance_to_boundary_m(lat, lon) <= region.hysteresis_m;
             }
             let kept = match (mem, inside) {
                 (Some(m), true) => Some(m),
@@ -709,7 +737,8 @@ impl Engine {
         }
         let mut slots = std::mem::take(&mut self.scratch_slots);
         slots.clear();
-        self.index.for_each_in(&b, |s| slots.push(s));
+        self.index
+            .for_each_cell_in(&b, |c| self.for_each_unit_in_cell(c, |s| slots.push(s)));
         slots.sort_unstable();
         slots.dedup();
         slots
@@ -717,8 +746,10 @@ impl Engine {
 
     /// Whether a unit is inside a region now (filter and geometry).
     fn inside_region(&self, slot: u32, region: &Region, now_ms: i64) -> bool {
-        let st = &self.units.state[slot as usize];
-        st.seen() && self.matches(&region.filter, slot, now_ms) && region.shape.contains(st.lat, st.lon)
+        let [lat, lon] = self.units.pos[slot as usize];
+        self.units.state[slot as usize].seen()
+            && self.matches(&region.filter, slot, now_ms)
+            && region.shape.contains(lat, lon)
     }
 
     pub(crate) fn add_membership(&mut self, slot: u32, m: Membership) {
@@ -842,10 +873,10 @@ impl Engine {
             match (was, inside_new) {
                 (Some(m), true) => self.add_membership(s, Membership { region: new_id, ..m }),
                 (Some(m), false) => {
-                    let st = self.units.state[s as usize];
+                    let [lat, lon] = self.units.pos[s as usize];
                     let within_band = new_region.hysteresis_m > 0.0
                         && self.matches(&new_region.filter, s, now_ms)
-                        && new_region.shape.distance_to_boundary_m(st.lat, st.lon) <= new_region.hysteresis_m;
+                        && new_region.shape.distance_to_boundary_m(lat, lon) <= new_region.hysteresis_m;
                     if within_band {
                         self.add_membership(s, Membership { region: new_id, ..m });
                     } else if detect.exit {
@@ -1167,10 +1198,19 @@ impl Engine {
     /// The fine cell of a unit now (PROTOCOL.md `h3`, at the fence resolution).
     pub fn unit_cell(&self, slot: UnitSlot) -> Option<CellIndex> {
         let st = self.units.state.get(slot.index())?;
-        if !st.seen() {
-            return None;
-        }
-        LatLng::new(st.lat, st.lon).ok().map(|ll| ll.to_cell(self.fine))
+        let c = self.index.cells.get(st.cell as usize)?;
+        CellIndex::try_from(c.cell).ok()
+    }
+
+    /// Occupied fine cells (for metrics and memory reports).
+    pub fn occupied_cells(&self) -> usize {
+        self.index.occupied()
+    }
+
+    /// A unit's latest `[lat, lon]`.
+    #[inline]
+    pub(crate) fn lat_lon(&self, slot: u32) -> [f64; 2] {
+        self.units.pos[slot as usize]
     }
 
     /// Read access to a unit's hot state for crate modules.
@@ -1181,12 +1221,8 @@ impl Engine {
     /// Heap bytes of live state, excluding history, as counted by the engine
     /// itself (the memory benchmark measures with a counting allocator).
     pub fn live_heap_estimate(&self) -> usize {
-        self.units.heap_bytes() + self.index.len() * 20
+        self.units.heap_bytes() + self.index.heap_bytes()
     }
-}
-
-fn to_f32(v: Vec3) -> [f32; 3] {
-    [v[0] as f32, v[1] as f32, v[2] as f32]
 }
 
 fn spec_detect(region: &Region) -> Detect {

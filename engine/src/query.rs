@@ -1,11 +1,15 @@
 //! One-shot queries: exact k-nearest and area queries.
 
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+
+use rstar::{ParentNode, PointDistance, RTreeNode};
 
 use crate::engine::Engine;
 use crate::filter::Filter;
 use crate::model::UnitSlot;
 use crate::shape::Shape;
+use crate::shard::{Entry, MEMBER_TOLERANCE};
 use crate::sphere::{self, Vec3};
 
 /// A k-nearest query.
@@ -83,6 +87,11 @@ impl Engine {
             .collect()
     }
 
+    /// Best-first search over every shard tree with one heap: shard roots
+    /// join in order of their box's distance; a node's children enter the
+    /// heap only when their bound can still beat the k-th best, and a cell's
+    /// units are bounded from the cell's f32 member copies before their
+    /// records are read.
     fn nearest_search(
         &self,
         qv: Vec3,
@@ -93,60 +102,101 @@ impl Engine {
         let qf = [qv[0] as f32, qv[1] as f32, qv[2] as f32];
         let slack = self.index.slack;
         let max_c = max_c2.sqrt();
-        let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
-        // Lower bound of the true chord for an anchor at chord² `d2`.
+        let mut best: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+        // Lower bound of the true chord of any unit under a node whose
+        // envelope (or cell centre) is at squared chord `d2`.
         let bound = |d2: f32| (f64::from(d2).sqrt() - slack).max(0.0);
-        let beaten = |heap: &BinaryHeap<Candidate>, lb: f64| {
-            lb > max_c || (heap.len() == k && heap.peek().is_some_and(|w| lb * lb > w.0))
+        let limit = |best: &BinaryHeap<Candidate>| {
+            if best.len() == k {
+                best.peek().map_or(max_c, |w| w.0.sqrt().min(max_c))
+            } else {
+                max_c
+            }
         };
-        for (shard, d2) in self.index.shards_by_distance(&qf) {
-            if beaten(&heap, bound(d2)) {
+        let mut queue: BinaryHeap<Reverse<Pending<'_>>> = BinaryHeap::with_capacity(64);
+        let mut shards = self.index.shards_by_distance(&qf).peekable();
+        loop {
+            let next_shard = shards.peek().map_or(f64::INFINITY, |(_, d2)| bound(*d2));
+            let next_queued = queue.peek().map_or(f64::INFINITY, |Reverse(p)| p.lb);
+            let lb = next_shard.min(next_queued);
+            if lb == f64::INFINITY || lb > limit(&best) {
                 break;
             }
-            for (e, d2) in shard.tree.nearest_neighbor_iter_with_distance_2(qf) {
-                if beaten(&heap, bound(d2)) {
-                    break;
+            if next_shard <= next_queued {
+                if let Some((shard, _)) = shards.next() {
+                    queue.push(Reverse(Pending {
+                        lb: next_shard,
+                        node: Node::Inner(shard.tree.root()),
+                    }));
                 }
-                if !accept(e.slot) {
-                    continue;
+                continue;
+            }
+            let Some(Reverse(p)) = queue.pop() else { break };
+            match p.node {
+                Node::Inner(parent) => {
+                    for child in parent.children() {
+                        let (lb, node) = match child {
+                            RTreeNode::Parent(n) => (bound(n.envelope().distance_2(&qf)), Node::Inner(n)),
+                            RTreeNode::Leaf(e) => (bound(e.distance_2(&qf)), Node::Cell(e.cell)),
+                        };
+                        if lb <= limit(&best) {
+                            queue.push(Reverse(Pending { lb, node }));
+                        }
+                    }
                 }
-                let st = self.state(e.slot);
-                let c2 = sphere::chord2(qv, sphere::to_vec3(st.lat, st.lon));
-                if c2 > max_c2 {
-                    continue;
-                }
-                let cand = Candidate(c2, e.slot);
-                if heap.len() < k {
-                    heap.push(cand);
-                } else if heap.peek().is_some_and(|w| cand < *w) {
-                    heap.pop();
-                    heap.push(cand);
+                Node::Cell(c) => {
+                    for m in &self.index.cells[c as usize].members {
+                        // Bound from the f32 copy; read the record only if it may count.
+                        let approx = sphere::chord2(
+                            qv,
+                            [f64::from(m.xyz[0]), f64::from(m.xyz[1]), f64::from(m.xyz[2])],
+                        );
+                        if (approx.sqrt() - MEMBER_TOLERANCE) > limit(&best) || !accept(m.slot) {
+                            continue;
+                        }
+                        let c2 = sphere::chord2(qv, self.state(m.slot).xyz);
+                        if c2 > max_c2 {
+                            continue;
+                        }
+                        let cand = Candidate(c2, m.slot);
+                        if best.len() < k {
+                            best.push(cand);
+                        } else if best.peek().is_some_and(|w| cand < *w) {
+                            best.pop();
+                            best.push(cand);
+                        }
+                    }
                 }
             }
         }
-        heap.into_sorted_vec()
+        best.into_sorted_vec()
     }
 
     /// Units inside `shape` matching `filter`, sorted by slot.
     pub fn area(&self, shape: &Shape, filter: &Filter, include_stale: bool, now_ms: i64) -> Vec<UnitSlot> {
         let mut out = Vec::new();
-        self.index.for_each_in(&shape.aabb(), |slot| {
-            let st = self.state(slot);
-            if st.seen()
-                && (include_stale || !st.stale())
-                && filter.matches(
-                    UnitSlot(slot),
-                    st.agency,
-                    st.status,
-                    st.kind,
-                    st.tags,
-                    st.time_ms,
-                    now_ms,
-                )
-                && shape.contains(st.lat, st.lon)
-            {
-                out.push(UnitSlot(slot));
-            }
+        self.index.for_each_cell_in(&shape.aabb(), |c| {
+            self.for_each_unit_in_cell(c, |slot| {
+                let st = self.state(slot);
+                if st.seen()
+                    && (include_stale || !st.stale())
+                    && filter.matches(
+                        UnitSlot(slot),
+                        st.agency,
+                        st.status,
+                        st.kind,
+                        st.tags,
+                        st.time_ms,
+                        now_ms,
+                    )
+                    && {
+                        let [lat, lon] = self.lat_lon(slot);
+                        shape.contains(lat, lon)
+                    }
+                {
+                    out.push(UnitSlot(slot));
+                }
+            });
         });
         out.sort_unstable();
         out.dedup();
@@ -156,5 +206,38 @@ impl Engine {
     /// How many units are inside `shape` matching `filter`.
     pub fn count_area(&self, shape: &Shape, filter: &Filter, include_stale: bool, now_ms: i64) -> usize {
         self.area(shape, filter, include_stale, now_ms).len()
+    }
+}
+
+/// A part of a shard tree waiting to be searched.
+#[derive(Debug, Clone, Copy)]
+enum Node<'a> {
+    /// An inner node (or a shard's root).
+    Inner(&'a ParentNode<Entry>),
+    /// An occupied cell.
+    Cell(u32),
+}
+
+/// A queued node with the lower bound of its units' chords.
+#[derive(Debug, Clone, Copy)]
+struct Pending<'a> {
+    lb: f64,
+    node: Node<'a>,
+}
+
+impl PartialEq for Pending<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.lb == other.lb
+    }
+}
+impl Eq for Pending<'_> {}
+impl PartialOrd for Pending<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.lb.total_cmp(&other.lb)
     }
 }

@@ -78,8 +78,7 @@ impl Engine {
     }
 
     fn distance_between(&self, a: u32, b: u32) -> f64 {
-        let (x, y) = (self.state(a), self.state(b));
-        sphere::distance_m(x.lat, x.lon, y.lat, y.lon)
+        sphere::chord2_to_m(sphere::chord2(self.state(a).xyz, self.state(b).xyz))
     }
 
     /// Re-evaluates every rule for a unit that just moved.
@@ -106,12 +105,14 @@ impl Engine {
             }
             let radius = self.rules[r].spec.radius_m;
             let st = *self.state(slot);
-            let b = cap_aabb(sphere::to_vec3(st.lat, st.lon), radius / EARTH_RADIUS_M);
+            let b = cap_aabb(st.xyz, radius / EARTH_RADIUS_M);
             let mut near = Vec::new();
-            self.index.for_each_in(&b, |s| {
-                if s != slot {
-                    near.push(s);
-                }
+            self.index.for_each_cell_in(&b, |c| {
+                self.for_each_unit_in_cell(c, |s| {
+                    if s != slot {
+                        near.push(s);
+                    }
+                });
             });
             near.sort_unstable();
             near.dedup();

@@ -24,6 +24,7 @@ use crate::model::UnitSlot;
 use crate::region::{Detect, Membership, RegionKind};
 use crate::rules::{Rule, RuleSpec};
 use crate::shape::Shape;
+use crate::sphere;
 use crate::units::{FLAG_HAS_KIND, FLAG_STALE};
 
 const MAGIC: &[u8; 8] = b"BLSNAP01";
@@ -270,11 +271,13 @@ impl Engine {
             w.u16(st.kind);
             w.u64(st.tags);
             w.i64(st.time_ms);
-            w.f64(st.lat);
-            w.f64(st.lon);
-            w.f32(st.speed);
-            w.f32(st.heading);
-            w.f32(st.accuracy);
+            let fix = self.units.fix(UnitSlot(i as u32));
+            let [lat, lon] = self.units.pos[i];
+            w.f64(lat);
+            w.f64(lon);
+            w.f32(fix.map_or(f32::NAN, |f| f.speed_mps));
+            w.f32(fix.map_or(f32::NAN, |f| f.heading_deg));
+            w.f32(fix.map_or(f32::NAN, |f| f.accuracy_m));
         }
         let mut keys: Vec<(u64, UnitSlot)> = self.units.keys().collect();
         keys.sort_unstable();
@@ -382,12 +385,17 @@ impl Engine {
             st.kind = r.u16("kind")?;
             st.tags = r.u64("tags")?;
             st.time_ms = r.i64("time")?;
-            st.lat = r.f64("lat")?;
-            st.lon = r.f64("lon")?;
-            st.speed = r.f32("speed")?;
-            st.heading = r.f32("heading")?;
-            st.accuracy = r.f32("accuracy")?;
-            if st.seen() && (!(-90.0..=90.0).contains(&st.lat) || !(-180.0..=180.0).contains(&st.lon)) {
+            let lat = r.f64("lat")?;
+            let lon = r.f64("lon")?;
+            let mut m = crate::model::Fix::at(st.time_ms, lat, lon);
+            m.speed_mps = r.f32("speed")?;
+            m.heading_deg = r.f32("heading")?;
+            m.accuracy_m = r.f32("accuracy")?;
+            st.set_measurements(&m);
+            st.xyz = sphere::to_vec3(lat, lon);
+            e.units.pos[i] = [lat, lon];
+            if e.units.state[i].seen() && (!(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon))
+            {
                 return Err(EngineError::Snapshot(format!(
                     "unit {id:?} has an invalid position"
                 )));

@@ -10,53 +10,43 @@ use std::hash::BuildHasher;
 
 use crate::error::EngineError;
 use crate::model::{Agency, Fix, Status, UnitSlot};
+use crate::shard::NONE;
 
 /// `UnitState::time_ms` of a unit that has never reported a position.
 pub(crate) const NEVER: i64 = i64::MIN;
-/// `UnitState::shard` of a unit that is in no shard tree.
-pub(crate) const NO_SHARD: u32 = u32::MAX;
 /// `UnitState::flags` bit: the unit is stale.
 pub(crate) const FLAG_STALE: u8 = 1;
 /// `UnitState::flags` bit: the unit has a kind (`kind` is meaningful).
 pub(crate) const FLAG_HAS_KIND: u8 = 2;
-/// `UnitState::flags` bit: regions changed near the unit; its candidate set
-/// must be looked up again at the next refresh.
-pub(crate) const FLAG_RECOVER: u8 = 4;
 /// At most this many distinct tags (one bit each in `UnitState::tags`).
 pub const MAX_TAGS: usize = 64;
 
-/// The hot state of one unit. Field order keeps it at 88 bytes.
+/// The hot state of one unit: exactly one cache line, holding everything a
+/// fix or a query reads, so a nearest search pays one miss per candidate.
+/// Latitude and longitude (read only for output and exact shape tests) live
+/// beside it in `UnitTable::pos`.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
 pub(crate) struct UnitState {
-    /// Latest latitude, degrees.
-    pub lat: f64,
-    /// Latest longitude, degrees.
-    pub lon: f64,
     /// Device time of the latest fix; `NEVER` before the first.
     pub time_ms: i64,
+    /// Latest position as a unit vector: computed by every fix anyway (for
+    /// the safe-region test), kept so nearest needs no trigonometry.
+    pub xyz: [f64; 3],
     /// Tag bits (see `UnitTable::tag_names`).
     pub tags: u64,
-    /// The unit's fine H3 cell (0 before the first fix).
-    pub cell: u64,
-    /// Latest speed, m/s, NaN unknown.
-    pub speed: f32,
-    /// Latest heading, degrees, NaN unknown.
-    pub heading: f32,
-    /// Latest accuracy, metres, NaN unknown.
-    pub accuracy: f32,
-    /// Centre of the unit's fine cell (unit vector, f32 to halve its size):
-    /// the point its shard tree holds for it, and the centre of its safe cap.
-    pub anchor: [f32; 3],
-    /// Squared chord radius of the cap inscribed in the unit's fine cell:
-    /// while the unit is within it, its cell (so its shard, tree entry and
-    /// cover candidates) is unchanged. Negative = no cap.
-    pub safe_c2: f32,
-    /// Interned cover candidate set of the unit's fine cell (0 = none).
-    pub candset: u32,
+    /// Index of its occupied fine cell in the shard index, or `NONE`.
+    pub cell: u32,
+    /// Its index in that cell's member array.
+    pub pos_in_cell: u32,
     /// Index of the unit's membership list (0 = member of nothing).
     pub member: u32,
-    /// Shard index, or `NO_SHARD`.
-    pub shard: u32,
+    /// Latest speed in cm/s (`UNKNOWN_U16` unknown).
+    pub speed: u16,
+    /// Latest heading in hundredths of a degree (`UNKNOWN_U16` unknown).
+    pub heading: u16,
+    /// Latest accuracy in decimetres (`UNKNOWN_U16` unknown).
+    pub accuracy: u16,
     /// Interned kind, valid when `FLAG_HAS_KIND` is set.
     pub kind: u16,
     /// `Status as u8`.
@@ -67,22 +57,48 @@ pub(crate) struct UnitState {
     pub flags: u8,
 }
 
+/// A quantised measurement that is not known.
+pub(crate) const UNKNOWN_U16: u16 = u16::MAX;
+
+/// Quantises a non-negative measurement (NaN = unknown) in `1/scale` units.
+#[inline]
+pub(crate) fn quantise(v: f32, scale: f32) -> u16 {
+    if v.is_nan() {
+        UNKNOWN_U16
+    } else {
+        (v * scale).round().clamp(0.0, f32::from(UNKNOWN_U16 - 1)) as u16
+    }
+}
+
+/// The value of a quantised measurement (NaN when unknown).
+#[inline]
+pub(crate) fn unquantise(v: u16, scale: f32) -> f32 {
+    if v == UNKNOWN_U16 {
+        f32::NAN
+    } else {
+        f32::from(v) / scale
+    }
+}
+
+/// Speed is kept in cm/s.
+pub(crate) const SPEED_SCALE: f32 = 100.0;
+/// Heading is kept in hundredths of a degree.
+pub(crate) const HEADING_SCALE: f32 = 100.0;
+/// Accuracy is kept in decimetres.
+pub(crate) const ACCURACY_SCALE: f32 = 10.0;
+
 impl UnitState {
     fn new() -> Self {
         Self {
-            lat: 0.0,
-            lon: 0.0,
             time_ms: NEVER,
+            xyz: [0.0; 3],
             tags: 0,
-            cell: 0,
-            speed: f32::NAN,
-            heading: f32::NAN,
-            accuracy: f32::NAN,
-            anchor: [0.0; 3],
-            safe_c2: -1.0,
-            candset: 0,
+            cell: NONE,
+            pos_in_cell: 0,
             member: 0,
-            shard: NO_SHARD,
+            speed: UNKNOWN_U16,
+            heading: UNKNOWN_U16,
+            accuracy: UNKNOWN_U16,
             kind: 0,
             status: Status::Unknown as u8,
             agency: Agency::Other as u8,
@@ -102,17 +118,12 @@ impl UnitState {
         self.flags & FLAG_STALE != 0
     }
 
-    /// The latest fix as a value.
-    pub fn fix(&self) -> Option<Fix> {
-        self.seen().then(|| Fix {
-            time_ms: self.time_ms,
-            lat: self.lat,
-            lon: self.lon,
-            accuracy_m: self.accuracy,
-            speed_mps: self.speed,
-            heading_deg: self.heading,
-            status: Status::from_u8(self.status),
-        })
+    /// Stores a fix's measurements.
+    #[inline]
+    pub fn set_measurements(&mut self, fix: &Fix) {
+        self.speed = quantise(fix.speed_mps, SPEED_SCALE);
+        self.heading = quantise(fix.heading_deg.rem_euclid(360.0), HEADING_SCALE);
+        self.accuracy = quantise(fix.accuracy_m, ACCURACY_SCALE);
     }
 }
 
@@ -121,6 +132,8 @@ impl UnitState {
 pub(crate) struct UnitTable {
     /// Hot state by slot.
     pub state: Vec<UnitState>,
+    /// Latest `[lat, lon]` by slot.
+    pub pos: Vec<[f64; 2]>,
     /// Concatenated ids; slot `i` is `id_bytes[id_end[i-1]..id_end[i]]`.
     id_bytes: String,
     /// End offset of each slot's id in `id_bytes`.
@@ -173,6 +186,7 @@ impl UnitTable {
         self.id_end
             .push(u32::try_from(self.id_bytes.len()).unwrap_or(u32::MAX));
         self.state.push(UnitState::new());
+        self.pos.push([0.0, 0.0]);
         let (bytes, ends, hasher) = (&self.id_bytes, &self.id_end, &self.hasher);
         self.by_id.insert_unique(h, slot, |&s| {
             let i = s as usize;
@@ -237,9 +251,25 @@ impl UnitTable {
             .collect()
     }
 
+    /// The latest fix of a unit, as a value.
+    pub fn fix(&self, slot: UnitSlot) -> Option<Fix> {
+        let st = self.state.get(slot.index())?;
+        let [lat, lon] = self.pos[slot.index()];
+        st.seen().then(|| Fix {
+            time_ms: st.time_ms,
+            lat,
+            lon,
+            accuracy_m: unquantise(st.accuracy, ACCURACY_SCALE),
+            speed_mps: unquantise(st.speed, SPEED_SCALE),
+            heading_deg: unquantise(st.heading, HEADING_SCALE),
+            status: Status::from_u8(st.status),
+        })
+    }
+
     /// Heap bytes held by the table (for the memory report).
     pub fn heap_bytes(&self) -> usize {
         self.state.capacity() * std::mem::size_of::<UnitState>()
+            + self.pos.capacity() * 16
             + self.id_bytes.capacity()
             + self.id_end.capacity() * 4
             + self.by_id.capacity() * 5
@@ -302,7 +332,16 @@ mod tests {
     }
 
     #[test]
-    fn unit_state_stays_small() {
-        assert!(std::mem::size_of::<UnitState>() <= 88);
+    fn unit_state_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<UnitState>(), 64);
+        assert_eq!(std::mem::align_of::<UnitState>(), 64);
+    }
+
+    #[test]
+    fn measurements_round_trip_to_their_quantum_and_unknown_stays_unknown() {
+        assert!(unquantise(quantise(f32::NAN, SPEED_SCALE), SPEED_SCALE).is_nan());
+        assert_eq!(unquantise(quantise(12.5, SPEED_SCALE), SPEED_SCALE), 12.5);
+        assert!((unquantise(quantise(271.234, HEADING_SCALE), HEADING_SCALE) - 271.23).abs() < 1e-3);
+        assert_eq!(quantise(-3.0, SPEED_SCALE), 0);
     }
 }
