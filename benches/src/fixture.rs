@@ -93,12 +93,18 @@ pub fn star_polygon(rng: &mut StdRng, c: (f64, f64), radius_m: f64, n: usize) ->
 
 impl World {
     /// Builds a world: fences and feeds first, then every unit's first fix.
+    /// History is kept at a 2M-fix cap, so steady state recycles it.
     pub fn new(spec: WorldSpec) -> Self {
+        Self::with_history(spec, 2_000_000)
+    }
+
+    /// As [`World::new`] with a history cap (0 = no history).
+    pub fn with_history(spec: WorldSpec, history_max_fixes: usize) -> Self {
         let towns = places::uk().unwrap_or_else(|e| panic!("shipped places: {e}"));
         let mut rng = StdRng::seed_from_u64(spec.seed);
         // History at its cap recycles its buckets, as in steady state.
         let cfg = EngineConfig {
-            history_max_fixes: 2_000_000,
+            history_max_fixes,
             ..EngineConfig::default()
         };
         let mut engine = Engine::new(cfg).unwrap_or_else(|e| panic!("{e}"));

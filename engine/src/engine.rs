@@ -340,10 +340,10 @@ impl Engine {
         }
         let was_stale = st.stale();
         st.flags &= !FLAG_STALE;
+        st.lat = fix.lat;
+        st.lon = fix.lon;
         let p = sphere::to_vec3(fix.lat, fix.lon);
-        st.xyz = p;
         let cell = st.cell;
-        self.units.pos[i] = [fix.lat, fix.lon];
         self.counters.fixes_moved += 1;
         self.latest_ms = self.latest_ms.max(fix.time_ms);
         self.history.push(slot, fix);
@@ -398,8 +398,9 @@ impl Engine {
     fn refresh(&mut self, slot: u32) {
         self.counters.refreshes += 1;
         let st = self.units.state[slot as usize];
-        let [lat, lon] = self.units.pos[slot as usize];
-        let Ok(ll) = LatLng::new(lat, lon) else { return };
+        let Ok(ll) = LatLng::new(st.lat, st.lon) else {
+            return;
+        };
         let h3 = ll.to_cell(self.fine);
         if st.cell != NONE && self.index.cells[st.cell as usize].cell == u64::from(h3) {
             return;
@@ -411,7 +412,12 @@ impl Engine {
         let (index, cover) = (&mut self.index, &mut self.cover);
         let c = index.cell_for(h3, self.shard_res, || cover.lookup(h3));
         let members = &mut self.index.cells[c as usize].members;
-        let xyz = self.units.state[slot as usize].xyz;
+        let xyz = self.units.state[slot as usize].xyz();
+        if members.len() == members.capacity() {
+            // Grow by a quarter, not double: cells hold a few units each and
+            // keep their capacity, so tight arrays are worth a rare realloc.
+            members.reserve_exact((members.len() / 4).max(2));
+        }
         members.push(Member {
             xyz: [xyz[0] as f32, xyz[1] as f32, xyz[2] as f32],
             slot,
@@ -478,7 +484,7 @@ impl Engine {
     /// Re-evaluates the regions a unit is a candidate or member of.
     fn evaluate_regions(&mut self, slot: u32, candset: u32, out: &mut Outputs) {
         let st = self.units.state[slot as usize];
-        let [lat, lon] = self.units.pos[slot as usize];
+        let (lat, lon) = (st.lat, st.lon);
         let mut new = std::mem::take(&mut self.scratch_members);
         new.clear();
         let cands = self.cover.set(candset);
@@ -746,10 +752,9 @@ impl Engine {
 
     /// Whether a unit is inside a region now (filter and geometry).
     fn inside_region(&self, slot: u32, region: &Region, now_ms: i64) -> bool {
-        let [lat, lon] = self.units.pos[slot as usize];
-        self.units.state[slot as usize].seen()
-            && self.matches(&region.filter, slot, now_ms)
-            && region.shape.contains(lat, lon)
+        let st = &self.units.state[slot as usize];
+        let (lat, lon) = (st.lat, st.lon);
+        st.seen() && self.matches(&region.filter, slot, now_ms) && region.shape.contains(lat, lon)
     }
 
     pub(crate) fn add_membership(&mut self, slot: u32, m: Membership) {
@@ -873,7 +878,7 @@ impl Engine {
             match (was, inside_new) {
                 (Some(m), true) => self.add_membership(s, Membership { region: new_id, ..m }),
                 (Some(m), false) => {
-                    let [lat, lon] = self.units.pos[s as usize];
+                    let (lat, lon) = (self.units.state[s as usize].lat, self.units.state[s as usize].lon);
                     let within_band = new_region.hysteresis_m > 0.0
                         && self.matches(&new_region.filter, s, now_ms)
                         && new_region.shape.distance_to_boundary_m(lat, lon) <= new_region.hysteresis_m;
@@ -1210,7 +1215,8 @@ impl Engine {
     /// A unit's latest `[lat, lon]`.
     #[inline]
     pub(crate) fn lat_lon(&self, slot: u32) -> [f64; 2] {
-        self.units.pos[slot as usize]
+        let st = &self.units.state[slot as usize];
+        [st.lat, st.lon]
     }
 
     /// Read access to a unit's hot state for crate modules.
@@ -1218,10 +1224,13 @@ impl Engine {
         &self.units.state[slot as usize]
     }
 
-    /// Heap bytes of live state, excluding history, as counted by the engine
-    /// itself (the memory benchmark measures with a counting allocator).
-    pub fn live_heap_estimate(&self) -> usize {
-        self.units.heap_bytes() + self.index.heap_bytes()
+    /// Heap bytes of live state by part, excluding history and regions, as
+    /// the engine counts them from its own capacities (the memory benchmark
+    /// checks the total against a counting allocator).
+    pub fn memory_parts(&self) -> Vec<(&'static str, usize)> {
+        let mut v: Vec<(&'static str, usize)> = self.units.heap_parts().into();
+        v.extend(self.index.heap_parts());
+        v
     }
 }
 

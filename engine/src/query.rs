@@ -115,6 +115,7 @@ impl Engine {
         };
         let mut queue: BinaryHeap<Reverse<Pending<'_>>> = BinaryHeap::with_capacity(64);
         let mut shards = self.index.shards_by_distance(&qf).peekable();
+        let mut near: Vec<u32> = Vec::with_capacity(64);
         loop {
             let next_shard = shards.peek().map_or(f64::INFINITY, |(_, d2)| bound(*d2));
             let next_queued = queue.peek().map_or(f64::INFINITY, |Reverse(p)| p.lb);
@@ -145,20 +146,34 @@ impl Engine {
                     }
                 }
                 Node::Cell(c) => {
+                    // Bound every unit from the f32 copies first, then touch
+                    // the records that may count in one pass of independent
+                    // loads (they overlap), then use them.
+                    let lim = limit(&best);
+                    near.clear();
                     for m in &self.index.cells[c as usize].members {
-                        // Bound from the f32 copy; read the record only if it may count.
                         let approx = sphere::chord2(
                             qv,
                             [f64::from(m.xyz[0]), f64::from(m.xyz[1]), f64::from(m.xyz[2])],
                         );
-                        if (approx.sqrt() - MEMBER_TOLERANCE) > limit(&best) || !accept(m.slot) {
+                        if approx.sqrt() - MEMBER_TOLERANCE <= lim {
+                            near.push(m.slot);
+                        }
+                    }
+                    let mut touch = 0i64;
+                    for &slot in &near {
+                        touch ^= self.state(slot).time_ms;
+                    }
+                    std::hint::black_box(touch);
+                    for &slot in &near {
+                        if !accept(slot) {
                             continue;
                         }
-                        let c2 = sphere::chord2(qv, self.state(m.slot).xyz);
+                        let c2 = sphere::chord2(qv, self.state(slot).xyz());
                         if c2 > max_c2 {
                             continue;
                         }
-                        let cand = Candidate(c2, m.slot);
+                        let cand = Candidate(c2, slot);
                         if best.len() < k {
                             best.push(cand);
                         } else if best.peek().is_some_and(|w| cand < *w) {

@@ -78,7 +78,7 @@ impl Engine {
     }
 
     fn distance_between(&self, a: u32, b: u32) -> f64 {
-        sphere::chord2_to_m(sphere::chord2(self.state(a).xyz, self.state(b).xyz))
+        sphere::chord2_to_m(sphere::chord2(self.state(a).xyz(), self.state(b).xyz()))
     }
 
     /// Re-evaluates every rule for a unit that just moved.
@@ -105,7 +105,7 @@ impl Engine {
             }
             let radius = self.rules[r].spec.radius_m;
             let st = *self.state(slot);
-            let b = cap_aabb(st.xyz, radius / EARTH_RADIUS_M);
+            let b = cap_aabb(st.xyz(), radius / EARTH_RADIUS_M);
             let mut near = Vec::new();
             self.index.for_each_cell_in(&b, |c| {
                 self.for_each_unit_in_cell(c, |s| {

@@ -275,18 +275,37 @@ impl ShardedIndex {
         }
     }
 
-    /// Heap bytes of the index (for the memory report).
-    pub fn heap_bytes(&self) -> usize {
+    /// Heap bytes of each part of the index (for the memory report).
+    pub fn heap_parts(&self) -> [(&'static str, usize); 3] {
         let tree_entries: usize = self.shards.iter().map(|s| s.tree.size()).sum();
-        // rstar nodes: entries plus about a tenth again in inner nodes.
-        tree_entries * std::mem::size_of::<Entry>() * 11 / 10
-            + self.cells.capacity() * std::mem::size_of::<Cell>()
-            + self
-                .cells
-                .iter()
-                .map(|c| c.members.capacity() * std::mem::size_of::<Member>())
-                .sum::<usize>()
-            + self.cell_by_h3.capacity() * 13
-            + self.free_cells.capacity() * 4
+        let buckets = |cap: usize| {
+            if cap == 0 {
+                0
+            } else {
+                (cap * 8 / 7).next_power_of_two()
+            }
+        };
+        [
+            // rstar allocates every node for MAX_SIZE + 1 children.
+            (
+                "shard trees",
+                tree_entries.div_ceil(ShardTreeParams::MIN_SIZE.max(1) * 3 / 2)
+                    * (WIDTH + 1)
+                    * std::mem::size_of::<rstar::RTreeNode<Entry>>(),
+            ),
+            (
+                "cells",
+                self.cells.capacity() * std::mem::size_of::<Cell>()
+                    + buckets(self.cell_by_h3.capacity()) * 13
+                    + self.free_cells.capacity() * 4,
+            ),
+            (
+                "cell members",
+                self.cells
+                    .iter()
+                    .map(|c| c.members.capacity() * std::mem::size_of::<Member>())
+                    .sum::<usize>(),
+            ),
+        ]
     }
 }

@@ -24,7 +24,6 @@ use crate::model::UnitSlot;
 use crate::region::{Detect, Membership, RegionKind};
 use crate::rules::{Rule, RuleSpec};
 use crate::shape::Shape;
-use crate::sphere;
 use crate::units::{FLAG_HAS_KIND, FLAG_STALE};
 
 const MAGIC: &[u8; 8] = b"BLSNAP01";
@@ -272,9 +271,8 @@ impl Engine {
             w.u64(st.tags);
             w.i64(st.time_ms);
             let fix = self.units.fix(UnitSlot(i as u32));
-            let [lat, lon] = self.units.pos[i];
-            w.f64(lat);
-            w.f64(lon);
+            w.f64(st.lat);
+            w.f64(st.lon);
             w.f32(fix.map_or(f32::NAN, |f| f.speed_mps));
             w.f32(fix.map_or(f32::NAN, |f| f.heading_deg));
             w.f32(fix.map_or(f32::NAN, |f| f.accuracy_m));
@@ -392,8 +390,8 @@ impl Engine {
             m.heading_deg = r.f32("heading")?;
             m.accuracy_m = r.f32("accuracy")?;
             st.set_measurements(&m);
-            st.xyz = sphere::to_vec3(lat, lon);
-            e.units.pos[i] = [lat, lon];
+            st.lat = lat;
+            st.lon = lon;
             if e.units.state[i].seen() && (!(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon))
             {
                 return Err(EngineError::Snapshot(format!(

@@ -5,7 +5,7 @@
 //! slot, looked up through a `hashbrown::HashTable` of slots: no `String`
 //! per unit and no key stored twice.
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
 use crate::error::EngineError;
@@ -21,18 +21,18 @@ pub(crate) const FLAG_HAS_KIND: u8 = 2;
 /// At most this many distinct tags (one bit each in `UnitState::tags`).
 pub const MAX_TAGS: usize = 64;
 
-/// The hot state of one unit: exactly one cache line, holding everything a
-/// fix or a query reads, so a nearest search pays one miss per candidate.
-/// Latitude and longitude (read only for output and exact shape tests) live
-/// beside it in `UnitTable::pos`.
+/// The hot state of one unit: everything a fix or a query reads, in 56
+/// bytes. (Nearest bounds units from their cell's f32 member copies and
+/// reads this record only for the few that may count.)
 #[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
+#[repr(C)]
 pub(crate) struct UnitState {
     /// Device time of the latest fix; `NEVER` before the first.
     pub time_ms: i64,
-    /// Latest position as a unit vector: computed by every fix anyway (for
-    /// the safe-region test), kept so nearest needs no trigonometry.
-    pub xyz: [f64; 3],
+    /// Latest latitude, degrees.
+    pub lat: f64,
+    /// Latest longitude, degrees.
+    pub lon: f64,
     /// Tag bits (see `UnitTable::tag_names`).
     pub tags: u64,
     /// Index of its occupied fine cell in the shard index, or `NONE`.
@@ -91,7 +91,8 @@ impl UnitState {
     fn new() -> Self {
         Self {
             time_ms: NEVER,
-            xyz: [0.0; 3],
+            lat: 0.0,
+            lon: 0.0,
             tags: 0,
             cell: NONE,
             pos_in_cell: 0,
@@ -118,6 +119,12 @@ impl UnitState {
         self.flags & FLAG_STALE != 0
     }
 
+    /// Latest position as a unit vector.
+    #[inline]
+    pub fn xyz(&self) -> [f64; 3] {
+        crate::sphere::to_vec3(self.lat, self.lon)
+    }
+
     /// Stores a fix's measurements.
     #[inline]
     pub fn set_measurements(&mut self, fix: &Fix) {
@@ -132,16 +139,17 @@ impl UnitState {
 pub(crate) struct UnitTable {
     /// Hot state by slot.
     pub state: Vec<UnitState>,
-    /// Latest `[lat, lon]` by slot.
-    pub pos: Vec<[f64; 2]>,
     /// Concatenated ids; slot `i` is `id_bytes[id_end[i-1]..id_end[i]]`.
     id_bytes: String,
     /// End offset of each slot's id in `id_bytes`.
     id_end: Vec<u32>,
     /// Slots by id hash.
     by_id: HashTable<u32>,
-    /// Numeric device keys (FlatBuffers `unit`) to slots.
-    by_key: HashMap<u64, u32>,
+    /// Slots by numeric device key (FlatBuffers `unit`); the key itself is in
+    /// `keys`, so an entry is 4 bytes, not a padded 16.
+    by_key: HashTable<u32>,
+    /// Each unit's numeric key (meaningful only for slots in `by_key`).
+    keys: Vec<u64>,
     /// Hasher of `by_id`.
     hasher: DefaultHashBuilder,
     /// Interned kind names; `UnitState::kind` indexes this.
@@ -186,7 +194,7 @@ impl UnitTable {
         self.id_end
             .push(u32::try_from(self.id_bytes.len()).unwrap_or(u32::MAX));
         self.state.push(UnitState::new());
-        self.pos.push([0.0, 0.0]);
+        self.keys.push(0);
         let (bytes, ends, hasher) = (&self.id_bytes, &self.id_end, &self.hasher);
         self.by_id.insert_unique(h, slot, |&s| {
             let i = s as usize;
@@ -199,21 +207,50 @@ impl UnitTable {
     /// The slot of a numeric device key: its registered id, or the decimal
     /// of the key for an unregistered one (PROTOCOL.md: one identity).
     pub fn intern_key(&mut self, key: u64) -> UnitSlot {
-        if let Some(&s) = self.by_key.get(&key) {
-            return UnitSlot(s);
+        if let Some(s) = self.find_key(key) {
+            return s;
         }
-        let mut buf = itoa_u64(key);
-        let slot = self.intern(buf.as_str());
-        buf.clear();
-        self.by_key.insert(key, slot.0);
+        let slot = self.intern(itoa_u64(key).as_str());
+        self.set_key(slot, key);
         slot
     }
 
-    /// Registers numeric `key` as an alias of id `id` (FlatBuffers `UnitInfo`).
+    /// Registers numeric `key` as an alias of id `id` (FlatBuffers
+    /// `UnitInfo`). A unit has one key: registering another replaces it.
     pub fn register_key(&mut self, key: u64, id: &str) -> UnitSlot {
         let slot = self.intern(id);
-        self.by_key.insert(key, slot.0);
+        if let Some(old) = self.find_key(key) {
+            if old == slot {
+                return slot;
+            }
+            self.drop_key(old);
+        }
+        self.drop_key(slot);
+        self.set_key(slot, key);
         slot
+    }
+
+    fn find_key(&self, key: u64) -> Option<UnitSlot> {
+        let h = self.hasher.hash_one(key);
+        self.by_key
+            .find(h, |&s| self.keys[s as usize] == key)
+            .map(|&s| UnitSlot(s))
+    }
+
+    fn set_key(&mut self, slot: UnitSlot, key: u64) {
+        self.keys[slot.index()] = key;
+        let (keys, hasher) = (&self.keys, &self.hasher);
+        self.by_key.insert_unique(hasher.hash_one(key), slot.0, |&s| {
+            hasher.hash_one(keys[s as usize])
+        });
+    }
+
+    fn drop_key(&mut self, slot: UnitSlot) {
+        let key = self.keys[slot.index()];
+        let h = self.hasher.hash_one(key);
+        if let Ok(entry) = self.by_key.find_entry(h, |&s| s == slot.0) {
+            entry.remove();
+        }
     }
 
     /// Interns a kind name.
@@ -254,11 +291,10 @@ impl UnitTable {
     /// The latest fix of a unit, as a value.
     pub fn fix(&self, slot: UnitSlot) -> Option<Fix> {
         let st = self.state.get(slot.index())?;
-        let [lat, lon] = self.pos[slot.index()];
         st.seen().then(|| Fix {
             time_ms: st.time_ms,
-            lat,
-            lon,
+            lat: st.lat,
+            lon: st.lon,
             accuracy_m: unquantise(st.accuracy, ACCURACY_SCALE),
             speed_mps: unquantise(st.speed, SPEED_SCALE),
             heading_deg: unquantise(st.heading, HEADING_SCALE),
@@ -266,19 +302,36 @@ impl UnitTable {
         })
     }
 
-    /// Heap bytes held by the table (for the memory report).
-    pub fn heap_bytes(&self) -> usize {
-        self.state.capacity() * std::mem::size_of::<UnitState>()
-            + self.pos.capacity() * 16
-            + self.id_bytes.capacity()
-            + self.id_end.capacity() * 4
-            + self.by_id.capacity() * 5
-            + self.by_key.capacity() * 17
+    /// Heap bytes held by each part of the table (for the memory report).
+    pub fn heap_parts(&self) -> [(&'static str, usize); 6] {
+        // hashbrown: one control byte per bucket; buckets are the next power
+        // of two above capacity * 8 / 7.
+        let buckets = |cap: usize| {
+            if cap == 0 {
+                0
+            } else {
+                (cap * 8 / 7).next_power_of_two()
+            }
+        };
+        [
+            (
+                "unit records",
+                self.state.capacity() * std::mem::size_of::<UnitState>(),
+            ),
+            ("unit ids", self.id_bytes.capacity() + self.id_end.capacity() * 4),
+            ("id index", buckets(self.by_id.capacity()) * 5),
+            ("numeric keys", self.keys.capacity() * 8),
+            ("key index", buckets(self.by_key.capacity()) * 5),
+            (
+                "kind and tag names",
+                self.kind_names.capacity() * 24 + self.tag_names.capacity() * 24,
+            ),
+        ]
     }
 
     /// All numeric key aliases (for snapshots).
     pub fn keys(&self) -> impl Iterator<Item = (u64, UnitSlot)> + '_ {
-        self.by_key.iter().map(|(&k, &s)| (k, UnitSlot(s)))
+        self.by_key.iter().map(|&s| (self.keys[s as usize], UnitSlot(s)))
     }
 }
 
@@ -332,9 +385,22 @@ mod tests {
     }
 
     #[test]
-    fn unit_state_is_one_cache_line() {
-        assert_eq!(std::mem::size_of::<UnitState>(), 64);
-        assert_eq!(std::mem::align_of::<UnitState>(), 64);
+    fn unit_state_stays_at_56_bytes() {
+        assert_eq!(std::mem::size_of::<UnitState>(), 56);
+    }
+
+    #[test]
+    fn reregistering_a_key_moves_it_and_the_old_key_falls_back_to_its_decimal() {
+        let mut t = UnitTable::default();
+        let a = t.register_key(7, "AMB-1");
+        let b = t.register_key(7, "AMB-2");
+        assert_ne!(a, b);
+        assert_eq!(t.intern_key(7), b);
+        let c = t.register_key(8, "AMB-2");
+        assert_eq!(c, b);
+        assert_eq!(t.intern_key(8), b);
+        let seven = t.intern_key(7);
+        assert_eq!(t.id(seven), "7");
     }
 
     #[test]
