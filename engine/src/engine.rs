@@ -9,18 +9,16 @@ use h3o::{CellIndex, LatLng, Resolution};
 
 use crate::alert::{Alert, AlertEvent, FeedChange, FeedEvent, Outputs};
 use crate::config::EngineConfig;
-use crate::cover::{CoverIndex, compute_cover};
+use crate::cover::CoverIndex;
 use crate::error::EngineError;
-use crate::filter::Filter;
 use crate::history::History;
-use crate::model::{Agency, Fix, Status, UnitSlot, UnitView};
-use crate::region::{DWELL_FIRED, Detect, FenceSpec, Membership, Memberships, Region, RegionKind};
-use crate::rules::{Rule, RuleSpec};
-use crate::shape::Shape;
+use crate::model::{Agency, Fix, Status, UnitSlot};
+use crate::region::{DWELL_FIRED, Membership, Memberships, Region, RegionKind};
+use crate::rules::Rule;
 use crate::shard::{Member, NONE, ShardedIndex};
 use crate::sphere;
 use crate::standing::StandingNearest;
-use crate::units::{FLAG_HAS_KIND, FLAG_STALE, UnitState, UnitTable};
+use crate::units::{FLAG_STALE, UnitState, UnitTable};
 
 /// What became of one fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,33 +57,33 @@ pub struct Engine {
     /// `cfg.fence_res` as a resolution.
     pub(crate) fine: Resolution,
     /// `cfg.shard_res` as a resolution.
-    shard_res: Resolution,
+    pub(crate) shard_res: Resolution,
     /// Every unit.
     pub(crate) units: UnitTable,
     /// Shard trees of anchors.
     pub(crate) index: ShardedIndex,
     /// Region covers.
-    cover: CoverIndex,
+    pub(crate) cover: CoverIndex,
     /// Regions by id; `None` once removed (ids are never reused).
     pub(crate) regions: Vec<Option<Region>>,
     /// Fence id → region.
     pub(crate) fences: StdHashMap<String, u32>,
     /// Feed id → region.
-    feeds: StdHashMap<u32, u32>,
+    pub(crate) feeds: StdHashMap<u32, u32>,
     /// Standing-nearest queries by id.
     pub(crate) queries: StdHashMap<u32, StandingNearest>,
     /// Queries whose zone is the whole world (fewer than k matches).
     pub(crate) global_queries: Vec<u32>,
     /// Queries to re-run at the next flush.
-    dirty_queries: Vec<u32>,
+    pub(crate) dirty_queries: Vec<u32>,
     /// Next feed or query id.
-    next_id: u32,
+    pub(crate) next_id: u32,
     /// Membership lists.
     pub(crate) members: Memberships,
     /// Reused membership list for the merge on the hot path.
-    scratch_members: Vec<Membership>,
+    pub(crate) scratch_members: Vec<Membership>,
     /// Reused slot list.
-    scratch_slots: Vec<u32>,
+    pub(crate) scratch_slots: Vec<u32>,
     /// Proximity rules.
     pub(crate) rules: Vec<Rule>,
     /// Recent fixes.
@@ -95,7 +93,7 @@ pub struct Engine {
     /// Counters.
     pub(crate) counters: EngineCounters,
     /// Latest device time applied (the clock of flush-time re-runs).
-    latest_ms: i64,
+    pub(crate) latest_ms: i64,
 }
 
 impl Engine {
@@ -160,157 +158,6 @@ impl Engine {
     /// The last alert `seq` used (0 before any alert).
     pub fn last_seq(&self) -> u64 {
         self.seq
-    }
-
-    // ----- units -------------------------------------------------------
-
-    /// The slot of a unit id, creating the unit on first sight.
-    pub fn unit(&mut self, id: &str) -> UnitSlot {
-        self.units.intern(id)
-    }
-
-    /// The slot of a numeric device key (its registered id, or its decimal).
-    pub fn unit_by_key(&mut self, key: u64) -> UnitSlot {
-        self.units.intern_key(key)
-    }
-
-    /// Registers numeric `key` as the unit with id `id`.
-    pub fn register_key(&mut self, key: u64, id: &str) -> UnitSlot {
-        self.units.register_key(key, id)
-    }
-
-    /// The slot of an id, if the unit exists.
-    pub fn find_unit(&self, id: &str) -> Option<UnitSlot> {
-        self.units.find(id)
-    }
-
-    /// Number of units (including registered but never seen).
-    pub fn unit_count(&self) -> usize {
-        self.units.len()
-    }
-
-    /// Sets a unit's metadata; `None` leaves a field as it is. Fences and
-    /// feeds whose filters depend on it re-evaluate at the unit's next fix.
-    ///
-    /// # Errors
-    /// [`EngineError::TooManyTags`] when a new tag does not fit.
-    pub fn set_meta(
-        &mut self,
-        slot: UnitSlot,
-        agency: Option<Agency>,
-        kind: Option<&str>,
-        tags: Option<&[&str]>,
-    ) -> Result<(), EngineError> {
-        let kind = kind.map(|k| self.units.intern_kind(k));
-        let tags = match tags {
-            Some(list) => {
-                let mut bits = 0;
-                for t in list {
-                    bits |= self.units.intern_tag(t)?;
-                }
-                Some(bits)
-            }
-            None => None,
-        };
-        let st = &mut self.units.state[slot.index()];
-        if let Some(a) = agency {
-            st.agency = a as u8;
-        }
-        if let Some(k) = kind {
-            st.kind = k;
-            st.flags |= FLAG_HAS_KIND;
-        }
-        if let Some(t) = tags {
-            st.tags = t;
-        }
-        Ok(())
-    }
-
-    /// Everything known about a unit.
-    pub fn unit_view(&self, slot: UnitSlot) -> Option<UnitView> {
-        let st = self.units.state.get(slot.index())?;
-        Some(UnitView {
-            slot,
-            id: self.units.id(slot).to_owned(),
-            agency: Agency::from_u8(st.agency),
-            status: Status::from_u8(st.status),
-            kind: (st.flags & FLAG_HAS_KIND != 0)
-                .then(|| self.units.kind_names.get(usize::from(st.kind)).cloned())
-                .flatten(),
-            tags: self.units.tags_of(st.tags),
-            fix: self.units.fix(slot),
-            stale: st.stale(),
-        })
-    }
-
-    /// The id of a unit.
-    pub fn unit_id(&self, slot: UnitSlot) -> &str {
-        self.units.id(slot)
-    }
-
-    /// Compiles a filter from names. Unknown kinds, tags and ids are interned
-    /// so the filter matches units that appear later.
-    ///
-    /// # Errors
-    /// [`EngineError::TooManyTags`] past the tag limit.
-    #[allow(clippy::too_many_arguments, reason = "one argument per protocol key")]
-    pub fn compile_filter(
-        &mut self,
-        agencies: Option<&[Agency]>,
-        statuses: Option<&[Status]>,
-        kinds: Option<&[&str]>,
-        tags: Option<&[&str]>,
-        ids: Option<&[&str]>,
-        max_age_s: Option<f64>,
-    ) -> Result<Filter, EngineError> {
-        let mut f = Filter::all();
-        if let Some(a) = agencies {
-            f.agencies = Filter::agencies(a).agencies;
-        }
-        if let Some(s) = statuses {
-            f.statuses = Filter::statuses(s).statuses;
-        }
-        if let Some(k) = kinds {
-            f.kinds = Some(k.iter().map(|k| self.units.intern_kind(k)).collect());
-        }
-        if let Some(t) = tags {
-            let mut bits = 0;
-            for tag in t {
-                bits |= self.units.intern_tag(tag)?;
-            }
-            f.tags = Some(bits);
-        }
-        if let Some(ids) = ids {
-            let mut slots: Vec<UnitSlot> = ids.iter().map(|i| self.units.intern(i)).collect();
-            slots.sort_unstable();
-            slots.dedup();
-            f.ids = Some(slots);
-        }
-        if let Some(s) = max_age_s {
-            if !(s.is_finite() && s >= 0.0) {
-                return Err(EngineError::BadParameter {
-                    what: "max_age_s",
-                    value: s,
-                    reason: "must be a non-negative number",
-                });
-            }
-            f.max_age_ms = Some((s * 1000.0) as i64);
-        }
-        Ok(f)
-    }
-
-    #[inline]
-    pub(crate) fn matches(&self, f: &Filter, slot: u32, now_ms: i64) -> bool {
-        let st = &self.units.state[slot as usize];
-        f.matches(
-            UnitSlot(slot),
-            st.agency,
-            st.status,
-            st.kind,
-            st.tags,
-            st.time_ms,
-            now_ms,
-        )
     }
 
     // ----- the hot path ------------------------------------------------
@@ -458,7 +305,7 @@ impl Engine {
 
     /// Looks up again the candidates of the cells of `slots` (or of every
     /// occupied cell) after the cover changed there.
-    fn invalidate(&mut self, slots: Option<&[u32]>) {
+    pub(crate) fn invalidate(&mut self, slots: Option<&[u32]>) {
         let cells: Vec<u32> = match slots {
             Some(list) => {
                 let mut v: Vec<u32> = list
@@ -715,407 +562,7 @@ impl Engine {
         }
     }
 
-    // ----- regions -----------------------------------------------------
-
-    /// Installs `region` as a new id; returns it. Units inside become members
-    /// silently (creation) — the caller fires events when replacing.
-    fn install_region(&mut self, region: Region) -> u32 {
-        let id = u32::try_from(self.regions.len()).unwrap_or(u32::MAX);
-        self.cover.insert(id, &region.cover);
-        self.regions.push(Some(region));
-        if self.cover.interned() > 1 << 20 {
-            self.cover.clear_interned();
-            self.invalidate(None);
-        }
-        id
-    }
-
-    /// Units that may be inside `shape` widened by `band_m` (anchors within
-    /// slack), sorted and deduplicated, in `self.scratch_slots`.
-    fn units_near(&mut self, shape: &Shape, band_m: f64) -> Vec<u32> {
-        let mut b = shape.aabb();
-        let pad = sphere::m_to_chord2(band_m).sqrt();
-        for v in &mut b[0] {
-            *v -= pad;
-        }
-        for v in &mut b[1] {
-            *v += pad;
-        }
-        let mut slots = std::mem::take(&mut self.scratch_slots);
-        slots.clear();
-        self.index
-            .for_each_cell_in(&b, |c| self.for_each_unit_in_cell(c, |s| slots.push(s)));
-        slots.sort_unstable();
-        slots.dedup();
-        slots
-    }
-
-    /// Whether a unit is inside a region now (filter and geometry).
-    fn inside_region(&self, slot: u32, region: &Region, now_ms: i64) -> bool {
-        let st = &self.units.state[slot as usize];
-        let (lat, lon) = (st.lat, st.lon);
-        st.seen() && self.matches(&region.filter, slot, now_ms) && region.shape.contains(lat, lon)
-    }
-
-    pub(crate) fn add_membership(&mut self, slot: u32, m: Membership) {
-        let idx = self.units.state[slot as usize].member;
-        let mut list = std::mem::take(&mut self.scratch_members);
-        list.clear();
-        list.extend_from_slice(self.members.get(idx));
-        match list.binary_search_by_key(&m.region, |x| x.region) {
-            Ok(i) => list[i] = m,
-            Err(i) => list.insert(i, m),
-        }
-        let idx = self.members.replace(idx, &mut list);
-        self.units.state[slot as usize].member = idx;
-        self.scratch_members = list;
-    }
-
-    pub(crate) fn take_membership(&mut self, slot: u32, region: u32) -> Option<Membership> {
-        let idx = self.units.state[slot as usize].member;
-        if idx == 0 {
-            return None;
-        }
-        let mut list = std::mem::take(&mut self.scratch_members);
-        list.clear();
-        list.extend_from_slice(self.members.get(idx));
-        let found = list
-            .binary_search_by_key(&region, |x| x.region)
-            .ok()
-            .map(|i| list.remove(i));
-        let idx = self.members.replace(idx, &mut list);
-        self.units.state[slot as usize].member = idx;
-        self.scratch_members = list;
-        found
-    }
-
-    pub(crate) fn remove_region(&mut self, id: u32) -> Option<Region> {
-        let region = self.regions.get_mut(id as usize)?.take()?;
-        self.cover.remove(id, &region.cover);
-        let slots = self.units_near(&region.shape, region.hysteresis_m);
-        for &s in &slots {
-            self.take_membership(s, id);
-        }
-        self.invalidate(Some(&slots));
-        self.scratch_slots = slots;
-        Some(region)
-    }
-
-    fn build_region(
-        &self,
-        kind: RegionKind,
-        shape: Shape,
-        filter: Filter,
-        hysteresis_m: f64,
-        res: Resolution,
-    ) -> Result<Region, EngineError> {
-        let cover = compute_cover(
-            &shape,
-            res,
-            hysteresis_m,
-            self.cfg.max_cover_cells,
-            res == self.fine,
-        )?;
-        Ok(Region {
-            kind,
-            shape,
-            filter,
-            hysteresis_m,
-            cover,
-        })
-    }
-
-    /// Creates or replaces a fence. Creating sets the membership of units
-    /// already inside silently; replacing fires `enter`/`exit` for units
-    /// whose membership changed (by the fence's `detect`), keeps the stay of
-    /// units inside both, and returns `false`.
-    ///
-    /// # Errors
-    /// Bad parameters, or a cover over the cap.
-    pub fn put_fence(
-        &mut self,
-        spec: FenceSpec,
-        now_ms: i64,
-        out: &mut Outputs,
-    ) -> Result<bool, EngineError> {
-        if !(spec.hysteresis_m.is_finite() && spec.hysteresis_m >= 0.0 && spec.hysteresis_m <= 100_000.0) {
-            return Err(EngineError::BadParameter {
-                what: "hysteresis_m",
-                value: spec.hysteresis_m,
-                reason: "must be 0..=100000",
-            });
-        }
-        let name: Arc<str> = Arc::from(spec.id.as_str());
-        let kind = RegionKind::Fence {
-            name: name.clone(),
-            detect: spec.detect,
-            dwell_s: spec.dwell_s,
-        };
-        let region = self.build_region(kind, spec.shape, spec.filter, spec.hysteresis_m, self.fine)?;
-        let old = self.fences.get(&spec.id).copied();
-        let new_id = self.install_region(region);
-        self.fences.insert(spec.id, new_id);
-        let Some(Some(new_region)) = self.regions.get(new_id as usize).cloned() else {
-            return Ok(old.is_none());
-        };
-        let mut slots = self.units_near(&new_region.shape, new_region.hysteresis_m);
-        if let Some(old_id) = old
-            && let Some(Some(r)) = self.regions.get(old_id as usize)
-        {
-            {
-                let (shape, band) = (r.shape.clone(), r.hysteresis_m);
-                let extra = self.units_near(&shape, band);
-                slots.extend(extra);
-                slots.sort_unstable();
-                slots.dedup();
-            }
-        }
-        let detect = spec_detect(&new_region);
-        for &s in &slots {
-            let inside_new = self.inside_region(s, &new_region, now_ms);
-            let was = old.and_then(|o| self.take_membership(s, o));
-            let t = self.units.state[s as usize].time_ms;
-            match (was, inside_new) {
-                (Some(m), true) => self.add_membership(s, Membership { region: new_id, ..m }),
-                (Some(m), false) => {
-                    let (lat, lon) = (self.units.state[s as usize].lat, self.units.state[s as usize].lon);
-                    let within_band = new_region.hysteresis_m > 0.0
-                        && self.matches(&new_region.filter, s, now_ms)
-                        && new_region.shape.distance_to_boundary_m(lat, lon) <= new_region.hysteresis_m;
-                    if within_band {
-                        self.add_membership(s, Membership { region: new_id, ..m });
-                    } else if detect.exit {
-                        self.emit(
-                            out,
-                            AlertEvent::Exit,
-                            UnitSlot(s),
-                            t,
-                            Some(name.clone()),
-                            None,
-                            None,
-                            None,
-                        );
-                    }
-                }
-                (None, true) => {
-                    self.add_membership(
-                        s,
-                        Membership {
-                            region: new_id,
-                            since_ms: t,
-                            flags: 0,
-                        },
-                    );
-                    if old.is_some() && detect.enter {
-                        self.emit(
-                            out,
-                            AlertEvent::Enter,
-                            UnitSlot(s),
-                            t,
-                            Some(name.clone()),
-                            None,
-                            None,
-                            None,
-                        );
-                    }
-                }
-                (None, false) => {}
-            }
-        }
-        self.invalidate(Some(&slots));
-        self.scratch_slots = slots;
-        if let Some(old_id) = old {
-            self.remove_region(old_id);
-        }
-        Ok(old.is_none())
-    }
-
-    /// Removes a fence. Its memberships are forgotten silently: removing a
-    /// fence is an edit, not a movement, so it fires no `exit`.
-    ///
-    /// # Errors
-    /// [`EngineError::NotFound`].
-    pub fn remove_fence(&mut self, id: &str) -> Result<(), EngineError> {
-        let region = self.fences.remove(id).ok_or_else(|| EngineError::NotFound {
-            what: "fence",
-            id: id.to_owned(),
-        })?;
-        self.remove_region(region);
-        Ok(())
-    }
-
-    /// A fence's definition.
-    pub fn fence(&self, id: &str) -> Option<FenceSpec> {
-        let r = self.regions.get(*self.fences.get(id)? as usize)?.as_ref()?;
-        let RegionKind::Fence { detect, dwell_s, .. } = &r.kind else {
-            return None;
-        };
-        Some(FenceSpec {
-            id: id.to_owned(),
-            shape: r.shape.clone(),
-            detect: *detect,
-            dwell_s: *dwell_s,
-            hysteresis_m: r.hysteresis_m,
-            filter: r.filter.clone(),
-        })
-    }
-
-    /// Fence ids, sorted.
-    pub fn fence_ids(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.fences.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    /// Ids of the fences whose geometry holds the point (filters ignored),
-    /// sorted: the same cover lookup and exact tests a fix takes.
-    pub fn fences_at(&self, lat: f64, lon: f64) -> Vec<Arc<str>> {
-        let Ok(ll) = LatLng::new(lat, lon) else {
-            return Vec::new();
-        };
-        let mut cands = Vec::new();
-        self.cover.collect(ll.to_cell(self.fine), &mut cands);
-        let mut ids: Vec<Arc<str>> = cands
-            .into_iter()
-            .filter_map(|c| {
-                let region = self.regions.get((c >> 1) as usize)?.as_ref()?;
-                let RegionKind::Fence { name, .. } = &region.kind else {
-                    return None;
-                };
-                (c & 1 == 1 || region.shape.contains(lat, lon)).then(|| name.clone())
-            })
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    /// Units inside a fence now (its members), sorted.
-    pub fn fence_members(&self, id: &str) -> Vec<UnitSlot> {
-        let Some(&r) = self.fences.get(id) else {
-            return Vec::new();
-        };
-        (0..self.units.len() as u32)
-            .filter(|&s| {
-                let m = self.units.state[s as usize].member;
-                m != 0 && self.members.get(m).iter().any(|x| x.region == r)
-            })
-            .map(UnitSlot)
-            .collect()
-    }
-
-    /// Opens a positions feed over `shape` for units matching `filter`.
-    /// Returns its id and the units inside now (its snapshot), which become
-    /// its members silently; later changes come as [`FeedEvent`]s.
-    ///
-    /// # Errors
-    /// A cover over the cap.
-    pub fn subscribe_feed(
-        &mut self,
-        shape: Shape,
-        filter: Filter,
-        now_ms: i64,
-    ) -> Result<(u32, Vec<UnitSlot>), EngineError> {
-        let feed = self.next_id;
-        self.next_id += 1;
-        let region = self.build_region(RegionKind::Feed(feed), shape, filter, 0.0, self.fine)?;
-        let id = self.install_region(region);
-        self.feeds.insert(feed, id);
-        let Some(Some(region)) = self.regions.get(id as usize).cloned() else {
-            return Ok((feed, Vec::new()));
-        };
-        let slots = self.units_near(&region.shape, 0.0);
-        let mut snapshot = Vec::new();
-        for &s in &slots {
-            if self.inside_region(s, &region, now_ms) {
-                let t = self.units.state[s as usize].time_ms;
-                self.add_membership(
-                    s,
-                    Membership {
-                        region: id,
-                        since_ms: t,
-                        flags: 0,
-                    },
-                );
-                snapshot.push(UnitSlot(s));
-            }
-        }
-        self.invalidate(Some(&slots));
-        self.scratch_slots = slots;
-        Ok((feed, snapshot))
-    }
-
-    /// Closes a feed.
-    ///
-    /// # Errors
-    /// [`EngineError::NotFound`].
-    pub fn unsubscribe_feed(&mut self, feed: u32) -> Result<(), EngineError> {
-        let id = self.feeds.remove(&feed).ok_or_else(|| EngineError::NotFound {
-            what: "feed",
-            id: feed.to_string(),
-        })?;
-        self.remove_region(id);
-        Ok(())
-    }
-
-    /// Number of regions of every kind (for metrics).
-    pub fn region_count(&self) -> usize {
-        self.regions.iter().filter(|r| r.is_some()).count()
-    }
-
-    /// Cells in the cover index (for metrics and memory reports).
-    pub fn cover_cells(&self) -> usize {
-        self.cover.cell_count()
-    }
-
     // ----- standing nearest -------------------------------------------
-
-    /// Installs a zone region for a standing query of radius `radius_m`
-    /// (`None` = whole world).
-    pub(crate) fn set_zone(&mut self, q: u32, radius_m: Option<f64>) {
-        let Some(query) = self.queries.get(&q) else { return };
-        let (old_zone, lat, lon, filter) = (query.zone, query.lat, query.lon, query.filter.clone());
-        if let Some(z) = old_zone {
-            self.remove_region(z);
-        }
-        self.global_queries.retain(|&g| g != q);
-        let zone = radius_m.and_then(|r| {
-            let shape = Shape::circle(lat, lon, r).ok()?;
-            // Coarse enough that the zone is tens of cells across.
-            let res = zone_resolution(r, self.fine);
-            let region = self
-                .build_region(RegionKind::Zone(q), shape, filter, 0.0, res)
-                .ok()?;
-            Some(self.install_region(region))
-        });
-        match zone {
-            Some(z) => {
-                let Some(Some(region)) = self.regions.get(z as usize).cloned() else {
-                    return;
-                };
-                let slots = self.units_near(&region.shape, 0.0);
-                for &s in &slots {
-                    if self.inside_region(s, &region, i64::MAX) {
-                        let t = self.units.state[s as usize].time_ms;
-                        self.add_membership(
-                            s,
-                            Membership {
-                                region: z,
-                                since_ms: t,
-                                flags: 0,
-                            },
-                        );
-                    }
-                }
-                self.invalidate(Some(&slots));
-                self.scratch_slots = slots;
-            }
-            None => self.global_queries.push(q),
-        }
-        if let Some(query) = self.queries.get_mut(&q) {
-            query.zone = zone;
-            query.zone_radius_m = radius_m;
-        }
-    }
 
     fn dirty_global(&mut self, slot: u32) {
         for i in 0..self.global_queries.len() {
@@ -1147,57 +594,6 @@ impl Engine {
         let id = self.next_id;
         self.next_id += 1;
         id
-    }
-
-    // ----- rules -------------------------------------------------------
-
-    /// Creates or replaces a proximity rule; returns whether it was new.
-    /// A replaced rule starts with no active pairs.
-    ///
-    /// # Errors
-    /// A radius or hysteresis that is not a finite non-negative number.
-    pub fn put_rule(&mut self, spec: RuleSpec) -> Result<bool, EngineError> {
-        for (what, v) in [("radius_m", spec.radius_m), ("hysteresis_m", spec.hysteresis_m)] {
-            if !(v.is_finite() && (0.0..=1_000_000.0).contains(&v)) {
-                return Err(EngineError::BadParameter {
-                    what,
-                    value: v,
-                    reason: "must be 0..=1000000",
-                });
-            }
-        }
-        let rule = Rule::new(spec);
-        match self.rules.iter_mut().find(|r| r.spec.id == rule.spec.id) {
-            Some(r) => {
-                *r = rule;
-                Ok(false)
-            }
-            None => {
-                self.rules.push(rule);
-                Ok(true)
-            }
-        }
-    }
-
-    /// Removes a rule.
-    ///
-    /// # Errors
-    /// [`EngineError::NotFound`].
-    pub fn remove_rule(&mut self, id: &str) -> Result<(), EngineError> {
-        let before = self.rules.len();
-        self.rules.retain(|r| r.spec.id != id);
-        if self.rules.len() == before {
-            return Err(EngineError::NotFound {
-                what: "rule",
-                id: id.to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Rule definitions.
-    pub fn rules(&self) -> Vec<RuleSpec> {
-        self.rules.iter().map(|r| r.spec.clone()).collect()
     }
 
     /// The fine cell of a unit now (PROTOCOL.md `h3`, at the fence resolution).
@@ -1232,24 +628,4 @@ impl Engine {
         v.extend(self.index.heap_parts());
         v
     }
-}
-
-fn spec_detect(region: &Region) -> Detect {
-    match &region.kind {
-        RegionKind::Fence { detect, .. } => *detect,
-        _ => Detect::default(),
-    }
-}
-
-/// The cover resolution of a zone of `radius_m`: cells about a tenth of the
-/// radius, never finer than the fence resolution.
-fn zone_resolution(radius_m: f64, fine: Resolution) -> Resolution {
-    let mut res = fine;
-    while let Some(coarser) = res.pred() {
-        if coarser.edge_length_m() > radius_m / 10.0 {
-            break;
-        }
-        res = coarser;
-    }
-    res
 }

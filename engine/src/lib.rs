@@ -38,7 +38,9 @@
 //! * `cover` — H3 covers of regions and the candidate index.
 //! * `region` — fences, feed areas and nearest zones as one kind of thing,
 //!   with per-unit membership lists.
-//! * `engine` — the `Engine` and its per-fix path.
+//! * `engine` — the `Engine`, its per-fix path and its clock.
+//! * `registry` — ids, keys, metadata and filters of units.
+//! * `fences` — creating, replacing and removing fences and feeds.
 //! * `query`, `standing`, `rules`, `history`, `snapshot` — the rest of the
 //!   behaviour, one concern each.
 
@@ -50,11 +52,13 @@ mod config;
 mod cover;
 mod engine;
 mod error;
+mod fences;
 mod history;
 pub mod model;
 mod polygon;
 mod query;
 mod region;
+mod registry;
 mod rules;
 mod safe;
 mod shape;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::alert::{AlertEvent, Outputs};
 use crate::engine::Engine;
+use crate::error::EngineError;
 use crate::filter::Filter;
 use crate::model::UnitSlot;
 use crate::shape::cap_aabb;
@@ -144,5 +145,56 @@ impl Engine {
                 }
             }
         }
+    }
+
+    // ----- rules -------------------------------------------------------
+
+    /// Creates or replaces a proximity rule; returns whether it was new.
+    /// A replaced rule starts with no active pairs.
+    ///
+    /// # Errors
+    /// A radius or hysteresis that is not a finite non-negative number.
+    pub fn put_rule(&mut self, spec: RuleSpec) -> Result<bool, EngineError> {
+        for (what, v) in [("radius_m", spec.radius_m), ("hysteresis_m", spec.hysteresis_m)] {
+            if !(v.is_finite() && (0.0..=1_000_000.0).contains(&v)) {
+                return Err(EngineError::BadParameter {
+                    what,
+                    value: v,
+                    reason: "must be 0..=1000000",
+                });
+            }
+        }
+        let rule = Rule::new(spec);
+        match self.rules.iter_mut().find(|r| r.spec.id == rule.spec.id) {
+            Some(r) => {
+                *r = rule;
+                Ok(false)
+            }
+            None => {
+                self.rules.push(rule);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Removes a rule.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`].
+    pub fn remove_rule(&mut self, id: &str) -> Result<(), EngineError> {
+        let before = self.rules.len();
+        self.rules.retain(|r| r.spec.id != id);
+        if self.rules.len() == before {
+            return Err(EngineError::NotFound {
+                what: "rule",
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Rule definitions.
+    pub fn rules(&self) -> Vec<RuleSpec> {
+        self.rules.iter().map(|r| r.spec.clone()).collect()
     }
 }

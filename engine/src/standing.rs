@@ -12,6 +12,9 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::filter::Filter;
 use crate::query::{NearestQuery, Neighbor};
+use crate::region::{Membership, RegionKind};
+use crate::shape::Shape;
+use h3o::Resolution;
 
 /// A standing nearest query's state.
 #[derive(Debug, Clone)]
@@ -141,4 +144,67 @@ impl Engine {
             self.set_zone(q, want.map(zone_radius));
         }
     }
+}
+
+impl Engine {
+    /// Installs a zone region for a standing query of radius `radius_m`
+    /// (`None` = whole world).
+    pub(crate) fn set_zone(&mut self, q: u32, radius_m: Option<f64>) {
+        let Some(query) = self.queries.get(&q) else { return };
+        let (old_zone, lat, lon, filter) = (query.zone, query.lat, query.lon, query.filter.clone());
+        if let Some(z) = old_zone {
+            self.remove_region(z);
+        }
+        self.global_queries.retain(|&g| g != q);
+        let zone = radius_m.and_then(|r| {
+            let shape = Shape::circle(lat, lon, r).ok()?;
+            // Coarse enough that the zone is tens of cells across.
+            let res = zone_resolution(r, self.fine);
+            let region = self
+                .build_region(RegionKind::Zone(q), shape, filter, 0.0, res)
+                .ok()?;
+            Some(self.install_region(region))
+        });
+        match zone {
+            Some(z) => {
+                let Some(Some(region)) = self.regions.get(z as usize).cloned() else {
+                    return;
+                };
+                let slots = self.units_near(&region.shape, 0.0);
+                for &s in &slots {
+                    if self.inside_region(s, &region, i64::MAX) {
+                        let t = self.units.state[s as usize].time_ms;
+                        self.add_membership(
+                            s,
+                            Membership {
+                                region: z,
+                                since_ms: t,
+                                flags: 0,
+                            },
+                        );
+                    }
+                }
+                self.invalidate(Some(&slots));
+                self.scratch_slots = slots;
+            }
+            None => self.global_queries.push(q),
+        }
+        if let Some(query) = self.queries.get_mut(&q) {
+            query.zone = zone;
+            query.zone_radius_m = radius_m;
+        }
+    }
+}
+
+/// The cover resolution of a zone of `radius_m`: cells about a tenth of the
+/// radius, never finer than the fence resolution.
+fn zone_resolution(radius_m: f64, fine: Resolution) -> Resolution {
+    let mut res = fine;
+    while let Some(coarser) = res.pred() {
+        if coarser.edge_length_m() > radius_m / 10.0 {
+            break;
+        }
+        res = coarser;
+    }
+    res
 }

@@ -1,0 +1,161 @@
+//! The unit registry: ids and device keys to slots, metadata, views, and
+//! filters compiled against the engine's interned names.
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::filter::Filter;
+use crate::model::{Agency, Status, UnitSlot, UnitView};
+use crate::units::FLAG_HAS_KIND;
+
+impl Engine {
+    // ----- units -------------------------------------------------------
+
+    /// The slot of a unit id, creating the unit on first sight.
+    pub fn unit(&mut self, id: &str) -> UnitSlot {
+        self.units.intern(id)
+    }
+
+    /// The slot of a numeric device key (its registered id, or its decimal).
+    pub fn unit_by_key(&mut self, key: u64) -> UnitSlot {
+        self.units.intern_key(key)
+    }
+
+    /// Registers numeric `key` as the unit with id `id`.
+    pub fn register_key(&mut self, key: u64, id: &str) -> UnitSlot {
+        self.units.register_key(key, id)
+    }
+
+    /// The slot of an id, if the unit exists.
+    pub fn find_unit(&self, id: &str) -> Option<UnitSlot> {
+        self.units.find(id)
+    }
+
+    /// Number of units (including registered but never seen).
+    pub fn unit_count(&self) -> usize {
+        self.units.len()
+    }
+
+    /// Sets a unit's metadata; `None` leaves a field as it is. Fences and
+    /// feeds whose filters depend on it re-evaluate at the unit's next fix.
+    ///
+    /// # Errors
+    /// [`EngineError::TooManyTags`] when a new tag does not fit.
+    pub fn set_meta(
+        &mut self,
+        slot: UnitSlot,
+        agency: Option<Agency>,
+        kind: Option<&str>,
+        tags: Option<&[&str]>,
+    ) -> Result<(), EngineError> {
+        let kind = kind.map(|k| self.units.intern_kind(k));
+        let tags = match tags {
+            Some(list) => {
+                let mut bits = 0;
+                for t in list {
+                    bits |= self.units.intern_tag(t)?;
+                }
+                Some(bits)
+            }
+            None => None,
+        };
+        let st = &mut self.units.state[slot.index()];
+        if let Some(a) = agency {
+            st.agency = a as u8;
+        }
+        if let Some(k) = kind {
+            st.kind = k;
+            st.flags |= FLAG_HAS_KIND;
+        }
+        if let Some(t) = tags {
+            st.tags = t;
+        }
+        Ok(())
+    }
+
+    /// Everything known about a unit.
+    pub fn unit_view(&self, slot: UnitSlot) -> Option<UnitView> {
+        let st = self.units.state.get(slot.index())?;
+        Some(UnitView {
+            slot,
+            id: self.units.id(slot).to_owned(),
+            agency: Agency::from_u8(st.agency),
+            status: Status::from_u8(st.status),
+            kind: (st.flags & FLAG_HAS_KIND != 0)
+                .then(|| self.units.kind_names.get(usize::from(st.kind)).cloned())
+                .flatten(),
+            tags: self.units.tags_of(st.tags),
+            fix: self.units.fix(slot),
+            stale: st.stale(),
+        })
+    }
+
+    /// The id of a unit.
+    pub fn unit_id(&self, slot: UnitSlot) -> &str {
+        self.units.id(slot)
+    }
+
+    /// Compiles a filter from names. Unknown kinds, tags and ids are interned
+    /// so the filter matches units that appear later.
+    ///
+    /// # Errors
+    /// [`EngineError::TooManyTags`] past the tag limit.
+    #[allow(clippy::too_many_arguments, reason = "one argument per protocol key")]
+    pub fn compile_filter(
+        &mut self,
+        agencies: Option<&[Agency]>,
+        statuses: Option<&[Status]>,
+        kinds: Option<&[&str]>,
+        tags: Option<&[&str]>,
+        ids: Option<&[&str]>,
+        max_age_s: Option<f64>,
+    ) -> Result<Filter, EngineError> {
+        let mut f = Filter::all();
+        if let Some(a) = agencies {
+            f.agencies = Filter::agencies(a).agencies;
+        }
+        if let Some(s) = statuses {
+            f.statuses = Filter::statuses(s).statuses;
+        }
+        if let Some(k) = kinds {
+            f.kinds = Some(k.iter().map(|k| self.units.intern_kind(k)).collect());
+        }
+        if let Some(t) = tags {
+            let mut bits = 0;
+            for tag in t {
+                bits |= self.units.intern_tag(tag)?;
+            }
+            f.tags = Some(bits);
+        }
+        if let Some(ids) = ids {
+            let mut slots: Vec<UnitSlot> = ids.iter().map(|i| self.units.intern(i)).collect();
+            slots.sort_unstable();
+            slots.dedup();
+            f.ids = Some(slots);
+        }
+        if let Some(s) = max_age_s {
+            if !(s.is_finite() && s >= 0.0) {
+                return Err(EngineError::BadParameter {
+                    what: "max_age_s",
+                    value: s,
+                    reason: "must be a non-negative number",
+                });
+            }
+            f.max_age_ms = Some((s * 1000.0) as i64);
+        }
+        Ok(f)
+    }
+
+    #[inline]
+    pub(crate) fn matches(&self, f: &Filter, slot: u32, now_ms: i64) -> bool {
+        let st = &self.units.state[slot as usize];
+        f.matches(
+            UnitSlot(slot),
+            st.agency,
+            st.status,
+            st.kind,
+            st.tags,
+            st.time_ms,
+            now_ms,
+        )
+    }
+}
