@@ -178,6 +178,25 @@ impl World {
         }
     }
 
+    /// Applies steady-state fixes until history reaches its cap (bounded by
+    /// the cap itself), so later measurements see history recycling.
+    pub fn fill_history(&mut self, out: &mut Outputs) {
+        let cap = self.engine.config().history_max_fixes;
+        let mut batch = Vec::with_capacity(10_000);
+        for _ in 0..cap.div_ceil(10_000) + 1 {
+            if self.engine.history_stats().held >= cap {
+                break;
+            }
+            self.next_fixes(10_000, &mut batch);
+            out.clear();
+            for (slot, fix) in &batch {
+                self.engine.apply(*slot, fix, out);
+            }
+        }
+        self.engine.flush(out);
+        out.clear();
+    }
+
     /// The next `n` steady-state fixes (round robin over units, each moving
     /// 1–30 m and turning a little), into `batch`.
     pub fn next_fixes(&mut self, n: usize, batch: &mut Vec<(UnitSlot, Fix)>) {

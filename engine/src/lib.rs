@@ -83,7 +83,51 @@ pub use units::MAX_TAGS;
 
 mod filter;
 
+/// Which recent fixes to read back (every condition optional but the window).
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// From this device time, inclusive.
+    pub from_ms: i64,
+    /// To this device time, inclusive.
+    pub to_ms: i64,
+    /// Only fixes inside this area.
+    pub area: Option<Shape>,
+    /// Only these units.
+    pub units: Option<Vec<UnitSlot>>,
+    /// Only units of these agencies.
+    pub agencies: Option<Vec<Agency>>,
+}
+
 impl Engine {
+    /// Recent fixes matching `q`, in time order (and per unit in time order),
+    /// handed to `f` a chunk (about a minute) at a time so a caller can stream
+    /// a large window without holding it.
+    pub fn history_query(&self, q: &HistoryQuery, f: impl FnMut(&[HistoryRecord])) {
+        let mut units = q.units.clone();
+        if let Some(u) = &mut units {
+            u.sort_unstable();
+        }
+        let agencies = q
+            .agencies
+            .as_ref()
+            .map(|a| a.iter().fold(0u8, |m, x| m | (1 << *x as u8)));
+        self.history.for_each_chunk(
+            q.from_ms,
+            q.to_ms,
+            |r| {
+                units.as_ref().is_none_or(|u| u.binary_search(&r.unit).is_ok())
+                    && agencies.is_none_or(|m| {
+                        self.units
+                            .state
+                            .get(r.unit.index())
+                            .is_some_and(|st| m & (1 << st.agency) != 0)
+                    })
+                    && q.area.as_ref().is_none_or(|a| a.contains(r.fix.lat, r.fix.lon))
+            },
+            f,
+        );
+    }
+
     /// Recent fixes in `[from_ms, to_ms]` for which `keep` holds, in time
     /// order, handed to `f` a chunk (about a minute) at a time so a caller can
     /// stream a large window without holding it.

@@ -408,3 +408,59 @@ fn polar_fence_catches_units_at_the_pole() {
     e.apply(b, &Fix::at(T0, 89.95, 123.0), &mut out);
     assert_eq!(out.alerts.len(), 2);
 }
+
+#[test]
+fn history_reads_back_by_window_area_units_and_agency_in_time_order() {
+    let mut e = engine();
+    let mut out = Outputs::default();
+    let amb = e.unit("AMB");
+    e.set_meta(amb, Some(Agency::Ambulance), None, None)
+        .expect("meta");
+    let pol = e.unit("POL");
+    e.set_meta(pol, Some(Agency::Police), None, None).expect("meta");
+    for i in 0..10 {
+        e.apply(
+            amb,
+            &Fix::at(T0 + i * 30_000, 50.95, -1.45 + i as f64 * 0.01),
+            &mut out,
+        );
+        e.apply(pol, &Fix::at(T0 + i * 30_000, 50.95, -1.45), &mut out);
+    }
+    // A late fix of AMB arrives last but belongs early.
+    e.apply(amb, &Fix::at(T0 + 15_000, 50.0, -1.0), &mut out);
+    let read = |q: &bluelight_engine::HistoryQuery| {
+        let mut v = Vec::new();
+        e.history_query(q, |c| {
+            v.extend(c.iter().map(|r| (e.unit_id(r.unit).to_owned(), r.fix.time_ms)))
+        });
+        v
+    };
+    let all = read(&bluelight_engine::HistoryQuery {
+        from_ms: T0,
+        to_ms: T0 + 60_000,
+        ..Default::default()
+    });
+    let times: Vec<i64> = all.iter().map(|x| x.1).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{all:?}");
+    assert_eq!(all.len(), 3 * 2 + 1);
+    assert!(
+        all.contains(&("AMB".into(), T0 + 15_000)),
+        "late fix is in its time place"
+    );
+    let ambs = read(&bluelight_engine::HistoryQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        agencies: Some(vec![Agency::Ambulance]),
+        ..Default::default()
+    });
+    assert_eq!(ambs.len(), 11);
+    assert!(ambs.iter().all(|x| x.0 == "AMB"));
+    let in_box = read(&bluelight_engine::HistoryQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        area: Some(square(-1.46, 50.9, -1.42, 51.0)),
+        units: Some(vec![amb]),
+        ..Default::default()
+    });
+    assert_eq!(in_box.len(), 4, "{in_box:?}");
+}

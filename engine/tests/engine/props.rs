@@ -151,7 +151,7 @@ proptest! {
     #[test]
     fn area_queries_match_brute_force(
         seed_units in any_fleet(150),
-        kind in 0u8..4,
+        kind in 0u8..5,
         size in prop_oneof![100.0f64..3000.0, 1000.0f64..150_000.0],
         radii in proptest::collection::vec(0.2f64..1.0, 3..24),
         offset in (0.0f64..360.0, prop_oneof![0.0f64..2000.0, 0.0f64..100_000.0]),
@@ -175,6 +175,21 @@ proptest! {
             2 if clat.abs() < 80.0 && clon.abs() < 170.0 => {
                 let r: Vec<f64> = radii.iter().map(|x| x * size.min(50_000.0)).collect();
                 Shape::polygon(star_polygon((clat, clon), &r).0).expect("polygon")
+            }
+            4 if clat.abs() < 80.0 && clon.abs() < 170.0 => {
+                // A multipolygon: a star with a star-shaped hole, and an island
+                // beside it.
+                let size = size.min(50_000.0);
+                let outer: Vec<f64> = radii.iter().map(|x| size * (0.6 + 0.4 * x)).collect();
+                let inner: Vec<f64> = radii.iter().map(|x| size * 0.5 * x).collect();
+                let (a, _) = star_polygon((clat, clon), &outer);
+                let (h, _) = star_polygon((clat, clon), &inner);
+                let island_c = sphere::destination(clat, clon, 90.0, size * 2.5);
+                let (b, _) = star_polygon(island_c, &inner);
+                let mut hole = h.0[0].exterior().clone();
+                hole.0.reverse();
+                let with_hole = Polygon::new(a.0[0].exterior().clone(), vec![hole]);
+                Shape::polygon(MultiPolygon(vec![with_hole, b.0[0].clone()])).expect("multipolygon")
             }
             _ => {
                 let ll = h3o::LatLng::new(clat, clon).expect("valid");
