@@ -357,15 +357,7 @@ impl Engine {
             let Some(Some(region)) = self.regions.get(region_id as usize) else {
                 continue;
             };
-            let matches = region.filter.matches(
-                UnitSlot(slot),
-                st.agency,
-                st.status,
-                st.kind,
-                st.tags,
-                st.time_ms,
-                st.time_ms,
-            );
+            let matches = region.filter.matches_state(slot, &st, st.time_ms);
             let geom = match cand {
                 Some(true) => true,
                 Some(false) if matches => {

@@ -1,6 +1,7 @@
 //! Unit filters (PROTOCOL.md `filter`): OR within a key, AND across keys.
 
 use crate::model::{Agency, Status, UnitSlot};
+use crate::units::{FLAG_HAS_KIND, UnitState};
 
 /// A filter compiled against one engine's interned kinds and tags.
 ///
@@ -52,32 +53,22 @@ impl Filter {
         self.max_age_ms.is_none()
     }
 
-    /// Whether a unit with these attributes matches, at `now_ms`.
+    /// Whether the unit in `slot` with record `st` matches, at `now_ms`.
     #[inline]
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "flat hot-path check, no struct to build"
-    )]
-    pub fn matches(
-        &self,
-        slot: UnitSlot,
-        agency: u8,
-        status: u8,
-        kind: u16,
-        tags: u64,
-        time_ms: i64,
-        now_ms: i64,
-    ) -> bool {
-        self.agencies.is_none_or(|m| m & (1 << agency) != 0)
-            && self.statuses.is_none_or(|m| m & (1 << status) != 0)
-            && self.tags.is_none_or(|t| t & tags != 0)
-            && self.kinds.as_ref().is_none_or(|k| k.contains(&kind))
+    pub(crate) fn matches_state(&self, slot: u32, st: &UnitState, now_ms: i64) -> bool {
+        self.agencies.is_none_or(|m| m & (1 << st.agency) != 0)
+            && self.statuses.is_none_or(|m| m & (1 << st.status) != 0)
+            && self.tags.is_none_or(|t| t & st.tags != 0)
+            && self
+                .kinds
+                .as_ref()
+                .is_none_or(|k| st.flags & FLAG_HAS_KIND != 0 && k.contains(&st.kind))
             && self
                 .ids
                 .as_ref()
-                .is_none_or(|ids| ids.binary_search(&slot).is_ok())
+                .is_none_or(|ids| ids.binary_search(&UnitSlot(slot)).is_ok())
             && self
                 .max_age_ms
-                .is_none_or(|age| now_ms.saturating_sub(time_ms) <= age)
+                .is_none_or(|age| now_ms.saturating_sub(st.time_ms) <= age)
     }
 }

@@ -66,18 +66,7 @@ impl Engine {
         let qv = sphere::to_vec3(q.lat, q.lon);
         let max_c2 = q.max_distance_m.map_or(f64::INFINITY, sphere::m_to_chord2);
         let best = self.nearest_search(qv, q.k, max_c2, |slot| {
-            let st = self.state(slot);
-            st.seen()
-                && (q.include_stale || !st.stale())
-                && q.filter.matches(
-                    UnitSlot(slot),
-                    st.agency,
-                    st.status,
-                    st.kind,
-                    st.tags,
-                    st.time_ms,
-                    now_ms,
-                )
+            self.eligible(slot, &q.filter, q.include_stale, now_ms)
         });
         best.into_iter()
             .map(|Candidate(c2, slot)| Neighbor {
@@ -192,23 +181,10 @@ impl Engine {
         let mut out = Vec::new();
         self.index.for_each_cell_in(&shape.aabb(), |c| {
             self.for_each_unit_in_cell(c, |slot| {
-                let st = self.state(slot);
-                if st.seen()
-                    && (include_stale || !st.stale())
-                    && filter.matches(
-                        UnitSlot(slot),
-                        st.agency,
-                        st.status,
-                        st.kind,
-                        st.tags,
-                        st.time_ms,
-                        now_ms,
-                    )
-                    && {
-                        let [lat, lon] = self.lat_lon(slot);
-                        shape.contains(lat, lon)
-                    }
-                {
+                if self.eligible(slot, filter, include_stale, now_ms) && {
+                    let [lat, lon] = self.lat_lon(slot);
+                    shape.contains(lat, lon)
+                } {
                     out.push(UnitSlot(slot));
                 }
             });

@@ -147,15 +147,14 @@ impl Engine {
 
     #[inline]
     pub(crate) fn matches(&self, f: &Filter, slot: u32, now_ms: i64) -> bool {
+        f.matches_state(slot, &self.units.state[slot as usize], now_ms)
+    }
+
+    /// Whether a unit counts for a query: seen, not stale unless asked, and
+    /// matching the filter.
+    #[inline]
+    pub(crate) fn eligible(&self, slot: u32, f: &Filter, include_stale: bool, now_ms: i64) -> bool {
         let st = &self.units.state[slot as usize];
-        f.matches(
-            UnitSlot(slot),
-            st.agency,
-            st.status,
-            st.kind,
-            st.tags,
-            st.time_ms,
-            now_ms,
-        )
+        st.seen() && (include_stale || !st.stale()) && f.matches_state(slot, st, now_ms)
     }
 }

@@ -125,3 +125,19 @@ fn area_queries_respect_the_filter() {
     let f = Filter::statuses(&[bluelight_engine::Status::Available]);
     assert_eq!(e.area(&s, &f, false, T0), vec![a]);
 }
+
+#[test]
+fn a_kind_filter_never_matches_a_unit_without_a_kind() {
+    let mut e = engine();
+    let mut out = Outputs::default();
+    let rrv = e.unit("RRV");
+    e.set_meta(rrv, None, Some("rrv"), None).expect("meta");
+    let plain = e.unit("PLAIN");
+    e.apply(rrv, &Fix::at(T0, 10.0, 10.0), &mut out);
+    e.apply(plain, &Fix::at(T0, 10.0, 10.0001), &mut out);
+    let f = e
+        .compile_filter(None, None, Some(&["rrv"]), None, None, None)
+        .expect("filter");
+    let s = Shape::circle(10.0, 10.0, 1000.0).expect("circle");
+    assert_eq!(e.area(&s, &f, false, T0), vec![rrv]);
+}
