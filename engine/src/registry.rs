@@ -157,4 +157,12 @@ impl Engine {
         let st = &self.units.state[slot as usize];
         st.seen() && (include_stale || !st.stale()) && f.matches_state(slot, st, now_ms)
     }
+
+    /// A unit's latest device time and position, if it has reported (for
+    /// position filters upstream).
+    #[inline]
+    pub fn last_position(&self, slot: UnitSlot) -> Option<(i64, f64, f64)> {
+        let st = self.units.state.get(slot.index())?;
+        st.seen().then_some((st.time_ms, st.lat, st.lon))
+    }
 }

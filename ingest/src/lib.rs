@@ -1,12 +1,18 @@
 //! # bluelight-ingest
 //!
-//! The ingest tier of bluelight. Today it holds the simulated fleet, a source
-//! of fixes like any device, used by `bluelight demo`, the benchmarks and the
-//! load generator. Wire formats (FlatBuffers, JSON, Cursor-on-Target),
-//! validation and transports come next (see the open issue).
+//! The ingest tier of bluelight: wire formats, validation and position
+//! filters, transports, and the pipeline that hands clean batches to the
+//! engine's writer; plus the simulated fleet, a source of fixes like any
+//! device, used by `bluelight demo`, the benchmarks and the load generator.
 //!
 //! ## Layout
 //!
+//! * [`wire`] — the FlatBuffers schema's generated code.
+//! * [`decode`] — FlatBuffers and JSON decoders (and an encoder).
+//! * [`validate`] — refusal reasons, validation settings, counters.
+//! * [`batch`] — the decoded batch, reused without per-fix allocation.
+//! * [`pipeline`] — the bounded queue and the engine writer.
+//! * [`transport`] — UDP and TCP listeners.
 //! * [`fleet`] — the simulated fleet: units of every agency around real
 //!   British towns, moving at plausible speeds, changing status, reporting
 //!   every 1–10 s.
@@ -15,5 +21,11 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod batch;
+pub mod decode;
 pub mod fleet;
+pub mod pipeline;
 pub mod places;
+pub mod transport;
+pub mod validate;
+pub mod wire;

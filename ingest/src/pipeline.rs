@@ -1,0 +1,240 @@
+//! The pipeline into the engine: decoded batches go through one bounded queue
+//! to the engine's writer thread, which resolves units, applies the position
+//! filters that need the unit's history, applies the fixes and hands the
+//! outputs to a sink.
+//!
+//! The engine sits behind a `std::sync::Mutex` that the writer takes once per
+//! batch (never per fix) and readers take for a query; nothing awaits while
+//! holding it. Stream transports `send(...).await` into the queue, so a full
+//! queue slows them (TCP flow control reaches the device) and nothing is
+//! lost; UDP uses `try_send` and counts what it drops. Batches are recycled
+//! through a small pool so steady state does not allocate.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bluelight_engine::{Applied, Engine, Outputs, UnitSlot, sphere};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::batch::{IngestBatch, UnitRef};
+use crate::validate::{IngestCounters, Reject, ValidationConfig};
+
+/// What the writer did with a batch (the HTTP reply of `POST /v1/fixes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Fixes applied (including ones older than their unit's latest, which
+    /// go to history).
+    pub accepted: u32,
+    /// Refused fixes: index in the input and reason (decode-time refusals
+    /// first, then the writer's).
+    pub errors: Vec<(u32, Reject)>,
+}
+
+/// A batch on its way to the writer.
+#[derive(Debug)]
+pub struct Job {
+    /// The batch.
+    pub batch: IngestBatch,
+    /// Where to send the report, if the sender waits for one.
+    pub reply: Option<oneshot::Sender<ApplyReport>>,
+}
+
+/// Called by the writer, with the engine still locked, after every batch
+/// with what it produced. The api routes outputs to sessions from here.
+pub type OutputSink = Box<dyn FnMut(&Engine, &Outputs) + Send>;
+
+/// The sending side of the pipeline, cloned into every transport.
+#[derive(Clone)]
+pub struct PipelineHandle {
+    tx: mpsc::Sender<Job>,
+    pool: Arc<Mutex<Vec<IngestBatch>>>,
+    /// Shared counters.
+    pub counters: Arc<IngestCounters>,
+    /// Validation settings used by the decoders.
+    pub validation: Arc<ValidationConfig>,
+}
+
+impl PipelineHandle {
+    /// An empty batch, recycled when possible.
+    pub fn batch(&self) -> IngestBatch {
+        self.pool
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default()
+    }
+
+    /// Sends a batch, waiting while the queue is full (stream transports).
+    ///
+    /// # Errors
+    /// The pipeline has stopped.
+    pub async fn send(&self, batch: IngestBatch) -> Result<(), Stopped> {
+        self.tx
+            .send(Job { batch, reply: None })
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// Sends a batch and waits for the writer's report (HTTP).
+    ///
+    /// # Errors
+    /// The pipeline has stopped.
+    pub async fn send_and_report(&self, batch: IngestBatch) -> Result<ApplyReport, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                batch,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Sends a batch if the queue has room; otherwise drops it and counts
+    /// its fixes (UDP).
+    pub fn try_send(&self, batch: IngestBatch) -> bool {
+        let n = batch.fixes.len() as u64;
+        match self.tx.try_send(Job { batch, reply: None }) {
+            Ok(()) => true,
+            Err(_) => {
+                self.counters.udp_dropped.fetch_add(n.max(1), Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+/// The pipeline has stopped (the server is shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the ingest pipeline has stopped")]
+pub struct Stopped;
+
+/// Tuning of the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    /// Batches the queue holds before senders wait (or UDP drops).
+    pub queue_batches: usize,
+    /// Position filters and validation.
+    pub validation: ValidationConfig,
+    /// A jump is refused only within this long of the unit's latest fix; a
+    /// unit that really moved (or whose previous fix was the wrong one) is
+    /// accepted again after it.
+    pub speed_check_window_ms: i64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            queue_batches: 256,
+            validation: ValidationConfig::default(),
+            speed_check_window_ms: 60_000,
+        }
+    }
+}
+
+/// Starts the writer thread. It stops when every handle is dropped.
+pub fn start(
+    engine: Arc<Mutex<Engine>>,
+    cfg: PipelineConfig,
+    mut sink: OutputSink,
+) -> (PipelineHandle, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Job>(cfg.queue_batches.max(1));
+    let pool: Arc<Mutex<Vec<IngestBatch>>> = Arc::default();
+    let counters: Arc<IngestCounters> = Arc::default();
+    let handle = PipelineHandle {
+        tx,
+        pool: pool.clone(),
+        counters: counters.clone(),
+        validation: Arc::new(cfg.validation.clone()),
+    };
+    let writer = std::thread::Builder::new()
+        .name("bluelight-writer".into())
+        .spawn(move || {
+            let mut out = Outputs::default();
+            while let Some(mut job) = rx.blocking_recv() {
+                let report = {
+                    let Ok(mut engine) = engine.lock() else { break };
+                    out.clear();
+                    let report = apply(&mut engine, &job.batch, &cfg, &counters, &mut out);
+                    sink(&engine, &out);
+                    report
+                };
+                if let Some(reply) = job.reply.take() {
+                    let _ = reply.send(report);
+                }
+                job.batch.clear();
+                if let Ok(mut p) = pool.lock()
+                    && p.len() < 64
+                {
+                    p.push(job.batch);
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot start the writer thread: {e}"));
+    (handle, writer)
+}
+
+/// Applies one batch: metadata first, then fixes in order, then flush.
+pub fn apply(
+    engine: &mut Engine,
+    batch: &IngestBatch,
+    cfg: &PipelineConfig,
+    counters: &IngestCounters,
+    out: &mut Outputs,
+) -> ApplyReport {
+    let resolve = |engine: &mut Engine, u: &UnitRef| -> UnitSlot {
+        match u {
+            UnitRef::Key(k) => engine.unit_by_key(*k),
+            UnitRef::Id(r) => engine.unit(batch.str(r)),
+        }
+    };
+    for m in &batch.metas {
+        let slot = match (&m.unit, m.key) {
+            (UnitRef::Id(r), Some(key)) => engine.register_key(key, batch.str(r)),
+            (u, _) => resolve(engine, u),
+        };
+        let kind = m.kind.as_ref().map(|k| batch.str(k));
+        let tags: Option<Vec<&str>> = m.tags.as_ref().map(|t| batch.tags(t).collect());
+        if engine.set_meta(slot, m.agency, kind, tags.as_deref()).is_err() {
+            counters.reject(Reject::BadField);
+        }
+    }
+    let mut report = ApplyReport {
+        accepted: 0,
+        errors: batch.errors.clone(),
+    };
+    for r in &batch.errors {
+        counters.reject(r.1);
+    }
+    let max_speed = cfg.validation.max_implied_speed_mps;
+    for (n, (unit, fix)) in batch.fixes.iter().enumerate() {
+        let i = batch.index.get(n).copied().unwrap_or(n as u32);
+        let slot = resolve(engine, unit);
+        if let Some((t, lat, lon)) = engine.last_position(slot) {
+            let dt = fix.time_ms - t;
+            if dt > 0 && dt <= cfg.speed_check_window_ms {
+                let d = sphere::distance_m(lat, lon, fix.lat, fix.lon);
+                if d / (dt as f64 / 1000.0) > max_speed {
+                    counters.reject(Reject::SpeedJump);
+                    report.errors.push((i, Reject::SpeedJump));
+                    continue;
+                }
+            }
+        }
+        match engine.apply(slot, fix, out) {
+            Applied::Moved | Applied::Older => report.accepted += 1,
+            Applied::Duplicate => {
+                counters.reject(Reject::Duplicate);
+                report.errors.push((i, Reject::Duplicate));
+            }
+        }
+    }
+    counters
+        .accepted
+        .fetch_add(u64::from(report.accepted), Ordering::Relaxed);
+    engine.flush(out);
+    report.errors.sort_unstable_by_key(|e| e.0);
+    report
+}

@@ -1,0 +1,187 @@
+//! Validation and position filters: which fixes are refused, and why.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bluelight_engine::Fix;
+
+/// Why a fix (or frame) was refused. Every reason is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// A coordinate or time that is NaN or infinite.
+    NotFinite,
+    /// Latitude outside ±90 or longitude outside ±180.
+    OutOfRange,
+    /// Exactly (0, 0): a receiver without a fix.
+    NullIsland,
+    /// Device time too far ahead of the server clock.
+    Future,
+    /// Device time older than history retention.
+    TooOld,
+    /// Same unit and time as its latest fix.
+    Duplicate,
+    /// Older than its unit's latest fix (kept in history, moves nothing).
+    Older,
+    /// Implies a speed above the configured maximum from the unit's latest fix.
+    SpeedJump,
+    /// Accuracy worse than the configured threshold.
+    Inaccurate,
+    /// A fix without a unit id or with a field of the wrong type.
+    BadField,
+    /// A frame that does not decode at all.
+    BadFrame,
+}
+
+impl Reject {
+    /// Every reason, in counter order.
+    pub const ALL: [Reject; 11] = [
+        Reject::NotFinite,
+        Reject::OutOfRange,
+        Reject::NullIsland,
+        Reject::Future,
+        Reject::TooOld,
+        Reject::Duplicate,
+        Reject::Older,
+        Reject::SpeedJump,
+        Reject::Inaccurate,
+        Reject::BadField,
+        Reject::BadFrame,
+    ];
+
+    /// The name used in replies and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::NotFinite => "not_finite",
+            Reject::OutOfRange => "out_of_range",
+            Reject::NullIsland => "null_island",
+            Reject::Future => "future",
+            Reject::TooOld => "too_old",
+            Reject::Duplicate => "duplicate",
+            Reject::Older => "older",
+            Reject::SpeedJump => "speed_jump",
+            Reject::Inaccurate => "inaccurate",
+            Reject::BadField => "bad_field",
+            Reject::BadFrame => "bad_frame",
+        }
+    }
+}
+
+/// The filters' settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationConfig {
+    /// Most a device clock may run ahead of the server, ms (default 5 min).
+    pub max_future_ms: i64,
+    /// Oldest device time accepted, as an age in ms (history retention).
+    pub max_age_ms: i64,
+    /// Highest speed implied between a unit's fixes, m/s (default 150).
+    pub max_implied_speed_mps: f64,
+    /// Worst accuracy accepted, metres; `None` (default) accepts any.
+    pub max_accuracy_m: Option<f32>,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            max_future_ms: 5 * 60 * 1000,
+            max_age_ms: 3600 * 1000,
+            max_implied_speed_mps: 150.0,
+            max_accuracy_m: None,
+        }
+    }
+}
+
+impl ValidationConfig {
+    /// Checks what can be checked from the fix alone.
+    ///
+    /// # Errors
+    /// The first reason the fix is refused.
+    pub fn check(&self, fix: &Fix, now_ms: i64) -> Result<(), Reject> {
+        if !fix.lat.is_finite() || !fix.lon.is_finite() {
+            return Err(Reject::NotFinite);
+        }
+        if !(-90.0..=90.0).contains(&fix.lat) || !(-180.0..=180.0).contains(&fix.lon) {
+            return Err(Reject::OutOfRange);
+        }
+        if fix.lat == 0.0 && fix.lon == 0.0 {
+            return Err(Reject::NullIsland);
+        }
+        if fix.time_ms > now_ms.saturating_add(self.max_future_ms) {
+            return Err(Reject::Future);
+        }
+        if fix.time_ms < now_ms.saturating_sub(self.max_age_ms) {
+            return Err(Reject::TooOld);
+        }
+        if let Some(max) = self.max_accuracy_m
+            && fix.accuracy_m > max
+        {
+            return Err(Reject::Inaccurate);
+        }
+        Ok(())
+    }
+}
+
+/// Counters of accepted and refused fixes, shared by every transport and the
+/// writer (relaxed atomics: they are statistics, read by `/metrics`).
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    /// Fixes applied to the engine.
+    pub accepted: AtomicU64,
+    /// Refused fixes by reason (indexed like `Reject::ALL`).
+    pub rejected: [AtomicU64; 11],
+    /// UDP datagrams dropped because the pipeline was full.
+    pub udp_dropped: AtomicU64,
+    /// Connections closed for a bad or oversized frame.
+    pub connections_closed_bad_frame: AtomicU64,
+}
+
+impl IngestCounters {
+    /// Counts a refusal.
+    pub fn reject(&self, r: Reject) {
+        let i = Reject::ALL.iter().position(|x| *x == r).unwrap_or(0);
+        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals of one reason so far.
+    pub fn rejected(&self, r: Reject) -> u64 {
+        let i = Reject::ALL.iter().position(|x| *x == r).unwrap_or(0);
+        self.rejected[i].load(Ordering::Relaxed)
+    }
+
+    /// Fixes accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_763_726_400_000;
+
+    #[test]
+    fn each_reason_is_found() {
+        let v = ValidationConfig {
+            max_accuracy_m: Some(50.0),
+            ..ValidationConfig::default()
+        };
+        let ok = Fix::at(NOW, 51.0, -1.0);
+        assert_eq!(v.check(&ok, NOW), Ok(()));
+        assert_eq!(
+            v.check(&Fix::at(NOW, f64::NAN, -1.0), NOW),
+            Err(Reject::NotFinite)
+        );
+        assert_eq!(v.check(&Fix::at(NOW, 91.0, -1.0), NOW), Err(Reject::OutOfRange));
+        assert_eq!(v.check(&Fix::at(NOW, 0.0, 0.0), NOW), Err(Reject::NullIsland));
+        assert_eq!(
+            v.check(&Fix::at(NOW + 301_000, 51.0, -1.0), NOW),
+            Err(Reject::Future)
+        );
+        assert_eq!(
+            v.check(&Fix::at(NOW - 3_601_000, 51.0, -1.0), NOW),
+            Err(Reject::TooOld)
+        );
+        let mut bad = ok;
+        bad.accuracy_m = 80.0;
+        assert_eq!(v.check(&bad, NOW), Err(Reject::Inaccurate));
+    }
+}
