@@ -9,6 +9,7 @@
 //!
 //! * [`wire`] — the FlatBuffers schema's generated code.
 //! * [`decode`] — FlatBuffers and JSON decoders (and an encoder).
+//! * [`cot`] — Cursor-on-Target XML events.
 //! * [`validate`] — refusal reasons, validation settings, counters.
 //! * [`batch`] — the decoded batch, reused without per-fix allocation.
 //! * [`pipeline`] — the bounded queue and the engine writer.
@@ -22,6 +23,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod batch;
+pub mod cot;
 pub mod decode;
 pub mod fleet;
 pub mod pipeline;

@@ -1,5 +1,6 @@
-//! Transports: UDP (one `FixBatch` a datagram) and TCP (a stream of frames,
-//! each a 4-byte little-endian length and a `FixBatch`).
+//! Transports: UDP (one `FixBatch` a datagram), TCP (a stream of frames,
+//! each a 4-byte little-endian length and a `FixBatch`), and
+//! Cursor-on-Target XML over TCP.
 //!
 //! Every listener has a connection cap, an idle timeout and a maximum frame
 //! size. A garbage or oversized frame on TCP closes that connection with a
@@ -123,6 +124,71 @@ async fn tcp_connection(
             return Err(e.to_string());
         }
         if pipeline.send(batch).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Serves Cursor-on-Target XML over TCP (`--cot-tcp`, conventionally port
+/// 8087). Events are split on `</event>`; a malformed event is counted and
+/// skipped (the next `</event>` resynchronises the stream), an event longer
+/// than the frame limit closes the connection.
+pub async fn serve_cot_tcp(listener: TcpListener, pipeline: PipelineHandle, limits: ListenerLimits) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let (pipeline, limits) = (pipeline.clone(), limits.clone());
+        tokio::spawn(async move {
+            if let Err(reason) = cot_connection(stream, &pipeline, &limits).await {
+                pipeline
+                    .counters
+                    .connections_closed_bad_frame
+                    .fetch_add(1, Ordering::Relaxed);
+                eprintln!("ingest cot {peer}: closed: {reason}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn cot_connection(
+    mut stream: TcpStream,
+    pipeline: &PipelineHandle,
+    limits: &ListenerLimits,
+) -> Result<(), String> {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match tokio::time::timeout(limits.idle_timeout, stream.read(&mut chunk)).await {
+            Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut batch = pipeline.batch();
+        let mut index = 0u32;
+        let used = crate::cot::split_events(&buf, |event| {
+            let decoded = std::str::from_utf8(event)
+                .map_err(|e| e.to_string())
+                .and_then(|xml| {
+                    crate::cot::decode_cot(xml, index, &pipeline.validation, now_ms(), &mut batch)
+                        .map_err(|e| e.to_string())
+                });
+            if decoded.is_err() {
+                pipeline.counters.reject(Reject::BadFrame);
+            }
+            index += 1;
+        });
+        buf.drain(..used);
+        if buf.len() > limits.max_frame_bytes {
+            pipeline.counters.reject(Reject::BadFrame);
+            return Err(format!("no </event> within {} bytes", limits.max_frame_bytes));
+        }
+        if (!batch.fixes.is_empty() || !batch.errors.is_empty()) && pipeline.send(batch).await.is_err() {
             return Ok(());
         }
     }

@@ -204,3 +204,67 @@ async fn a_full_queue_slows_tcp_senders_and_loses_nothing() {
     until("every fix", || c.accepted() == 4 * 200 * 50).await;
     assert_eq!(c.udp_dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+#[tokio::test]
+async fn cot_events_from_tak_clients_arrive_and_a_bad_event_is_skipped() {
+    let engine = Arc::new(Mutex::new(Engine::new(EngineConfig::default()).expect("config")));
+    let (pipeline, _writer) = pipeline::start(engine.clone(), PipelineConfig::default(), Box::new(|_, _| {}));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(bluelight_ingest::transport::serve_cot_tcp(
+        listener,
+        pipeline.clone(),
+        ListenerLimits::default(),
+    ));
+    let iso = |ms: i64| {
+        // Render `ms` as RFC 3339 by searching: the test only needs "now-ish".
+        let secs = ms / 1000;
+        let days = secs.div_euclid(86_400);
+        let (h, m, s) = (
+            secs.rem_euclid(86_400) / 3600,
+            secs.rem_euclid(3600) / 60,
+            secs.rem_euclid(60),
+        );
+        // civil from days (Hinnant)
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(mo <= 2);
+        format!(
+            "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
+            ms.rem_euclid(1000)
+        )
+    };
+    let t = iso(now_ms());
+    let atak = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><event version="2.0" uid="ANDROID-1" type="a-f-G-U-C" how="m-g" time="{t}" start="{t}" stale="{t}"><point lat="51.5074" lon="-0.1278" hae="35.2" ce="9.9" le="9999999.0"/><detail><contact callsign="ALPHA-1"/><track course="270.5" speed="12.3"/></detail></event>"#
+    );
+    let broken = r#"<event uid="BROKEN" time="nonsense"><point lat="1" lon="2"/></event>"#;
+    let wintak = format!(
+        r#"<event version="2.0" uid="WINTAK-7" type="a-f-G-E-V-A" how="h-e" time="{t}" start="{t}" stale="{t}"><point lat="50.9097" lon="-1.4044" hae="9999999.0" ce="9999999.0" le="9999999.0"/><detail/></event>"#
+    );
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    // Split mid-event across writes, as a real stream may be.
+    let stream = format!("{atak}{broken}{wintak}");
+    let (a, b) = stream.split_at(stream.len() / 2);
+    conn.write_all(a.as_bytes()).await.expect("write");
+    conn.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    conn.write_all(b.as_bytes()).await.expect("write");
+    let c = pipeline.counters.clone();
+    until("both TAK fixes", || c.accepted() == 2).await;
+    until("the broken event", || c.rejected(Reject::BadFrame) == 1).await;
+    let e = engine.lock().expect("lock");
+    let view = e
+        .find_unit("ANDROID-1")
+        .and_then(|s| e.unit_view(s))
+        .expect("unit");
+    assert_eq!(view.kind.as_deref(), Some("a-f-G-U-C"));
+    assert_eq!(view.fix.map(|f| (f.lat, f.lon)), Some((51.5074, -0.1278)));
+    assert!(e.find_unit("WINTAK-7").is_some());
+}

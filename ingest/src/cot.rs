@@ -1,0 +1,287 @@
+//! Cursor-on-Target: TAK clients' XML `<event>`s as fixes.
+//!
+//! Each `<event>` with a `<point>` is a fix for unit `uid`: `time` (else
+//! `start`) is the device time; `<point lat lon ce>` the position and its
+//! accuracy (`ce` 9999999 means unknown); `<detail><track course speed>` the
+//! heading and speed; the CoT `type` becomes the unit's kind. On TCP the
+//! stream is split on `</event>`.
+
+use bluelight_engine::{Fix, Status};
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+use thiserror::Error;
+
+use crate::batch::{IngestBatch, MetaUpdate, UnitRef};
+use crate::validate::ValidationConfig;
+
+/// Why a CoT event was refused.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum CotError {
+    /// Not well-formed XML.
+    #[error("CoT XML: {0}")]
+    Xml(String),
+    /// No `<event>` element.
+    #[error("CoT: no <event> element")]
+    NoEvent,
+    /// A required attribute is missing or unreadable.
+    #[error("CoT: attribute {0} missing or invalid")]
+    Attribute(&'static str),
+}
+
+/// CoT's "unknown" for `ce`, `le` and `hae`.
+const COT_UNKNOWN: f64 = 9_999_999.0;
+
+fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.local_name().as_ref() == name)
+        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+}
+
+/// Decodes one `<event>` (with or without an XML declaration) into `out`.
+/// A valid event adds one fix; an event that fails validation is recorded in
+/// `out.errors` with `index`.
+///
+/// # Errors
+/// XML that is not a CoT event with a position.
+pub fn decode_cot(
+    xml: &str,
+    index: u32,
+    v: &ValidationConfig,
+    now_ms: i64,
+    out: &mut IngestBatch,
+) -> Result<(), CotError> {
+    let mut reader = Reader::from_str(xml);
+    let (mut uid, mut kind, mut time) = (None, None, None);
+    let (mut lat, mut lon, mut ce) = (None, None, None);
+    let (mut course, mut speed) = (None, None);
+    let mut seen_event = false;
+    loop {
+        match reader.read_event().map_err(|e| CotError::Xml(e.to_string()))? {
+            Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
+                "event" => {
+                    seen_event = true;
+                    uid = attr(&e, "uid");
+                    kind = attr(&e, "type");
+                    time = attr(&e, "time").or_else(|| attr(&e, "start"));
+                }
+                "point" => {
+                    lat = attr(&e, "lat").and_then(|s| s.parse::<f64>().ok());
+                    lon = attr(&e, "lon").and_then(|s| s.parse::<f64>().ok());
+                    ce = attr(&e, "ce").and_then(|s| s.parse::<f64>().ok());
+                }
+                "track" => {
+                    course = attr(&e, "course").and_then(|s| s.parse::<f32>().ok());
+                    speed = attr(&e, "speed").and_then(|s| s.parse::<f32>().ok());
+                }
+                _ => {}
+            },
+            Event::End(e) if e.local_name().as_ref() == "event" => break,
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !seen_event {
+        return Err(CotError::NoEvent);
+    }
+    let uid = uid.filter(|u| !u.is_empty()).ok_or(CotError::Attribute("uid"))?;
+    let time_ms = time
+        .as_deref()
+        .and_then(parse_rfc3339_ms)
+        .ok_or(CotError::Attribute("time"))?;
+    let lat = lat.ok_or(CotError::Attribute("point lat"))?;
+    let lon = lon.ok_or(CotError::Attribute("point lon"))?;
+    let known = |x: Option<f64>| {
+        x.filter(|v| *v < COT_UNKNOWN && *v >= 0.0)
+            .map_or(f32::NAN, |v| v as f32)
+    };
+    let fix = Fix {
+        time_ms,
+        lat,
+        lon,
+        accuracy_m: known(ce),
+        speed_mps: speed.filter(|s| *s >= 0.0).unwrap_or(f32::NAN),
+        heading_deg: course.filter(|c| *c >= 0.0).unwrap_or(f32::NAN),
+        status: Status::Unknown,
+    };
+    if let Err(r) = v.check(&fix, now_ms) {
+        out.errors.push((index, r));
+        return Ok(());
+    }
+    let id = out.push_text(&uid);
+    if let Some(k) = kind {
+        let kind = out.push_text(&k);
+        out.metas.push(MetaUpdate {
+            unit: UnitRef::Id(id.clone()),
+            key: None,
+            agency: None,
+            kind: Some(kind),
+            tags: None,
+        });
+    }
+    out.fixes.push((UnitRef::Id(id), fix));
+    out.index.push(index);
+    Ok(())
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time (`2025-11-21T10:15:30.123Z`
+/// or with a `±hh:mm` offset). Hand-written for this one format (days from
+/// the civil date by Howard Hinnant's algorithm) rather than a date crate.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = s.get(start..i)?;
+        if frac.is_empty() {
+            return None;
+        }
+        let digits: String = frac.chars().chain("000".chars()).take(3).collect();
+        ms = digits.parse().ok()?;
+    }
+    let offset_min = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if b.len() == i + 6 && b[i + 3] == b':' => {
+            let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if *sign == b'+' { m } else { -m }
+        }
+        _ => return None,
+    };
+    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + ms)
+}
+
+/// Splits a CoT stream buffer into complete events: calls `f` for each
+/// `...</event>` and returns how many bytes were consumed (the rest is an
+/// incomplete event to keep for the next read).
+pub fn split_events(buf: &[u8], mut f: impl FnMut(&[u8])) -> usize {
+    const END: &[u8] = b"</event>";
+    let mut start = 0;
+    while let Some(pos) = buf[start..].windows(END.len()).position(|w| w == END) {
+        let end = start + pos + END.len();
+        f(&buf[start..end]);
+        start = end;
+    }
+    start
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NOW: i64 = 1_763_720_130_123;
+
+    /// Shaped like an ATAK position report.
+    const ATAK: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><event version="2.0" uid="ANDROID-358d6b2c6a1e4b1f" type="a-f-G-U-C" how="m-g" time="2025-11-21T10:15:30.123Z" start="2025-11-21T10:15:30.123Z" stale="2025-11-21T10:21:30.123Z"><point lat="51.5074" lon="-0.1278" hae="35.2" ce="9.9" le="9999999.0"/><detail><takv os="34" version="4.10.0.57" device="SAMSUNG SM-G991B" platform="ATAK-CIV"/><contact callsign="ALPHA-1" endpoint="*:-1:stcp"/><uid Droid="ALPHA-1"/><__group name="Cyan" role="Team Member"/><status battery="88"/><track course="270.5" speed="12.3"/></detail></event>"#;
+
+    /// Shaped like a WinTAK report with an offset time and no track.
+    const WINTAK: &str = r#"<event version="2.0" uid="WINTAK-7" type="a-f-G-E-V-A" how="h-e" time="2025-11-21T11:15:30+01:00" start="2025-11-21T11:15:30+01:00" stale="2025-11-21T11:20:30+01:00"><point lat="50.9097" lon="-1.4044" hae="9999999.0" ce="9999999.0" le="9999999.0"/><detail><contact callsign="AMB-104"/></detail></event>"#;
+
+    #[test]
+    fn rfc3339_times_parse_to_epoch_milliseconds() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ms("2025-11-21T10:15:30.123Z"),
+            Some(1_763_720_130_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2025-11-21T11:15:30+01:00"),
+            Some(1_763_720_130_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-02-29T00:00:00.5Z"),
+            Some(1_709_164_800_500)
+        );
+        assert_eq!(parse_rfc3339_ms("2025-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn atak_and_wintak_events_become_fixes() {
+        let mut out = IngestBatch::default();
+        let v = ValidationConfig::default();
+        decode_cot(ATAK, 0, &v, NOW, &mut out).expect("atak");
+        decode_cot(WINTAK, 1, &v, NOW, &mut out).expect("wintak");
+        assert_eq!(out.fixes.len(), 2);
+        let (u, f) = &out.fixes[0];
+        assert!(matches!(u, UnitRef::Id(r) if out.str(r) == "ANDROID-358d6b2c6a1e4b1f"));
+        assert_eq!((f.lat, f.lon, f.time_ms), (51.5074, -0.1278, 1_763_720_130_123));
+        assert_eq!((f.accuracy_m, f.speed_mps, f.heading_deg), (9.9, 12.3, 270.5));
+        let (_, w) = &out.fixes[1];
+        assert!(w.accuracy_m.is_nan(), "ce 9999999 is unknown");
+        assert_eq!(w.time_ms, 1_763_720_130_000);
+        let kinds: Vec<&str> = out
+            .metas
+            .iter()
+            .filter_map(|m| m.kind.as_ref())
+            .map(|k| out.str(k))
+            .collect();
+        assert_eq!(kinds, vec!["a-f-G-U-C", "a-f-G-E-V-A"]);
+    }
+
+    #[test]
+    fn events_without_position_or_uid_are_refused_by_name() {
+        let v = ValidationConfig::default();
+        let no_point = r#"<event uid="x" type="t-x-c-t" time="2025-11-21T10:15:30Z"/>"#;
+        assert_eq!(
+            decode_cot(no_point, 0, &v, NOW, &mut IngestBatch::default()),
+            Err(CotError::Attribute("point lat"))
+        );
+        let no_uid = r#"<event type="a" time="2025-11-21T10:15:30Z"><point lat="1" lon="1"/></event>"#;
+        assert_eq!(
+            decode_cot(no_uid, 0, &v, NOW, &mut IngestBatch::default()),
+            Err(CotError::Attribute("uid"))
+        );
+        assert_eq!(
+            decode_cot("<nope/>", 0, &v, NOW, &mut IngestBatch::default()),
+            Err(CotError::NoEvent)
+        );
+    }
+
+    #[test]
+    fn stream_splits_on_event_end_and_keeps_the_partial_tail() {
+        let stream = format!("{ATAK}{WINTAK}<event uid=\"partial\"");
+        let mut n = 0;
+        let used = split_events(stream.as_bytes(), |_| n += 1);
+        assert_eq!(n, 2);
+        assert_eq!(&stream[used..], "<event uid=\"partial\"");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+        #[test]
+        fn random_and_mutated_xml_never_panics(cut in any::<usize>(), junk in ".{0,12}", text in ".{0,200}") {
+            let at = ATAK.char_indices().nth(cut % ATAK.chars().count()).map_or(0, |(i, _)| i);
+            let mutated = format!("{}{}{}", &ATAK[..at], junk, &ATAK[at..]);
+            let _ = decode_cot(&mutated, 0, &ValidationConfig::default(), NOW, &mut IngestBatch::default());
+            let _ = decode_cot(&text, 0, &ValidationConfig::default(), NOW, &mut IngestBatch::default());
+            let _ = parse_rfc3339_ms(&text);
+        }
+    }
+}
