@@ -194,6 +194,35 @@ async fn cot_connection(
     }
 }
 
+/// UDP receive buffer requested: bursts wait in the kernel rather than being
+/// dropped there (the kernel caps it at `net.core.rmem_max`).
+pub const UDP_RECV_BUFFER: usize = 32 << 20;
+
+/// Binds a UDP socket with a large receive buffer; returns it and the buffer
+/// size the kernel granted.
+///
+/// # Errors
+/// The address cannot be bound.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<(UdpSocket, usize)> {
+    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+    let _ = sock.set_recv_buffer_size(UDP_RECV_BUFFER);
+    let granted = sock.recv_buffer_size().unwrap_or(0);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok((UdpSocket::from_std(sock.into())?, granted))
+}
+
+/// UDP datagrams the kernel dropped for a full receive buffer, machine-wide
+/// (`RcvbufErrors` in `/proc/net/snmp`), where the platform tells.
+pub fn kernel_udp_drops() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "RcvbufErrors")?;
+    values.get(i)?.parse().ok()
+}
+
 /// Binds UDP and TCP on the same port (PROTOCOL.md: both on the ingest
 /// address; port 0 picks one free for both). Returns the bound address.
 ///
@@ -204,8 +233,8 @@ pub async fn bind_ingest(addr: SocketAddr) -> std::io::Result<(TcpListener, UdpS
     for _ in 0..16 {
         let tcp = TcpListener::bind(addr).await?;
         let bound = tcp.local_addr()?;
-        match UdpSocket::bind(bound).await {
-            Ok(udp) => return Ok((tcp, udp, bound)),
+        match bind_udp(bound) {
+            Ok((udp, _)) => return Ok((tcp, udp, bound)),
             Err(e) if addr.port() != 0 => return Err(e),
             Err(_) => continue,
         }
