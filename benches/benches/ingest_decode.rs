@@ -29,7 +29,7 @@ fn bench(c: &mut Criterion) {
     let v = ValidationConfig::default();
     let mut g = c.benchmark_group("ingest_decode");
     let mut batch = IngestBatch::default();
-    for n in [1_000usize] {
+    for n in [100usize, 1_000] {
         let mut fbb = flatbuffers::FlatBufferBuilder::new();
         let frame = encode_flatbuffers(&mut fbb, "bench", &fixes(n), &[]).to_vec();
         g.throughput(Throughput::Elements(n as u64));
