@@ -78,6 +78,21 @@ impl Frames {
         }
     }
 
+    /// Calls `send(frame, fixes_in_it)` with frames in order, advancing
+    /// each before it goes, until `send` returns false.
+    async fn for_each(&mut self, base_ms: i64, mut send: impl AsyncFnMut(&[u8], u64) -> bool) {
+        loop {
+            self.round += 1;
+            for f in 0..self.frames.len() {
+                self.advance(f, base_ms);
+                let n = ((self.frames[f].len() - self.offsets[f]) / FIX_SIZE).min(1000) as u64;
+                if !send(&self.frames[f], n).await {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Moves every fix of frame `f` one step and one second on.
     fn advance(&mut self, f: usize, base_ms: i64) {
         let off = self.offsets[f];
@@ -167,12 +182,8 @@ async fn run_tcp(
     let start = Instant::now();
     let mut sent: u64 = 0;
     let mut next_report = Duration::from_secs(10);
-    'outer: loop {
-        frames.round += 1;
-        for f in 0..frames.frames.len() {
-            frames.advance(f, base);
-            let frame = &frames.frames[f];
-            let n = ((frame.len() - frames.offsets[f]) / FIX_SIZE).min(1000) as u64;
+    frames
+        .for_each(base, async |frame, n| {
             conn.write_all(&(frame.len() as u32).to_le_bytes())
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
@@ -188,11 +199,9 @@ async fn run_tcp(
                 );
                 next_report += Duration::from_secs(10);
             }
-            if el >= Duration::from_secs(seconds) {
-                break 'outer;
-            }
-        }
-    }
+            el < Duration::from_secs(seconds)
+        })
+        .await;
     conn.shutdown().await.ok();
     // Wait (bounded) for the writer to drain what was sent.
     let drain = Instant::now();
@@ -238,12 +247,8 @@ async fn run_udp(
     let base = T0 + 10_000;
     let start = Instant::now();
     let mut sent: u64 = 0;
-    'outer: loop {
-        frames.round += 1;
-        for f in 0..frames.frames.len() {
-            frames.advance(f, base);
-            let frame = &frames.frames[f];
-            let n = ((frame.len() - frames.offsets[f]) / FIX_SIZE).min(1000) as u64;
+    frames
+        .for_each(base, async |frame, n| {
             // Pace: never ahead of `rate`.
             let due = Duration::from_secs_f64(sent as f64 / rate);
             let el = start.elapsed();
@@ -252,11 +257,9 @@ async fn run_udp(
             }
             sock.send_to(frame, addr).await.unwrap_or_else(|e| panic!("{e}"));
             sent += n;
-            if start.elapsed() >= Duration::from_secs(seconds) {
-                break 'outer;
-            }
-        }
-    }
+            start.elapsed() < Duration::from_secs(seconds)
+        })
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let elapsed = start.elapsed().as_secs_f64() - 2.0;
     let accepted = handle.counters.accepted() - accepted0;

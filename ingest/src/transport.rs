@@ -67,6 +67,28 @@ pub async fn serve_udp(socket: UdpSocket, pipeline: PipelineHandle, limits: List
 
 /// Serves TCP framed `FixBatch`es until the listener fails.
 pub async fn serve_tcp(listener: TcpListener, pipeline: PipelineHandle, limits: ListenerLimits) {
+    accept_loop(
+        listener,
+        pipeline,
+        limits,
+        "tcp",
+        |stream, pipeline, limits| async move { tcp_connection(stream, &pipeline, &limits).await },
+    )
+    .await;
+}
+
+/// Accepts connections under the cap and runs `conn` on each; a connection
+/// that ends with `Err(reason)` is counted and logged, the others go on.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    pipeline: PipelineHandle,
+    limits: ListenerLimits,
+    label: &'static str,
+    conn: F,
+) where
+    F: Fn(TcpStream, PipelineHandle, ListenerLimits) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -75,14 +97,14 @@ pub async fn serve_tcp(listener: TcpListener, pipeline: PipelineHandle, limits: 
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let (pipeline, limits) = (pipeline.clone(), limits.clone());
+        let counters = pipeline.counters.clone();
+        let task = conn(stream, pipeline.clone(), limits.clone());
         tokio::spawn(async move {
-            if let Err(reason) = tcp_connection(stream, &pipeline, &limits).await {
-                pipeline
-                    .counters
+            if let Err(reason) = task.await {
+                counters
                     .connections_closed_bad_frame
                     .fetch_add(1, Ordering::Relaxed);
-                eprintln!("ingest tcp {peer}: closed: {reason}");
+                eprintln!("ingest {label} {peer}: closed: {reason}");
             }
             drop(permit);
         });
@@ -134,26 +156,14 @@ async fn tcp_connection(
 /// skipped (the next `</event>` resynchronises the stream), an event longer
 /// than the frame limit closes the connection.
 pub async fn serve_cot_tcp(listener: TcpListener, pipeline: PipelineHandle, limits: ListenerLimits) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let (pipeline, limits) = (pipeline.clone(), limits.clone());
-        tokio::spawn(async move {
-            if let Err(reason) = cot_connection(stream, &pipeline, &limits).await {
-                pipeline
-                    .counters
-                    .connections_closed_bad_frame
-                    .fetch_add(1, Ordering::Relaxed);
-                eprintln!("ingest cot {peer}: closed: {reason}");
-            }
-            drop(permit);
-        });
-    }
+    accept_loop(
+        listener,
+        pipeline,
+        limits,
+        "cot",
+        |stream, pipeline, limits| async move { cot_connection(stream, &pipeline, &limits).await },
+    )
+    .await;
 }
 
 async fn cot_connection(
