@@ -1,17 +1,24 @@
 //! # bluelight-api
 //!
-//! The `bluelight` server and command line. Today: the GeoJSON fence format
-//! and `bluelight demo`, which runs the engine with the simulated fleet and
-//! the sample fences and prints what happens. The HTTP/WebSocket server of
-//! PROTOCOL.md comes with the api issue.
+//! The `bluelight` server and command line: `serve` (HTTP and ingest
+//! listeners around the engine) and `demo`. WebSocket feeds, alerts,
+//! export and auth enforcement are being built (see the open api issue).
 //!
 //! ## Layout
 //!
+//! * [`config`] — `serve` configuration (TOML file, flags, environment).
+//! * [`server`] — binding, the writer, the clock, shared state.
+//! * [`http`] — the HTTP endpoints.
+//! * [`json`] — unit objects and Features.
 //! * [`fence_json`] — GeoJSON Features ⇄ fences, and protocol filters.
 //! * [`demo`] — the demo loop.
 
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod config;
 pub mod demo;
 pub mod fence_json;
+pub mod http;
+pub mod json;
+pub mod server;

@@ -1,8 +1,11 @@
 //! The `bluelight` command line.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use bluelight_api::config::ServeConfig;
+use clap::{Args, Parser, Subcommand};
 
 /// bluelight: a real-time location engine for blue-light services.
 #[derive(Debug, Parser)]
@@ -14,6 +17,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve HTTP (127.0.0.1:9600) and UDP/TCP ingest (127.0.0.1:9601) around
+    /// an in-memory engine. Prints `listening http=ADDR ingest=ADDR`.
+    Serve(ServeArgs),
     /// Run the engine in memory with a simulated fleet and the sample fences,
     /// printing alerts as they happen and a summary every few seconds.
     Demo {
@@ -35,9 +41,111 @@ enum Command {
     },
 }
 
+/// `serve` options; each overrides the same key of `--config`.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML file whose keys mirror these flags (tokens live here).
+    #[arg(long, env = "BLUELIGHT_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP and WebSocket address; port 0 picks a free one.
+    #[arg(long, env = "BLUELIGHT_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// UDP and TCP ingest address (both on one port); port 0 picks a free one.
+    #[arg(long, env = "BLUELIGHT_INGEST")]
+    ingest: Option<SocketAddr>,
+    /// Cursor-on-Target TCP address (conventionally port 8087).
+    #[arg(long, env = "BLUELIGHT_COT_TCP")]
+    cot_tcp: Option<SocketAddr>,
+    /// Serve non-loopback addresses without tokens.
+    #[arg(long, env = "BLUELIGHT_INSECURE")]
+    insecure: bool,
+    /// Seconds without a fix before a unit is stale (default 120).
+    #[arg(long, env = "BLUELIGHT_STALE_AFTER_S")]
+    stale_after_s: Option<u32>,
+    /// How long history keeps fixes, seconds (default 3600).
+    #[arg(long, env = "BLUELIGHT_HISTORY_RETENTION_S")]
+    history_retention_s: Option<u32>,
+    /// The most fixes history holds (default 20,000,000).
+    #[arg(long, env = "BLUELIGHT_HISTORY_MAX_FIXES")]
+    history_max_fixes: Option<usize>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<ServeConfig> {
+        let mut c = match &self.config {
+            Some(path) => ServeConfig::from_file(path)?,
+            None => ServeConfig::default(),
+        };
+        if let Some(a) = self.listen {
+            c.listen = a;
+        }
+        if let Some(a) = self.ingest {
+            c.ingest = a;
+        }
+        if self.cot_tcp.is_some() {
+            c.cot_tcp = self.cot_tcp;
+        }
+        c.insecure |= self.insecure;
+        if let Some(v) = self.stale_after_s {
+            c.stale_after_s = v;
+        }
+        if let Some(v) = self.history_retention_s {
+            c.history_retention_s = v;
+        }
+        if let Some(v) = self.history_max_fixes {
+            c.history_max_fixes = v;
+        }
+        Ok(c)
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    let running = bluelight_api::server::start(&cfg).await?;
+    if cfg.auth.tokens.is_empty() {
+        println!("no tokens configured: serving loopback only, without authentication");
+    }
+    match running.cot {
+        Some(cot) => println!(
+            "listening http={} ingest={} cot={cot}",
+            running.http, running.ingest
+        ),
+        None => println!("listening http={} ingest={}", running.http, running.ingest),
+    }
+    shutdown_signal().await;
+    println!("shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(serve(args))?;
+        }
         Command::Demo {
             units,
             seconds,

@@ -1,0 +1,467 @@
+//! HTTP endpoints of PROTOCOL.md (all but export, which comes with the
+//! export step): health, metrics, fences, rules, units, nearest, fixes.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bluelight_engine::{Agency, Engine, Filter, NearestQuery, Outputs, RuleSpec, Shape, Status};
+use bluelight_ingest::batch::IngestBatch;
+use bluelight_ingest::decode::{decode_flatbuffers, decode_json};
+use bluelight_ingest::transport::now_ms;
+use bluelight_ingest::validate::Reject;
+use serde_json::{Value, json};
+
+use crate::fence_json::{fence_from_feature, filter_from_json};
+use crate::json::{unit_feature, unit_object};
+use crate::server::{ALERT_EVENTS, AppState};
+
+type Shared = State<Arc<AppState>>;
+
+/// The router of every HTTP path.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/fences", get(list_fences))
+        .route(
+            "/v1/fences/{id}",
+            get(get_fence).put(put_fence).delete(delete_fence),
+        )
+        .route("/v1/rules", get(list_rules))
+        .route("/v1/rules/{id}", get(get_rule).put(put_rule).delete(delete_rule))
+        .route("/v1/units", get(list_units))
+        .route("/v1/units/{id}", get(get_unit))
+        .route("/v1/nearest", get(nearest))
+        .route("/v1/fixes", axum::routing::post(post_fixes))
+        .with_state(state)
+}
+
+/// A 4xx/5xx reply `{"error": "..."}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+fn engine_busy() -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "engine unavailable")
+}
+
+async fn healthz(State(s): Shared) -> Response {
+    let Ok(e) = s.engine.lock() else {
+        return engine_busy();
+    };
+    axum::Json(json!({
+        "status": "ok",
+        "units": e.unit_count(),
+        "fences": e.fence_ids().len(),
+        "uptime_s": s.started.elapsed().as_secs(),
+    }))
+    .into_response()
+}
+
+async fn metrics(State(s): Shared) -> Response {
+    let mut m = String::new();
+    let c = &s.pipeline.counters;
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_fixes_accepted_total Fixes applied to the engine."
+    );
+    let _ = writeln!(m, "# TYPE bluelight_fixes_accepted_total counter");
+    let _ = writeln!(m, "bluelight_fixes_accepted_total {}", c.accepted());
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_fixes_rejected_total Fixes refused, by reason."
+    );
+    let _ = writeln!(m, "# TYPE bluelight_fixes_rejected_total counter");
+    for r in Reject::ALL {
+        let _ = writeln!(
+            m,
+            "bluelight_fixes_rejected_total{{reason=\"{}\"}} {}",
+            r.as_str(),
+            c.rejected(r)
+        );
+    }
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_udp_dropped_total Fixes in UDP datagrams dropped for a full queue."
+    );
+    let _ = writeln!(m, "# TYPE bluelight_udp_dropped_total counter");
+    let _ = writeln!(
+        m,
+        "bluelight_udp_dropped_total {}",
+        c.udp_dropped.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(m, "# HELP bluelight_alerts_total Alerts fired, by event.");
+    let _ = writeln!(m, "# TYPE bluelight_alerts_total counter");
+    for (i, e) in ALERT_EVENTS.iter().enumerate() {
+        let _ = writeln!(
+            m,
+            "bluelight_alerts_total{{event=\"{}\"}} {}",
+            e.as_str(),
+            s.alerts[i].load(Ordering::Relaxed)
+        );
+    }
+    if let Ok(e) = s.engine.lock() {
+        let k = e.counters();
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_units Units known.\n# TYPE bluelight_units gauge\nbluelight_units {}",
+            e.unit_count()
+        );
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_fences Fences.\n# TYPE bluelight_fences gauge\nbluelight_fences {}",
+            e.fence_ids().len()
+        );
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_engine_refreshes_total Fixes that left their cell's inscribed cap.\n# TYPE bluelight_engine_refreshes_total counter\nbluelight_engine_refreshes_total {}",
+            k.refreshes
+        );
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_engine_cell_changes_total Fixes that moved a unit to another cell.\n# TYPE bluelight_engine_cell_changes_total counter\nbluelight_engine_cell_changes_total {}",
+            k.cell_changes
+        );
+        let h = e.history_stats();
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_history_fixes Fixes held in history.\n# TYPE bluelight_history_fixes gauge\nbluelight_history_fixes {}",
+            h.held
+        );
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_history_dropped_total Fixes dropped from history at its cap.\n# TYPE bluelight_history_dropped_total counter\nbluelight_history_dropped_total {}",
+            h.dropped_cap
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m).into_response()
+}
+
+fn parse_feature(body: &[u8]) -> Result<geojson::Feature, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
+    let gj: geojson::GeoJson = text.parse().map_err(|e| format!("body is not GeoJSON: {e}"))?;
+    geojson::Feature::try_from(gj).map_err(|_| "body must be a GeoJSON Feature".to_string())
+}
+
+async fn put_fence(State(s): Shared, Path(id): Path<String>, body: Bytes) -> Response {
+    if id.is_empty() || id.len() > 200 {
+        return bad("fence id must be 1 to 200 characters");
+    }
+    let feature = match parse_feature(&body) {
+        Ok(f) => f,
+        Err(e) => return bad(e),
+    };
+    let mut out = Outputs::default();
+    let created = {
+        let Ok(mut e) = s.engine.lock() else {
+            return engine_busy();
+        };
+        let spec = match fence_from_feature(&mut e, &id, &feature) {
+            Ok(spec) => spec,
+            Err(err) => return bad(err.to_string()),
+        };
+        match e.put_fence(spec, now_ms(), &mut out) {
+            Ok(created) => created,
+            Err(err) => return bad(err.to_string()),
+        }
+    };
+    s.route(&out);
+    let mut stored = serde_json::to_value(&feature).unwrap_or(Value::Null);
+    if let Value::Object(o) = &mut stored {
+        o.insert("id".into(), json!(id));
+    }
+    if let Ok(mut f) = s.fence_json.lock() {
+        f.insert(id, stored.clone());
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(stored)).into_response()
+}
+
+async fn get_fence(State(s): Shared, Path(id): Path<String>) -> Response {
+    match s.fence_json.lock().ok().and_then(|f| f.get(&id).cloned()) {
+        Some(f) => axum::Json(f).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("fence {id:?} not found")),
+    }
+}
+
+async fn list_fences(State(s): Shared) -> Response {
+    let Ok(f) = s.fence_json.lock() else {
+        return engine_busy();
+    };
+    let mut ids: Vec<&String> = f.keys().collect();
+    ids.sort();
+    let features: Vec<Value> = ids.into_iter().filter_map(|id| f.get(id).cloned()).collect();
+    axum::Json(json!({"type":"FeatureCollection","features":features})).into_response()
+}
+
+async fn delete_fence(State(s): Shared, Path(id): Path<String>) -> Response {
+    let removed = s
+        .engine
+        .lock()
+        .map(|mut e| e.remove_fence(&id).is_ok())
+        .unwrap_or(false);
+    if let Ok(mut f) = s.fence_json.lock() {
+        f.remove(&id);
+    }
+    if removed {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("fence {id:?} not found"))
+    }
+}
+
+async fn put_rule(State(s): Shared, Path(id): Path<String>, body: Bytes) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return bad("body is not JSON");
+    };
+    if v.get("type").and_then(Value::as_str) != Some("proximity") {
+        return bad("type must be \"proximity\"");
+    }
+    let num = |k: &str| v.get(k).and_then(Value::as_f64);
+    let Some(radius_m) = num("radius_m") else {
+        return bad("radius_m must be a number");
+    };
+    let hysteresis_m = num("hysteresis_m").unwrap_or(0.0);
+    let created = {
+        let Ok(mut e) = s.engine.lock() else {
+            return engine_busy();
+        };
+        let from = match v.get("from").map(|f| filter_from_json(&mut e, f)).transpose() {
+            Ok(f) => f.unwrap_or_default(),
+            Err(err) => return bad(format!("from: {err}")),
+        };
+        let to = match v.get("to").map(|f| filter_from_json(&mut e, f)).transpose() {
+            Ok(f) => f.unwrap_or_default(),
+            Err(err) => return bad(format!("to: {err}")),
+        };
+        match e.put_rule(RuleSpec {
+            id: id.clone(),
+            from,
+            to,
+            radius_m,
+            hysteresis_m,
+        }) {
+            Ok(c) => c,
+            Err(err) => return bad(err.to_string()),
+        }
+    };
+    let mut stored = v;
+    if let Value::Object(o) = &mut stored {
+        o.insert("id".into(), json!(id));
+    }
+    if let Ok(mut r) = s.rule_json.lock() {
+        r.insert(id, stored.clone());
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(stored)).into_response()
+}
+
+async fn get_rule(State(s): Shared, Path(id): Path<String>) -> Response {
+    match s.rule_json.lock().ok().and_then(|r| r.get(&id).cloned()) {
+        Some(r) => axum::Json(r).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("rule {id:?} not found")),
+    }
+}
+
+async fn list_rules(State(s): Shared) -> Response {
+    let Ok(r) = s.rule_json.lock() else {
+        return engine_busy();
+    };
+    let mut ids: Vec<&String> = r.keys().collect();
+    ids.sort();
+    let rules: Vec<Value> = ids.into_iter().filter_map(|id| r.get(id).cloned()).collect();
+    axum::Json(json!({ "rules": rules })).into_response()
+}
+
+async fn delete_rule(State(s): Shared, Path(id): Path<String>) -> Response {
+    let removed = s
+        .engine
+        .lock()
+        .map(|mut e| e.remove_rule(&id).is_ok())
+        .unwrap_or(false);
+    if let Ok(mut r) = s.rule_json.lock() {
+        r.remove(&id);
+    }
+    if removed {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("rule {id:?} not found"))
+    }
+}
+
+/// Comma-separated list of a query parameter.
+fn list<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<Vec<&'a str>> {
+    q.get(key)
+        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+}
+
+fn query_filter(e: &mut Engine, q: &HashMap<String, String>) -> Result<Filter, String> {
+    let agencies = list(q, "agency")
+        .map(|l| l.iter().map(|a| Agency::parse(a)).collect::<Result<Vec<_>, _>>())
+        .transpose()
+        .map_err(|err| err.to_string())?;
+    let statuses = list(q, "status")
+        .map(|l| l.iter().map(|x| Status::parse(x)).collect::<Result<Vec<_>, _>>())
+        .transpose()
+        .map_err(|err| err.to_string())?;
+    e.compile_filter(
+        agencies.as_deref(),
+        statuses.as_deref(),
+        list(q, "kind").as_deref(),
+        list(q, "tags").as_deref(),
+        None,
+        None,
+    )
+    .map_err(|err| err.to_string())
+}
+
+fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<f64>, String> {
+    q.get(key)
+        .map(|v| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or(format!("{key} must be a number, got {v:?}"))
+        })
+        .transpose()
+}
+
+async fn list_units(State(s): Shared, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Ok(mut e) = s.engine.lock() else {
+        return engine_busy();
+    };
+    let filter = match query_filter(&mut e, &q) {
+        Ok(f) => f,
+        Err(err) => return bad(err),
+    };
+    let area = match q.get("bbox") {
+        Some(b) => {
+            let v: Result<Vec<f64>, _> = b.split(',').map(|x| x.trim().parse::<f64>()).collect();
+            match v
+                .ok()
+                .filter(|v| v.len() == 4)
+                .map(|v| Shape::bbox([v[0], v[1], v[2], v[3]]))
+            {
+                Some(Ok(shape)) => shape,
+                Some(Err(err)) => return bad(format!("bbox: {err}")),
+                None => return bad("bbox must be w,s,e,n"),
+            }
+        }
+        None => match Shape::bbox([-180.0, -90.0, 180.0, 90.0]) {
+            Ok(all) => all,
+            Err(err) => return bad(err.to_string()),
+        },
+    };
+    let units = e.area(&area, &filter, true, now_ms());
+    let features: Vec<Value> = units.iter().filter_map(|u| unit_feature(&e, *u)).collect();
+    axum::Json(json!({"type":"FeatureCollection","features":features})).into_response()
+}
+
+async fn get_unit(State(s): Shared, Path(id): Path<String>) -> Response {
+    let Ok(e) = s.engine.lock() else {
+        return engine_busy();
+    };
+    match e.find_unit(&id).and_then(|u| unit_feature(&e, u)) {
+        Some(f) => axum::Json(f).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("unit {id:?} not found")),
+    }
+}
+
+async fn nearest(State(s): Shared, Query(q): Query<HashMap<String, String>>) -> Response {
+    let (lon, lat) = match (number(&q, "lon"), number(&q, "lat")) {
+        (Ok(Some(lon)), Ok(Some(lat)))
+            if (-180.0..=180.0).contains(&lon) && (-90.0..=90.0).contains(&lat) =>
+        {
+            (lon, lat)
+        }
+        _ => return bad("lon and lat are required numbers within range"),
+    };
+    let k = match q.get("k").map(|k| k.parse::<usize>()) {
+        None => 5,
+        Some(Ok(k)) if (1..=1000).contains(&k) => k,
+        _ => return bad("k must be 1..1000"),
+    };
+    let max_distance_m = match number(&q, "max_distance_m") {
+        Ok(d) => d,
+        Err(err) => return bad(err),
+    };
+    let include_stale = q.get("include_stale").is_some_and(|v| v == "true");
+    let Ok(mut e) = s.engine.lock() else {
+        return engine_busy();
+    };
+    let filter = match query_filter(&mut e, &q) {
+        Ok(f) => f,
+        Err(err) => return bad(err),
+    };
+    let results: Vec<Value> = e
+        .nearest(
+            &NearestQuery {
+                lat,
+                lon,
+                k,
+                filter,
+                max_distance_m,
+                include_stale,
+            },
+            now_ms(),
+        )
+        .iter()
+        .filter_map(|n| Some(json!({"unit": unit_object(&e, n.unit)?, "distance_m": n.distance_m})))
+        .collect();
+    axum::Json(json!({"type":"nearest","results":results})).into_response()
+}
+
+async fn post_fixes(State(s): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut batch: IngestBatch = s.pipeline.batch();
+    let decoded = if ct.starts_with("application/json") {
+        match std::str::from_utf8(&body) {
+            Ok(text) => {
+                decode_json(text, &s.pipeline.validation, now_ms(), &mut batch).map_err(|e| e.to_string())
+            }
+            Err(_) => Err("body is not UTF-8".into()),
+        }
+    } else if ct.starts_with("application/x-flatbuffers") {
+        decode_flatbuffers(&body, &s.pipeline.validation, now_ms(), &mut batch).map_err(|e| e.to_string())
+    } else {
+        return bad(format!(
+            "content type {ct:?}: use application/json or application/x-flatbuffers"
+        ));
+    };
+    if let Err(e) = decoded {
+        s.pipeline.counters.reject(Reject::BadFrame);
+        return bad(e);
+    }
+    match s.pipeline.send_and_report(batch).await {
+        Ok(r) => axum::Json(json!({
+            "accepted": r.accepted,
+            "rejected": r.errors.len(),
+            "errors": r.errors.iter().map(|(i, why)| json!({"index": i, "reason": why.as_str()})).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}

@@ -1,0 +1,150 @@
+//! `bluelight serve`: binds the HTTP and ingest addresses, starts the
+//! engine's writer and clock, and serves until shut down.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bluelight_engine::{AlertEvent, Engine, EngineConfig, Outputs};
+use bluelight_ingest::pipeline::{self, PipelineConfig, PipelineHandle};
+use bluelight_ingest::transport::{self, ListenerLimits};
+use bluelight_ingest::validate::ValidationConfig;
+use tokio::net::TcpListener;
+
+use crate::config::ServeConfig;
+
+/// Alert kinds, in counter order.
+pub const ALERT_EVENTS: [AlertEvent; 6] = [
+    AlertEvent::Enter,
+    AlertEvent::Exit,
+    AlertEvent::Dwell,
+    AlertEvent::Proximity,
+    AlertEvent::Stale,
+    AlertEvent::Fresh,
+];
+
+/// What every request handler shares.
+pub struct AppState {
+    /// The engine; the writer takes the lock once per batch, handlers once
+    /// per request, and nothing awaits while holding it.
+    pub engine: Arc<Mutex<Engine>>,
+    /// Into the writer.
+    pub pipeline: PipelineHandle,
+    /// Fences as their owners sent them (GeoJSON Features), for GET.
+    pub fence_json: Mutex<HashMap<String, serde_json::Value>>,
+    /// Rules as their owners sent them, for GET.
+    pub rule_json: Mutex<HashMap<String, serde_json::Value>>,
+    /// Alerts fired, by event (indexed like `ALERT_EVENTS`).
+    pub alerts: Arc<[AtomicU64; 6]>,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Routes what the engine produced outside the writer (fence replaces,
+    /// the clock).
+    pub fn route(&self, out: &Outputs) {
+        count_alerts(&self.alerts, out);
+    }
+}
+
+fn count_alerts(counters: &[AtomicU64; 6], out: &Outputs) {
+    for a in &out.alerts {
+        if let Some(i) = ALERT_EVENTS.iter().position(|e| *e == a.event) {
+            counters[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A running server.
+pub struct Running {
+    /// The HTTP address bound.
+    pub http: SocketAddr,
+    /// The UDP and TCP ingest address bound.
+    pub ingest: SocketAddr,
+    /// The CoT address bound, if any.
+    pub cot: Option<SocketAddr>,
+    /// Shared state (for tests and `demo`).
+    pub state: Arc<AppState>,
+}
+
+/// Binds everything and starts serving in the background on the current
+/// tokio runtime.
+///
+/// # Errors
+/// An invalid configuration or an address that cannot be bound.
+pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
+    cfg.validate()?;
+    let engine_cfg = EngineConfig {
+        stale_after_s: cfg.stale_after_s,
+        history_retention_s: cfg.history_retention_s,
+        history_max_fixes: cfg.history_max_fixes,
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Mutex::new(Engine::new(engine_cfg)?));
+    let alerts: Arc<[AtomicU64; 6]> = Arc::new(Default::default());
+    let sink_alerts = alerts.clone();
+    let validation = ValidationConfig {
+        max_age_ms: i64::from(cfg.history_retention_s) * 1000,
+        ..ValidationConfig::default()
+    };
+    let (pipeline, _writer) = pipeline::start(
+        engine.clone(),
+        PipelineConfig {
+            validation,
+            ..PipelineConfig::default()
+        },
+        Box::new(move |_engine, out| count_alerts(&sink_alerts, out)),
+    );
+    let state = Arc::new(AppState {
+        engine: engine.clone(),
+        pipeline: pipeline.clone(),
+        fence_json: Mutex::default(),
+        rule_json: Mutex::default(),
+        alerts,
+        started: Instant::now(),
+    });
+    let limits = ListenerLimits::default();
+    let (tcp, udp, ingest) = transport::bind_ingest(cfg.ingest).await?;
+    tokio::spawn(transport::serve_tcp(tcp, pipeline.clone(), limits.clone()));
+    tokio::spawn(transport::serve_udp(udp, pipeline.clone(), limits.clone()));
+    let cot = match cfg.cot_tcp {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await?;
+            let bound = l.local_addr()?;
+            tokio::spawn(transport::serve_cot_tcp(l, pipeline.clone(), limits));
+            Some(bound)
+        }
+        None => None,
+    };
+    let http_listener = TcpListener::bind(cfg.listen).await?;
+    let http = http_listener.local_addr()?;
+    let app = crate::http::router(state.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, app).await {
+            eprintln!("http server stopped: {e}");
+        }
+    });
+    // The engine's clock: staleness, dwell for silent units, history expiry.
+    let clock_state = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut out = Outputs::default();
+        loop {
+            every.tick().await;
+            out.clear();
+            if let Ok(mut e) = clock_state.engine.lock() {
+                e.tick(transport::now_ms(), &mut out);
+            }
+            clock_state.route(&out);
+        }
+    });
+    Ok(Running {
+        http,
+        ingest,
+        cot,
+        state,
+    })
+}

@@ -1,0 +1,360 @@
+//! The server over real sockets: HTTP requests from a minimal HTTP/1.1
+//! client, fixes over real TCP ingest, and the binary as a process.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bluelight_api::config::ServeConfig;
+use bluelight_api::server::{Running, start};
+use bluelight_engine::Fix;
+use bluelight_ingest::decode::encode_flatbuffers;
+use bluelight_ingest::transport::now_ms;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn server() -> Running {
+    let cfg = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ingest: "127.0.0.1:0".parse().expect("addr"),
+        ..ServeConfig::default()
+    };
+    start(&cfg).await.expect("server starts")
+}
+
+/// One HTTP/1.1 request; returns status and body.
+async fn http(addr: SocketAddr, method: &str, path: &str, ct: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(ct) = ct {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let mut body = raw[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let eol = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).expect("hex").trim(), 16)
+                .expect("hex");
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+            rest = &rest[eol + 2 + size + 2..];
+        }
+        body = out;
+    }
+    (status, body)
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let (st, b) = http(addr, "GET", path, None, b"").await;
+    (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+async fn send_json(addr: SocketAddr, method: &str, path: &str, v: &Value) -> (u16, Value) {
+    let (st, b) = http(
+        addr,
+        method,
+        path,
+        Some("application/json"),
+        v.to_string().as_bytes(),
+    )
+    .await;
+    (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn healthz_and_metrics_answer() {
+    let s = server().await;
+    let (st, v) = get_json(s.http, "/healthz").await;
+    assert_eq!(st, 200);
+    assert_eq!(v["status"], "ok");
+    let (st, body) = http(s.http, "GET", "/metrics", None, b"").await;
+    assert_eq!(st, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("bluelight_fixes_accepted_total 0"), "{text}");
+    assert!(
+        text.contains("bluelight_fixes_rejected_total{reason=\"speed_jump\"} 0"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn post_fixes_reports_each_refused_fix_and_applies_the_rest() {
+    let s = server().await;
+    let t = now_ms();
+    let body = json!({"fixes":[
+        {"id":"AMB-104","lat":50.9097,"lon":-1.4044,"time_ms":t,"agency":"ambulance","status":"available","kind":"rrv","tags":["paramedic"],"speed_mps":12.5},
+        {"id":"BAD","lat":"north","lon":-1.4,"time_ms":t},
+        {"id":"FAR","lat":0.0,"lon":0.0,"time_ms":t}
+    ]});
+    let (st, v) = send_json(s.http, "POST", "/v1/fixes", &body).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"accepted":1,"rejected":2,"errors":[{"index":1,"reason":"bad_field"},{"index":2,"reason":"null_island"}]})
+    );
+    let (st, unit) = get_json(s.http, "/v1/units/AMB-104").await;
+    assert_eq!(st, 200);
+    assert_eq!(unit["properties"]["agency"], "ambulance");
+    assert_eq!(unit["properties"]["tags"], json!(["paramedic"]));
+    assert_eq!(unit["properties"]["speed_mps"], json!(12.5));
+    assert!(
+        unit["properties"].get("heading_deg").is_none(),
+        "unknown fields are omitted"
+    );
+    assert_eq!(unit["geometry"]["coordinates"], json!([-1.4044, 50.9097]));
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let frame = encode_flatbuffers(&mut fbb, "t", &[(42, Fix::at(t, 51.0, -1.0))], &[]).to_vec();
+    let (st, b) = http(
+        s.http,
+        "POST",
+        "/v1/fixes",
+        Some("application/x-flatbuffers"),
+        &frame,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(serde_json::from_slice::<Value>(&b).expect("json")["accepted"], 1);
+    assert_eq!(
+        get_json(s.http, "/v1/units/42").await.0,
+        200,
+        "an unregistered key is its decimal id"
+    );
+}
+
+#[tokio::test]
+async fn fences_are_created_replaced_listed_and_deleted_and_a_crossing_counts_an_alert() {
+    let s = server().await;
+    let fence = json!({"type":"Feature","geometry":{"type":"Point","coordinates":[-1.4336,50.9333]},
+        "properties":{"radius_m":300,"detect":["enter","exit"]}});
+    let (st, v) = send_json(s.http, "PUT", "/v1/fences/southampton-general", &fence).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["id"], "southampton-general");
+    assert_eq!(
+        send_json(s.http, "PUT", "/v1/fences/southampton-general", &fence)
+            .await
+            .0,
+        200
+    );
+    let (st, list) = get_json(s.http, "/v1/fences").await;
+    assert_eq!(st, 200);
+    assert_eq!(list["type"], "FeatureCollection");
+    assert_eq!(list["features"].as_array().map(Vec::len), Some(1));
+    // A fix over real TCP ingest crosses into it.
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let frame = encode_flatbuffers(&mut fbb, "t", &[(7, Fix::at(now_ms(), 50.9334, -1.4337))], &[]).to_vec();
+    let mut conn = TcpStream::connect(s.ingest).await.expect("ingest");
+    conn.write_all(&(frame.len() as u32).to_le_bytes())
+        .await
+        .expect("write");
+    conn.write_all(&frame).await.expect("write");
+    let addr = s.http;
+    until("the enter alert", async || {
+        let (_, m) = http(addr, "GET", "/metrics", None, b"").await;
+        String::from_utf8_lossy(&m).contains("bluelight_alerts_total{event=\"enter\"} 1")
+    })
+    .await;
+    assert_eq!(
+        http(s.http, "DELETE", "/v1/fences/southampton-general", None, b"")
+            .await
+            .0,
+        204
+    );
+    assert_eq!(get_json(s.http, "/v1/fences/southampton-general").await.0, 404);
+    assert_eq!(
+        http(s.http, "DELETE", "/v1/fences/southampton-general", None, b"")
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn units_filter_by_agency_and_nearest_orders_by_distance() {
+    let s = server().await;
+    let t = now_ms();
+    let body = json!({"fixes":[
+        {"id":"AMB-1","lat":51.5010,"lon":-0.1200,"time_ms":t,"agency":"ambulance","status":"available"},
+        {"id":"AMB-2","lat":51.5200,"lon":-0.1200,"time_ms":t,"agency":"ambulance","status":"available"},
+        {"id":"AMB-3","lat":51.5005,"lon":-0.1200,"time_ms":t,"agency":"ambulance","status":"enroute"},
+        {"id":"POL-1","lat":51.5001,"lon":-0.1200,"time_ms":t,"agency":"police","status":"available"}
+    ]});
+    assert_eq!(
+        send_json(s.http, "POST", "/v1/fixes", &body).await.1["accepted"],
+        4
+    );
+    let (st, v) = get_json(s.http, "/v1/units?agency=ambulance&bbox=-1,51,1,52").await;
+    assert_eq!(st, 200);
+    let mut ids: Vec<String> = v["features"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|f| f["id"].as_str().unwrap_or("").to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["AMB-1", "AMB-2", "AMB-3"]);
+    let (st, v) = get_json(
+        s.http,
+        "/v1/nearest?lon=-0.12&lat=51.5&k=2&agency=ambulance&status=available",
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let got: Vec<&str> = v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["unit"]["id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(got, vec!["AMB-1", "AMB-2"]);
+    let d = v["results"][0]["distance_m"].as_f64().expect("distance");
+    assert!((d - 111.2).abs() < 1.0, "{d}");
+    assert_eq!(get_json(s.http, "/v1/units/NOPE").await.0, 404);
+}
+
+#[tokio::test]
+async fn bad_requests_get_400_with_a_reason() {
+    let s = server().await;
+    // (method, path, content type, body, what the error must name)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [u8], &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "PUT",
+            "/v1/fences/x",
+            Some("application/json"),
+            b"{not json",
+            "GeoJSON",
+        ),
+        (
+            "PUT",
+            "/v1/fences/x",
+            Some("application/json"),
+            br#"{"type":"Feature","geometry":{"type":"Point","coordinates":[0,1]},"properties":{}}"#,
+            "radius_m",
+        ),
+        ("GET", "/v1/nearest?lon=0", None, b"", "lat"),
+        ("GET", "/v1/nearest?lon=0&lat=0&agency=navy", None, b"", "navy"),
+        ("GET", "/v1/units?bbox=1,2,3", None, b"", "bbox"),
+        ("POST", "/v1/fixes", Some("text/plain"), b"hello", "content type"),
+        (
+            "POST",
+            "/v1/fixes",
+            Some("application/x-flatbuffers"),
+            b"garbage!",
+            "FixBatch",
+        ),
+        (
+            "PUT",
+            "/v1/rules/r",
+            Some("application/json"),
+            br#"{"type":"distance"}"#,
+            "proximity",
+        ),
+    ];
+    for (method, path, ct, body, needle) in cases {
+        let (st, b) = http(s.http, method, path, ct, body).await;
+        let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+        assert_eq!(st, 400, "{method} {path}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains(needle)),
+            "{method} {path}: {v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rules_are_stored_and_listed() {
+    let s = server().await;
+    let rule = json!({"type":"proximity","from":{"status":["emergency"]},"to":{"agency":["police"]},"radius_m":500,"hysteresis_m":100});
+    assert_eq!(
+        send_json(s.http, "PUT", "/v1/rules/officer-safety", &rule)
+            .await
+            .0,
+        201
+    );
+    let (st, v) = get_json(s.http, "/v1/rules").await;
+    assert_eq!(st, 200);
+    assert_eq!(v["rules"][0]["id"], "officer-safety");
+    assert_eq!(
+        http(s.http, "DELETE", "/v1/rules/officer-safety", None, b"")
+            .await
+            .0,
+        204
+    );
+}
+
+#[test]
+fn the_binary_prints_its_addresses_and_serves_them() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bluelight"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--ingest", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("listening "))
+        .expect("a listening line");
+    let http_addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .and_then(|a| a.parse().ok())
+        .expect("http=ADDR");
+    assert!(
+        line.split_whitespace()
+            .any(|w| w.starts_with("ingest=127.0.0.1:")),
+        "{line}"
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (st, v) = rt.block_on(get_json(http_addr, "/healthz"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(st, 200);
+    assert_eq!(v["status"], "ok");
+}
+
+#[test]
+fn the_binary_refuses_a_public_address_without_tokens() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bluelight"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--ingest", "127.0.0.1:0"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--insecure"), "{err}");
+}
