@@ -49,7 +49,7 @@ fn ring(positions: &[Position]) -> Result<LineString, FenceJsonError> {
         .map(LineString)
 }
 
-fn polygon(rings: &[Vec<Position>]) -> Result<Polygon, FenceJsonError> {
+pub(crate) fn polygon(rings: &[Vec<Position>]) -> Result<Polygon, FenceJsonError> {
     let mut it = rings.iter();
     let ext = it
         .next()

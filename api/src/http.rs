@@ -41,6 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/units/{id}", get(get_unit))
         .route("/v1/nearest", get(nearest))
         .route("/v1/fixes", axum::routing::post(post_fixes))
+        .route("/v1/ws", get(crate::ws::handler))
         .with_state(state)
 }
 
@@ -101,6 +102,16 @@ async fn metrics(State(s): Shared) -> Response {
         m,
         "bluelight_udp_dropped_total {}",
         c.udp_dropped.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_ws_sessions WebSocket sessions open.\n# TYPE bluelight_ws_sessions gauge\nbluelight_ws_sessions {}",
+        s.sessions.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_ws_closed_slow_total Sessions closed with 1013 for not keeping up with alerts.\n# TYPE bluelight_ws_closed_slow_total counter\nbluelight_ws_closed_slow_total {}",
+        s.hub.closed_slow.load(Ordering::Relaxed)
     );
     let _ = writeln!(m, "# HELP bluelight_alerts_total Alerts fired, by event.");
     let _ = writeln!(m, "# TYPE bluelight_alerts_total counter");
@@ -172,12 +183,14 @@ async fn put_fence(State(s): Shared, Path(id): Path<String>, body: Bytes) -> Res
             Ok(spec) => spec,
             Err(err) => return bad(err.to_string()),
         };
-        match e.put_fence(spec, now_ms(), &mut out) {
+        let created = match e.put_fence(spec, now_ms(), &mut out) {
             Ok(created) => created,
             Err(err) => return bad(err.to_string()),
-        }
+        };
+        // Enter/exit of a replace go out before any later fix's alerts.
+        s.route(&e, &out);
+        created
     };
-    s.route(&out);
     let mut stored = serde_json::to_value(&feature).unwrap_or(Value::Null);
     if let Value::Object(o) = &mut stored {
         o.insert("id".into(), json!(id));

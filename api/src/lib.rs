@@ -20,5 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod fence_json;
 pub mod http;
+pub mod hub;
 pub mod json;
 pub mod server;
+pub mod ws;

@@ -40,13 +40,18 @@ pub struct AppState {
     pub alerts: Arc<[AtomicU64; 6]>,
     /// When the server started.
     pub started: Instant,
+    /// Routes outputs to WebSocket sessions.
+    pub hub: crate::hub::Hub,
+    /// WebSocket sessions open.
+    pub sessions: AtomicU64,
 }
 
 impl AppState {
     /// Routes what the engine produced outside the writer (fence replaces,
     /// the clock).
-    pub fn route(&self, out: &Outputs) {
+    pub fn route(&self, engine: &Engine, out: &Outputs) {
         count_alerts(&self.alerts, out);
+        self.hub.route(engine, out);
     }
 }
 
@@ -85,7 +90,9 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
     };
     let engine = Arc::new(Mutex::new(Engine::new(engine_cfg)?));
     let alerts: Arc<[AtomicU64; 6]> = Arc::new(Default::default());
-    let sink_alerts = alerts.clone();
+    // The writer's sink needs the state, which needs the writer's handle.
+    let sink_state: Arc<std::sync::OnceLock<std::sync::Weak<AppState>>> = Arc::default();
+    let sink_cell = sink_state.clone();
     let validation = ValidationConfig {
         max_age_ms: i64::from(cfg.history_retention_s) * 1000,
         ..ValidationConfig::default()
@@ -96,7 +103,11 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
             validation,
             ..PipelineConfig::default()
         },
-        Box::new(move |_engine, out| count_alerts(&sink_alerts, out)),
+        Box::new(move |engine, out| {
+            if let Some(state) = sink_cell.get().and_then(std::sync::Weak::upgrade) {
+                state.route(engine, out);
+            }
+        }),
     );
     let state = Arc::new(AppState {
         engine: engine.clone(),
@@ -105,7 +116,10 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
         rule_json: Mutex::default(),
         alerts,
         started: Instant::now(),
+        hub: crate::hub::Hub::default(),
+        sessions: AtomicU64::new(0),
     });
+    let _ = sink_state.set(Arc::downgrade(&state));
     let limits = ListenerLimits::default();
     let (tcp, udp, ingest) = transport::bind_ingest(cfg.ingest).await?;
     tokio::spawn(transport::serve_tcp(tcp, pipeline.clone(), limits.clone()));
@@ -137,8 +151,8 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
             out.clear();
             if let Ok(mut e) = clock_state.engine.lock() {
                 e.tick(transport::now_ms(), &mut out);
+                clock_state.route(&e, &out);
             }
-            clock_state.route(&out);
         }
     });
     Ok(Running {

@@ -165,4 +165,13 @@ impl Engine {
         let st = self.units.state.get(slot.index())?;
         st.seen().then_some((st.time_ms, st.lat, st.lon))
     }
+
+    /// Whether a unit matches a filter now (time conditions at its own
+    /// latest fix).
+    pub fn unit_matches(&self, slot: UnitSlot, f: &Filter) -> bool {
+        self.units
+            .state
+            .get(slot.index())
+            .is_some_and(|st| f.matches_state(slot.0, st, st.time_ms))
+    }
 }

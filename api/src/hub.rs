@@ -1,0 +1,330 @@
+//! The hub: routes what the engine produces to WebSocket sessions.
+//!
+//! Alerts are serialised once, kept in a bounded ring (for `since_seq`
+//! replay) and queued to every matching subscription; they are never
+//! conflated or dropped: a session whose queue passes its cap is closed with
+//! 1013 and resumes with `since_seq`. Feed changes are conflated per unit
+//! (latest wins) and flushed by the session at most `max_hz`. The writer
+//! calls [`Hub::route`] with the engine locked; nothing here waits.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bluelight_engine::{Alert, AlertEvent, Engine, FeedChange, Filter, Outputs};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::json::unit_object;
+
+/// Alerts kept for replay.
+pub const ALERT_RING: usize = 100_000;
+/// Messages a session may have queued before it is closed as too slow.
+pub const SESSION_QUEUE: usize = 20_000;
+
+/// An alert, serialised once.
+#[derive(Debug)]
+pub struct AlertRecord {
+    /// Its seq.
+    pub seq: u64,
+    /// Its event.
+    pub event: AlertEvent,
+    /// Fence, for enter/exit/dwell.
+    pub fence: Option<Arc<str>>,
+    /// Rule, for proximity.
+    pub rule: Option<Arc<str>>,
+    /// The JSON members after `"sub"` (no braces), shared by every copy.
+    pub body: String,
+    /// The unit's slot (for subscription filters).
+    pub unit: bluelight_engine::UnitSlot,
+}
+
+/// What an alerts subscription wants.
+#[derive(Debug, Clone, Default)]
+pub struct AlertSelect {
+    /// Fences; `None` = all.
+    pub fences: Option<HashSet<String>>,
+    /// Rules; `None` = all.
+    pub rules: Option<HashSet<String>>,
+    /// Events; `None` = all.
+    pub events: Option<HashSet<String>>,
+    /// Units.
+    pub filter: Filter,
+}
+
+impl AlertSelect {
+    fn wants(&self, a: &AlertRecord, engine: &Engine) -> bool {
+        if self
+            .events
+            .as_ref()
+            .is_some_and(|e| !e.contains(a.event.as_str()))
+        {
+            return false;
+        }
+        if let (Some(f), Some(fence)) = (&self.fences, &a.fence)
+            && !f.contains(fence.as_ref())
+        {
+            return false;
+        }
+        if self.fences.is_some()
+            && a.fence.is_none()
+            && matches!(a.event, AlertEvent::Enter | AlertEvent::Exit | AlertEvent::Dwell)
+        {
+            return false;
+        }
+        if let (Some(r), Some(rule)) = (&self.rules, &a.rule)
+            && !r.contains(rule.as_ref())
+        {
+            return false;
+        }
+        engine.unit_matches(a.unit, &self.filter)
+    }
+}
+
+/// Something to send on a session.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A text frame.
+    Text(String),
+    /// An alert for a subscription.
+    Alert(String, Arc<AlertRecord>),
+}
+
+/// Conflated state of one positions subscription.
+#[derive(Debug, Default)]
+pub struct FeedBuffer {
+    /// Units that moved or entered since the last flush.
+    pub changed: HashSet<u32>,
+    /// Units that left since the last flush.
+    pub left: HashSet<u32>,
+}
+
+/// One WebSocket connection's outgoing side.
+#[derive(Debug)]
+pub struct Session {
+    /// Replies and alerts, in order.
+    pub queue: Mutex<VecDeque<Outgoing>>,
+    /// Conflated feeds by subscription id.
+    pub feeds: Mutex<HashMap<String, FeedBuffer>>,
+    /// Standing nearest subscriptions whose answer changed.
+    pub nearest_dirty: Mutex<HashSet<String>>,
+    /// Set when the session must close with 1013 (too slow).
+    pub too_slow: AtomicBool,
+    /// Wakes the session's sender.
+    pub wake: Notify,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self {
+            queue: Mutex::default(),
+            feeds: Mutex::default(),
+            nearest_dirty: Mutex::default(),
+            too_slow: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl Session {
+    /// Queues a message; a queue past its cap marks the session too slow.
+    pub fn push(&self, m: Outgoing) {
+        if let Ok(mut q) = self.queue.lock() {
+            if q.len() >= SESSION_QUEUE {
+                self.too_slow.store(true, Ordering::Relaxed);
+            } else {
+                q.push_back(m);
+            }
+        }
+        self.wake.notify_one();
+    }
+}
+
+#[derive(Default)]
+struct HubInner {
+    ring: VecDeque<Arc<AlertRecord>>,
+    alert_subs: HashMap<String, (Arc<Session>, AlertSelect)>,
+    feeds: HashMap<u32, (Arc<Session>, String)>,
+    nearest: HashMap<u32, (Arc<Session>, String)>,
+}
+
+/// Routes engine outputs to sessions.
+#[derive(Default)]
+pub struct Hub {
+    inner: Mutex<HubInner>,
+    next_sub: AtomicU64,
+    /// Sessions closed for being too slow.
+    pub closed_slow: AtomicU64,
+}
+
+fn record(engine: &Engine, a: &Alert) -> AlertRecord {
+    let mut body = json!({
+        "seq": a.seq,
+        "event": a.event.as_str(),
+        "unit": unit_object(engine, a.unit),
+        "time_ms": a.time_ms,
+    });
+    if let Some(o) = body.as_object_mut() {
+        if let Some(f) = &a.fence {
+            o.insert("fence".into(), json!(f.as_ref()));
+        }
+        if let Some(r) = &a.rule {
+            o.insert("rule".into(), json!(r.as_ref()));
+        }
+        if let Some(other) = a.other {
+            o.insert("other".into(), json!(unit_object(engine, other)));
+        }
+        if let Some(d) = a.distance_m {
+            o.insert("distance_m".into(), json!(d));
+        }
+    }
+    let text = body.to_string();
+    AlertRecord {
+        seq: a.seq,
+        event: a.event,
+        fence: a.fence.clone(),
+        rule: a.rule.clone(),
+        body: text[1..text.len() - 1].to_owned(),
+        unit: a.unit,
+    }
+}
+
+/// The text of an alert for subscription `sub`.
+pub fn alert_text(sub: &str, r: &AlertRecord) -> String {
+    format!("{{\"type\":\"alert\",\"sub\":{},{}}}", json!(sub), r.body)
+}
+
+impl Hub {
+    /// A new subscription id.
+    pub fn sub_id(&self, prefix: &str) -> String {
+        format!("{prefix}{}", self.next_sub.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Routes one batch's outputs (called with the engine locked).
+    pub fn route(&self, engine: &Engine, out: &Outputs) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        for a in &out.alerts {
+            let r = Arc::new(record(engine, a));
+            inner.ring.push_back(r.clone());
+            if inner.ring.len() > ALERT_RING {
+                inner.ring.pop_front();
+            }
+            for (sub, (session, select)) in &inner.alert_subs {
+                if select.wants(&r, engine) {
+                    session.push(Outgoing::Alert(sub.clone(), r.clone()));
+                }
+            }
+        }
+        let mut woken: Vec<Arc<Session>> = Vec::new();
+        for f in &out.feed {
+            let Some((session, sub)) = inner.feeds.get(&f.feed) else {
+                continue;
+            };
+            if let Ok(mut feeds) = session.feeds.lock()
+                && let Some(buf) = feeds.get_mut(sub)
+            {
+                match f.change {
+                    FeedChange::Entered | FeedChange::Moved => {
+                        buf.left.remove(&f.unit.0);
+                        buf.changed.insert(f.unit.0);
+                    }
+                    FeedChange::Left => {
+                        buf.changed.remove(&f.unit.0);
+                        buf.left.insert(f.unit.0);
+                    }
+                }
+            }
+            if !woken.iter().any(|s| Arc::ptr_eq(s, session)) {
+                woken.push(session.clone());
+            }
+        }
+        for q in &out.nearest {
+            if let Some((session, sub)) = inner.nearest.get(q) {
+                if let Ok(mut d) = session.nearest_dirty.lock() {
+                    d.insert(sub.clone());
+                }
+                woken.push(session.clone());
+            }
+        }
+        for s in woken {
+            s.wake.notify_one();
+        }
+    }
+
+    /// Subscribes to alerts; first queues every retained alert after
+    /// `since_seq` (in order), then live ones, with no gap and no duplicate:
+    /// both happen under the lock the writer routes under. Returns the
+    /// oldest seq still retained, for the reply.
+    pub fn subscribe_alerts(
+        &self,
+        engine: &Engine,
+        session: &Arc<Session>,
+        sub: String,
+        select: AlertSelect,
+        since_seq: Option<u64>,
+    ) -> Option<u64> {
+        let Ok(mut inner) = self.inner.lock() else {
+            return None;
+        };
+        let oldest = inner.ring.front().map(|r| r.seq);
+        if let Some(since) = since_seq {
+            for r in inner.ring.iter().filter(|r| r.seq > since) {
+                if select.wants(r, engine) {
+                    session.push(Outgoing::Alert(sub.clone(), r.clone()));
+                }
+            }
+        }
+        inner.alert_subs.insert(sub, (session.clone(), select));
+        oldest
+    }
+
+    /// Registers a feed or nearest subscription of the engine.
+    pub fn register_feed(&self, feed: u32, session: &Arc<Session>, sub: &str) {
+        if let Ok(mut s) = session.feeds.lock() {
+            s.insert(sub.to_owned(), FeedBuffer::default());
+        }
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.feeds.insert(feed, (session.clone(), sub.to_owned()));
+        }
+    }
+
+    /// Registers a standing nearest query.
+    pub fn register_nearest(&self, query: u32, session: &Arc<Session>, sub: &str) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.nearest.insert(query, (session.clone(), sub.to_owned()));
+        }
+    }
+
+    /// Forgets an alert subscription.
+    pub fn unsubscribe_alerts(&self, sub: &str) -> bool {
+        self.inner
+            .lock()
+            .is_ok_and(|mut i| i.alert_subs.remove(sub).is_some())
+    }
+
+    /// Forgets a feed or query (by engine id), returning whether it existed.
+    pub fn unregister(&self, feed: Option<u32>, query: Option<u32>) {
+        if let Ok(mut inner) = self.inner.lock() {
+            if let Some(f) = feed {
+                inner.feeds.remove(&f);
+            }
+            if let Some(q) = query {
+                inner.nearest.remove(&q);
+            }
+        }
+    }
+
+    /// Forgets every subscription of a session.
+    pub fn drop_session(&self, session: &Arc<Session>) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.alert_subs.retain(|_, (s, _)| !Arc::ptr_eq(s, session));
+            inner.feeds.retain(|_, (s, _)| !Arc::ptr_eq(s, session));
+            inner.nearest.retain(|_, (s, _)| !Arc::ptr_eq(s, session));
+        }
+    }
+
+    /// Alert subscriptions open (for metrics).
+    pub fn alert_subscriptions(&self) -> usize {
+        self.inner.lock().map_or(0, |i| i.alert_subs.len())
+    }
+}

@@ -1,0 +1,489 @@
+//! WebSocket `/v1/ws` (PROTOCOL.md): positions feeds, alerts with
+//! `since_seq` replay, one-shot and standing nearest, unsubscribe.
+//!
+//! One task per connection: it reads client messages and sends, in order,
+//! the replies and alerts queued for it, the conflated positions of its feeds
+//! (at most `max_hz`) and changed nearest answers. Pings every 20 s; a client
+//! silent for 60 s is dropped. A client too slow for its alerts is closed
+//! with 1013.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use bluelight_engine::{Engine, Filter, NearestQuery, Neighbor, Shape, UnitSlot};
+use bluelight_ingest::transport::now_ms;
+use futures_util::{SinkExt, StreamExt};
+use geo::MultiPolygon;
+use serde_json::{Value, json};
+
+use crate::fence_json::{filter_from_json, polygon};
+use crate::hub::{AlertSelect, Outgoing, Session, alert_text};
+use crate::json::unit_object;
+use crate::server::AppState;
+
+/// Upgrades `/v1/ws`.
+pub async fn handler(ws: WebSocketUpgrade, State(s): State<Arc<AppState>>) -> Response {
+    ws.max_message_size(1 << 20)
+        .on_upgrade(move |socket| run(socket, s))
+}
+
+/// A subscription this connection owns.
+enum Owned {
+    Feed {
+        feed: u32,
+        every: Duration,
+        last: Instant,
+    },
+    Nearest {
+        query: u32,
+        every: Duration,
+        last: Instant,
+    },
+    Alerts,
+}
+
+fn error(id: &Value, code: &str, message: impl Into<String>) -> String {
+    json!({"type":"error","id":id,"code":code,"message":message.into()}).to_string()
+}
+
+async fn run(socket: WebSocket, s: Arc<AppState>) {
+    let (mut tx, mut rx) = socket.split();
+    let session = Arc::new(Session::default());
+    let mut owned: HashMap<String, Owned> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    let mut ping = tokio::time::interval(Duration::from_secs(20));
+    let mut last_heard = Instant::now();
+    s.sessions.fetch_add(1, Ordering::Relaxed);
+    'conn: loop {
+        tokio::select! {
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    last_heard = Instant::now();
+                    handle(&s, &session, &mut owned, t.as_str());
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    session.push(Outgoing::Text(error(&Value::Null, "bad_request", "send JSON text frames")));
+                }
+                Some(Ok(Message::Pong(_) | Message::Ping(_))) => last_heard = Instant::now(),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break 'conn,
+            },
+            _ = session.wake.notified() => {}
+            _ = tick.tick() => {}
+            _ = ping.tick() => {
+                if last_heard.elapsed() > Duration::from_secs(60) {
+                    break 'conn;
+                }
+                if tx.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break 'conn;
+                }
+            }
+        }
+        if session.too_slow.load(Ordering::Relaxed) {
+            s.hub.closed_slow.fetch_add(1, Ordering::Relaxed);
+            let frame = CloseFrame {
+                code: 1013,
+                reason: "too slow for alerts; reconnect with since_seq".into(),
+            };
+            let _ = tx.send(Message::Close(Some(frame))).await;
+            break 'conn;
+        }
+        let queued: Vec<Outgoing> = session
+            .queue
+            .lock()
+            .map(|mut q| q.drain(..).collect())
+            .unwrap_or_default();
+        for m in queued {
+            let text = match m {
+                Outgoing::Text(t) => t,
+                Outgoing::Alert(sub, r) => alert_text(&sub, &r),
+            };
+            if send(&mut tx, text).await.is_err() {
+                break 'conn;
+            }
+        }
+        for text in due_updates(&s, &session, &mut owned) {
+            if send(&mut tx, text).await.is_err() {
+                break 'conn;
+            }
+        }
+    }
+    s.hub.drop_session(&session);
+    if let Ok(mut e) = s.engine.lock() {
+        for o in owned.values() {
+            match o {
+                Owned::Feed { feed, .. } => {
+                    let _ = e.unsubscribe_feed(*feed);
+                }
+                Owned::Nearest { query, .. } => {
+                    let _ = e.unsubscribe_nearest(*query);
+                }
+                Owned::Alerts => {}
+            }
+        }
+    }
+    s.sessions.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Sends a text frame; a client that does not take it within 10 s is gone.
+async fn send(tx: &mut futures_util::stream::SplitSink<WebSocket, Message>, text: String) -> Result<(), ()> {
+    match tokio::time::timeout(Duration::from_secs(10), tx.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Conflated positions and changed nearest answers that are due.
+fn due_updates(s: &AppState, session: &Session, owned: &mut HashMap<String, Owned>) -> Vec<String> {
+    let mut out = Vec::new();
+    let now = Instant::now();
+    let dirty: HashSet<String> = session
+        .nearest_dirty
+        .lock()
+        .map(|d| d.clone())
+        .unwrap_or_default();
+    let mut due_feeds = Vec::new();
+    let mut due_nearest = Vec::new();
+    for (sub, o) in owned.iter_mut() {
+        match o {
+            Owned::Feed { every, last, .. } if now.duration_since(*last) >= *every => {
+                due_feeds.push(sub.clone())
+            }
+            Owned::Nearest { query, every, last }
+                if dirty.contains(sub) && now.duration_since(*last) >= *every =>
+            {
+                due_nearest.push((sub.clone(), *query));
+            }
+            _ => {}
+        }
+    }
+    if due_feeds.is_empty() && due_nearest.is_empty() {
+        return out;
+    }
+    let mut buffers = Vec::new();
+    if let Ok(mut feeds) = session.feeds.lock() {
+        for sub in &due_feeds {
+            if let Some(b) = feeds.get_mut(sub)
+                && (!b.changed.is_empty() || !b.left.is_empty())
+            {
+                buffers.push((
+                    sub.clone(),
+                    std::mem::take(&mut b.changed),
+                    std::mem::take(&mut b.left),
+                ));
+            }
+        }
+    }
+    if let Ok(mut d) = session.nearest_dirty.lock() {
+        for (sub, _) in &due_nearest {
+            d.remove(sub);
+        }
+    }
+    let Ok(e) = s.engine.lock() else { return out };
+    for (sub, changed, left) in buffers {
+        if !changed.is_empty() {
+            let units: Vec<Value> = changed
+                .iter()
+                .filter_map(|u| unit_object(&e, UnitSlot(*u)))
+                .collect();
+            out.push(json!({"type":"positions","sub":sub,"units":units}).to_string());
+        }
+        if !left.is_empty() {
+            let ids: Vec<&str> = left.iter().map(|u| e.unit_id(UnitSlot(*u))).collect();
+            out.push(json!({"type":"left","sub":sub,"ids":ids}).to_string());
+        }
+        if let Some(Owned::Feed { last, .. }) = owned.get_mut(&sub) {
+            *last = now;
+        }
+    }
+    for (sub, query) in due_nearest {
+        let results = e
+            .nearest_results(query)
+            .map(|r| results_json(&e, r))
+            .unwrap_or_default();
+        out.push(json!({"type":"nearest","sub":sub,"results":results}).to_string());
+        if let Some(Owned::Nearest { last, .. }) = owned.get_mut(&sub) {
+            *last = now;
+        }
+    }
+    out
+}
+
+fn results_json(e: &Engine, r: &[Neighbor]) -> Vec<Value> {
+    r.iter()
+        .filter_map(|n| Some(json!({"unit": unit_object(e, n.unit)?, "distance_m": n.distance_m})))
+        .collect()
+}
+
+fn max_hz(v: &Value, default: f64) -> Result<Duration, String> {
+    match v.get("max_hz") {
+        None => Ok(Duration::from_secs_f64(1.0 / default)),
+        Some(x) => match x.as_f64() {
+            Some(hz) if hz > 0.0 && hz <= 50.0 => Ok(Duration::from_secs_f64(1.0 / hz)),
+            _ => Err("max_hz must be a number in (0, 50]".into()),
+        },
+    }
+}
+
+fn point(v: &Value) -> Result<(f64, f64), String> {
+    match v.get("point").and_then(Value::as_array).map(Vec::as_slice) {
+        Some([lon, lat]) => match (lon.as_f64(), lat.as_f64()) {
+            (Some(lon), Some(lat)) if (-180.0..=180.0).contains(&lon) && (-90.0..=90.0).contains(&lat) => {
+                Ok((lat, lon))
+            }
+            _ => Err("point must be [lon, lat] within range".into()),
+        },
+        _ => Err("point must be [lon, lat]".into()),
+    }
+}
+
+fn filter(e: &mut Engine, v: &Value) -> Result<Filter, String> {
+    v.get("filter")
+        .map_or(Ok(Filter::all()), |f| filter_from_json(e, f))
+}
+
+/// Parses a PROTOCOL.md area.
+fn area(e: &Engine, v: &Value) -> Result<Shape, String> {
+    let a = v
+        .get("area")
+        .and_then(Value::as_object)
+        .ok_or("area is required: bbox, circle, polygon, h3 or fence")?;
+    let nums = |x: &Value| -> Option<Vec<f64>> { x.as_array()?.iter().map(Value::as_f64).collect() };
+    if let Some(b) = a.get("bbox") {
+        let b = nums(b)
+            .filter(|b| b.len() == 4)
+            .ok_or("bbox must be [w, s, e, n]")?;
+        return Shape::bbox([b[0], b[1], b[2], b[3]]).map_err(|err| err.to_string());
+    }
+    if let Some(c) = a.get("circle") {
+        let center = c
+            .get("center")
+            .and_then(nums)
+            .filter(|c| c.len() == 2)
+            .ok_or("circle.center must be [lon, lat]")?;
+        let r = c
+            .get("radius_m")
+            .and_then(Value::as_f64)
+            .ok_or("circle.radius_m must be a number")?;
+        return Shape::circle(center[1], center[0], r).map_err(|err| err.to_string());
+    }
+    if let Some(p) = a.get("polygon") {
+        let g: geojson::Geometry =
+            serde_json::from_value(p.clone()).map_err(|err| format!("polygon: {err}"))?;
+        let mp = match &g.value {
+            geojson::GeometryValue::Polygon { coordinates } => {
+                MultiPolygon(vec![polygon(coordinates).map_err(|err| err.to_string())?])
+            }
+            geojson::GeometryValue::MultiPolygon { coordinates } => MultiPolygon(
+                coordinates
+                    .iter()
+                    .map(|p| polygon(p))
+                    .collect::<Result<_, _>>()
+                    .map_err(|err| err.to_string())?,
+            ),
+            _ => return Err("polygon must be a GeoJSON Polygon or MultiPolygon".into()),
+        };
+        return Shape::polygon(mp).map_err(|err| err.to_string());
+    }
+    if let Some(cells) = a.get("h3") {
+        let list = cells.as_array().ok_or("h3 must be a list of cells")?;
+        let cells = list
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .and_then(|s| s.parse::<h3o::CellIndex>().ok())
+                    .ok_or(format!("invalid H3 cell {c}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Shape::cells(cells).map_err(|err| err.to_string());
+    }
+    if let Some(f) = a.get("fence") {
+        let id = f.as_str().ok_or("fence must be a fence id")?;
+        return e
+            .fence(id)
+            .map(|spec| spec.shape)
+            .ok_or_else(|| format!("fence {id:?} not found"));
+    }
+    Err("area must have bbox, circle, polygon, h3 or fence".into())
+}
+
+fn handle(s: &AppState, session: &Arc<Session>, owned: &mut HashMap<String, Owned>, text: &str) {
+    let reply = |m: String| session.push(Outgoing::Text(m));
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        return reply(error(&Value::Null, "bad_request", "not JSON"));
+    };
+    let id = v.get("id").cloned().unwrap_or(Value::Null);
+    let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+    let result = match kind {
+        "subscribe" => subscribe(s, session, owned, &v, &id),
+        "nearest" => one_shot_nearest(s, &v, &id),
+        "unsubscribe" => unsubscribe(s, owned, &v),
+        "" => Err(("bad_request", "every message needs a type".into())),
+        other => Err(("bad_request", format!("unknown type {other:?}"))),
+    };
+    match result {
+        Ok(messages) => messages.into_iter().for_each(reply),
+        Err((code, message)) => reply(error(&id, code, message)),
+    }
+}
+
+type Handled = Result<Vec<String>, (&'static str, String)>;
+
+fn subscribe(
+    s: &AppState,
+    session: &Arc<Session>,
+    owned: &mut HashMap<String, Owned>,
+    v: &Value,
+    id: &Value,
+) -> Handled {
+    let bad = |m: String| ("bad_request", m);
+    let Ok(mut e) = s.engine.lock() else {
+        return Err(("overloaded", "engine unavailable".into()));
+    };
+    match v.get("stream").and_then(Value::as_str) {
+        Some("positions") => {
+            let shape = area(&e, v).map_err(bad)?;
+            let f = filter(&mut e, v).map_err(bad)?;
+            let every = max_hz(v, 1.0).map_err(bad)?;
+            let (feed, snapshot) = e
+                .subscribe_feed(shape, f, now_ms())
+                .map_err(|err| bad(err.to_string()))?;
+            let sub = s.hub.sub_id("p");
+            // Registered while the engine is locked: no change can fall
+            // between the snapshot and the first update.
+            s.hub.register_feed(feed, session, &sub);
+            owned.insert(
+                sub.clone(),
+                Owned::Feed {
+                    feed,
+                    every,
+                    last: Instant::now(),
+                },
+            );
+            let units: Vec<Value> = snapshot.iter().filter_map(|u| unit_object(&e, *u)).collect();
+            Ok(vec![
+                json!({"type":"subscribed","id":id,"sub":sub}).to_string(),
+                json!({"type":"snapshot","sub":sub,"units":units}).to_string(),
+            ])
+        }
+        Some("alerts") => {
+            let set = |key: &str| -> Result<Option<HashSet<String>>, (&'static str, String)> {
+                match v.get(key) {
+                    None => Ok(None),
+                    Some(l) => l
+                        .as_array()
+                        .and_then(|l| {
+                            l.iter()
+                                .map(|x| x.as_str().map(str::to_owned))
+                                .collect::<Option<HashSet<_>>>()
+                        })
+                        .map(Some)
+                        .ok_or(("bad_request", format!("{key} must be a list of strings"))),
+                }
+            };
+            let select = AlertSelect {
+                fences: set("fences")?,
+                rules: set("rules")?,
+                events: set("events")?,
+                filter: filter(&mut e, v).map_err(bad)?,
+            };
+            let since = match v.get("since_seq") {
+                None => None,
+                Some(x) => Some(
+                    x.as_u64()
+                        .ok_or(bad("since_seq must be a non-negative integer".into()))?,
+                ),
+            };
+            let sub = s.hub.sub_id("a");
+            session.push(Outgoing::Text(
+                json!({"type":"subscribed","id":id,"sub":sub}).to_string(),
+            ));
+            s.hub.subscribe_alerts(&e, session, sub.clone(), select, since);
+            owned.insert(sub, Owned::Alerts);
+            Ok(Vec::new())
+        }
+        Some("nearest") => {
+            let (lat, lon) = point(v).map_err(bad)?;
+            let k = v.get("k").and_then(Value::as_u64).unwrap_or(5) as usize;
+            let f = filter(&mut e, v).map_err(bad)?;
+            let every = max_hz(v, 1.0).map_err(bad)?;
+            let include_stale = v.get("include_stale").and_then(Value::as_bool).unwrap_or(false);
+            let (query, results) = e
+                .subscribe_nearest(lat, lon, k, f, include_stale, now_ms())
+                .map_err(|err| bad(err.to_string()))?;
+            let sub = s.hub.sub_id("n");
+            s.hub.register_nearest(query, session, &sub);
+            owned.insert(
+                sub.clone(),
+                Owned::Nearest {
+                    query,
+                    every,
+                    last: Instant::now(),
+                },
+            );
+            Ok(vec![
+                json!({"type":"subscribed","id":id,"sub":sub}).to_string(),
+                json!({"type":"nearest","sub":sub,"results":results_json(&e, &results)}).to_string(),
+            ])
+        }
+        other => Err(bad(format!(
+            "stream must be positions, alerts or nearest, got {other:?}"
+        ))),
+    }
+}
+
+fn one_shot_nearest(s: &AppState, v: &Value, id: &Value) -> Handled {
+    let bad = |m: String| ("bad_request", m);
+    let (lat, lon) = point(v).map_err(bad)?;
+    let k = v.get("k").and_then(Value::as_u64).unwrap_or(5).clamp(1, 1000) as usize;
+    let max_distance_m = v.get("max_distance_m").and_then(Value::as_f64);
+    let include_stale = v.get("include_stale").and_then(Value::as_bool).unwrap_or(false);
+    let Ok(mut e) = s.engine.lock() else {
+        return Err(("overloaded", "engine unavailable".into()));
+    };
+    let filter = filter(&mut e, v).map_err(bad)?;
+    let results = e.nearest(
+        &NearestQuery {
+            lat,
+            lon,
+            k,
+            filter,
+            max_distance_m,
+            include_stale,
+        },
+        now_ms(),
+    );
+    Ok(vec![
+        json!({"type":"nearest","id":id,"results":results_json(&e, &results)}).to_string(),
+    ])
+}
+
+fn unsubscribe(s: &AppState, owned: &mut HashMap<String, Owned>, v: &Value) -> Handled {
+    let sub = v
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or(("bad_request", "sub is required".to_string()))?;
+    match owned.remove(sub) {
+        Some(Owned::Feed { feed, .. }) => {
+            s.hub.unregister(Some(feed), None);
+            if let Ok(mut e) = s.engine.lock() {
+                let _ = e.unsubscribe_feed(feed);
+            }
+        }
+        Some(Owned::Nearest { query, .. }) => {
+            s.hub.unregister(None, Some(query));
+            if let Ok(mut e) = s.engine.lock() {
+                let _ = e.unsubscribe_nearest(query);
+            }
+        }
+        Some(Owned::Alerts) => {
+            s.hub.unsubscribe_alerts(sub);
+        }
+        None => return Err(("not_found", format!("no subscription {sub:?} on this connection"))),
+    }
+    Ok(vec![json!({"type":"unsubscribed","sub":sub}).to_string()])
+}

@@ -1,0 +1,288 @@
+//! WebSocket `/v1/ws` over real sockets with a real client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bluelight_api::config::ServeConfig;
+use bluelight_api::server::{Running, start};
+use bluelight_ingest::transport::now_ms;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn server() -> Running {
+    let cfg = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ingest: "127.0.0.1:0".parse().expect("addr"),
+        ..ServeConfig::default()
+    };
+    start(&cfg).await.expect("server starts")
+}
+
+async fn connect(addr: SocketAddr) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws"))
+        .await
+        .expect("ws connects");
+    ws
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.expect("send");
+}
+
+/// The next JSON message (skipping pings), within 5 s.
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time");
+        match m.expect("open").expect("frame") {
+            Message::Text(t) => return serde_json::from_str(&t).expect("json"),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// POSTs fixes as JSON.
+async fn post_fixes(addr: SocketAddr, fixes: Value) -> Value {
+    let body = json!({ "fixes": fixes }).to_string();
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "POST /v1/fixes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    serde_json::from_slice(&raw[at..]).expect("json")
+}
+
+async fn put_fence(addr: SocketAddr, id: &str, feature: Value) {
+    let body = feature.to_string();
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "PUT /v1/fences/{id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 201"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+}
+
+fn fix(id: &str, lat: f64, lon: f64, t: i64) -> Value {
+    json!({"id": id, "lat": lat, "lon": lon, "time_ms": t, "agency": "ambulance", "status": "available"})
+}
+
+#[tokio::test]
+async fn positions_feed_sends_a_snapshot_then_conflated_positions_then_left() {
+    let s = server().await;
+    let t = now_ms();
+    post_fixes(
+        s.http,
+        json!([fix("IN", 51.50, -0.12, t), fix("OUT", 52.5, -0.12, t)]),
+    )
+    .await;
+    let mut ws = connect(s.http).await;
+    send(&mut ws, json!({"type":"subscribe","id":"s1","stream":"positions","area":{"bbox":[-0.2,51.4,0.0,51.6]},"max_hz":2})).await;
+    let sub = recv(&mut ws).await;
+    assert_eq!(sub["type"], "subscribed");
+    assert_eq!(sub["id"], "s1");
+    let sub_id = sub["sub"].as_str().expect("sub").to_owned();
+    let snap = recv(&mut ws).await;
+    assert_eq!(snap["type"], "snapshot");
+    let ids: Vec<&str> = snap["units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .filter_map(|u| u["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["IN"]);
+    // Twenty quick moves of IN, and NEW arrives: conflated to one position each.
+    let started = Instant::now();
+    for i in 1..=20 {
+        // 11 m a second: a plausible vehicle (faster would be a refused jump).
+        post_fixes(
+            s.http,
+            json!([fix("IN", 51.50 + i as f64 * 1e-4, -0.12, t + i * 1000)]),
+        )
+        .await;
+    }
+    post_fixes(s.http, json!([fix("NEW", 51.51, -0.11, t + 30_000)])).await;
+    let mut latest: HashMap<String, f64> = HashMap::new();
+    let mut messages = 0;
+    while latest.get("IN") != Some(&(51.50 + 20.0 * 1e-4)) || !latest.contains_key("NEW") {
+        let m = recv(&mut ws).await;
+        assert_eq!(m["type"], "positions", "{m}");
+        assert_eq!(m["sub"], sub_id.as_str());
+        messages += 1;
+        let units = m["units"].as_array().expect("units");
+        let mut seen = std::collections::HashSet::new();
+        for u in units {
+            let id = u["id"].as_str().expect("id").to_owned();
+            assert!(seen.insert(id.clone()), "a unit appears once per message: {m}");
+            latest.insert(id, u["lat"].as_f64().expect("lat"));
+        }
+    }
+    let allowed = 1 + (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    assert!(
+        messages <= allowed,
+        "{messages} position messages in {:?} at max_hz 2",
+        started.elapsed()
+    );
+    // Two minutes later: beyond the jump check, within the future limit.
+    post_fixes(s.http, json!([fix("IN", 51.61, -0.12, t + 120_000)])).await;
+    let left = recv(&mut ws).await;
+    assert_eq!(left, json!({"type":"left","sub":sub_id,"ids":["IN"]}));
+}
+
+#[tokio::test]
+async fn alerts_resume_with_since_seq_with_no_gap_and_no_duplicate() {
+    let s = server().await;
+    put_fence(
+        s.http,
+        "cordon",
+        json!({"type":"Feature","geometry":{"type":"Point","coordinates":[-0.09,51.515]},"properties":{"radius_m":300}}),
+    )
+    .await;
+    let mut ws = connect(s.http).await;
+    send(
+        &mut ws,
+        json!({"type":"subscribe","id":"a1","stream":"alerts","fences":["cordon"]}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "subscribed");
+    let t = now_ms();
+    // U0..U4 enter: five alerts live.
+    for i in 0..5 {
+        let r = post_fixes(s.http, json!([fix(&format!("U{i}"), 51.515, -0.09, t + i)])).await;
+        assert_eq!(r["accepted"], 1, "{r}");
+    }
+    let mut seqs = Vec::new();
+    for _ in 0..5 {
+        let a = recv(&mut ws).await;
+        assert_eq!(a["type"], "alert");
+        assert_eq!(a["event"], "enter");
+        assert_eq!(a["fence"], "cordon");
+        assert!(a["unit"]["id"].as_str().is_some_and(|id| id.starts_with('U')));
+        seqs.push(a["seq"].as_u64().expect("seq"));
+    }
+    let last = *seqs.last().expect("seq");
+    ws.close(None).await.ok();
+    // While disconnected, they all leave (two minutes on, a plausible
+    // drive): five alerts missed.
+    for i in 0..5 {
+        let r = post_fixes(
+            s.http,
+            json!([fix(&format!("U{i}"), 51.6, -0.09, t + 120_000 + i)]),
+        )
+        .await;
+        assert_eq!(r["accepted"], 1, "{r}");
+    }
+    let mut ws = connect(s.http).await;
+    send(
+        &mut ws,
+        json!({"type":"subscribe","id":"a2","stream":"alerts","fences":["cordon"],"since_seq":last}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "subscribed");
+    // And one more live after resubscribing.
+    post_fixes(s.http, json!([fix("U0", 51.515, -0.09, t + 240_000)])).await;
+    for _ in 0..6 {
+        let a = recv(&mut ws).await;
+        seqs.push(a["seq"].as_u64().expect("seq"));
+    }
+    let want: Vec<u64> = (seqs[0]..seqs[0] + 11).collect();
+    assert_eq!(seqs, want, "every alert exactly once, in order");
+}
+
+#[tokio::test]
+async fn standing_nearest_is_resent_when_a_closer_unit_arrives() {
+    let s = server().await;
+    let t = now_ms();
+    post_fixes(
+        s.http,
+        json!([fix("FAR", 51.53, -0.12, t), fix("MID", 51.52, -0.12, t)]),
+    )
+    .await;
+    let mut ws = connect(s.http).await;
+    send(&mut ws, json!({"type":"subscribe","id":"n1","stream":"nearest","point":[-0.12,51.5],"k":2,"filter":{"agency":["ambulance"]}})).await;
+    assert_eq!(recv(&mut ws).await["type"], "subscribed");
+    let first = recv(&mut ws).await;
+    let order = |m: &Value| -> Vec<String> {
+        m["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| r["unit"]["id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(order(&first), vec!["MID", "FAR"]);
+    post_fixes(s.http, json!([fix("NEAR", 51.501, -0.12, t + 1)])).await;
+    let next = recv(&mut ws).await;
+    assert_eq!(next["type"], "nearest");
+    assert_eq!(order(&next), vec!["NEAR", "MID"]);
+    assert!(
+        next["results"][0]["distance_m"]
+            .as_f64()
+            .is_some_and(|d| (d - 111.2).abs() < 1.0)
+    );
+}
+
+#[tokio::test]
+async fn one_shot_nearest_errors_and_unsubscribe() {
+    let s = server().await;
+    let t = now_ms();
+    post_fixes(
+        s.http,
+        json!([fix("A", 51.501, -0.12, t), fix("B", 51.502, -0.12, t)]),
+    )
+    .await;
+    let mut ws = connect(s.http).await;
+    send(
+        &mut ws,
+        json!({"type":"nearest","id":"q1","point":[-0.12,51.5],"k":1}),
+    )
+    .await;
+    let r = recv(&mut ws).await;
+    assert_eq!(r["type"], "nearest");
+    assert_eq!(r["id"], "q1");
+    assert_eq!(r["results"][0]["unit"]["id"], "A");
+    send(&mut ws, json!({"type":"teleport","id":"x"})).await;
+    let e = recv(&mut ws).await;
+    assert_eq!(
+        (e["type"].as_str(), e["id"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("x"), Some("bad_request"))
+    );
+    send(&mut ws, json!({"type":"subscribe","id":"p","stream":"positions","area":{"circle":{"center":[-0.12,51.5],"radius_m":-5}}})).await;
+    let e = recv(&mut ws).await;
+    assert_eq!(e["code"], "bad_request", "{e}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains("radius_m")),
+        "{e}"
+    );
+    send(&mut ws, json!({"type":"unsubscribe","sub":"nope"})).await;
+    assert_eq!(recv(&mut ws).await["code"], "not_found");
+    send(
+        &mut ws,
+        json!({"type":"subscribe","id":"p2","stream":"positions","area":{"h3":["871f1d489ffffff"]}}),
+    )
+    .await;
+    let sub = recv(&mut ws).await["sub"].as_str().expect("sub").to_owned();
+    let _snapshot = recv(&mut ws).await;
+    send(&mut ws, json!({"type":"unsubscribe","sub":sub})).await;
+    assert_eq!(recv(&mut ws).await, json!({"type":"unsubscribed","sub":sub}));
+    ws.send(Message::Text("not json".into())).await.expect("send");
+    assert_eq!(recv(&mut ws).await["code"], "bad_request");
+}
