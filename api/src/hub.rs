@@ -102,7 +102,11 @@ pub struct FeedBuffer {
 /// One WebSocket connection's outgoing side.
 #[derive(Debug)]
 pub struct Session {
-    /// Replies and alerts, in order.
+    /// Alerts replayed for `since_seq` (and the reply before them): sent
+    /// before `queue`, bounded by the ring rather than the live cap, so a
+    /// client resuming far behind is not closed for its own replay.
+    pub replay: Mutex<VecDeque<Outgoing>>,
+    /// Replies and live alerts, in order.
     pub queue: Mutex<VecDeque<Outgoing>>,
     /// Conflated feeds by subscription id.
     pub feeds: Mutex<HashMap<String, FeedBuffer>>,
@@ -117,6 +121,7 @@ pub struct Session {
 impl Default for Session {
     fn default() -> Self {
         Self {
+            replay: Mutex::default(),
             queue: Mutex::default(),
             feeds: Mutex::default(),
             nearest_dirty: Mutex::default(),
@@ -127,6 +132,14 @@ impl Default for Session {
 }
 
 impl Session {
+    /// Queues a replayed message (no cap: the ring bounds it).
+    pub fn push_replay(&self, m: Outgoing) {
+        if let Ok(mut q) = self.replay.lock() {
+            q.push_back(m);
+        }
+        self.wake.notify_one();
+    }
+
     /// Queues a message; a queue past its cap marks the session too slow.
     pub fn push(&self, m: Outgoing) {
         if let Ok(mut q) = self.queue.lock() {
@@ -270,7 +283,7 @@ impl Hub {
         if let Some(since) = since_seq {
             for r in inner.ring.iter().filter(|r| r.seq > since) {
                 if select.wants(r, engine) {
-                    session.push(Outgoing::Alert(sub.clone(), r.clone()));
+                    session.push_replay(Outgoing::Alert(sub.clone(), r.clone()));
                 }
             }
         }

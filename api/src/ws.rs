@@ -84,25 +84,30 @@ async fn run(socket: WebSocket, s: Arc<AppState>) {
             }
         }
         if session.too_slow.load(Ordering::Relaxed) {
-            s.hub.closed_slow.fetch_add(1, Ordering::Relaxed);
-            let frame = CloseFrame {
-                code: 1013,
-                reason: "too slow for alerts; reconnect with since_seq".into(),
-            };
-            let _ = tx.send(Message::Close(Some(frame))).await;
+            close_too_slow(&s, &mut tx, &mut rx).await;
             break 'conn;
         }
-        let queued: Vec<Outgoing> = session
-            .queue
+        let mut queued: Vec<Outgoing> = session
+            .replay
             .lock()
             .map(|mut q| q.drain(..).collect())
             .unwrap_or_default();
+        queued.extend(
+            session
+                .queue
+                .lock()
+                .map(|mut q| q.drain(..).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        );
         for m in queued {
             let text = match m {
                 Outgoing::Text(t) => t,
                 Outgoing::Alert(sub, r) => alert_text(&sub, &r),
             };
             if send(&mut tx, text).await.is_err() {
+                if session.too_slow.load(Ordering::Relaxed) {
+                    close_too_slow(&s, &mut tx, &mut rx).await;
+                }
                 break 'conn;
             }
         }
@@ -127,6 +132,36 @@ async fn run(socket: WebSocket, s: Arc<AppState>) {
         }
     }
     s.sessions.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Closes with 1013: the client fell behind its alerts (none was dropped:
+/// it resumes with `since_seq`). The close waits behind what the socket
+/// already holds, so give the client time to read it.
+async fn close_too_slow(
+    s: &AppState,
+    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    rx: &mut futures_util::stream::SplitStream<WebSocket>,
+) {
+    s.hub.closed_slow.fetch_add(1, Ordering::Relaxed);
+    let frame = CloseFrame {
+        code: 1013,
+        reason: "too slow for alerts; reconnect with since_seq".into(),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    if tokio::time::timeout_at(deadline, tx.send(Message::Close(Some(frame))))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // Closing handshake: read until the client's close, so the socket is not
+    // dropped with unread input (which would reset it and discard the alerts
+    // and the close frame still on their way).
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, rx.next()).await {
+        if matches!(m, Message::Close(_)) {
+            break;
+        }
+    }
 }
 
 /// Sends a text frame; a client that does not take it within 10 s is gone.
@@ -399,7 +434,7 @@ fn subscribe(
                 ),
             };
             let sub = s.hub.sub_id("a");
-            session.push(Outgoing::Text(
+            session.push_replay(Outgoing::Text(
                 json!({"type":"subscribed","id":id,"sub":sub}).to_string(),
             ));
             s.hub.subscribe_alerts(&e, session, sub.clone(), select, since);

@@ -286,3 +286,104 @@ async fn one_shot_nearest_errors_and_unsubscribe() {
     ws.send(Message::Text("not json".into())).await.expect("send");
     assert_eq!(recv(&mut ws).await["code"], "bad_request");
 }
+
+/// The value of a metric line, from `/metrics`.
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_slow_alerts_client_is_closed_with_1013_and_resumes_with_every_alert_exactly_once() {
+    let s = server().await;
+    put_fence(
+        s.http,
+        "zone",
+        json!({"type":"Feature","geometry":{"type":"Point","coordinates":[-0.09,51.515]},"properties":{"radius_m":2000}}),
+    )
+    .await;
+    // A client with a tiny receive buffer that reads nothing: the server's
+    // socket fills, then the session's queue.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    sock.connect(&s.http.into()).expect("connect");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let stream = TcpStream::from_std(sock.into()).expect("tokio stream");
+    let (mut slow, _) = tokio_tungstenite::client_async(
+        format!("ws://{}/v1/ws", s.http),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("ws");
+    send(&mut slow, json!({"type":"subscribe","id":"a","stream":"alerts"})).await;
+    // Far more alerts than the server's socket buffer and the session's
+    // queue (bluelight_api::hub::SESSION_QUEUE) hold.
+    let t = now_ms();
+    let total = bluelight_api::hub::SESSION_QUEUE * 2;
+    for chunk in 0..total.div_ceil(5_000) {
+        let fixes: Vec<Value> = (chunk * 5_000..((chunk + 1) * 5_000).min(total))
+            .map(|i| fix(&format!("S{i}"), 51.515 + (i % 100) as f64 * 1e-5, -0.09, t))
+            .collect();
+        let r = post_fixes(s.http, Value::Array(fixes)).await;
+        assert_eq!(r["rejected"], 0, "{r}");
+    }
+    let start = Instant::now();
+    while metric(s.http, "bluelight_ws_closed_slow_total").await < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the slow session was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Read what did reach the slow client, up to the 1013 close.
+    let mut seqs: Vec<u64> = Vec::new();
+    let mut code = None;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), slow.next()).await;
+        let m = match next {
+            Ok(Some(Ok(m))) => m,
+            other => panic!("the slow client's stream ended without a close frame: {other:?}"),
+        };
+        match m {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).expect("json");
+                if v["type"] == "alert" {
+                    seqs.push(v["seq"].as_u64().expect("seq"));
+                }
+            }
+            Message::Close(f) => {
+                code = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(code, Some(1013));
+    assert!(seqs.len() < total, "it fell behind");
+    // Resume: everything after the last seq it saw, exactly once, in order.
+    let mut again = connect(s.http).await;
+    let last = seqs.last().copied().unwrap_or(0);
+    send(
+        &mut again,
+        json!({"type":"subscribe","id":"b","stream":"alerts","since_seq":last}),
+    )
+    .await;
+    assert_eq!(recv(&mut again).await["type"], "subscribed");
+    while seqs.len() < total {
+        let a = recv(&mut again).await;
+        seqs.push(a["seq"].as_u64().expect("seq"));
+    }
+    let first = seqs[0];
+    assert!(
+        seqs.iter().enumerate().all(|(i, s)| *s == first + i as u64),
+        "no gap, no duplicate"
+    );
+}
