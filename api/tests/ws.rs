@@ -345,7 +345,7 @@ async fn a_slow_alerts_client_is_closed_with_1013_and_resumes_with_every_alert_e
     }
     // Read what did reach the slow client, up to the 1013 close.
     let mut seqs: Vec<u64> = Vec::new();
-    let mut code = None;
+    let code;
     loop {
         let next = tokio::time::timeout(Duration::from_secs(10), slow.next()).await;
         let m = match next {
