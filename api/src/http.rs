@@ -19,11 +19,33 @@ use bluelight_ingest::transport::now_ms;
 use bluelight_ingest::validate::Reject;
 use serde_json::{Value, json};
 
+use crate::auth::{Caller, Scope};
 use crate::fence_json::{fence_from_feature, filter_from_json};
 use crate::json::{unit_feature, unit_object};
 use crate::server::{ALERT_EVENTS, AppState};
 
 type Shared = State<Arc<AppState>>;
+type Params = Query<HashMap<String, String>>;
+
+/// Authorises a request for `scope` (token in the header or `?token=`).
+fn caller(
+    s: &AppState,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    scope: Scope,
+) -> Result<Caller, Response> {
+    s.tokens
+        .check(headers, q.get("token").map(String::as_str), Some(scope))
+}
+
+macro_rules! authorise {
+    ($s:expr, $headers:expr, $q:expr, $scope:expr) => {
+        match caller(&$s, &$headers, &$q, $scope) {
+            Ok(c) => c,
+            Err(r) => return r,
+        }
+    };
+}
 
 /// The router of every HTTP path.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -71,7 +93,8 @@ async fn healthz(State(s): Shared) -> Response {
     .into_response()
 }
 
-async fn metrics(State(s): Shared) -> Response {
+async fn metrics(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
+    authorise!(s, headers, q, Scope::Admin);
     let mut m = String::new();
     let c = &s.pipeline.counters;
     let _ = writeln!(
@@ -166,7 +189,14 @@ fn parse_feature(body: &[u8]) -> Result<geojson::Feature, String> {
     geojson::Feature::try_from(gj).map_err(|_| "body must be a GeoJSON Feature".to_string())
 }
 
-async fn put_fence(State(s): Shared, Path(id): Path<String>, body: Bytes) -> Response {
+async fn put_fence(
+    State(s): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    authorise!(s, headers, q, Scope::Fences);
     if id.is_empty() || id.len() > 200 {
         return bad("fence id must be 1 to 200 characters");
     }
@@ -206,14 +236,21 @@ async fn put_fence(State(s): Shared, Path(id): Path<String>, body: Bytes) -> Res
     (status, axum::Json(stored)).into_response()
 }
 
-async fn get_fence(State(s): Shared, Path(id): Path<String>) -> Response {
+async fn get_fence(
+    State(s): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    authorise!(s, headers, q, Scope::Read);
     match s.fence_json.lock().ok().and_then(|f| f.get(&id).cloned()) {
         Some(f) => axum::Json(f).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("fence {id:?} not found")),
     }
 }
 
-async fn list_fences(State(s): Shared) -> Response {
+async fn list_fences(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
+    authorise!(s, headers, q, Scope::Read);
     let Ok(f) = s.fence_json.lock() else {
         return engine_busy();
     };
@@ -223,7 +260,13 @@ async fn list_fences(State(s): Shared) -> Response {
     axum::Json(json!({"type":"FeatureCollection","features":features})).into_response()
 }
 
-async fn delete_fence(State(s): Shared, Path(id): Path<String>) -> Response {
+async fn delete_fence(
+    State(s): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    authorise!(s, headers, q, Scope::Fences);
     let removed = s
         .engine
         .lock()
@@ -239,7 +282,14 @@ async fn delete_fence(State(s): Shared, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn put_rule(State(s): Shared, Path(id): Path<String>, body: Bytes) -> Response {
+async fn put_rule(
+    State(s): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    authorise!(s, headers, q, Scope::Fences);
     let Ok(v) = serde_json::from_slice::<Value>(&body) else {
         return bad("body is not JSON");
     };
@@ -289,14 +339,21 @@ async fn put_rule(State(s): Shared, Path(id): Path<String>, body: Bytes) -> Resp
     (status, axum::Json(stored)).into_response()
 }
 
-async fn get_rule(State(s): Shared, Path(id): Path<String>) -> Response {
+async fn get_rule(
+    State(s): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    authorise!(s, headers, q, Scope::Read);
     match s.rule_json.lock().ok().and_then(|r| r.get(&id).cloned()) {
         Some(r) => axum::Json(r).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("rule {id:?} not found")),
     }
 }
 
-async fn list_rules(State(s): Shared) -> Response {
+async fn list_rules(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
+    authorise!(s, headers, q, Scope::Read);
     let Ok(r) = s.rule_json.lock() else {
         return engine_busy();
     };
@@ -306,7 +363,13 @@ async fn list_rules(State(s): Shared) -> Response {
     axum::Json(json!({ "rules": rules })).into_response()
 }
 
-async fn delete_rule(State(s): Shared, Path(id): Path<String>) -> Response {
+async fn delete_rule(
+    State(s): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    authorise!(s, headers, q, Scope::Fences);
     let removed = s
         .engine
         .lock()
@@ -359,12 +422,13 @@ fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<f64>, String>
         .transpose()
 }
 
-async fn list_units(State(s): Shared, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn list_units(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
+    let who = authorise!(s, headers, q, Scope::Read);
     let Ok(mut e) = s.engine.lock() else {
         return engine_busy();
     };
     let filter = match query_filter(&mut e, &q) {
-        Ok(f) => f,
+        Ok(f) => who.limit(f),
         Err(err) => return bad(err),
     };
     let area = match q.get("bbox") {
@@ -390,17 +454,29 @@ async fn list_units(State(s): Shared, Query(q): Query<HashMap<String, String>>) 
     axum::Json(json!({"type":"FeatureCollection","features":features})).into_response()
 }
 
-async fn get_unit(State(s): Shared, Path(id): Path<String>) -> Response {
+async fn get_unit(
+    State(s): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    let who = authorise!(s, headers, q, Scope::Read);
     let Ok(e) = s.engine.lock() else {
         return engine_busy();
     };
-    match e.find_unit(&id).and_then(|u| unit_feature(&e, u)) {
+    // Another agency's unit is not found, not forbidden: its existence is
+    // not this caller's to know.
+    let visible = e
+        .find_unit(&id)
+        .filter(|u| e.unit_view(*u).is_some_and(|v| who.sees(v.agency)));
+    match visible.and_then(|u| unit_feature(&e, u)) {
         Some(f) => axum::Json(f).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("unit {id:?} not found")),
     }
 }
 
-async fn nearest(State(s): Shared, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn nearest(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
+    let who = authorise!(s, headers, q, Scope::Read);
     let (lon, lat) = match (number(&q, "lon"), number(&q, "lat")) {
         (Ok(Some(lon)), Ok(Some(lat)))
             if (-180.0..=180.0).contains(&lon) && (-90.0..=90.0).contains(&lat) =>
@@ -423,7 +499,7 @@ async fn nearest(State(s): Shared, Query(q): Query<HashMap<String, String>>) -> 
         return engine_busy();
     };
     let filter = match query_filter(&mut e, &q) {
-        Ok(f) => f,
+        Ok(f) => who.limit(f),
         Err(err) => return bad(err),
     };
     let results: Vec<Value> = e
@@ -444,7 +520,8 @@ async fn nearest(State(s): Shared, Query(q): Query<HashMap<String, String>>) -> 
     axum::Json(json!({"type":"nearest","results":results})).into_response()
 }
 
-async fn post_fixes(State(s): Shared, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_fixes(State(s): Shared, headers: HeaderMap, Query(q): Params, body: Bytes) -> Response {
+    authorise!(s, headers, q, Scope::Ingest);
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -37,6 +37,8 @@ pub struct AlertRecord {
     pub body: String,
     /// The unit's slot (for subscription filters).
     pub unit: bluelight_engine::UnitSlot,
+    /// The other unit of a proximity alert.
+    pub other: Option<bluelight_engine::UnitSlot>,
 }
 
 /// What an alerts subscription wants.
@@ -50,6 +52,9 @@ pub struct AlertSelect {
     pub events: Option<HashSet<String>>,
     /// Units.
     pub filter: Filter,
+    /// The caller's agency limit: alerts about (or involving) other
+    /// agencies' units are never sent.
+    pub agencies: Option<u8>,
 }
 
 impl AlertSelect {
@@ -77,7 +82,11 @@ impl AlertSelect {
         {
             return false;
         }
-        engine.unit_matches(a.unit, &self.filter)
+        let visible = |u: bluelight_engine::UnitSlot| {
+            self.agencies
+                .is_none_or(|m| engine.unit_agency(u).is_some_and(|ag| m & (1 << ag as u8) != 0))
+        };
+        visible(a.unit) && a.other.is_none_or(visible) && engine.unit_matches(a.unit, &self.filter)
     }
 }
 
@@ -199,6 +208,7 @@ fn record(engine: &Engine, a: &Alert) -> AlertRecord {
         rule: a.rule.clone(),
         body: text[1..text.len() - 1].to_owned(),
         unit: a.unit,
+        other: a.other,
     }
 }
 

@@ -6,6 +6,7 @@
 //!
 //! ## Layout
 //!
+//! * [`auth`] — tokens, scopes and agency limits.
 //! * [`config`] — `serve` configuration (TOML file, flags, environment).
 //! * [`server`] — binding, the writer, the clock, shared state.
 //! * [`http`] — the HTTP endpoints.
@@ -16,6 +17,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod fence_json;

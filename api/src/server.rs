@@ -44,6 +44,8 @@ pub struct AppState {
     pub hub: crate::hub::Hub,
     /// WebSocket sessions open.
     pub sessions: AtomicU64,
+    /// Configured tokens.
+    pub tokens: crate::auth::Tokens,
 }
 
 impl AppState {
@@ -118,6 +120,7 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
         started: Instant::now(),
         hub: crate::hub::Hub::default(),
         sessions: AtomicU64::new(0),
+        tokens: crate::auth::Tokens::new(&cfg.auth.tokens),
     });
     let _ = sink_state.set(Arc::downgrade(&state));
     let limits = ListenerLimits::default();

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use bluelight_engine::{Engine, Filter, NearestQuery, Neighbor, Shape, UnitSlot};
 use bluelight_ingest::transport::now_ms;
@@ -21,15 +22,26 @@ use futures_util::{SinkExt, StreamExt};
 use geo::MultiPolygon;
 use serde_json::{Value, json};
 
+use crate::auth::{Caller, Scope};
 use crate::fence_json::{filter_from_json, polygon};
 use crate::hub::{AlertSelect, Outgoing, Session, alert_text};
 use crate::json::unit_object;
 use crate::server::AppState;
 
-/// Upgrades `/v1/ws`.
-pub async fn handler(ws: WebSocketUpgrade, State(s): State<Arc<AppState>>) -> Response {
+/// Upgrades `/v1/ws` for any valid token (`?token=T` for browsers); each
+/// message then needs its own scope.
+pub async fn handler(
+    ws: WebSocketUpgrade,
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let who = match s.tokens.check(&headers, q.get("token").map(String::as_str), None) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     ws.max_message_size(1 << 20)
-        .on_upgrade(move |socket| run(socket, s))
+        .on_upgrade(move |socket| run(socket, s, who))
 }
 
 /// A subscription this connection owns.
@@ -51,7 +63,7 @@ fn error(id: &Value, code: &str, message: impl Into<String>) -> String {
     json!({"type":"error","id":id,"code":code,"message":message.into()}).to_string()
 }
 
-async fn run(socket: WebSocket, s: Arc<AppState>) {
+async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
     let (mut tx, mut rx) = socket.split();
     let session = Arc::new(Session::default());
     let mut owned: HashMap<String, Owned> = HashMap::new();
@@ -64,7 +76,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>) {
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     last_heard = Instant::now();
-                    handle(&s, &session, &mut owned, t.as_str());
+                    handle(&s, &session, &mut owned, t.as_str(), who);
                 }
                 Some(Ok(Message::Binary(_))) => {
                     session.push(Outgoing::Text(error(&Value::Null, "bad_request", "send JSON text frames")));
@@ -346,7 +358,7 @@ fn area(e: &Engine, v: &Value) -> Result<Shape, String> {
     Err("area must have bbox, circle, polygon, h3 or fence".into())
 }
 
-fn handle(s: &AppState, session: &Arc<Session>, owned: &mut HashMap<String, Owned>, text: &str) {
+fn handle(s: &AppState, session: &Arc<Session>, owned: &mut HashMap<String, Owned>, text: &str, who: Caller) {
     let reply = |m: String| session.push(Outgoing::Text(m));
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         return reply(error(&Value::Null, "bad_request", "not JSON"));
@@ -354,8 +366,9 @@ fn handle(s: &AppState, session: &Arc<Session>, owned: &mut HashMap<String, Owne
     let id = v.get("id").cloned().unwrap_or(Value::Null);
     let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
     let result = match kind {
-        "subscribe" => subscribe(s, session, owned, &v, &id),
-        "nearest" => one_shot_nearest(s, &v, &id),
+        "subscribe" => subscribe(s, session, owned, &v, &id, who),
+        "nearest" if !who.has(Scope::Read) => Err(("forbidden", "this token lacks the read scope".into())),
+        "nearest" => one_shot_nearest(s, &v, &id, who),
         "unsubscribe" => unsubscribe(s, owned, &v),
         "" => Err(("bad_request", "every message needs a type".into())),
         other => Err(("bad_request", format!("unknown type {other:?}"))),
@@ -374,15 +387,27 @@ fn subscribe(
     owned: &mut HashMap<String, Owned>,
     v: &Value,
     id: &Value,
+    who: Caller,
 ) -> Handled {
     let bad = |m: String| ("bad_request", m);
+    let need = |scope: Scope| {
+        if who.has(scope) {
+            Ok(())
+        } else {
+            Err((
+                "forbidden",
+                format!("this token lacks the {} scope", scope.as_str()),
+            ))
+        }
+    };
     let Ok(mut e) = s.engine.lock() else {
         return Err(("overloaded", "engine unavailable".into()));
     };
     match v.get("stream").and_then(Value::as_str) {
         Some("positions") => {
+            need(Scope::Read)?;
             let shape = area(&e, v).map_err(bad)?;
-            let f = filter(&mut e, v).map_err(bad)?;
+            let f = who.limit(filter(&mut e, v).map_err(bad)?);
             let every = max_hz(v, 1.0).map_err(bad)?;
             let (feed, snapshot) = e
                 .subscribe_feed(shape, f, now_ms())
@@ -406,6 +431,7 @@ fn subscribe(
             ])
         }
         Some("alerts") => {
+            need(Scope::Alerts)?;
             let set = |key: &str| -> Result<Option<HashSet<String>>, (&'static str, String)> {
                 match v.get(key) {
                     None => Ok(None),
@@ -425,6 +451,7 @@ fn subscribe(
                 rules: set("rules")?,
                 events: set("events")?,
                 filter: filter(&mut e, v).map_err(bad)?,
+                agencies: who.agencies,
             };
             let since = match v.get("since_seq") {
                 None => None,
@@ -442,9 +469,10 @@ fn subscribe(
             Ok(Vec::new())
         }
         Some("nearest") => {
+            need(Scope::Read)?;
             let (lat, lon) = point(v).map_err(bad)?;
             let k = v.get("k").and_then(Value::as_u64).unwrap_or(5) as usize;
-            let f = filter(&mut e, v).map_err(bad)?;
+            let f = who.limit(filter(&mut e, v).map_err(bad)?);
             let every = max_hz(v, 1.0).map_err(bad)?;
             let include_stale = v.get("include_stale").and_then(Value::as_bool).unwrap_or(false);
             let (query, results) = e
@@ -471,7 +499,7 @@ fn subscribe(
     }
 }
 
-fn one_shot_nearest(s: &AppState, v: &Value, id: &Value) -> Handled {
+fn one_shot_nearest(s: &AppState, v: &Value, id: &Value, who: Caller) -> Handled {
     let bad = |m: String| ("bad_request", m);
     let (lat, lon) = point(v).map_err(bad)?;
     let k = v.get("k").and_then(Value::as_u64).unwrap_or(5).clamp(1, 1000) as usize;
@@ -480,7 +508,7 @@ fn one_shot_nearest(s: &AppState, v: &Value, id: &Value) -> Handled {
     let Ok(mut e) = s.engine.lock() else {
         return Err(("overloaded", "engine unavailable".into()));
     };
-    let filter = filter(&mut e, v).map_err(bad)?;
+    let filter = who.limit(filter(&mut e, v).map_err(bad)?);
     let results = e.nearest(
         &NearestQuery {
             lat,

@@ -174,4 +174,13 @@ impl Engine {
             .get(slot.index())
             .is_some_and(|st| f.matches_state(slot.0, st, st.time_ms))
     }
+
+    /// A unit's agency.
+    #[inline]
+    pub fn unit_agency(&self, slot: UnitSlot) -> Option<Agency> {
+        self.units
+            .state
+            .get(slot.index())
+            .map(|st| Agency::from_u8(st.agency))
+    }
 }

@@ -1,0 +1,99 @@
+//! Helpers shared by the api's test binaries: a server on free loopback
+//! ports and a minimal HTTP/1.1 client.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::net::SocketAddr;
+
+use bluelight_api::config::ServeConfig;
+use bluelight_api::server::{Running, start};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A server on free loopback ports.
+pub async fn server_with(mut cfg: ServeConfig) -> Running {
+    cfg.listen = "127.0.0.1:0".parse().expect("addr");
+    cfg.ingest = "127.0.0.1:0".parse().expect("addr");
+    start(&cfg).await.expect("server starts")
+}
+
+/// One HTTP/1.1 request; returns status and body (chunked bodies decoded).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ct: Option<&str>,
+    body: &[u8],
+    token: Option<&str>,
+) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(ct) = ct {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let mut body = raw[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let eol = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).expect("hex").trim(), 16)
+                .expect("hex");
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+            rest = &rest[eol + 2 + size + 2..];
+        }
+        body = out;
+    }
+    (status, body)
+}
+
+/// GET, parsed as JSON (Null when not JSON).
+pub async fn get_json(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
+    let (st, b) = request(addr, "GET", path, None, b"", token).await;
+    (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+/// A JSON request, parsed as JSON.
+pub async fn send_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    v: &Value,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let (st, b) = request(
+        addr,
+        method,
+        path,
+        Some("application/json"),
+        v.to_string().as_bytes(),
+        token,
+    )
+    .await;
+    (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
