@@ -125,16 +125,16 @@ impl Tokens {
         Self { by_token }
     }
 
-    /// Authorises a request for `scope`.
+    /// Authorises a request for `scope` (`None`: any valid token).
     ///
     /// # Errors
-    /// The 401 or 403 reply to send.
+    /// [`Denied`]: 401 or 403 with the reason.
     pub fn check(
         &self,
         headers: &HeaderMap,
         query_token: Option<&str>,
         scope: Option<Scope>,
-    ) -> Result<Caller, Response> {
+    ) -> Result<Caller, Denied> {
         if self.by_token.is_empty() {
             return Ok(Caller::OPEN);
         }
@@ -144,18 +144,18 @@ impl Tokens {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let Some(token) = bearer.or(query_token) else {
-            return Err(reply(
+            return Err(Denied(
                 StatusCode::UNAUTHORIZED,
-                "a token is required: Authorization: Bearer T or ?token=T",
+                "a token is required: Authorization: Bearer T or ?token=T".into(),
             ));
         };
         let Some(caller) = self.by_token.get(token) else {
-            return Err(reply(StatusCode::UNAUTHORIZED, "unknown token"));
+            return Err(Denied(StatusCode::UNAUTHORIZED, "unknown token".into()));
         };
         if let Some(scope) = scope
             && !caller.has(scope)
         {
-            return Err(reply(
+            return Err(Denied(
                 StatusCode::FORBIDDEN,
                 format!("this token lacks the {} scope", scope.as_str()),
             ));
@@ -164,6 +164,12 @@ impl Tokens {
     }
 }
 
-fn reply(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({"error": message.into()}))).into_response()
+/// A refused request: its status (401 or 403) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied(pub StatusCode, pub String);
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({"error": self.1}))).into_response()
+    }
 }

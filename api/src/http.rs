@@ -33,7 +33,7 @@ fn caller(
     headers: &HeaderMap,
     q: &HashMap<String, String>,
     scope: Scope,
-) -> Result<Caller, Response> {
+) -> Result<Caller, crate::auth::Denied> {
     s.tokens
         .check(headers, q.get("token").map(String::as_str), Some(scope))
 }
@@ -42,7 +42,7 @@ macro_rules! authorise {
     ($s:expr, $headers:expr, $q:expr, $scope:expr) => {
         match caller(&$s, &$headers, &$q, $scope) {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(denied) => return denied.into_response(),
         }
     };
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bluelight_engine::{Engine, Filter, NearestQuery, Neighbor, Shape, UnitSlot};
 use bluelight_ingest::transport::now_ms;
 use futures_util::{SinkExt, StreamExt};
@@ -38,7 +38,7 @@ pub async fn handler(
 ) -> Response {
     let who = match s.tokens.check(&headers, q.get("token").map(String::as_str), None) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(denied) => return denied.into_response(),
     };
     ws.max_message_size(1 << 20)
         .on_upgrade(move |socket| run(socket, s, who))
