@@ -64,6 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/nearest", get(nearest))
         .route("/v1/fixes", axum::routing::post(post_fixes))
         .route("/v1/ws", get(crate::ws::handler))
+        .route("/v1/ingest", get(crate::ws::ingest_handler))
         .with_state(state)
 }
 

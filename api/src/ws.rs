@@ -550,3 +550,54 @@ fn unsubscribe(s: &AppState, owned: &mut HashMap<String, Owned>, v: &Value) -> H
     }
     Ok(vec![json!({"type":"unsubscribed","sub":sub}).to_string()])
 }
+
+/// Upgrades `/v1/ingest` (scope `ingest`): binary frames are `FixBatch`es,
+/// text frames JSON batches. A frame that does not decode gets an error
+/// message and is counted; the connection stays up. A full pipeline slows
+/// the sender (nothing is lost).
+pub async fn ingest_handler(
+    ws: WebSocketUpgrade,
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(denied) = s
+        .tokens
+        .check(&headers, q.get("token").map(String::as_str), Some(Scope::Ingest))
+    {
+        return denied.into_response();
+    }
+    ws.max_message_size(4 << 20)
+        .on_upgrade(move |socket| ingest(socket, s))
+}
+
+async fn ingest(mut socket: WebSocket, s: Arc<AppState>) {
+    use bluelight_ingest::decode::{decode_flatbuffers, decode_json};
+    use bluelight_ingest::validate::Reject;
+    while let Some(Ok(msg)) = socket.next().await {
+        let mut batch = s.pipeline.batch();
+        let decoded = match &msg {
+            Message::Binary(b) => {
+                decode_flatbuffers(b, &s.pipeline.validation, now_ms(), &mut batch).map_err(|e| e.to_string())
+            }
+            Message::Text(t) => decode_json(t.as_str(), &s.pipeline.validation, now_ms(), &mut batch)
+                .map_err(|e| e.to_string()),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        match decoded {
+            Ok(()) => {
+                if s.pipeline.send(batch).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                s.pipeline.counters.reject(Reject::BadFrame);
+                let m = error(&Value::Null, "bad_request", e);
+                if socket.send(Message::Text(m.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,88 +1,36 @@
 //! The server over real sockets: HTTP requests from a minimal HTTP/1.1
 //! client, fixes over real TCP ingest, and the binary as a process.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bluelight_api::config::ServeConfig;
-use bluelight_api::server::{Running, start};
+use bluelight_api::server::Running;
 use bluelight_engine::Fix;
 use bluelight_ingest::decode::encode_flatbuffers;
 use bluelight_ingest::transport::now_ms;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 async fn server() -> Running {
-    let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        ingest: "127.0.0.1:0".parse().expect("addr"),
-        ..ServeConfig::default()
-    };
-    start(&cfg).await.expect("server starts")
+    support::server_with(ServeConfig::default()).await
 }
 
-/// One HTTP/1.1 request; returns status and body.
 async fn http(addr: SocketAddr, method: &str, path: &str, ct: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(ct) = ct {
-        req.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("read");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("headers end");
-    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let mut body = raw[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let eol = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size");
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).expect("hex").trim(), 16)
-                .expect("hex");
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
-            rest = &rest[eol + 2 + size + 2..];
-        }
-        body = out;
-    }
-    (status, body)
+    support::request(addr, method, path, ct, body, None).await
 }
 
 async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
-    let (st, b) = http(addr, "GET", path, None, b"").await;
-    (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    support::get_json(addr, path, None).await
 }
 
 async fn send_json(addr: SocketAddr, method: &str, path: &str, v: &Value) -> (u16, Value) {
-    let (st, b) = http(
-        addr,
-        method,
-        path,
-        Some("application/json"),
-        v.to_string().as_bytes(),
-    )
-    .await;
-    (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    support::send_json(addr, method, path, v, None).await
 }
 
 async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {

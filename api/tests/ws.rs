@@ -1,27 +1,23 @@
 //! WebSocket `/v1/ws` over real sockets with a real client.
 
+mod support;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bluelight_api::config::ServeConfig;
-use bluelight_api::server::{Running, start};
+use bluelight_api::server::Running;
 use bluelight_ingest::transport::now_ms;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 async fn server() -> Running {
-    let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        ingest: "127.0.0.1:0".parse().expect("addr"),
-        ..ServeConfig::default()
-    };
-    start(&cfg).await.expect("server starts")
+    support::server_with(ServeConfig::default()).await
 }
 
 async fn connect(addr: SocketAddr) -> Ws {
@@ -51,34 +47,14 @@ async fn recv(ws: &mut Ws) -> Value {
 
 /// POSTs fixes as JSON.
 async fn post_fixes(addr: SocketAddr, fixes: Value) -> Value {
-    let body = json!({ "fixes": fixes }).to_string();
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "POST /v1/fixes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("read");
-    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
-    serde_json::from_slice(&raw[at..]).expect("json")
+    support::send_json(addr, "POST", "/v1/fixes", &json!({ "fixes": fixes }), None)
+        .await
+        .1
 }
 
 async fn put_fence(addr: SocketAddr, id: &str, feature: Value) {
-    let body = feature.to_string();
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "PUT /v1/fences/{id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("read");
-    assert!(
-        raw.starts_with(b"HTTP/1.1 201"),
-        "{}",
-        String::from_utf8_lossy(&raw)
-    );
+    let (st, v) = support::send_json(addr, "PUT", &format!("/v1/fences/{id}"), &feature, None).await;
+    assert_eq!(st, 201, "{v}");
 }
 
 fn fix(id: &str, lat: f64, lon: f64, t: i64) -> Value {
@@ -289,14 +265,9 @@ async fn one_shot_nearest_errors_and_unsubscribe() {
 
 /// The value of a metric line, from `/metrics`.
 async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    text.lines()
+    let (_, body) = support::request(addr, "GET", "/metrics", None, b"", None).await;
+    String::from_utf8_lossy(&body)
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0)
 }
@@ -386,4 +357,49 @@ async fn a_slow_alerts_client_is_closed_with_1013_and_resumes_with_every_alert_e
         seqs.iter().enumerate().all(|(i, s)| *s == first + i as u64),
         "no gap, no duplicate"
     );
+}
+
+#[tokio::test]
+async fn websocket_ingest_takes_flatbuffers_and_json_and_survives_a_bad_frame() {
+    let s = server().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ingest", s.http))
+        .await
+        .expect("ws");
+    let t = now_ms();
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let frame = bluelight_ingest::decode::encode_flatbuffers(
+        &mut fbb,
+        "ws",
+        &[(5, bluelight_engine::Fix::at(t, 51.0, -1.0))],
+        &[],
+    )
+    .to_vec();
+    ws.send(Message::Binary(frame.into())).await.expect("send");
+    ws.send(Message::Binary(b"garbage".to_vec().into()))
+        .await
+        .expect("send");
+    let err = recv(&mut ws).await;
+    assert_eq!(err["code"], "bad_request", "{err}");
+    ws.send(Message::Text(
+        json!({"fixes":[fix("WS-JSON", 51.1, -1.1, t)]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    let start = Instant::now();
+    loop {
+        let ok = {
+            let e = s.state.engine.lock().expect("lock");
+            e.find_unit("5").is_some() && e.find_unit("WS-JSON").is_some()
+        };
+        if ok {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "both fixes should arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
