@@ -65,6 +65,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/fixes", axum::routing::post(post_fixes))
         .route("/v1/ws", get(crate::ws::handler))
         .route("/v1/ingest", get(crate::ws::ingest_handler))
+        .route("/v1/export", get(crate::export::export))
+        .route("/v1/export/h3", get(crate::export::export_h3))
         .with_state(state)
 }
 

@@ -10,6 +10,7 @@
 //! * [`config`] — `serve` configuration (TOML file, flags, environment).
 //! * [`server`] — binding, the writer, the clock, shared state.
 //! * [`http`] — the HTTP endpoints.
+//! * [`export`] — history export: points, tracks, H3 aggregates.
 //! * [`json`] — unit objects and Features.
 //! * [`fence_json`] — GeoJSON Features ⇄ fences, and protocol filters.
 //! * [`demo`] — the demo loop.
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod fence_json;
 pub mod http;
 pub mod hub;

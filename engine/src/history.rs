@@ -115,6 +115,14 @@ impl History {
         }
     }
 
+    /// First and last bucket bounds held (device time), if any.
+    pub fn bounds(&self) -> Option<(i64, i64)> {
+        Some((
+            self.buckets.front()?.start_ms,
+            self.buckets.back()?.start_ms + BUCKET_MS - 1,
+        ))
+    }
+
     pub fn stats(&self) -> &HistoryStats {
         &self.stats
     }

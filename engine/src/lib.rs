@@ -141,6 +141,11 @@ impl Engine {
         self.history.for_each_chunk(from_ms, to_ms, keep, f);
     }
 
+    /// The device-time span history holds (whole minutes), if any.
+    pub fn history_bounds(&self) -> Option<(i64, i64)> {
+        self.history.bounds()
+    }
+
     /// History counters.
     pub fn history_stats(&self) -> &HistoryStats {
         self.history.stats()

@@ -1,0 +1,380 @@
+//! `GET /v1/export` and `GET /v1/export/h3`: history for analysts.
+//!
+//! Points are streamed a minute of history at a time (the engine is locked
+//! only to copy that minute), so memory stays flat however large the window.
+//! `shape=tracks` builds one LineString per unit and so holds one coordinate
+//! pair per fix; the H3 aggregate holds one counter per cell.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bluelight_engine::{Agency, Engine, HistoryQuery, HistoryRecord, Shape, UnitSlot};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::auth::{Caller, Scope};
+use crate::server::AppState;
+
+const MINUTE_MS: i64 = 60_000;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    GeoJson,
+    Csv,
+    Ndjson,
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": message.into()})),
+    )
+        .into_response()
+}
+
+/// The parsed query.
+struct Request {
+    from_ms: i64,
+    to_ms: i64,
+    area: Option<Shape>,
+    units: Option<Vec<String>>,
+    agencies: Option<Vec<Agency>>,
+    format: Format,
+}
+
+fn parse(q: &HashMap<String, String>, who: Caller) -> Result<Request, String> {
+    let time = |k: &str| -> Result<i64, String> {
+        q.get(k)
+            .ok_or(format!("{k} is required"))?
+            .parse::<i64>()
+            .map_err(|_| format!("{k} must be milliseconds"))
+    };
+    let (from_ms, to_ms) = (time("from_ms")?, time("to_ms")?);
+    if to_ms < from_ms {
+        return Err("to_ms must not be before from_ms".into());
+    }
+    let area = match q.get("bbox") {
+        Some(b) => {
+            let v: Vec<f64> = b
+                .split(',')
+                .map(|x| x.trim().parse::<f64>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| "bbox must be w,s,e,n")?;
+            if v.len() != 4 {
+                return Err("bbox must be w,s,e,n".into());
+            }
+            Some(Shape::bbox([v[0], v[1], v[2], v[3]]).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let list = |k: &str| {
+        q.get(k).map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut agencies = list("agency")
+        .map(|l| l.iter().map(|a| Agency::parse(a)).collect::<Result<Vec<_>, _>>())
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    if let Some(mine) = who.agencies {
+        let allowed: Vec<Agency> = Agency::ALL
+            .into_iter()
+            .filter(|a| mine & (1 << *a as u8) != 0)
+            .collect();
+        agencies = Some(agencies.map_or(allowed.clone(), |l| {
+            l.into_iter().filter(|a| allowed.contains(a)).collect()
+        }));
+    }
+    let format = match q.get("format").map(String::as_str) {
+        None | Some("geojson") => Format::GeoJson,
+        Some("csv") => Format::Csv,
+        Some("ndjson") => Format::Ndjson,
+        Some(other) => return Err(format!("format {other:?}: use geojson, csv or ndjson")),
+    };
+    Ok(Request {
+        from_ms,
+        to_ms,
+        area,
+        units: list("units"),
+        agencies,
+        format,
+    })
+}
+
+fn query(e: &Engine, r: &Request, from_ms: i64, to_ms: i64) -> HistoryQuery {
+    HistoryQuery {
+        from_ms,
+        to_ms,
+        area: r.area.clone(),
+        // Unknown ids match nothing (an empty list, not "all").
+        units: r
+            .units
+            .as_ref()
+            .map(|ids| ids.iter().filter_map(|id| e.find_unit(id)).collect()),
+        agencies: r.agencies.clone(),
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn num(x: f32) -> String {
+    if x.is_nan() { String::new() } else { x.to_string() }
+}
+
+/// One fix as a unit-object-like JSON value.
+fn record_json(e: &Engine, r: &HistoryRecord) -> Value {
+    let mut o = serde_json::Map::new();
+    o.insert("id".into(), json!(e.unit_id(r.unit)));
+    o.insert("time_ms".into(), json!(r.fix.time_ms));
+    o.insert("lat".into(), json!(r.fix.lat));
+    o.insert("lon".into(), json!(r.fix.lon));
+    for (k, x) in [
+        ("speed_mps", r.fix.speed_mps),
+        ("heading_deg", r.fix.heading_deg),
+        ("accuracy_m", r.fix.accuracy_m),
+    ] {
+        if !x.is_nan() {
+            o.insert(k.into(), json!(x));
+        }
+    }
+    if let Some(a) = e.unit_agency(r.unit) {
+        o.insert("agency".into(), json!(a.as_str()));
+    }
+    o.insert("status".into(), json!(r.fix.status.as_str()));
+    Value::Object(o)
+}
+
+fn format_chunk(e: &Engine, records: &[HistoryRecord], format: Format, first: &mut bool) -> String {
+    let mut out = String::new();
+    for r in records {
+        match format {
+            Format::GeoJson => {
+                let props = record_json(e, r);
+                let f = json!({"type":"Feature","geometry":{"type":"Point","coordinates":[r.fix.lon, r.fix.lat]},"properties":props});
+                if !*first {
+                    out.push(',');
+                }
+                out.push_str(&f.to_string());
+            }
+            Format::Ndjson => {
+                out.push_str(&record_json(e, r).to_string());
+                out.push('\n');
+            }
+            Format::Csv => {
+                let agency = e.unit_agency(r.unit).map_or("", |a| a.as_str());
+                out.push_str(&format!(
+                    "{},{},{},{},{},{},{},{},{}\n",
+                    csv_field(e.unit_id(r.unit)),
+                    r.fix.time_ms,
+                    r.fix.lat,
+                    r.fix.lon,
+                    num(r.fix.speed_mps),
+                    num(r.fix.heading_deg),
+                    num(r.fix.accuracy_m),
+                    r.fix.status.as_str(),
+                    agency
+                ));
+            }
+        }
+        *first = false;
+    }
+    out
+}
+
+/// `GET /v1/export`.
+pub async fn export(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let who = match s
+        .tokens
+        .check(&headers, q.get("token").map(String::as_str), Some(Scope::Export))
+    {
+        Ok(c) => c,
+        Err(denied) => return denied.into_response(),
+    };
+    let r = match parse(&q, who) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    let tracks = match q.get("shape").map(String::as_str) {
+        None | Some("points") => false,
+        Some("tracks") => true,
+        Some(other) => return bad(format!("shape {other:?}: use points or tracks")),
+    };
+    if tracks {
+        return export_tracks(&s, &r);
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
+    let content_type = match r.format {
+        Format::GeoJson => "application/geo+json",
+        Format::Csv => "text/csv",
+        Format::Ndjson => "application/x-ndjson",
+    };
+    let state = s.clone();
+    tokio::task::spawn_blocking(move || {
+        let head = match r.format {
+            Format::GeoJson => "{\"type\":\"FeatureCollection\",\"features\":[".to_owned(),
+            Format::Csv => "id,time_ms,lat,lon,speed_mps,heading_deg,accuracy_m,status,agency\n".to_owned(),
+            Format::Ndjson => String::new(),
+        };
+        if tx.blocking_send(Ok(Bytes::from(head))).is_err() {
+            return;
+        }
+        let mut first = true;
+        // Only the span history holds: a window of years costs nothing extra.
+        let span = state.engine.lock().ok().and_then(|e| e.history_bounds());
+        let (mut at, to) = match span {
+            Some((lo, hi)) => (r.from_ms.max(lo), r.to_ms.min(hi)),
+            None => (1, 0),
+        };
+        while at <= to {
+            let end = at.saturating_add(MINUTE_MS - 1).min(to);
+            let text = {
+                let Ok(e) = state.engine.lock() else { return };
+                let mut text = String::new();
+                e.history_query(&query(&e, &r, at, end), |chunk| {
+                    text.push_str(&format_chunk(&e, chunk, r.format, &mut first))
+                });
+                text
+            };
+            if !text.is_empty() && tx.blocking_send(Ok(Bytes::from(text))).is_err() {
+                return;
+            }
+            at = end.saturating_add(1);
+            if end == i64::MAX {
+                break;
+            }
+        }
+        if r.format == Format::GeoJson {
+            let _ = tx.blocking_send(Ok(Bytes::from_static(b"]}")));
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(stream)).into_response()
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Result<Bytes, Infallible>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn export_tracks(s: &AppState, r: &Request) -> Response {
+    let Ok(e) = s.engine.lock() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "engine unavailable").into_response();
+    };
+    let mut tracks: HashMap<UnitSlot, Vec<[f64; 2]>> = HashMap::new();
+    let mut order: Vec<UnitSlot> = Vec::new();
+    e.history_query(&query(&e, r, r.from_ms, r.to_ms), |chunk| {
+        for rec in chunk {
+            let t = tracks.entry(rec.unit).or_default();
+            if t.is_empty() {
+                order.push(rec.unit);
+            }
+            t.push([rec.fix.lon, rec.fix.lat]);
+        }
+    });
+    order.sort_by(|a, b| e.unit_id(*a).cmp(e.unit_id(*b)));
+    let features: Vec<Value> = order
+        .iter()
+        .map(|u| {
+            let mut coords = tracks.remove(u).unwrap_or_default();
+            // A LineString needs two positions: a lone fix repeats itself.
+            if coords.len() == 1 {
+                coords.push(coords[0]);
+            }
+            json!({"type":"Feature","id":e.unit_id(*u),"geometry":{"type":"LineString","coordinates":coords},
+                   "properties":{"id":e.unit_id(*u),"fixes":coords.len(),"agency":e.unit_agency(*u).map(|a| a.as_str())}})
+        })
+        .collect();
+    match r.format {
+        Format::GeoJson => {
+            axum::Json(json!({"type":"FeatureCollection","features":features})).into_response()
+        }
+        _ => bad("shape=tracks is GeoJSON only"),
+    }
+}
+
+/// `GET /v1/export/h3`: fix counts and distinct units per cell.
+pub async fn export_h3(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let who = match s
+        .tokens
+        .check(&headers, q.get("token").map(String::as_str), Some(Scope::Export))
+    {
+        Ok(c) => c,
+        Err(denied) => return denied.into_response(),
+    };
+    let r = match parse(&q, who) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    let res = match q.get("res").map(|v| {
+        v.parse::<u8>()
+            .ok()
+            .and_then(|r| h3o::Resolution::try_from(r).ok())
+    }) {
+        Some(Some(res)) => res,
+        _ => return bad("res must be an H3 resolution 0..=15"),
+    };
+    let mut cells: HashMap<h3o::CellIndex, (u64, HashSet<UnitSlot>)> = HashMap::new();
+    {
+        let Ok(e) = s.engine.lock() else {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "engine unavailable").into_response();
+        };
+        e.history_query(&query(&e, &r, r.from_ms, r.to_ms), |chunk| {
+            for rec in chunk {
+                if let Ok(ll) = h3o::LatLng::new(rec.fix.lat, rec.fix.lon) {
+                    let c = cells.entry(ll.to_cell(res)).or_default();
+                    c.0 += 1;
+                    c.1.insert(rec.unit);
+                }
+            }
+        });
+    }
+    let mut rows: Vec<(h3o::CellIndex, u64, usize)> =
+        cells.into_iter().map(|(c, (n, u))| (c, n, u.len())).collect();
+    rows.sort_by_key(|r| u64::from(r.0));
+    match r.format {
+        Format::Csv => {
+            let mut out = String::from("h3,fixes,units\n");
+            for (c, n, u) in rows {
+                out.push_str(&format!("{c},{n},{u}\n"));
+            }
+            ([(header::CONTENT_TYPE, "text/csv")], out).into_response()
+        }
+        _ => {
+            let features: Vec<Value> = rows
+                .iter()
+                .map(|(c, n, u)| {
+                    let mut ring: Vec<[f64; 2]> = c.boundary().iter().map(|v| [v.lng(), v.lat()]).collect();
+                    if let Some(&first) = ring.first() {
+                        ring.push(first);
+                    }
+                    json!({"type":"Feature","id":c.to_string(),"geometry":{"type":"Polygon","coordinates":[ring]},
+                           "properties":{"h3":c.to_string(),"fixes":n,"units":u}})
+                })
+                .collect();
+            axum::Json(json!({"type":"FeatureCollection","features":features})).into_response()
+        }
+    }
+}
