@@ -1,13 +1,22 @@
-//! `bluelight demo`: the engine with the simulated fleet and sample fences.
+//! `bluelight demo`: the server, in memory, with the simulated fleet sending
+//! its fixes through the real ingest pipeline, the sample fences, and the
+//! dispatch map at `/`. Alerts and a summary also go to the console.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bluelight_engine::{Agency, Engine, EngineConfig, Filter, NearestQuery, Outputs, Status, UnitSlot};
+use bluelight_engine::{Agency, Engine, Filter, NearestQuery, Outputs, Status};
+use bluelight_ingest::batch::UnitRef;
 use bluelight_ingest::fleet::{Fleet, FleetConfig, SimFix};
 use bluelight_ingest::places;
+use bluelight_ingest::transport::now_ms;
 
+use crate::config::ServeConfig;
 use crate::fence_json::{feature_id, fence_from_feature};
+use crate::hub::{AlertSelect, Outgoing, Session};
+use crate::server::{self, AppState};
 
 /// Sample fences shipped in `data/`.
 pub const SAMPLE_FENCES: &str = include_str!("../../data/fences.geojson");
@@ -15,6 +24,10 @@ pub const SAMPLE_FENCES: &str = include_str!("../../data/fences.geojson");
 /// Options of the demo.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
+    /// HTTP address (the map is at `/`).
+    pub listen: SocketAddr,
+    /// Ingest address.
+    pub ingest: SocketAddr,
     /// Simulated units.
     pub units: usize,
     /// Stop after this long (real time); `None` runs until interrupted.
@@ -23,121 +36,160 @@ pub struct DemoOptions {
     pub speed: f64,
     /// Seed of the fleet.
     pub seed: u64,
-    /// Seconds between summaries.
+    /// Time between summaries.
     pub summary_every: Duration,
 }
 
-/// What a demo run saw, for its caller and tests.
+/// What a demo run saw.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DemoReport {
-    /// Fixes applied.
+    /// Fixes sent.
     pub fixes: u64,
-    /// Alerts fired.
+    /// Alerts printed.
     pub alerts: u64,
     /// Units that reported.
     pub units_seen: usize,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Loads the sample fences into an engine; returns how many.
+/// Loads the sample fences into a running server; returns how many.
 ///
 /// # Errors
 /// A sample fence that does not parse (a test guards the shipped file).
-pub fn load_sample_fences(engine: &mut Engine, now: i64) -> anyhow::Result<usize> {
+pub fn load_sample_fences(state: &AppState) -> anyhow::Result<usize> {
     let fc: geojson::FeatureCollection = SAMPLE_FENCES.parse().context("data/fences.geojson")?;
     let mut out = Outputs::default();
+    let Ok(mut engine) = state.engine.lock() else {
+        anyhow::bail!("engine unavailable")
+    };
     for f in &fc.features {
         let id = feature_id(f).context("sample fence without id")?;
-        let spec = fence_from_feature(engine, &id, f).with_context(|| format!("sample fence {id}"))?;
-        engine.put_fence(spec, now, &mut out)?;
+        let spec = fence_from_feature(&mut engine, &id, f).with_context(|| format!("sample fence {id}"))?;
+        engine.put_fence(spec, now_ms(), &mut out)?;
+        if let Ok(mut stored) = state.fence_json.lock() {
+            stored.insert(id, serde_json::to_value(f).unwrap_or_default());
+        }
     }
     Ok(fc.features.len())
 }
 
-/// Runs the demo, printing alerts and summaries to stdout.
+/// Runs the demo until `duration` (or forever).
 ///
 /// # Errors
-/// Broken shipped data.
-pub fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
-    let start = now_ms();
-    let mut engine = Engine::new(EngineConfig::default())?;
-    let fences = load_sample_fences(&mut engine, start)?;
+/// An address that cannot be bound, or broken shipped data.
+pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
+    let cfg = ServeConfig {
+        listen: opts.listen,
+        ingest: opts.ingest,
+        ..ServeConfig::default()
+    };
+    let running = server::start(&cfg).await?;
+    let state = running.state.clone();
+    let fences = load_sample_fences(&state)?;
     let towns = places::uk()?;
-    let cfg = FleetConfig {
+    let start = now_ms();
+    let fleet_cfg = FleetConfig {
         units: opts.units,
         seed: opts.seed,
         start_ms: start,
         ..FleetConfig::default()
     };
-    let mut fleet = Fleet::new(&cfg, &towns);
-    let mut slots: Vec<UnitSlot> = Vec::with_capacity(opts.units);
-    for u in fleet.units() {
-        let slot = engine.register_key(u.key, &u.id);
-        engine.set_meta(slot, Some(u.agency), Some(u.kind), Some(u.tags))?;
-        slots.push(slot);
+    let mut fleet = Fleet::new(&fleet_cfg, &towns);
+    let console = Arc::new(Session::default());
+    {
+        let Ok(mut e) = state.engine.lock() else {
+            anyhow::bail!("engine unavailable")
+        };
+        for u in fleet.units() {
+            let slot = e.register_key(u.key, &u.id);
+            e.set_meta(slot, Some(u.agency), Some(u.kind), Some(u.tags))?;
+        }
+        state
+            .hub
+            .subscribe_alerts(&e, &console, "console".into(), AlertSelect::default(), None);
     }
+    println!("listening http={} ingest={}", running.http, running.ingest);
     println!(
-        "bluelight demo: {} simulated units around {} towns, {} sample fences; speed x{}",
+        "bluelight demo: {} simulated units around {} towns, {} sample fences, speed x{}",
         opts.units,
         towns.len(),
         fences,
         opts.speed
     );
-    println!("(the HTTP/WebSocket server and dispatch map come with the api; this prints the live picture)");
+    println!(
+        "open http://{}/ for the dispatch map (API: http://{}/v1/units, ws://{}/v1/ws)",
+        running.http, running.http, running.http
+    );
     let t0 = Instant::now();
-    let mut out = Outputs::default();
-    let mut batch: Vec<SimFix> = Vec::new();
+    let mut sim: Vec<SimFix> = Vec::new();
     let mut report = DemoReport::default();
     let mut last_summary = Instant::now();
-    let mut last_tick = start;
     let mut fixes_since = 0u64;
+    let mut every = tokio::time::interval(Duration::from_millis(100));
     loop {
+        every.tick().await;
         let elapsed = t0.elapsed();
         if opts.duration.is_some_and(|d| elapsed >= d) {
             break;
         }
-        let sim_now = start + (elapsed.as_secs_f64() * opts.speed * 1000.0) as i64;
-        batch.clear();
-        fleet.advance(sim_now, &mut batch);
-        out.clear();
-        for f in &batch {
-            engine.apply(slots[f.unit as usize], &f.fix, &mut out);
+        // Device time may run ahead of the clock at --speed > 1; the server
+        // accepts up to five minutes ahead, so the fleet never gets further.
+        let sim_now =
+            start + ((elapsed.as_secs_f64() * opts.speed * 1000.0) as i64).min(now_ms() - start + 240_000);
+        sim.clear();
+        fleet.advance(sim_now, &mut sim);
+        if !sim.is_empty() {
+            let mut batch = state.pipeline.batch();
+            for (i, f) in sim.iter().enumerate() {
+                let key = fleet.units()[f.unit as usize].key;
+                batch.fixes.push((UnitRef::Key(key), f.fix));
+                batch.index.push(i as u32);
+            }
+            report.fixes += sim.len() as u64;
+            fixes_since += sim.len() as u64;
+            if state.pipeline.send(batch).await.is_err() {
+                break;
+            }
         }
-        engine.flush(&mut out);
-        if sim_now - last_tick >= 1000 {
-            engine.tick(sim_now, &mut out);
-            last_tick = sim_now;
-        }
-        report.fixes += batch.len() as u64;
-        fixes_since += batch.len() as u64;
-        for a in &out.alerts {
-            report.alerts += 1;
-            let what = a.fence.as_deref().or(a.rule.as_deref()).unwrap_or("");
-            println!(
-                "alert #{:<6} {:<9} {:<12} {}",
-                a.seq,
-                a.event.as_str(),
-                engine.unit_id(a.unit),
-                what
-            );
+        let queued: Vec<Outgoing> = console
+            .queue
+            .lock()
+            .map(|mut q| q.drain(..).collect())
+            .unwrap_or_default();
+        if !queued.is_empty()
+            && let Ok(e) = state.engine.lock()
+        {
+            for m in queued {
+                if let Outgoing::Alert(_, a) = m {
+                    report.alerts += 1;
+                    let what = a.fence.as_deref().or(a.rule.as_deref()).unwrap_or("");
+                    println!(
+                        "alert #{:<6} {:<9} {:<12} {}",
+                        a.seq,
+                        a.event.as_str(),
+                        e.unit_id(a.unit),
+                        what
+                    );
+                }
+            }
         }
         if last_summary.elapsed() >= opts.summary_every {
-            let secs = last_summary.elapsed().as_secs_f64();
-            summary(&engine, sim_now, fixes_since as f64 / secs);
+            let rate = fixes_since as f64 / last_summary.elapsed().as_secs_f64();
+            if let Ok(e) = state.engine.lock() {
+                summary(&e, sim_now, rate);
+            }
             fixes_since = 0;
             last_summary = Instant::now();
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
-    report.units_seen = slots
-        .iter()
-        .filter(|s| engine.unit_view(**s).is_some_and(|v| v.fix.is_some()))
-        .count();
+    // Let the writer drain what was sent.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Ok(e) = state.engine.lock() {
+        report.units_seen = fleet
+            .units()
+            .iter()
+            .filter(|u| e.find_unit(&u.id).and_then(|s| e.last_position(s)).is_some())
+            .count();
+    }
     Ok(report)
 }
 

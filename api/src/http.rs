@@ -50,6 +50,7 @@ macro_rules! authorise {
 /// The router of every HTTP path.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", get(map_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/fences", get(list_fences))
@@ -81,6 +82,16 @@ fn bad(message: impl Into<String>) -> Response {
 
 fn engine_busy() -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, "engine unavailable")
+}
+
+/// The dispatch map: one self-contained page (no CDN, no map tiles) over
+/// `/v1/ws` positions and alerts; pass `?token=T` when tokens are set.
+async fn map_page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("map.html"),
+    )
+        .into_response()
 }
 
 async fn healthz(State(s): Shared) -> Response {

@@ -20,9 +20,16 @@ enum Command {
     /// Serve HTTP (127.0.0.1:9600) and UDP/TCP ingest (127.0.0.1:9601) around
     /// an in-memory engine. Prints `listening http=ADDR ingest=ADDR`.
     Serve(ServeArgs),
-    /// Run the engine in memory with a simulated fleet and the sample fences,
-    /// printing alerts as they happen and a summary every few seconds.
+    /// The server in memory with a simulated national fleet sending through
+    /// the real ingest, the sample fences, and the dispatch map at
+    /// http://127.0.0.1:9600/; alerts and summaries also print here.
     Demo {
+        /// HTTP address (the map is at `/`); port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:9600")]
+        listen: SocketAddr,
+        /// UDP/TCP ingest address; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:9601")]
+        ingest: SocketAddr,
         /// Number of simulated units.
         #[arg(long, default_value_t = 3000)]
         units: usize,
@@ -147,6 +154,8 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(serve(args))?;
         }
         Command::Demo {
+            listen,
+            ingest,
             units,
             seconds,
             speed,
@@ -156,12 +165,21 @@ fn main() -> anyhow::Result<()> {
             if !(speed.is_finite() && speed > 0.0) {
                 anyhow::bail!("--speed must be a positive number");
             }
-            let report = bluelight_api::demo::run(&bluelight_api::demo::DemoOptions {
+            let opts = bluelight_api::demo::DemoOptions {
+                listen,
+                ingest,
                 units,
                 duration: seconds.map(Duration::from_secs),
                 speed,
                 seed,
                 summary_every: Duration::from_secs(summary_every.max(1)),
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            let report = rt.block_on(async {
+                tokio::select! {
+                    r = bluelight_api::demo::run(&opts) => r,
+                    _ = shutdown_signal() => Ok(bluelight_api::demo::DemoReport::default()),
+                }
             })?;
             println!(
                 "{} fixes, {} alerts, {} units seen",

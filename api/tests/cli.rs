@@ -39,6 +39,7 @@ fn demo_runs_a_moving_fleet_and_fires_alerts() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(fixes > 10_000, "{last}");
+    assert!(stdout.contains("for the dispatch map"), "{stdout}");
 }
 
 #[test]
@@ -48,7 +49,7 @@ fn help_documents_demo_options() {
         .output()
         .expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--units", "--seconds", "--speed", "--seed"] {
+    for flag in ["--units", "--seconds", "--speed", "--seed", "--listen"] {
         assert!(text.contains(flag), "{text}");
     }
 }

@@ -45,6 +45,18 @@ async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
 }
 
 #[tokio::test]
+async fn the_dispatch_map_page_is_served_at_the_root() {
+    let s = server().await;
+    let (st, body) = http(s.http, "GET", "/", None, b"").await;
+    assert_eq!(st, 200);
+    let page = String::from_utf8_lossy(&body);
+    assert!(
+        page.contains("bluelight dispatch map") && page.contains("/v1/ws"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
 async fn healthz_and_metrics_answer() {
     let s = server().await;
     let (st, v) = get_json(s.http, "/healthz").await;
