@@ -65,9 +65,9 @@ pub fn load_sample_fences(state: &AppState) -> anyhow::Result<usize> {
         let id = feature_id(f).context("sample fence without id")?;
         let spec = fence_from_feature(&mut engine, &id, f).with_context(|| format!("sample fence {id}"))?;
         engine.put_fence(spec, now_ms(), &mut out)?;
-        if let Ok(mut stored) = state.fence_json.lock() {
-            stored.insert(id, serde_json::to_value(f).unwrap_or_default());
-        }
+        state
+            .fence_json
+            .put(&id, serde_json::to_value(f).unwrap_or_default());
     }
     Ok(fc.features.len())
 }

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{Caller, Scope};
 use crate::fence_json::{fence_from_feature, filter_from_json};
-use crate::json::{unit_feature, unit_object};
+use crate::json::{nearest_results, unit_feature};
 use crate::server::{ALERT_EVENTS, AppState};
 
 type Shared = State<Arc<AppState>>;
@@ -235,13 +235,9 @@ async fn put_fence(
         s.route(&e, &out);
         created
     };
-    let mut stored = serde_json::to_value(&feature).unwrap_or(Value::Null);
-    if let Value::Object(o) = &mut stored {
-        o.insert("id".into(), json!(id));
-    }
-    if let Ok(mut f) = s.fence_json.lock() {
-        f.insert(id, stored.clone());
-    }
+    let stored = s
+        .fence_json
+        .put(&id, serde_json::to_value(&feature).unwrap_or(Value::Null));
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -257,7 +253,7 @@ async fn get_fence(
     Query(q): Params,
 ) -> Response {
     authorise!(s, headers, q, Scope::Read);
-    match s.fence_json.lock().ok().and_then(|f| f.get(&id).cloned()) {
+    match s.fence_json.get(&id) {
         Some(f) => axum::Json(f).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("fence {id:?} not found")),
     }
@@ -265,12 +261,7 @@ async fn get_fence(
 
 async fn list_fences(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
     authorise!(s, headers, q, Scope::Read);
-    let Ok(f) = s.fence_json.lock() else {
-        return engine_busy();
-    };
-    let mut ids: Vec<&String> = f.keys().collect();
-    ids.sort();
-    let features: Vec<Value> = ids.into_iter().filter_map(|id| f.get(id).cloned()).collect();
+    let features = s.fence_json.sorted();
     axum::Json(json!({"type":"FeatureCollection","features":features})).into_response()
 }
 
@@ -286,9 +277,7 @@ async fn delete_fence(
         .lock()
         .map(|mut e| e.remove_fence(&id).is_ok())
         .unwrap_or(false);
-    if let Ok(mut f) = s.fence_json.lock() {
-        f.remove(&id);
-    }
+    s.fence_json.remove(&id);
     if removed {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -338,13 +327,7 @@ async fn put_rule(
             Err(err) => return bad(err.to_string()),
         }
     };
-    let mut stored = v;
-    if let Value::Object(o) = &mut stored {
-        o.insert("id".into(), json!(id));
-    }
-    if let Ok(mut r) = s.rule_json.lock() {
-        r.insert(id, stored.clone());
-    }
+    let stored = s.rule_json.put(&id, v);
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -360,7 +343,7 @@ async fn get_rule(
     Query(q): Params,
 ) -> Response {
     authorise!(s, headers, q, Scope::Read);
-    match s.rule_json.lock().ok().and_then(|r| r.get(&id).cloned()) {
+    match s.rule_json.get(&id) {
         Some(r) => axum::Json(r).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("rule {id:?} not found")),
     }
@@ -368,12 +351,7 @@ async fn get_rule(
 
 async fn list_rules(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
     authorise!(s, headers, q, Scope::Read);
-    let Ok(r) = s.rule_json.lock() else {
-        return engine_busy();
-    };
-    let mut ids: Vec<&String> = r.keys().collect();
-    ids.sort();
-    let rules: Vec<Value> = ids.into_iter().filter_map(|id| r.get(id).cloned()).collect();
+    let rules = s.rule_json.sorted();
     axum::Json(json!({ "rules": rules })).into_response()
 }
 
@@ -389,9 +367,7 @@ async fn delete_rule(
         .lock()
         .map(|mut e| e.remove_rule(&id).is_ok())
         .unwrap_or(false);
-    if let Ok(mut r) = s.rule_json.lock() {
-        r.remove(&id);
-    }
+    s.rule_json.remove(&id);
     if removed {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -516,21 +492,18 @@ async fn nearest(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Resp
         Ok(f) => who.limit(f),
         Err(err) => return bad(err),
     };
-    let results: Vec<Value> = e
-        .nearest(
-            &NearestQuery {
-                lat,
-                lon,
-                k,
-                filter,
-                max_distance_m,
-                include_stale,
-            },
-            now_ms(),
-        )
-        .iter()
-        .filter_map(|n| Some(json!({"unit": unit_object(&e, n.unit)?, "distance_m": n.distance_m})))
-        .collect();
+    let found = e.nearest(
+        &NearestQuery {
+            lat,
+            lon,
+            k,
+            filter,
+            max_distance_m,
+            include_stale,
+        },
+        now_ms(),
+    );
+    let results = nearest_results(&e, &found);
     axum::Json(json!({"type":"nearest","results":results})).into_response()
 }
 

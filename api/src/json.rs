@@ -1,6 +1,9 @@
 //! JSON shapes of PROTOCOL.md: unit objects and unit Features.
 
-use bluelight_engine::{Engine, UnitSlot};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bluelight_engine::{Engine, Neighbor, UnitSlot};
 use serde_json::{Map, Value, json};
 
 /// A unit object (PROTOCOL.md "A unit object"); unknown fields are omitted.
@@ -42,4 +45,50 @@ pub fn unit_feature(engine: &Engine, slot: UnitSlot) -> Option<Value> {
     let (lon, lat) = (o.get("lon").cloned()?, o.get("lat").cloned()?);
     let id = o.get("id").cloned()?;
     Some(json!({"type":"Feature","id":id,"geometry":{"type":"Point","coordinates":[lon,lat]},"properties":o}))
+}
+
+/// Nearest results as PROTOCOL.md lists them: `[{"unit": {...}, "distance_m": D}]`.
+pub fn nearest_results(engine: &Engine, results: &[Neighbor]) -> Vec<Value> {
+    results
+        .iter()
+        .filter_map(|n| Some(json!({"unit": unit_object(engine, n.unit)?, "distance_m": n.distance_m})))
+        .collect()
+}
+
+/// Definitions as their owners sent them (fences, rules), keyed by id, for
+/// GET: a client reads back exactly what it wrote.
+#[derive(Debug, Default)]
+pub struct StoredJson(Mutex<HashMap<String, Value>>);
+
+impl StoredJson {
+    /// Stores `v` under `id` (setting its `id` member) and returns it.
+    pub fn put(&self, id: &str, mut v: Value) -> Value {
+        if let Value::Object(o) = &mut v {
+            o.insert("id".into(), json!(id));
+        }
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(id.to_owned(), v.clone());
+        }
+        v
+    }
+
+    /// The definition of `id`.
+    pub fn get(&self, id: &str) -> Option<Value> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+
+    /// Every definition, by id.
+    pub fn sorted(&self) -> Vec<Value> {
+        let Ok(m) = self.0.lock() else { return Vec::new() };
+        let mut ids: Vec<&String> = m.keys().collect();
+        ids.sort();
+        ids.into_iter().filter_map(|id| m.get(id).cloned()).collect()
+    }
+
+    /// Forgets `id`.
+    pub fn remove(&self, id: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(id);
+        }
+    }
 }

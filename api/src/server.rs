@@ -1,7 +1,6 @@
 //! `bluelight serve`: binds the HTTP and ingest addresses, starts the
 //! engine's writer and clock, and serves until shut down.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,9 +32,9 @@ pub struct AppState {
     /// Into the writer.
     pub pipeline: PipelineHandle,
     /// Fences as their owners sent them (GeoJSON Features), for GET.
-    pub fence_json: Mutex<HashMap<String, serde_json::Value>>,
+    pub fence_json: crate::json::StoredJson,
     /// Rules as their owners sent them, for GET.
-    pub rule_json: Mutex<HashMap<String, serde_json::Value>>,
+    pub rule_json: crate::json::StoredJson,
     /// Alerts fired, by event (indexed like `ALERT_EVENTS`).
     pub alerts: Arc<[AtomicU64; 6]>,
     /// When the server started.
@@ -114,8 +113,8 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
     let state = Arc::new(AppState {
         engine: engine.clone(),
         pipeline: pipeline.clone(),
-        fence_json: Mutex::default(),
-        rule_json: Mutex::default(),
+        fence_json: crate::json::StoredJson::default(),
+        rule_json: crate::json::StoredJson::default(),
         alerts,
         started: Instant::now(),
         hub: crate::hub::Hub::default(),

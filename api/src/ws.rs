@@ -16,7 +16,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use bluelight_engine::{Engine, Filter, NearestQuery, Neighbor, Shape, UnitSlot};
+use bluelight_engine::{Engine, Filter, NearestQuery, Shape, UnitSlot};
 use bluelight_ingest::transport::now_ms;
 use futures_util::{SinkExt, StreamExt};
 use geo::MultiPolygon;
@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use crate::auth::{Caller, Scope};
 use crate::fence_json::{filter_from_json, polygon};
 use crate::hub::{AlertSelect, Outgoing, Session, alert_text};
-use crate::json::unit_object;
+use crate::json::{nearest_results, unit_object};
 use crate::server::AppState;
 
 /// Upgrades `/v1/ws` for any valid token (`?token=T` for browsers); each
@@ -250,7 +250,7 @@ fn due_updates(s: &AppState, session: &Session, owned: &mut HashMap<String, Owne
     for (sub, query) in due_nearest {
         let results = e
             .nearest_results(query)
-            .map(|r| results_json(&e, r))
+            .map(|r| nearest_results(&e, r))
             .unwrap_or_default();
         out.push(json!({"type":"nearest","sub":sub,"results":results}).to_string());
         if let Some(Owned::Nearest { last, .. }) = owned.get_mut(&sub) {
@@ -258,12 +258,6 @@ fn due_updates(s: &AppState, session: &Session, owned: &mut HashMap<String, Owne
         }
     }
     out
-}
-
-fn results_json(e: &Engine, r: &[Neighbor]) -> Vec<Value> {
-    r.iter()
-        .filter_map(|n| Some(json!({"unit": unit_object(e, n.unit)?, "distance_m": n.distance_m})))
-        .collect()
 }
 
 fn max_hz(v: &Value, default: f64) -> Result<Duration, String> {
@@ -490,7 +484,7 @@ fn subscribe(
             );
             Ok(vec![
                 json!({"type":"subscribed","id":id,"sub":sub}).to_string(),
-                json!({"type":"nearest","sub":sub,"results":results_json(&e, &results)}).to_string(),
+                json!({"type":"nearest","sub":sub,"results":nearest_results(&e, &results)}).to_string(),
             ])
         }
         other => Err(bad(format!(
@@ -521,7 +515,7 @@ fn one_shot_nearest(s: &AppState, v: &Value, id: &Value, who: Caller) -> Handled
         now_ms(),
     );
     Ok(vec![
-        json!({"type":"nearest","id":id,"results":results_json(&e, &results)}).to_string(),
+        json!({"type":"nearest","id":id,"results":nearest_results(&e, &results)}).to_string(),
     ])
 }
 
