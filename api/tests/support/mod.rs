@@ -41,8 +41,31 @@ pub async fn request(
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).await.expect("write");
     s.write_all(body).await.expect("write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("read");
+    // Read to the end, or to Content-Length for servers that keep the
+    // connection open; never longer than 15 s.
+    let read = async {
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = s.read(&mut buf).await.expect("read");
+            if n == 0 {
+                return raw;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:")?.trim().parse::<usize>().ok());
+                if len.is_some_and(|len| raw.len() >= split + 4 + len) {
+                    return raw;
+                }
+            }
+        }
+    };
+    let raw = tokio::time::timeout(std::time::Duration::from_secs(15), read)
+        .await
+        .expect("an HTTP reply within 15 s");
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
