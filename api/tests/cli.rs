@@ -58,5 +58,8 @@ fn help_documents_demo_options() {
 fn the_readme_main_command_resolves_to_the_bluelight_binary() {
     // `cargo run --release -- demo` must not be ambiguous in the workspace.
     let manifest = include_str!("../../Cargo.toml");
-    assert!(manifest.contains("default-members = [\"api\"]"), "the workspace must default to the api package");
+    assert!(
+        manifest.contains("default-members = [\"api\"]"),
+        "the workspace must default to the api package"
+    );
 }
