@@ -120,7 +120,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => println!("listening http={} ingest={}", running.http, running.ingest),
     }
     shutdown_signal().await;
-    println!("shutting down");
+    println!("shutting down: closing sessions (1001) and draining ingest");
+    running.shutdown(Duration::from_secs(5)).await;
+    println!("stopped");
     Ok(())
 }
 

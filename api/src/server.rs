@@ -43,6 +43,8 @@ pub struct AppState {
     pub hub: crate::hub::Hub,
     /// WebSocket sessions open.
     pub sessions: AtomicU64,
+    /// Set once on shutdown: HTTP stops accepting, sessions close with 1001.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Configured tokens.
     pub tokens: crate::auth::Tokens,
 }
@@ -74,6 +76,21 @@ pub struct Running {
     pub cot: Option<SocketAddr>,
     /// Shared state (for tests and `demo`).
     pub state: Arc<AppState>,
+}
+
+impl Running {
+    /// Shuts down gracefully: stops accepting HTTP, closes every WebSocket
+    /// session with 1001, and waits (at most `grace`) for the sessions to
+    /// close and the writer to apply what is queued.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.state.shutdown.send(true);
+        let deadline = Instant::now() + grace;
+        while (self.state.sessions.load(Ordering::Relaxed) > 0 || self.state.pipeline.queued() > 0)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Binds everything and starts serving in the background on the current
@@ -119,6 +136,7 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
         started: Instant::now(),
         hub: crate::hub::Hub::default(),
         sessions: AtomicU64::new(0),
+        shutdown: tokio::sync::watch::channel(false).0,
         tokens: crate::auth::Tokens::new(&cfg.auth.tokens),
     });
     let _ = sink_state.set(Arc::downgrade(&state));
@@ -138,8 +156,15 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
     let http_listener = TcpListener::bind(cfg.listen).await?;
     let http = http_listener.local_addr()?;
     let app = crate::http::router(state.clone());
+    let mut stop = state.shutdown.subscribe();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, app).await {
+        let stopping = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(http_listener, app)
+            .with_graceful_shutdown(stopping)
+            .await
+        {
             eprintln!("http server stopped: {e}");
         }
     });

@@ -70,9 +70,19 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
     let mut tick = tokio::time::interval(Duration::from_millis(25));
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     let mut last_heard = Instant::now();
+    let mut stop = s.shutdown.subscribe();
     s.sessions.fetch_add(1, Ordering::Relaxed);
     'conn: loop {
         tokio::select! {
+            changed = stop.changed() => {
+                // Copied out at once: the guard must not live across an await.
+                let stopping = changed.is_err() || *stop.borrow();
+                if stopping {
+                    let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), tx.send(Message::Close(Some(frame)))).await;
+                    break 'conn;
+                }
+            }
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     last_heard = Instant::now();

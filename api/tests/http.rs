@@ -318,3 +318,64 @@ fn the_binary_refuses_a_public_address_without_tokens() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--insecure"), "{err}");
 }
+
+#[test]
+fn sigterm_closes_websocket_sessions_with_1001_and_exits_cleanly() {
+    use futures_util::StreamExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bluelight"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--ingest", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("listening "))
+        .expect("a listening line");
+    let http_addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .and_then(|a| a.parse().ok())
+        .expect("http=ADDR");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let code = rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http_addr}/v1/ws"))
+            .await
+            .expect("ws");
+        // Our own child, by its PID.
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("a close in time")
+            {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                    return f.map(|f| u16::from(f.code));
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("stream ended without a close frame: {other:?}"),
+            }
+        }
+    });
+    assert_eq!(code, Some(1001));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
+}

@@ -92,6 +92,11 @@ impl PipelineHandle {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// Batches waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Sends a batch if the queue has room; otherwise drops it and counts
     /// its fixes (UDP).
     pub fn try_send(&self, batch: IngestBatch) -> bool {
