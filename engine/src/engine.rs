@@ -84,6 +84,8 @@ pub struct Engine {
     pub(crate) scratch_members: Vec<Membership>,
     /// Reused slot list.
     pub(crate) scratch_slots: Vec<u32>,
+    /// Reused list of a unit's rule partners (the rule pass runs per fix).
+    pub(crate) scratch_partners: Vec<u32>,
     /// Proximity rules.
     pub(crate) rules: Vec<Rule>,
     /// Recent fixes.
@@ -137,6 +139,7 @@ impl Engine {
             members: Memberships::default(),
             scratch_members: Vec::new(),
             scratch_slots: Vec::new(),
+            scratch_partners: Vec::new(),
             rules: Vec::new(),
             history,
             seq: 0,
@@ -390,7 +393,6 @@ impl Engine {
                         (true, false) if detect.exit => Some(AlertEvent::Exit),
                         _ => None,
                     };
-                    let name = name.clone();
                     let dwell_due = detect.dwell
                         && kept.is_some_and(|k| {
                             k.flags & DWELL_FIRED == 0
@@ -417,7 +419,7 @@ impl Engine {
                             event: AlertEvent::Dwell,
                             unit: UnitSlot(slot),
                             time_ms: st.time_ms,
-                            fence: Some(name),
+                            fence: Some(name.clone()),
                             rule: None,
                             other: None,
                             distance_m: None,

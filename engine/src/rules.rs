@@ -86,13 +86,16 @@ impl Engine {
     pub(crate) fn evaluate_rules(&mut self, slot: u32, out: &mut Outputs) {
         for r in 0..self.rules.len() {
             // Disarm pairs that separated or stopped matching.
-            let partners: Vec<u32> = self.rules[r].partners.get(&slot).cloned().unwrap_or_default();
+            let mut partners = std::mem::take(&mut self.scratch_partners);
+            partners.clear();
+            partners.extend(self.rules[r].partners.get(&slot).into_iter().flatten());
             let rearm = self.rules[r].spec.radius_m + self.rules[r].spec.hysteresis_m;
-            for other in partners {
+            for &other in &partners {
                 if !self.pair_matches(r, slot, other) || self.distance_between(slot, other) > rearm {
                     self.rules[r].unlink(slot, other);
                 }
             }
+            self.scratch_partners = partners;
             let t = i64::MAX;
             let (is_from, is_to) = {
                 let rule = &self.rules[r];
@@ -107,7 +110,8 @@ impl Engine {
             let radius = self.rules[r].spec.radius_m;
             let st = *self.state(slot);
             let b = cap_aabb(st.xyz(), radius / EARTH_RADIUS_M);
-            let mut near = Vec::new();
+            let mut near = std::mem::take(&mut self.scratch_slots);
+            near.clear();
             self.index.for_each_cell_in(&b, |c| {
                 self.for_each_unit_in_cell(c, |s| {
                     if s != slot {
@@ -117,7 +121,7 @@ impl Engine {
             });
             near.sort_unstable();
             near.dedup();
-            for other in near {
+            for &other in &near {
                 let o = self.state(other);
                 if !o.seen() || o.stale() || self.rules[r].linked(slot, other) {
                     continue;
@@ -144,6 +148,7 @@ impl Engine {
                     );
                 }
             }
+            self.scratch_slots = near;
         }
     }
 
