@@ -17,7 +17,7 @@ use bluelight_engine::{Agency, Engine, HistoryQuery, HistoryRecord, Shape, UnitS
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::auth::{Caller, Scope};
+use crate::auth::{Caller, Denied, Scope};
 use crate::server::AppState;
 
 const MINUTE_MS: i64 = 60_000;
@@ -195,22 +195,24 @@ fn format_chunk(e: &Engine, records: &[HistoryRecord], format: Format, first: &m
     out
 }
 
+/// Authorises an export (scope `export`) and parses its query, with the
+/// caller's agency limit folded in.
+fn authorised(s: &AppState, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<Request, Denied> {
+    let who = s
+        .tokens
+        .check(headers, q.get("token").map(String::as_str), Some(Scope::Export))?;
+    parse(q, who).map_err(|e| Denied(StatusCode::BAD_REQUEST, e))
+}
+
 /// `GET /v1/export`.
 pub async fn export(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let who = match s
-        .tokens
-        .check(&headers, q.get("token").map(String::as_str), Some(Scope::Export))
-    {
-        Ok(c) => c,
-        Err(denied) => return denied.into_response(),
-    };
-    let r = match parse(&q, who) {
+    let r = match authorised(&s, &headers, &q) {
         Ok(r) => r,
-        Err(e) => return bad(e),
+        Err(denied) => return denied.into_response(),
     };
     let tracks = match q.get("shape").map(String::as_str) {
         None | Some("points") => false,
@@ -317,16 +319,9 @@ pub async fn export_h3(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let who = match s
-        .tokens
-        .check(&headers, q.get("token").map(String::as_str), Some(Scope::Export))
-    {
-        Ok(c) => c,
-        Err(denied) => return denied.into_response(),
-    };
-    let r = match parse(&q, who) {
+    let r = match authorised(&s, &headers, &q) {
         Ok(r) => r,
-        Err(e) => return bad(e),
+        Err(denied) => return denied.into_response(),
     };
     let res = match q.get("res").map(|v| {
         v.parse::<u8>()
