@@ -228,6 +228,11 @@ pub async fn export(
         Format::Csv => "text/csv",
         Format::Ndjson => "application/x-ndjson",
     };
+    // An upper bound of the rows to come, for clients' progress bars.
+    let most = s
+        .engine
+        .lock()
+        .map_or(0, |e| e.history_count_upper_bound(r.from_ms, r.to_ms));
     let state = s.clone();
     tokio::task::spawn_blocking(move || {
         let head = match r.format {
@@ -268,8 +273,19 @@ pub async fn export(
         }
     });
     let stream = tokio_stream_from(rx);
-    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(stream)).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::HeaderName::from_static(FIXES_AT_MOST), most.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
+
+/// Response header of a points export: at most this many fixes follow (the
+/// fixes of the window's minutes, before the area, unit and agency filters).
+pub const FIXES_AT_MOST: &str = "x-bluelight-fixes-at-most";
 
 fn tokio_stream_from(
     mut rx: mpsc::Receiver<Result<Bytes, Infallible>>,

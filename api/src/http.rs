@@ -150,6 +150,36 @@ async fn metrics(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Resp
         "# HELP bluelight_ws_closed_slow_total Sessions closed with 1013 for not keeping up with alerts.\n# TYPE bluelight_ws_closed_slow_total counter\nbluelight_ws_closed_slow_total {}",
         s.hub.closed_slow.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_positions_conflated_total Position updates superseded by a later fix before the feed flushed.\n# TYPE bluelight_positions_conflated_total counter\nbluelight_positions_conflated_total {}",
+        s.hub.conflated.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_ingest_queue_batches Batches waiting for the engine's writer (the queue holds 256).\n# TYPE bluelight_ingest_queue_batches gauge\nbluelight_ingest_queue_batches {}",
+        s.pipeline.queued()
+    );
+    let (queued, queued_max) = s.hub.queued_messages();
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_ws_queued_messages Messages waiting in WebSocket session queues, all sessions.\n# TYPE bluelight_ws_queued_messages gauge\nbluelight_ws_queued_messages {queued}"
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_ws_queued_messages_max The most messages one session has waiting (closed with 1013 at {}).\n# TYPE bluelight_ws_queued_messages_max gauge\nbluelight_ws_queued_messages_max {queued_max}",
+        crate::hub::SESSION_QUEUE
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_alert_subscriptions Alert subscriptions open.\n# TYPE bluelight_alert_subscriptions gauge\nbluelight_alert_subscriptions {}",
+        s.hub.alert_subscriptions()
+    );
+    s.alert_latency.render(
+        "bluelight_fix_to_alert_seconds",
+        "Fix received to alert frame sent, per alert frame (live alerts; replays excluded).",
+        &mut m,
+    );
     let _ = writeln!(m, "# HELP bluelight_alerts_total Alerts fired, by event.");
     let _ = writeln!(m, "# TYPE bluelight_alerts_total counter");
     for (i, e) in ALERT_EVENTS.iter().enumerate() {
@@ -243,6 +273,7 @@ async fn put_fence(
     } else {
         StatusCode::OK
     };
+    tracing::info!(fence = %id, created, "fence stored");
     (status, axum::Json(stored)).into_response()
 }
 
@@ -279,6 +310,7 @@ async fn delete_fence(
         .unwrap_or(false);
     s.fence_json.remove(&id);
     if removed {
+        tracing::info!(fence = %id, "fence deleted");
         StatusCode::NO_CONTENT.into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("fence {id:?} not found"))

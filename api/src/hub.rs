@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bluelight_engine::{Alert, AlertEvent, Engine, FeedChange, Filter, Outputs};
 use serde_json::json;
@@ -39,6 +40,9 @@ pub struct AlertRecord {
     pub unit: bluelight_engine::UnitSlot,
     /// The other unit of a proximity alert.
     pub other: Option<bluelight_engine::UnitSlot>,
+    /// When the fix that fired it was received (none for the clock's
+    /// alerts): sessions record fix-to-frame latency against it.
+    pub received: Option<Instant>,
 }
 
 /// What an alerts subscription wants.
@@ -177,9 +181,12 @@ pub struct Hub {
     next_sub: AtomicU64,
     /// Sessions closed for being too slow.
     pub closed_slow: AtomicU64,
+    /// Position updates superseded by a later fix of the same unit before
+    /// the feed flushed (conflation at work).
+    pub conflated: AtomicU64,
 }
 
-fn record(engine: &Engine, a: &Alert) -> AlertRecord {
+fn record(engine: &Engine, a: &Alert, received: Option<Instant>) -> AlertRecord {
     let mut body = json!({
         "seq": a.seq,
         "event": a.event.as_str(),
@@ -209,6 +216,7 @@ fn record(engine: &Engine, a: &Alert) -> AlertRecord {
         body: text[1..text.len() - 1].to_owned(),
         unit: a.unit,
         other: a.other,
+        received,
     }
 }
 
@@ -223,11 +231,12 @@ impl Hub {
         format!("{prefix}{}", self.next_sub.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    /// Routes one batch's outputs (called with the engine locked).
-    pub fn route(&self, engine: &Engine, out: &Outputs) {
+    /// Routes one batch's outputs (called with the engine locked);
+    /// `received` is when the batch's fixes arrived.
+    pub fn route(&self, engine: &Engine, out: &Outputs, received: Option<Instant>) {
         let Ok(mut inner) = self.inner.lock() else { return };
         for a in &out.alerts {
-            let r = Arc::new(record(engine, a));
+            let r = Arc::new(record(engine, a, received));
             inner.ring.push_back(r.clone());
             if inner.ring.len() > ALERT_RING {
                 inner.ring.pop_front();
@@ -249,7 +258,9 @@ impl Hub {
                 match f.change {
                     FeedChange::Entered | FeedChange::Moved => {
                         buf.left.remove(&f.unit.0);
-                        buf.changed.insert(f.unit.0);
+                        if !buf.changed.insert(f.unit.0) {
+                            self.conflated.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     FeedChange::Left => {
                         buf.changed.remove(&f.unit.0);
@@ -344,6 +355,32 @@ impl Hub {
             inner.feeds.retain(|_, (s, _)| !Arc::ptr_eq(s, session));
             inner.nearest.retain(|_, (s, _)| !Arc::ptr_eq(s, session));
         }
+    }
+
+    /// Messages waiting in session queues: the total and the largest one
+    /// session holds (for metrics; a growing maximum names a slow client).
+    pub fn queued_messages(&self) -> (usize, usize) {
+        let Ok(inner) = self.inner.lock() else {
+            return (0, 0);
+        };
+        let mut seen: Vec<*const Session> = Vec::new();
+        let (mut total, mut max) = (0, 0);
+        let sessions = inner
+            .alert_subs
+            .values()
+            .map(|(s, _)| s)
+            .chain(inner.feeds.values().map(|(s, _)| s))
+            .chain(inner.nearest.values().map(|(s, _)| s));
+        for s in sessions {
+            if seen.contains(&Arc::as_ptr(s)) {
+                continue;
+            }
+            seen.push(Arc::as_ptr(s));
+            let n = s.queue.lock().map_or(0, |q| q.len()) + s.replay.lock().map_or(0, |q| q.len());
+            total += n;
+            max = max.max(n);
+        }
+        (total, max)
     }
 
     /// Alert subscriptions open (for metrics).

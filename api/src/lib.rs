@@ -1,8 +1,8 @@
 //! # bluelight-api
 //!
-//! The `bluelight` server and command line: `serve` (HTTP and ingest
-//! listeners around the engine) and `demo`. WebSocket feeds, alerts,
-//! export and auth enforcement are being built (see the open api issue).
+//! The `bluelight` server and command line: `serve` (HTTP, WebSocket and ingest
+//! listeners around the engine), `demo` (the server with a simulated fleet
+//! and the dispatch map) and `export` (history from a running server).
 //!
 //! ## Layout
 //!
@@ -13,12 +13,17 @@
 //! * [`export`] — history export: points, tracks, H3 aggregates.
 //! * [`json`] — unit objects and Features.
 //! * [`fence_json`] — GeoJSON Features ⇄ fences, and protocol filters.
+//! * [`hub`] — routes alerts, feed changes and nearest answers to sessions.
+//! * [`ws`] — the WebSocket protocol (`/v1/ws`, `/v1/ingest`).
+//! * [`latency`] — the fix-to-alert histogram in `/metrics`.
+//! * [`cli_export`] — `bluelight export`: streams `/v1/export` to a file.
 //! * [`demo`] — the demo loop.
 
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
 pub mod auth;
+pub mod cli_export;
 pub mod config;
 pub mod demo;
 pub mod export;
@@ -26,5 +31,6 @@ pub mod fence_json;
 pub mod http;
 pub mod hub;
 pub mod json;
+pub mod latency;
 pub mod server;
 pub mod ws;

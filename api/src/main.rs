@@ -46,6 +46,113 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         summary_every: u64,
     },
+    /// Export history from a running server (`GET /v1/export`) to a file or
+    /// stdout, with a progress bar on a terminal.
+    ///
+    /// Examples:
+    ///   bluelight export --last 1h --format csv --out last-hour.csv
+    ///   bluelight export --from-ms 1763726400000 --to-ms 1763730000000 --agency ambulance --shape tracks --out tracks.geojson
+    ///   bluelight export --last 24h --h3-res 8 --out heat.geojson
+    #[command(verbatim_doc_comment)]
+    Export(ExportArgs),
+}
+
+/// `export` options.
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// The server's HTTP address.
+    #[arg(long, env = "BLUELIGHT_SERVER", default_value = "http://127.0.0.1:9600")]
+    server: String,
+    /// A token with scope `export` (when the server has tokens).
+    #[arg(long, env = "BLUELIGHT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Window start, ms since the Unix epoch (with --to-ms).
+    #[arg(long, requires = "to_ms", conflicts_with = "last")]
+    from_ms: Option<i64>,
+    /// Window end, ms since the Unix epoch (with --from-ms).
+    #[arg(long, requires = "from_ms")]
+    to_ms: Option<i64>,
+    /// Window ending now: a number with s, m, h or d (default 1h).
+    #[arg(long)]
+    last: Option<String>,
+    /// Only fixes inside w,s,e,n (degrees).
+    #[arg(long, allow_hyphen_values = true)]
+    bbox: Option<String>,
+    /// Only these units (comma-separated ids).
+    #[arg(long)]
+    units: Option<String>,
+    /// Only these agencies (comma-separated: police, fire, ambulance, coastguard, other).
+    #[arg(long)]
+    agency: Option<String>,
+    /// geojson, csv or ndjson (H3: geojson or csv).
+    #[arg(long, default_value = "geojson", value_parser = ["geojson", "csv", "ndjson"])]
+    format: String,
+    /// points (one row per fix) or tracks (one LineString per unit).
+    #[arg(long, default_value = "points", value_parser = ["points", "tracks"])]
+    shape: String,
+    /// Fix counts and distinct units per H3 cell at this resolution (0-15)
+    /// instead of fixes.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=15))]
+    h3_res: Option<u8>,
+    /// Output file (written to FILE.part, renamed when complete); default stdout.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Parses `90s`, `15m`, `2h`, `7d` into milliseconds.
+fn parse_span_ms(s: &str) -> anyhow::Result<i64> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = n
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--last {s:?}: use a number with s, m, h or d, e.g. 15m"))?;
+    let per = match unit {
+        "s" => 1_000,
+        "m" | "" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => anyhow::bail!("--last {s:?}: use a number with s, m, h or d, e.g. 15m"),
+    };
+    Ok(n.saturating_mul(per))
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let now = bluelight_ingest::transport::now_ms();
+    let (from_ms, to_ms) = match (args.from_ms, args.to_ms) {
+        (Some(f), Some(t)) => (f, t),
+        _ => (now - parse_span_ms(args.last.as_deref().unwrap_or("1h"))?, now),
+    };
+    if args.h3_res.is_some() && args.format == "ndjson" {
+        anyhow::bail!("--h3-res exports geojson or csv");
+    }
+    let req = bluelight_api::cli_export::ExportRequest {
+        server: args.server,
+        token: args.token,
+        from_ms,
+        to_ms,
+        bbox: args.bbox,
+        units: args.units,
+        agency: args.agency,
+        format: args.format,
+        shape: args.shape,
+        h3_res: args.h3_res,
+        out: args.out.clone(),
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    let done = bluelight_api::cli_export::run(&req).await?;
+    if let Some(out) = &args.out {
+        eprintln!(
+            "wrote {} rows, {} bytes to {}",
+            done.rows,
+            done.bytes,
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// `serve` options; each overrides the same key of `--config`.
@@ -119,7 +226,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => println!("listening http={} ingest={}", running.http, running.ingest),
     }
+    tracing::info!(http = %running.http, ingest = %running.ingest, "serving");
     shutdown_signal().await;
+    tracing::info!("shutdown signal received");
     println!("shutting down: closing sessions (1001) and draining ingest");
     running.shutdown(Duration::from_secs(5)).await;
     println!("stopped");
@@ -148,9 +257,27 @@ async fn shutdown_signal() {
     }
 }
 
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`); stdout keeps
+/// the lines scripts read (`listening http=... ingest=...`).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_logs();
     match cli.command {
+        Command::Export(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(export(args))?;
+        }
         Command::Serve(args) => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(args))?;

@@ -47,14 +47,21 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Configured tokens.
     pub tokens: crate::auth::Tokens,
+    /// Fix received to alert frame sent, per frame.
+    pub alert_latency: crate::latency::LatencyHistogram,
 }
 
 impl AppState {
     /// Routes what the engine produced outside the writer (fence replaces,
     /// the clock).
     pub fn route(&self, engine: &Engine, out: &Outputs) {
+        self.route_received(engine, out, None);
+    }
+
+    /// Routes a batch's outputs; `received` is when its fixes arrived.
+    pub fn route_received(&self, engine: &Engine, out: &Outputs, received: Option<Instant>) {
         count_alerts(&self.alerts, out);
-        self.hub.route(engine, out);
+        self.hub.route(engine, out, received);
     }
 }
 
@@ -121,9 +128,9 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
             validation,
             ..PipelineConfig::default()
         },
-        Box::new(move |engine, out| {
+        Box::new(move |engine, out, received| {
             if let Some(state) = sink_cell.get().and_then(std::sync::Weak::upgrade) {
-                state.route(engine, out);
+                state.route_received(engine, out, received);
             }
         }),
     );
@@ -138,6 +145,7 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
         sessions: AtomicU64::new(0),
         shutdown: tokio::sync::watch::channel(false).0,
         tokens: crate::auth::Tokens::new(&cfg.auth.tokens),
+        alert_latency: crate::latency::LatencyHistogram::default(),
     });
     let _ = sink_state.set(Arc::downgrade(&state));
     let limits = ListenerLimits::default();
@@ -165,7 +173,7 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
             .with_graceful_shutdown(stopping)
             .await
         {
-            eprintln!("http server stopped: {e}");
+            tracing::error!(error = %e, "http server stopped");
         }
     });
     // The engine's clock: staleness, dwell for silent units, history expiry.

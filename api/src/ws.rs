@@ -114,6 +114,8 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
             .lock()
             .map(|mut q| q.drain(..).collect())
             .unwrap_or_default();
+        // Replayed alerts are old by design: only live ones count as latency.
+        let replayed = queued.len();
         queued.extend(
             session
                 .queue
@@ -121,12 +123,16 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
                 .map(|mut q| q.drain(..).collect::<Vec<_>>())
                 .unwrap_or_default(),
         );
-        for m in queued {
-            let text = match m {
-                Outgoing::Text(t) => t,
-                Outgoing::Alert(sub, r) => alert_text(&sub, &r),
+        for (i, m) in queued.into_iter().enumerate() {
+            let (text, received) = match m {
+                Outgoing::Text(t) => (t, None),
+                Outgoing::Alert(sub, r) => (alert_text(&sub, &r), r.received.filter(|_| i >= replayed)),
             };
-            if send(&mut tx, text).await.is_err() {
+            let sent = send(&mut tx, text).await;
+            if let (Ok(()), Some(t)) = (&sent, received) {
+                s.alert_latency.observe(t.elapsed());
+            }
+            if sent.is_err() {
                 if session.too_slow.load(Ordering::Relaxed) {
                     close_too_slow(&s, &mut tx, &mut rx).await;
                 }
@@ -154,6 +160,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
         }
     }
     s.sessions.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(subscriptions = owned.len(), "WebSocket session closed");
 }
 
 /// Closes with 1013: the client fell behind its alerts (none was dropped:
@@ -165,6 +172,7 @@ async fn close_too_slow(
     rx: &mut futures_util::stream::SplitStream<WebSocket>,
 ) {
     s.hub.closed_slow.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!("closing a WebSocket session with 1013: it fell behind its alerts");
     let frame = CloseFrame {
         code: 1013,
         reason: "too slow for alerts; reconnect with since_seq".into(),

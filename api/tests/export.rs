@@ -230,3 +230,122 @@ async fn an_agency_limited_analyst_exports_only_their_agency_and_bad_queries_are
         "a huge window costs only what history holds"
     );
 }
+
+/// Runs `bluelight export` against the server, bounded in time.
+async fn cli_export(args: &[&str]) -> std::process::Output {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bluelight"))
+        .arg("export")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(std::time::Duration::from_secs(60), child)
+        .await
+        .expect("bluelight export finishes within 60 s")
+        .expect("bluelight export runs")
+}
+
+#[tokio::test]
+async fn cli_export_writes_the_same_rows_as_the_http_export() {
+    let (s, t) = seeded().await;
+    let dir = std::env::temp_dir().join(format!("bluelight-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = dir.join("fixes.csv");
+    let server = format!("http://{}", s.http);
+    let (from, to) = (t.to_string(), (t + 200_000).to_string());
+    let run = cli_export(&[
+        "--server",
+        &server,
+        "--token",
+        "all-of-it-0000000000001",
+        "--from-ms",
+        &from,
+        "--to-ms",
+        &to,
+        "--format",
+        "csv",
+        "--out",
+        out.to_str().expect("utf8 path"),
+    ])
+    .await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("wrote 10 rows"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let written = std::fs::read(&out).expect("export file");
+    let (_, body) = request(
+        s.http,
+        "GET",
+        &format!("/v1/export?from_ms={from}&to_ms={to}&format=csv"),
+        None,
+        b"",
+        ALL,
+    )
+    .await;
+    assert_eq!(written, body, "the file holds exactly what the server streamed");
+    assert!(
+        !dir.join("fixes.csv.part").exists(),
+        "the partial file is renamed"
+    );
+
+    // GeoJSON rows are counted too, and an agency-limited token gets only its own.
+    let out = dir.join("amb.geojson");
+    let run = cli_export(&[
+        "--server",
+        &server,
+        "--token",
+        "ambulance-analyst-000001",
+        "--from-ms",
+        &from,
+        "--to-ms",
+        &to,
+        "--out",
+        out.to_str().expect("utf8 path"),
+    ])
+    .await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let fc: geojson::FeatureCollection = std::fs::read_to_string(&out)
+        .expect("export file")
+        .parse()
+        .expect("FeatureCollection");
+    assert_eq!(fc.features.len(), 5);
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("wrote 5 rows"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn cli_export_passes_on_the_servers_refusal_and_fails() {
+    let (s, _) = seeded().await;
+    let server = format!("http://{}", s.http);
+    let run = cli_export(&[
+        "--server",
+        &server,
+        "--token",
+        "not-a-token-at-all-0000",
+        "--last",
+        "1h",
+    ])
+    .await;
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("401"), "{err}");
+    let run = cli_export(&[
+        "--server",
+        &server,
+        "--token",
+        "all-of-it-0000000000001",
+        "--bbox",
+        "1,2,3",
+        "--last",
+        "1h",
+    ])
+    .await;
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("400") && err.contains("bbox"), "{err}");
+}

@@ -156,6 +156,14 @@ async fn alerts_resume_with_since_seq_with_no_gap_and_no_duplicate() {
     }
     let last = *seqs.last().expect("seq");
     ws.close(None).await.ok();
+    // The server has let the session go before the next alerts fire.
+    for _ in 0..100 {
+        if metric(s.http, "bluelight_ws_sessions").await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(s.http, "bluelight_ws_sessions").await, 0);
     // While disconnected, they all leave (two minutes on, a plausible
     // drive): five alerts missed.
     for i in 0..5 {
@@ -181,6 +189,18 @@ async fn alerts_resume_with_since_seq_with_no_gap_and_no_duplicate() {
     }
     let want: Vec<u64> = (seqs[0]..seqs[0] + 11).collect();
     assert_eq!(seqs, want, "every alert exactly once, in order");
+    // The latency histogram counts the six live frames, not the five replayed
+    // (it is recorded just after each frame is written: allow a moment).
+    let mut counted = 0;
+    for _ in 0..100 {
+        counted = metric(s.http, "bluelight_fix_to_alert_seconds_count").await;
+        if counted >= 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(counted, 6);
+    assert_eq!(metric(s.http, "bluelight_alert_subscriptions").await, 1);
 }
 
 #[tokio::test]

@@ -149,7 +149,7 @@ fn main() {
         validation,
         ..PipelineConfig::default()
     };
-    let (handle, _writer) = pipeline::start(engine.clone(), cfg, Box::new(|_, _: &Outputs| {}));
+    let (handle, _writer) = pipeline::start(engine.clone(), cfg, Box::new(|_, _: &Outputs, _| {}));
     let tcp_rate = rt.block_on(async {
         let (tcp, udp, addr) = bind_ingest("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
             .await

@@ -123,6 +123,17 @@ impl History {
         ))
     }
 
+    /// Fixes held in the buckets overlapping `[from_ms, to_ms]`: an upper
+    /// bound of what a query over that window returns, found without reading
+    /// a record.
+    pub fn count_upper_bound(&self, from_ms: i64, to_ms: i64) -> usize {
+        self.buckets
+            .iter()
+            .filter(|b| b.start_ms + BUCKET_MS > from_ms && b.start_ms <= to_ms)
+            .map(|b| b.records.len())
+            .sum()
+    }
+
     pub fn stats(&self) -> &HistoryStats {
         &self.stats
     }

@@ -146,6 +146,12 @@ impl Engine {
         self.history.bounds()
     }
 
+    /// At most this many fixes of history fall in `[from_ms, to_ms]` (the
+    /// fixes of the minutes overlapping it; for export progress).
+    pub fn history_count_upper_bound(&self, from_ms: i64, to_ms: i64) -> usize {
+        self.history.count_upper_bound(from_ms, to_ms)
+    }
+
     /// History counters.
     pub fn history_stats(&self) -> &HistoryStats {
         self.history.stats()

@@ -4,6 +4,7 @@
 //! allocates nothing per fix once its buffers have grown).
 
 use std::ops::Range;
+use std::time::Instant;
 
 use bluelight_engine::{Agency, Fix};
 
@@ -48,6 +49,9 @@ pub struct IngestBatch {
     pub index: Vec<u32>,
     /// Fixes that were rejected: their index in the input and why.
     pub errors: Vec<(u32, Reject)>,
+    /// When the transport finished reading it: the start of the server's
+    /// fix-to-alert latency.
+    pub received: Option<Instant>,
 }
 
 impl IngestBatch {
@@ -59,6 +63,7 @@ impl IngestBatch {
         self.fixes.clear();
         self.index.clear();
         self.errors.clear();
+        self.received = None;
     }
 
     /// Appends text, returning its range.

@@ -13,6 +13,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use bluelight_engine::{Applied, Engine, Outputs, UnitSlot, sphere};
 use tokio::sync::{mpsc, oneshot};
@@ -41,8 +42,9 @@ pub struct Job {
 }
 
 /// Called by the writer, with the engine still locked, after every batch
-/// with what it produced. The api routes outputs to sessions from here.
-pub type OutputSink = Box<dyn FnMut(&Engine, &Outputs) + Send>;
+/// with what it produced and when the batch was received. The api routes
+/// outputs to sessions from here.
+pub type OutputSink = Box<dyn FnMut(&Engine, &Outputs, Option<Instant>) + Send>;
 
 /// The sending side of the pipeline, cloned into every transport.
 #[derive(Clone)]
@@ -69,7 +71,8 @@ impl PipelineHandle {
     ///
     /// # Errors
     /// The pipeline has stopped.
-    pub async fn send(&self, batch: IngestBatch) -> Result<(), Stopped> {
+    pub async fn send(&self, mut batch: IngestBatch) -> Result<(), Stopped> {
+        batch.received.get_or_insert_with(Instant::now);
         self.tx
             .send(Job { batch, reply: None })
             .await
@@ -80,7 +83,8 @@ impl PipelineHandle {
     ///
     /// # Errors
     /// The pipeline has stopped.
-    pub async fn send_and_report(&self, batch: IngestBatch) -> Result<ApplyReport, Stopped> {
+    pub async fn send_and_report(&self, mut batch: IngestBatch) -> Result<ApplyReport, Stopped> {
+        batch.received.get_or_insert_with(Instant::now);
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
@@ -99,7 +103,8 @@ impl PipelineHandle {
 
     /// Sends a batch if the queue has room; otherwise drops it and counts
     /// its fixes (UDP).
-    pub fn try_send(&self, batch: IngestBatch) -> bool {
+    pub fn try_send(&self, mut batch: IngestBatch) -> bool {
+        batch.received.get_or_insert_with(Instant::now);
         let n = batch.fixes.len() as u64;
         match self.tx.try_send(Job { batch, reply: None }) {
             Ok(()) => true,
@@ -163,7 +168,7 @@ pub fn start(
                     let Ok(mut engine) = engine.lock() else { break };
                     out.clear();
                     let report = apply(&mut engine, &job.batch, &cfg, &counters, &mut out);
-                    sink(&engine, &out);
+                    sink(&engine, &out, job.batch.received);
                     report
                 };
                 if let Some(reply) = job.reply.take() {

@@ -104,7 +104,7 @@ async fn accept_loop<F, Fut>(
                 counters
                     .connections_closed_bad_frame
                     .fetch_add(1, Ordering::Relaxed);
-                eprintln!("ingest {label} {peer}: closed: {reason}");
+                tracing::warn!(transport = label, %peer, %reason, "ingest connection closed for a bad frame");
             }
             drop(permit);
         });
@@ -141,6 +141,7 @@ async fn tcp_connection(
             Ok(Ok(_)) => {}
         }
         let mut batch = pipeline.batch();
+        batch.received = Some(std::time::Instant::now());
         if let Err(e) = decode_flatbuffers(&frame, &pipeline.validation, now_ms(), &mut batch) {
             pipeline.counters.reject(Reject::BadFrame);
             return Err(e.to_string());

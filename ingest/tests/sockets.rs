@@ -22,7 +22,7 @@ struct Server {
 
 async fn server(cfg: PipelineConfig, limits: ListenerLimits) -> Server {
     let engine = Arc::new(Mutex::new(Engine::new(EngineConfig::default()).expect("config")));
-    let (pipeline, _writer) = pipeline::start(engine.clone(), cfg, Box::new(|_, _| {}));
+    let (pipeline, _writer) = pipeline::start(engine.clone(), cfg, Box::new(|_, _, _| {}));
     let (tcp, udp, addr) = bind_ingest("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("bind");
@@ -208,7 +208,8 @@ async fn a_full_queue_slows_tcp_senders_and_loses_nothing() {
 #[tokio::test]
 async fn cot_events_from_tak_clients_arrive_and_a_bad_event_is_skipped() {
     let engine = Arc::new(Mutex::new(Engine::new(EngineConfig::default()).expect("config")));
-    let (pipeline, _writer) = pipeline::start(engine.clone(), PipelineConfig::default(), Box::new(|_, _| {}));
+    let (pipeline, _writer) =
+        pipeline::start(engine.clone(), PipelineConfig::default(), Box::new(|_, _, _| {}));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(bluelight_ingest::transport::serve_cot_tcp(
