@@ -163,6 +163,13 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
     };
     let http_listener = TcpListener::bind(cfg.listen).await?;
     let http = http_listener.local_addr()?;
+    // Nagle off: alert and nearest frames are small and must not wait to be
+    // coalesced (it costs tens of milliseconds against a delayed ACK).
+    let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let app = crate::http::router(state.clone());
     let mut stop = state.shutdown.subscribe();
     tokio::spawn(async move {

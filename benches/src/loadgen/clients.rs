@@ -1,0 +1,395 @@
+//! The WebSocket clients loadgen plays: dispatch maps (positions feeds),
+//! CAD systems (alerts), control rooms (standing and one-shot nearest).
+//! Each measures what it sees; alerts and sampled nearest answers are
+//! checked against what loadgen sent.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::world::{AlertKey, Fences, Shared, Truth};
+use bluelight_ingest::places::Place;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A histogram of microseconds (1 µs to 1 h, 3 significant digits).
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+async fn connect(http: SocketAddr, token: Option<&str>) -> anyhow::Result<Ws> {
+    let url = match token {
+        Some(t) => format!("ws://{http}/v1/ws?token={t}"),
+        None => format!("ws://{http}/v1/ws"),
+    };
+    // Nagle off: a query is one small frame, and waiting to coalesce it
+    // would add tens of milliseconds.
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async_with_config(url, None, true),
+    )
+    .await??;
+    Ok(ws)
+}
+
+async fn subscribe(ws: &mut Ws, msg: Value) -> anyhow::Result<()> {
+    ws.send(Message::Text(msg.to_string().into())).await?;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("closed before subscribed"))??;
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str())?;
+            match v["type"].as_str() {
+                Some("subscribed") => return Ok(()),
+                Some("error") => anyhow::bail!("subscribe refused: {v}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// What an alerts subscriber saw.
+#[derive(Debug)]
+pub struct AlertsSeen {
+    /// Each alert and how many times it came.
+    pub counts: HashMap<AlertKey, u32>,
+    /// Alerts naming a unit or fence loadgen does not know.
+    pub unknown: u64,
+    /// Fix sent to alert received, µs (live alerts loadgen owed).
+    pub latency: Histogram<u64>,
+    /// Closed by the server (e.g. 1013) before the end.
+    pub closed_early: Option<String>,
+}
+
+/// An alerts subscriber: every enter and exit alert.
+pub async fn alerts_client(
+    http: SocketAddr,
+    token: Option<String>,
+    shared: Arc<Shared>,
+    fences: Arc<Fences>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<AlertsSeen> {
+    let mut ws = connect(http, token.as_deref()).await?;
+    subscribe(
+        &mut ws,
+        json!({"type":"subscribe","id":"a","stream":"alerts","events":["enter","exit"]}),
+    )
+    .await?;
+    let mut seen = AlertsSeen {
+        counts: HashMap::new(),
+        unknown: 0,
+        latency: histogram(),
+        closed_early: None,
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    let at = Instant::now();
+                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { seen.unknown += 1; continue };
+                    if v["type"] != "alert" {
+                        continue;
+                    }
+                    let unit = v["unit"]["id"].as_str().and_then(|id| shared.unit_by_id.get(id));
+                    let fence = v["fence"].as_str().and_then(|id| fences.by_id.get(id));
+                    let (Some(unit), Some(fence), Some(time_ms)) = (unit, fence, v["time_ms"].as_i64()) else {
+                        seen.unknown += 1;
+                        continue;
+                    };
+                    let key = AlertKey { unit: *unit, fence: *fence, enter: v["event"] == "enter", time_ms };
+                    let n = seen.counts.entry(key).or_insert(0);
+                    *n += 1;
+                    if *n == 1
+                        && let Some(sent) = shared.expected.lock().ok().and_then(|e| e.get(&key).copied())
+                    {
+                        let _ = seen.latency.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    seen.closed_early = Some(f.map_or("closed".into(), |f| format!("{} {}", f.code, f.reason)));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    seen.closed_early = Some(e.to_string());
+                    break;
+                }
+                None => {
+                    seen.closed_early = Some("connection ended".into());
+                    break;
+                }
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(seen)
+}
+
+/// What a positions subscriber saw.
+#[derive(Debug)]
+pub struct FeedSeen {
+    /// Snapshot, positions and left messages.
+    pub messages: u64,
+    /// Unit objects in positions messages.
+    pub units: u64,
+    /// Wall time of receipt minus the fix's device time, µs (loadgen sends
+    /// a fix within its 5 ms tick of that time).
+    pub delay: Histogram<u64>,
+}
+
+/// A dispatch map: a town-sized viewport, at most 2 updates a second.
+pub async fn positions_client(
+    http: SocketAddr,
+    token: Option<String>,
+    town: Place,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<FeedSeen> {
+    let mut ws = connect(http, token.as_deref()).await?;
+    let bbox = [town.lon - 0.08, town.lat - 0.05, town.lon + 0.08, town.lat + 0.05];
+    subscribe(
+        &mut ws,
+        json!({"type":"subscribe","id":"p","stream":"positions","area":{"bbox":bbox},"max_hz":2}),
+    )
+    .await?;
+    let mut seen = FeedSeen {
+        messages: 0,
+        units: 0,
+        delay: histogram(),
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    let now = bluelight_ingest::transport::now_ms();
+                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                    seen.messages += 1;
+                    if v["type"] == "positions"
+                        && let Some(units) = v["units"].as_array()
+                    {
+                        for u in units {
+                            seen.units += 1;
+                            if let Some(t) = u["time_ms"].as_i64() {
+                                let _ = seen.delay.record(((now - t).max(0) as u64 * 1000).max(1));
+                            }
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(seen)
+}
+
+/// A standing nearest query: counts the answers pushed.
+pub async fn standing_client(
+    http: SocketAddr,
+    token: Option<String>,
+    town: Place,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
+    let mut ws = connect(http, token.as_deref()).await?;
+    subscribe(
+        &mut ws,
+        json!({"type":"subscribe","id":"n","stream":"nearest","point":[town.lon, town.lat],"k":5}),
+    )
+    .await?;
+    let mut updates = 0;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) if t.as_str().contains("\"nearest\"") => updates += 1,
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(updates)
+}
+
+/// What the one-shot nearest clients saw.
+#[derive(Debug)]
+pub struct NearestSeen {
+    /// Queries sent.
+    pub sent: u64,
+    /// Answers received.
+    pub answered: u64,
+    /// Error replies.
+    pub errors: u64,
+    /// Answers checked against brute force.
+    pub checked: u64,
+    /// Checked answers that were wrong, with the first few reasons.
+    pub wrong: u64,
+    /// The first few reasons.
+    pub wrong_examples: Vec<String>,
+    /// Round trip, µs.
+    pub rtt: Histogram<u64>,
+}
+
+/// K of every one-shot query.
+pub const NEAREST_K: usize = 10;
+
+/// A random query point: near a town, where incidents are.
+pub fn query_point(rng: &mut StdRng, towns: &[Place]) -> (f64, f64) {
+    let t = &towns[rng.random_range(0..towns.len().max(1))];
+    bluelight_engine::sphere::destination(
+        t.lat,
+        t.lon,
+        rng.random_range(0.0..360.0),
+        rng.random_range(0.0..6000.0),
+    )
+}
+
+/// Sends `qps` one-shot nearest queries a second until stopped, checking
+/// one in `check_every`.
+#[allow(clippy::too_many_arguments, reason = "one call site; the plan's fields")]
+pub async fn nearest_client(
+    http: SocketAddr,
+    token: Option<String>,
+    qps: f64,
+    check_every: u32,
+    seed: u64,
+    towns: Arc<Vec<Place>>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<NearestSeen> {
+    let mut ws = connect(http, token.as_deref()).await?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut every = tokio::time::interval(Duration::from_secs_f64(1.0 / qps.max(0.001)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut inflight: HashMap<u64, (Instant, f64, f64)> = HashMap::new();
+    let mut seen = NearestSeen {
+        sent: 0,
+        answered: 0,
+        errors: 0,
+        checked: 0,
+        wrong: 0,
+        wrong_examples: Vec::new(),
+        rtt: histogram(),
+    };
+    let mut next_id = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = every.tick() => {
+                let (lat, lon) = query_point(&mut rng, &towns);
+                next_id += 1;
+                inflight.insert(next_id, (Instant::now(), lat, lon));
+                let q = json!({"type":"nearest","id":next_id.to_string(),"point":[lon, lat],"k":NEAREST_K});
+                if ws.send(Message::Text(q.to_string().into())).await.is_err() {
+                    break;
+                }
+                seen.sent += 1;
+            }
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    let at = Instant::now();
+                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                    let Some(id) = v["id"].as_str().and_then(|s| s.parse::<u64>().ok()) else { continue };
+                    let Some((sent, lat, lon)) = inflight.remove(&id) else { continue };
+                    if v["type"] == "error" {
+                        seen.errors += 1;
+                        continue;
+                    }
+                    seen.answered += 1;
+                    let _ = seen.rtt.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
+                    if id % u64::from(check_every) == 0 {
+                        seen.checked += 1;
+                        let verdict = shared
+                            .truth
+                            .lock()
+                            .map_err(|_| "truth poisoned".to_string())
+                            .and_then(|t| check_nearest(&t, &shared, (lat, lon), &v["results"]));
+                        if let Err(why) = verdict {
+                            seen.wrong += 1;
+                            if seen.wrong_examples.len() < 5 {
+                                seen.wrong_examples.push(why);
+                            }
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(seen)
+}
+
+fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    use geo::Distance;
+    geo::Haversine.distance(geo::Point::new(a.1, a.0), geo::Point::new(b.1, b.0))
+}
+
+/// Checks an answer against brute force over every position sent: in order;
+/// each distance right for the position returned; each position one the
+/// unit was sent; and no unit left out that is surely closer than the k-th
+/// (closer at every position the server might hold for it).
+pub fn check_nearest(truth: &Truth, shared: &Shared, q: (f64, f64), results: &Value) -> Result<(), String> {
+    let results = results.as_array().ok_or("no results list")?;
+    // geo's Earth radius and the server's may differ in the 6th digit.
+    let tol = |d: f64| 1.0 + d * 1e-5;
+    let mut returned: Vec<u32> = Vec::with_capacity(results.len());
+    let mut last = 0.0;
+    for r in results {
+        let id = r["unit"]["id"].as_str().ok_or("result without unit id")?;
+        let u = *shared.unit_by_id.get(id).ok_or(format!("unknown unit {id}"))?;
+        let (lat, lon) = (
+            r["unit"]["lat"].as_f64().ok_or("no lat")?,
+            r["unit"]["lon"].as_f64().ok_or("no lon")?,
+        );
+        let d = r["distance_m"].as_f64().ok_or("no distance_m")?;
+        if d + tol(d) < last {
+            return Err(format!("results out of order at {id}: {d} after {last}"));
+        }
+        last = d;
+        let truth_d = haversine_m(q, (lat, lon));
+        if (truth_d - d).abs() > tol(d) {
+            return Err(format!("{id}: distance {d} but its position is {truth_d} m away"));
+        }
+        let n = usize::from(truth.count[u as usize]);
+        // serde_json's default float parsing may be off by an ulp.
+        let same = |p: &(f64, f64)| (p.0 - lat).abs() < 1e-9 && (p.1 - lon).abs() < 1e-9;
+        if !truth.recent[u as usize][..n].iter().any(same) {
+            return Err(format!("{id}: position ({lat}, {lon}) was never sent lately"));
+        }
+        returned.push(u);
+    }
+    let kth = if results.len() < NEAREST_K {
+        f64::INFINITY
+    } else {
+        last
+    };
+    for (u, recent) in truth.recent.iter().enumerate() {
+        let n = usize::from(truth.count[u]);
+        // A unit with one fix may not have reached the server yet.
+        if n < 2 || returned.contains(&(u as u32)) {
+            continue;
+        }
+        let farthest = recent[..n].iter().map(|p| haversine_m(q, *p)).fold(0.0, f64::max);
+        if farthest + tol(kth.min(1e9)) < kth {
+            return Err(format!(
+                "unit {u} is at most {farthest:.1} m away but the answer's k-th is {kth:.1} m"
+            ));
+        }
+    }
+    Ok(())
+}

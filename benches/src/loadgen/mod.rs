@@ -1,0 +1,358 @@
+//! loadgen: an end-to-end load generator that drives a bluelight server
+//! like a national network would and writes what it saw.
+//!
+//! One run: start (or find) the server, load the fences, register the
+//! fleet, open the subscribers, then for `seconds` send the fleet's fixes in
+//! real time while the subscribers and the nearest clients measure; drain;
+//! compare every alert received with the alerts owed and every sampled
+//! nearest answer with brute force; read the server's counters and
+//! `/proc`; then, with `--target redis-geo URL`, the same fleet and nearest
+//! workload against Redis; and write the report.
+//!
+//! ## Layout
+//!
+//! * [`plan`] — flags, presets, the resolved plan.
+//! * [`world`] — fleet, fences, the truth, the alerts owed, the sender.
+//! * [`clients`] — WebSocket clients: alerts, positions, nearest.
+//! * [`redis_geo`] — the Redis GEO comparison.
+//! * [`server`] — the server process, `/metrics`, `/proc`.
+//! * [`report`] — JSON and Markdown.
+
+pub mod clients;
+pub mod plan;
+pub mod redis_geo;
+pub mod report;
+pub mod server;
+pub mod world;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use clients::{AlertsSeen, FeedSeen, NearestSeen};
+use plan::{Options, Plan, Transport};
+use world::{Fences, Shared, Sink};
+
+/// Everything a run measured, for the report.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The plan.
+    pub plan: Plan,
+    /// Seconds the sender ran.
+    pub seconds: f64,
+    /// Fixes sent.
+    pub sent: u64,
+    /// Frames that could not be written.
+    pub send_errors: u64,
+    /// Server counters before and after (accepted, rejected, udp dropped).
+    pub metrics_before: std::collections::BTreeMap<String, f64>,
+    /// After the drain.
+    pub metrics_after: std::collections::BTreeMap<String, f64>,
+    /// Accepted per second, sampled each second during the run.
+    pub accepted_per_s: Vec<f64>,
+    /// Alerts owed.
+    pub expected: std::collections::HashSet<world::AlertKey>,
+    /// Per alerts subscriber.
+    pub alerts: Vec<AlertsSeen>,
+    /// Alerts subscribers that failed.
+    pub alerts_failed: Vec<String>,
+    /// Positions subscribers.
+    pub feeds: Vec<FeedSeen>,
+    /// Standing nearest updates, per subscriber.
+    pub standing: Vec<u64>,
+    /// Nearest clients.
+    pub nearest: Vec<NearestSeen>,
+    /// Server memory (now, peak) and CPU seconds, when local.
+    pub usage: Option<(u64, u64, f64)>,
+    /// Server CPU seconds at the start of the load, when local.
+    pub cpu_before: Option<f64>,
+    /// The Redis comparison.
+    pub redis: Option<redis_geo::RedisRun>,
+    /// Units the fleet registered.
+    pub registered: usize,
+}
+
+/// Merges histograms.
+fn merged<'a>(hs: impl Iterator<Item = &'a Histogram<u64>>) -> Histogram<u64> {
+    let mut all = clients::histogram();
+    for h in hs {
+        let _ = all.add(h);
+    }
+    all
+}
+
+/// Runs loadgen with its flags; returns whether every check passed.
+///
+/// # Errors
+/// The server or Redis cannot be reached, the output cannot be written.
+pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
+    let plan = opts.plan()?;
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let towns = Arc::new(bluelight_ingest::places::uk()?);
+    let mut srv = match (opts.server, opts.ingest) {
+        (Some(http), Some(ingest)) => server::Server {
+            http,
+            ingest,
+            child: None,
+        },
+        _ => {
+            let bin = server::find_binary(opts.bluelight.as_deref())?;
+            server::start(&bin, &opts.out.join("server.log"))?
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut outcome = rt.block_on(run_bluelight(&plan, &srv, opts, &towns))?;
+    outcome.usage = srv.usage();
+    srv.stop();
+    if let Some(url) = &plan.redis {
+        eprintln!("loadgen: the same fleet and nearest workload against Redis GEO at {url}");
+        outcome.redis = Some(redis_geo::run(&plan, url, &towns).context("redis-geo")?);
+    }
+    let (json, md, passed) = report::render(&outcome);
+    let stem = format!("loadgen-{}", plan.preset);
+    std::fs::write(
+        opts.out.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    std::fs::write(opts.out.join(format!("{stem}.md")), &md)?;
+    println!("{md}");
+    println!(
+        "loadgen: wrote {} and {}",
+        opts.out.join(format!("{stem}.json")).display(),
+        opts.out.join(format!("{stem}.md")).display()
+    );
+    Ok(passed)
+}
+
+async fn put_fences(
+    client: &reqwest::Client,
+    http: std::net::SocketAddr,
+    token: Option<&str>,
+    fences: &Fences,
+) -> anyhow::Result<()> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut tasks = Vec::new();
+    for i in 0..fences.list.len() {
+        let mut req = client
+            .put(format!("http://{http}/v1/fences/{}", fences.list[i].id))
+            .header("content-type", "application/geo+json")
+            .body(fences.feature(i).to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let permit = sem.clone().acquire_owned().await?;
+        tasks.push(tokio::spawn(async move {
+            let r = req.send().await.and_then(reqwest::Response::error_for_status);
+            drop(permit);
+            r.map(|_| ())
+        }));
+    }
+    for t in tasks {
+        t.await?.context("PUT fence")?;
+    }
+    Ok(())
+}
+
+async fn run_bluelight(
+    plan: &Plan,
+    srv: &server::Server,
+    opts: &Options,
+    towns: &Arc<Vec<bluelight_ingest::places::Place>>,
+) -> anyhow::Result<Outcome> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let token = opts.token.clone();
+    let fences = Arc::new(Fences::generate(plan.fences, towns, plan.seed));
+    put_fences(&client, srv.http, token.as_deref(), &fences).await?;
+    let fleet = world::fleet(plan.units, plan.interval_ms, plan.seed, towns, 0);
+    let unit_by_id: HashMap<String, u32> = fleet
+        .units()
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.id.clone(), i as u32))
+        .collect();
+    let shared = Arc::new(Shared {
+        truth: std::sync::Mutex::new(world::truth(plan.units)),
+        unit_by_id,
+        ..Shared::default()
+    });
+    // Subscribers first, so they see the run from its first fix.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x5eed);
+    let mut alert_tasks = Vec::new();
+    for _ in 0..plan.alerts {
+        alert_tasks.push(tokio::spawn(clients::alerts_client(
+            srv.http,
+            token.clone(),
+            shared.clone(),
+            fences.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let mut feed_tasks = Vec::new();
+    for _ in 0..plan.positions {
+        let town = towns[rng.random_range(0..towns.len())].clone();
+        feed_tasks.push(tokio::spawn(clients::positions_client(
+            srv.http,
+            token.clone(),
+            town,
+            stop_rx.clone(),
+        )));
+    }
+    let mut standing_tasks = Vec::new();
+    for _ in 0..plan.standing {
+        let town = towns[rng.random_range(0..towns.len())].clone();
+        standing_tasks.push(tokio::spawn(clients::standing_client(
+            srv.http,
+            token.clone(),
+            town,
+            stop_rx.clone(),
+        )));
+    }
+    // Registration, over the transport the fixes take (TCP keeps order).
+    let sink = match plan.transport {
+        Transport::Tcp => {
+            let s = std::net::TcpStream::connect(srv.ingest)?;
+            s.set_nodelay(true)?;
+            Sink::Tcp(s)
+        }
+        Transport::Udp => {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            Sink::Udp(s, srv.ingest)
+        }
+    };
+    let mut sink = sink;
+    world::register(&fleet, &mut sink)?;
+    let registered = fleet.units().len();
+    // Wait for the subscriptions (and for UDP registrations to land).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The same fleet, its reports starting now.
+    let fleet = world::fleet(
+        plan.units,
+        plan.interval_ms,
+        plan.seed,
+        towns,
+        bluelight_ingest::transport::now_ms(),
+    );
+    let metrics_before = server::metrics(&client, srv.http, token.as_deref()).await?;
+    let cpu_before = srv.usage().map(|u| u.2);
+    let started = Instant::now();
+    let until = started + Duration::from_secs(plan.seconds);
+    let sender = {
+        let shared = shared.clone();
+        let fences = fences.clone();
+        std::thread::Builder::new()
+            .name("loadgen-sender".into())
+            .spawn(move || world::send_fleet(fleet, Some(&fences), &shared, sink, until))?
+    };
+    let clients_n = plan.nearest_qps.div_ceil(500).max(1);
+    let mut nearest_tasks = Vec::new();
+    if plan.nearest_qps > 0 {
+        for c in 0..clients_n {
+            nearest_tasks.push(tokio::spawn(clients::nearest_client(
+                srv.http,
+                token.clone(),
+                f64::from(plan.nearest_qps) / f64::from(clients_n),
+                plan.check_every,
+                plan.seed + u64::from(c),
+                towns.clone(),
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+        }
+    }
+    let bar = if opts.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::with_draw_target(Some(plan.seconds), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {wide_bar} {pos}/{len} s {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let mut accepted_per_s = Vec::new();
+    let mut last = metrics_before
+        .get("bluelight_fixes_accepted_total")
+        .copied()
+        .unwrap_or(0.0);
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.tick().await;
+    while !shared.done.load(Ordering::Relaxed) {
+        every.tick().await;
+        if let Ok(m) = server::metrics(&client, srv.http, token.as_deref()).await {
+            let now = m.get("bluelight_fixes_accepted_total").copied().unwrap_or(last);
+            accepted_per_s.push(now - last);
+            last = now;
+            bar.set_message(format!(
+                "{:.0} fixes/s accepted, {} sent",
+                accepted_per_s.last().copied().unwrap_or(0.0),
+                shared.sent.load(Ordering::Relaxed)
+            ));
+        }
+        bar.set_position(started.elapsed().as_secs().min(plan.seconds));
+    }
+    bar.finish_and_clear();
+    let _ = sender.join();
+    let seconds = started.elapsed().as_secs_f64();
+    // Drain: let the server apply what is queued and the alerts arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop_tx.send(true);
+    let mut outcome = Outcome {
+        plan: plan.clone(),
+        seconds,
+        sent: shared.sent.load(Ordering::Relaxed),
+        send_errors: shared.send_errors.load(Ordering::Relaxed),
+        metrics_before,
+        metrics_after: server::metrics(&client, srv.http, token.as_deref()).await?,
+        accepted_per_s,
+        expected: shared
+            .expected
+            .lock()
+            .map(|e| e.keys().copied().collect())
+            .unwrap_or_default(),
+        alerts: Vec::new(),
+        alerts_failed: Vec::new(),
+        feeds: Vec::new(),
+        standing: Vec::new(),
+        nearest: Vec::new(),
+        usage: None,
+        cpu_before,
+        redis: None,
+        registered,
+    };
+    for t in alert_tasks {
+        match t.await {
+            Ok(Ok(seen)) => outcome.alerts.push(seen),
+            Ok(Err(e)) => outcome.alerts_failed.push(e.to_string()),
+            Err(e) => outcome.alerts_failed.push(e.to_string()),
+        }
+    }
+    for t in feed_tasks {
+        if let Ok(Ok(seen)) = t.await {
+            outcome.feeds.push(seen);
+        }
+    }
+    for t in standing_tasks {
+        if let Ok(Ok(n)) = t.await {
+            outcome.standing.push(n);
+        }
+    }
+    for t in nearest_tasks {
+        if let Ok(Ok(seen)) = t.await {
+            outcome.nearest.push(seen);
+        }
+    }
+    Ok(outcome)
+}

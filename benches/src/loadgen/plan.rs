@@ -1,0 +1,181 @@
+//! loadgen's options, the named presets, and the plan they resolve to.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Standard scenarios (issue figures in parentheses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// Seconds, small: the CI test.
+    Smoke,
+    /// The ESN shape: 300k units every 5 s, 5k fences, 200 maps, 50 alerts
+    /// subscribers, 500 nearest/s.
+    National,
+    /// 300k units at 1 Hz.
+    Surge,
+    /// The api target: 100k units at 200k fixes/s, 1k fences, 100 maps, 20
+    /// alerts subscribers, 2,000 nearest/s.
+    Api,
+    /// 1M units at 1 Hz: more than the server takes; reports what it sustains.
+    Max,
+}
+
+/// How fixes reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// Length-prefixed FlatBuffers frames over TCP.
+    Tcp,
+    /// One FlatBuffers batch per UDP datagram.
+    Udp,
+}
+
+/// `loadgen`: drives a bluelight server like a national network would and
+/// writes a report (JSON and Markdown).
+///
+/// Without --server it starts `bluelight serve` on free loopback ports and
+/// stops it at the end. Every flag overrides the preset's value.
+///
+/// Examples:
+///   cargo run --release -p bluelight-benches --bin loadgen -- --preset national
+///   cargo run --release -p bluelight-benches --bin loadgen -- --preset smoke --target redis-geo redis://127.0.0.1:6379
+#[derive(Debug, Clone, Parser)]
+#[command(version, verbatim_doc_comment)]
+pub struct Options {
+    /// A standard scenario (default smoke).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    /// Simulated units.
+    #[arg(long)]
+    pub units: Option<usize>,
+    /// Each unit reports every this many ms.
+    #[arg(long)]
+    pub interval_ms: Option<u32>,
+    /// Run this long, seconds (after registering the fleet).
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Polygon fences loaded before the run.
+    #[arg(long)]
+    pub fences: Option<usize>,
+    /// Positions subscribers (dispatch maps with town-sized viewports).
+    #[arg(long)]
+    pub positions: Option<usize>,
+    /// Alerts subscribers (each gets every alert).
+    #[arg(long)]
+    pub alerts: Option<usize>,
+    /// Standing nearest subscribers.
+    #[arg(long)]
+    pub standing: Option<usize>,
+    /// One-shot nearest queries per second (over WebSocket).
+    #[arg(long)]
+    pub nearest_qps: Option<u32>,
+    /// Check one nearest answer in this many against brute force.
+    #[arg(long, default_value_t = 10)]
+    pub check_every: u32,
+    /// How fixes are sent.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: Transport,
+    /// A running server's HTTP address (with --ingest); default: start one.
+    #[arg(long, requires = "ingest")]
+    pub server: Option<SocketAddr>,
+    /// A running server's ingest address.
+    #[arg(long, requires = "server")]
+    pub ingest: Option<SocketAddr>,
+    /// A token with every scope, for a server that has tokens.
+    #[arg(long, env = "BLUELIGHT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The `bluelight` binary to start (default: beside loadgen, else built
+    /// with cargo).
+    #[arg(long)]
+    pub bluelight: Option<PathBuf>,
+    /// Also run the fleet and nearest workload against Redis GEO:
+    /// `--target redis-geo redis://HOST:PORT`.
+    #[arg(long, num_args = 2, value_names = ["KIND", "URL"])]
+    pub target: Option<Vec<String>>,
+    /// Where the reports go.
+    #[arg(long, default_value = "benches/results")]
+    pub out: PathBuf,
+    /// Seed of the fleet, fences and queries.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Concrete parameters of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Preset name.
+    pub preset: &'static str,
+    /// Units.
+    pub units: usize,
+    /// Report interval, ms.
+    pub interval_ms: u32,
+    /// Seconds of load.
+    pub seconds: u64,
+    /// Fences.
+    pub fences: usize,
+    /// Positions subscribers.
+    pub positions: usize,
+    /// Alerts subscribers.
+    pub alerts: usize,
+    /// Standing nearest subscribers.
+    pub standing: usize,
+    /// Nearest queries per second.
+    pub nearest_qps: u32,
+    /// Checked 1 in this many.
+    pub check_every: u32,
+    /// Transport.
+    pub transport: Transport,
+    /// Seed.
+    pub seed: u64,
+    /// Redis URL for the comparison.
+    pub redis: Option<String>,
+}
+
+impl Plan {
+    /// Fixes per second the fleet offers.
+    pub fn offered_rate(&self) -> f64 {
+        self.units as f64 * 1000.0 / f64::from(self.interval_ms.max(1))
+    }
+}
+
+impl Options {
+    /// The plan: the preset's values with every given flag over them.
+    ///
+    /// # Errors
+    /// A `--target` other than `redis-geo URL`.
+    pub fn plan(&self) -> anyhow::Result<Plan> {
+        let preset = self.preset.unwrap_or(Preset::Smoke);
+        // units, interval, seconds, fences, positions, alerts, standing, qps
+        let (name, d) = match preset {
+            Preset::Smoke => ("smoke", (2_000, 1_000, 8, 30, 5, 3, 3, 50)),
+            Preset::National => ("national", (300_000, 5_000, 60, 5_000, 200, 50, 50, 500)),
+            Preset::Surge => ("surge", (300_000, 1_000, 60, 5_000, 200, 50, 50, 500)),
+            Preset::Api => ("api", (100_000, 500, 60, 1_000, 100, 20, 0, 2_000)),
+            Preset::Max => ("max", (1_000_000, 1_000, 30, 1_000, 20, 5, 10, 100)),
+        };
+        let redis = match &self.target {
+            None => None,
+            Some(t) if t.len() == 2 && t[0] == "redis-geo" => Some(t[1].clone()),
+            Some(t) => anyhow::bail!("--target {t:?}: the one target is `redis-geo URL`"),
+        };
+        Ok(Plan {
+            preset: name,
+            units: self.units.unwrap_or(d.0).max(1),
+            interval_ms: self.interval_ms.unwrap_or(d.1).max(100),
+            seconds: self.seconds.unwrap_or(d.2).max(1),
+            fences: self.fences.unwrap_or(d.3),
+            positions: self.positions.unwrap_or(d.4),
+            alerts: self.alerts.unwrap_or(d.5),
+            standing: self.standing.unwrap_or(d.6),
+            nearest_qps: self.nearest_qps.unwrap_or(d.7),
+            check_every: self.check_every.max(1),
+            transport: self.transport,
+            seed: self.seed,
+            redis,
+        })
+    }
+}

@@ -1,0 +1,462 @@
+//! The report: JSON for machines and Markdown for people, with the machine,
+//! the commit, the plan and the figures. A run with a wrong answer (a lost
+//! fix, a missing, duplicate or unexpected alert, a wrong nearest answer)
+//! fails, whatever its speed.
+
+use std::collections::HashMap;
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use super::Outcome;
+
+fn pct(h: &Histogram<u64>) -> Value {
+    let ms = |us: u64| (us as f64 / 1000.0 * 1000.0).round() / 1000.0;
+    if h.is_empty() {
+        return json!({"count": 0});
+    }
+    json!({
+        "count": h.len(),
+        "p50_ms": ms(h.value_at_quantile(0.5)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "p999_ms": ms(h.value_at_quantile(0.999)),
+        "max_ms": ms(h.max()),
+    })
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find_map(|l| {
+        l.strip_prefix("model name")?
+            .split_once(':')
+            .map(|x| x.1.trim().to_owned())
+    });
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        });
+    json!({
+        "cpu": model,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "memory_gib": mem.map(|kb| (kb as f64 / 1048576.0 * 10.0).round() / 10.0),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned()),
+    })
+}
+
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) => {
+            let dirty =
+                git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            if dirty { format!("{c}+changes") } else { c }
+        }
+        None => "unknown".into(),
+    }
+}
+
+fn diff(o: &Outcome, key: &str) -> f64 {
+    o.metrics_after.get(key).copied().unwrap_or(0.0) - o.metrics_before.get(key).copied().unwrap_or(0.0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Builds both reports; returns them and whether every check passed.
+pub fn render(o: &Outcome) -> (Value, String, bool) {
+    let p = &o.plan;
+    let mut failures: Vec<String> = Vec::new();
+    let accepted = diff(o, "bluelight_fixes_accepted_total");
+    let rejected: HashMap<String, f64> = o
+        .metrics_after
+        .keys()
+        .filter(|k| k.starts_with("bluelight_fixes_rejected_total{"))
+        .map(|k| {
+            (
+                k.trim_start_matches("bluelight_fixes_rejected_total").to_owned(),
+                diff(o, k),
+            )
+        })
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    let udp_dropped = diff(o, "bluelight_udp_dropped_total");
+    let lost = (o.sent as f64 - accepted).max(0.0);
+    if lost > 0.0 {
+        failures.push(format!(
+            "{lost} fixes lost (sent {}, accepted {accepted})",
+            o.sent
+        ));
+    }
+    if o.send_errors > 0 {
+        failures.push(format!("{} frames could not be sent", o.send_errors));
+    }
+    // The first and last seconds are partial.
+    let mut steady: Vec<f64> = o
+        .accepted_per_s
+        .iter()
+        .copied()
+        .skip(1)
+        .take(o.accepted_per_s.len().saturating_sub(2))
+        .collect();
+    let min_1s = steady.iter().copied().fold(f64::INFINITY, f64::min);
+    let median_1s = median(&mut steady);
+
+    // Alerts: every subscriber must get every owed alert exactly once.
+    let (mut missing, mut duplicate, mut unexpected, mut closed) = (0u64, 0u64, 0u64, 0u64);
+    for a in &o.alerts {
+        missing += o.expected.iter().filter(|k| !a.counts.contains_key(k)).count() as u64;
+        duplicate += a
+            .counts
+            .values()
+            .filter(|n| **n > 1)
+            .map(|n| u64::from(*n - 1))
+            .sum::<u64>();
+        unexpected += a.counts.keys().filter(|k| !o.expected.contains(k)).count() as u64 + a.unknown;
+        closed += u64::from(a.closed_early.is_some());
+    }
+    if missing + duplicate + unexpected > 0 {
+        failures.push(format!(
+            "alerts: {missing} missing, {duplicate} duplicate, {unexpected} unexpected (summed over subscribers)"
+        ));
+    }
+    if closed > 0 || !o.alerts_failed.is_empty() {
+        failures.push(format!(
+            "{closed} alerts subscribers closed early, {} failed: {:?}",
+            o.alerts_failed.len(),
+            o.alerts_failed
+        ));
+    }
+    let alert_latency = super::merged(o.alerts.iter().map(|a| &a.latency));
+    let feed_delay = super::merged(o.feeds.iter().map(|f| &f.delay));
+    let rtt = super::merged(o.nearest.iter().map(|n| &n.rtt));
+    let (q_sent, q_answered, q_errors, q_checked, q_wrong) =
+        o.nearest.iter().fold((0, 0, 0, 0, 0), |a, n| {
+            (
+                a.0 + n.sent,
+                a.1 + n.answered,
+                a.2 + n.errors,
+                a.3 + n.checked,
+                a.4 + n.wrong,
+            )
+        });
+    let wrong_examples: Vec<&String> = o.nearest.iter().flat_map(|n| &n.wrong_examples).take(5).collect();
+    if q_wrong > 0 {
+        failures.push(format!(
+            "{q_wrong} of {q_checked} checked nearest answers wrong: {wrong_examples:?}"
+        ));
+    }
+    if q_errors > 0 {
+        failures.push(format!("{q_errors} nearest queries got an error"));
+    }
+    if p.nearest_qps > 0 && q_checked == 0 {
+        failures.push("no nearest answer was checked".into());
+    }
+    let cpu = match (o.usage, o.cpu_before) {
+        (Some(u), Some(b)) => Some((u.2 - b) / (o.seconds + 3.0) * 100.0),
+        _ => None,
+    };
+    let accepted_rate = accepted / o.seconds;
+    let bluelight = json!({
+        "fixes": {
+            "offered_per_s": p.offered_rate(),
+            "sent": o.sent,
+            "sent_per_s": o.sent as f64 / o.seconds,
+            "accepted": accepted,
+            "accepted_per_s": accepted_rate,
+            "accepted_per_s_median_1s": median_1s,
+            "accepted_per_s_min_1s": if min_1s.is_finite() { min_1s } else { 0.0 },
+            "rejected": rejected,
+            "udp_dropped": udp_dropped,
+            "lost": lost,
+        },
+        "alerts": {
+            "owed": o.expected.len(),
+            "subscribers": o.alerts.len(),
+            "received": o.alerts.iter().map(|a| a.counts.values().map(|n| u64::from(*n)).sum::<u64>()).sum::<u64>(),
+            "missing": missing,
+            "duplicate": duplicate,
+            "unexpected": unexpected,
+            "fix_to_alert": pct(&alert_latency),
+        },
+        "positions": {
+            "subscribers": o.feeds.len(),
+            "messages": o.feeds.iter().map(|f| f.messages).sum::<u64>(),
+            "units": o.feeds.iter().map(|f| f.units).sum::<u64>(),
+            "delay": pct(&feed_delay),
+        },
+        "standing_nearest": {
+            "subscribers": o.standing.len(),
+            "updates": o.standing.iter().sum::<u64>(),
+        },
+        "nearest": {
+            "sent": q_sent, "answered": q_answered, "errors": q_errors,
+            "checked": q_checked, "wrong": q_wrong, "wrong_examples": wrong_examples,
+            "round_trip": pct(&rtt),
+        },
+        "server": {
+            "rss_mib": o.usage.map(|u| u.0 as f64 / 1048576.0),
+            "peak_rss_mib": o.usage.map(|u| u.1 as f64 / 1048576.0),
+            "cpu_percent_of_one_core": cpu,
+            "metrics": o.metrics_after,
+        },
+    });
+    let redis = o.redis.as_ref().map(|r| {
+        let rate = r.sent as f64 / r.seconds;
+        let ratio = |a: f64, b: f64| if b > 0.0 { Some(a / b) } else { None };
+        let q = |h: &Histogram<u64>, x: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(x) as f64
+            }
+        };
+        json!({
+            "sent": r.sent, "sent_per_s": rate, "members": r.members, "errors": r.errors,
+            "used_memory_mib": r.used_memory.map(|b| b as f64 / 1048576.0),
+            "nearest": {"answered": r.answered, "round_trip": pct(&r.rtt)},
+            "ratio": {
+                "ingest_bluelight_over_redis": ratio(accepted_rate, rate),
+                "nearest_p50_redis_over_bluelight": ratio(q(&r.rtt, 0.5), q(&rtt, 0.5)),
+                "nearest_p99_redis_over_bluelight": ratio(q(&r.rtt, 0.99), q(&rtt, 0.99)),
+            },
+            "not_compared": "fences and alerts, positions feeds, standing nearest: Redis GEO has none",
+        })
+    });
+    let passed = failures.is_empty();
+    let report = json!({
+        "passed": passed,
+        "failures": failures,
+        "preset": p.preset,
+        "commit": commit(),
+        "machine": machine(),
+        "when_ms": bluelight_ingest::transport::now_ms(),
+        "params": {
+            "units": p.units, "interval_ms": p.interval_ms, "seconds": p.seconds, "fences": p.fences,
+            "positions_subscribers": p.positions, "alerts_subscribers": p.alerts,
+            "standing_nearest_subscribers": p.standing, "nearest_qps": p.nearest_qps,
+            "check_every": p.check_every, "transport": format!("{:?}", p.transport).to_lowercase(),
+            "seed": p.seed, "registered": o.registered,
+        },
+        "bluelight": bluelight,
+        "redis_geo": redis,
+    });
+    let md = markdown(&report);
+    (report, md, passed)
+}
+
+fn f(v: &Value) -> String {
+    match v {
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(0.0);
+            if x.fract() == 0.0 && x.abs() < 1e15 {
+                format!("{}", x as i64)
+            } else if x.abs() >= 100.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.3}")
+            }
+        }
+        Value::Null => "—".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn lat(v: &Value) -> String {
+    if v["count"] == 0 {
+        return "—".into();
+    }
+    format!(
+        "{} / {} / {} / {} ms (n={})",
+        f(&v["p50_ms"]),
+        f(&v["p99_ms"]),
+        f(&v["p999_ms"]),
+        f(&v["max_ms"]),
+        f(&v["count"])
+    )
+}
+
+fn markdown(r: &Value) -> String {
+    let b = &r["bluelight"];
+    let p = &r["params"];
+    let mut s = String::new();
+    s.push_str(&format!(
+        "# loadgen `{}` — {}\n\n",
+        f(&r["preset"]),
+        if r["passed"] == true { "PASSED" } else { "FAILED" }
+    ));
+    s.push_str(&format!(
+        "commit `{}`, {} ({} cores, {} GiB), kernel {}\n\n",
+        f(&r["commit"]),
+        f(&r["machine"]["cpu"]),
+        f(&r["machine"]["cores"]),
+        f(&r["machine"]["memory_gib"]),
+        f(&r["machine"]["kernel"])
+    ));
+    s.push_str(&format!(
+        "{} units every {} ms for {} s over {}; {} fences; {} positions, {} alerts, {} standing-nearest subscribers; {} nearest/s (1 in {} checked)\n\n",
+        f(&p["units"]), f(&p["interval_ms"]), f(&p["seconds"]), f(&p["transport"]), f(&p["fences"]),
+        f(&p["positions_subscribers"]), f(&p["alerts_subscribers"]), f(&p["standing_nearest_subscribers"]),
+        f(&p["nearest_qps"]), f(&p["check_every"])
+    ));
+    if let Some(fs) = r["failures"].as_array().filter(|a| !a.is_empty()) {
+        s.push_str("## Failures\n\n");
+        for x in fs {
+            s.push_str(&format!("* {}\n", f(x)));
+        }
+        s.push('\n');
+    }
+    s.push_str("| measure | bluelight |");
+    let redis = &r["redis_geo"];
+    let has_redis = !redis.is_null();
+    s.push_str(if has_redis {
+        " Redis GEO | ratio |\n|---|---|---|---|\n"
+    } else {
+        "\n|---|---|\n"
+    });
+    let x = &b["fixes"];
+    let row = |s: &mut String, name: &str, ours: String, theirs: Option<String>, ratio: Option<String>| {
+        s.push_str(&format!("| {name} | {ours} |"));
+        if has_redis {
+            s.push_str(&format!(
+                " {} | {} |",
+                theirs.unwrap_or("—".into()),
+                ratio.unwrap_or("—".into())
+            ));
+        }
+        s.push('\n');
+    };
+    row(&mut s, "fixes offered / s", f(&x["offered_per_s"]), None, None);
+    row(
+        &mut s,
+        "fixes accepted / s (whole run)",
+        f(&x["accepted_per_s"]),
+        Some(format!("{} (GEOADD sent)", f(&redis["sent_per_s"]))),
+        Some(format!("{}×", f(&redis["ratio"]["ingest_bluelight_over_redis"]))),
+    );
+    row(
+        &mut s,
+        "accepted / s, median and worst 1 s",
+        format!(
+            "{} / {}",
+            f(&x["accepted_per_s_median_1s"]),
+            f(&x["accepted_per_s_min_1s"])
+        ),
+        None,
+        None,
+    );
+    row(
+        &mut s,
+        "fixes sent / accepted / lost",
+        format!("{} / {} / {}", f(&x["sent"]), f(&x["accepted"]), f(&x["lost"])),
+        Some(format!(
+            "{} / {} members",
+            f(&redis["sent"]),
+            f(&redis["members"])
+        )),
+        None,
+    );
+    row(&mut s, "rejected by reason", f(&x["rejected"]), None, None);
+    let a = &b["alerts"];
+    row(
+        &mut s,
+        "alerts owed / received (all subscribers)",
+        format!("{} / {}", f(&a["owed"]), f(&a["received"])),
+        Some("no geofences".into()),
+        None,
+    );
+    row(
+        &mut s,
+        "alerts missing / duplicate / unexpected",
+        format!(
+            "{} / {} / {}",
+            f(&a["missing"]),
+            f(&a["duplicate"]),
+            f(&a["unexpected"])
+        ),
+        None,
+        None,
+    );
+    row(
+        &mut s,
+        "fix-to-alert p50/p99/p999/max",
+        lat(&a["fix_to_alert"]),
+        None,
+        None,
+    );
+    row(
+        &mut s,
+        "positions feed delay p50/p99/p999/max",
+        lat(&b["positions"]["delay"]),
+        Some("no feeds".into()),
+        None,
+    );
+    row(
+        &mut s,
+        "standing nearest updates",
+        f(&b["standing_nearest"]["updates"]),
+        Some("no standing queries".into()),
+        None,
+    );
+    let n = &b["nearest"];
+    row(
+        &mut s,
+        "nearest k=10 round trip p50/p99/p999/max",
+        lat(&n["round_trip"]),
+        Some(lat(&redis["nearest"]["round_trip"])),
+        Some(format!(
+            "Redis/bluelight p50 {}×, p99 {}×",
+            f(&redis["ratio"]["nearest_p50_redis_over_bluelight"]),
+            f(&redis["ratio"]["nearest_p99_redis_over_bluelight"])
+        )),
+    );
+    row(
+        &mut s,
+        "nearest answered / checked / wrong",
+        format!(
+            "{} / {} / {}",
+            f(&n["answered"]),
+            f(&n["checked"]),
+            f(&n["wrong"])
+        ),
+        Some(format!("{} / not checked", f(&redis["nearest"]["answered"]))),
+        None,
+    );
+    let sv = &b["server"];
+    row(
+        &mut s,
+        "server RSS / peak (MiB)",
+        format!("{} / {}", f(&sv["rss_mib"]), f(&sv["peak_rss_mib"])),
+        Some(format!("{} (used_memory)", f(&redis["used_memory_mib"]))),
+        None,
+    );
+    row(
+        &mut s,
+        "server CPU (% of one core)",
+        f(&sv["cpu_percent_of_one_core"]),
+        None,
+        None,
+    );
+    if has_redis {
+        s.push_str(&format!("\nNot compared: {}.\n", f(&redis["not_compared"])));
+    }
+    s
+}

@@ -1,0 +1,336 @@
+//! What loadgen knows that the server is told: the simulated fleet (the same
+//! one `demo` runs), its fences, every position it sent, and so every alert
+//! the server owes its subscribers.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bluelight_engine::Fix;
+use bluelight_ingest::decode::{UnitInfoSpec, encode_flatbuffers};
+use bluelight_ingest::fleet::{Fleet, FleetConfig, SimFix};
+use bluelight_ingest::places::Place;
+use geo::{Contains, Coord, LineString, Polygon};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rstar::primitives::{GeomWithData, Rectangle};
+use rstar::{AABB, RTree};
+
+/// A fence loadgen created: its id and polygon (lon/lat).
+#[derive(Debug, Clone)]
+pub struct LoadFence {
+    /// Id on the server.
+    pub id: String,
+    /// Its ring.
+    pub polygon: Polygon<f64>,
+}
+
+/// The fences, indexed by their boxes.
+#[derive(Debug)]
+pub struct Fences {
+    /// Every fence.
+    pub list: Vec<LoadFence>,
+    tree: RTree<GeomWithData<Rectangle<[f64; 2]>, u32>>,
+    /// Fence index by id.
+    pub by_id: HashMap<String, u32>,
+}
+
+impl Fences {
+    /// `n` polygons (8 to 48 vertices, 150 m to 1.5 km across) near towns,
+    /// where the fleet drives.
+    pub fn generate(n: usize, towns: &[Place], seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0xfe4ce);
+        let mut list = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = &towns[rng.random_range(0..towns.len().max(1))];
+            let (clat, clon) = bluelight_engine::sphere::destination(
+                t.lat,
+                t.lon,
+                rng.random_range(0.0..360.0),
+                rng.random_range(0.0..5000.0),
+            );
+            let r = rng.random_range(150.0..1500.0);
+            let sides = rng.random_range(8..=48);
+            let ring: Vec<Coord<f64>> = (0..sides)
+                .map(|k| {
+                    // A lumpy ring, so fences are not all circles.
+                    let rk = r * rng.random_range(0.7..1.0);
+                    let (lat, lon) = bluelight_engine::sphere::destination(
+                        clat,
+                        clon,
+                        k as f64 * 360.0 / sides as f64,
+                        rk,
+                    );
+                    Coord { x: lon, y: lat }
+                })
+                .collect();
+            list.push(LoadFence {
+                id: format!("lg-{i:05}"),
+                polygon: Polygon::new(LineString::from(ring), vec![]),
+            });
+        }
+        let tree = RTree::bulk_load(
+            list.iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let b = geo::BoundingRect::bounding_rect(&f.polygon)
+                        .unwrap_or(geo::Rect::new(Coord { x: 0.0, y: 0.0 }, Coord { x: 0.0, y: 0.0 }));
+                    GeomWithData::new(
+                        Rectangle::from_corners([b.min().x, b.min().y], [b.max().x, b.max().y]),
+                        i as u32,
+                    )
+                })
+                .collect(),
+        );
+        let by_id = list
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.id.clone(), i as u32))
+            .collect();
+        Self { list, tree, by_id }
+    }
+
+    /// Fences containing the point, boundary included (as the protocol says).
+    pub fn containing(&self, lat: f64, lon: f64, out: &mut Vec<u32>) {
+        out.clear();
+        let p = geo::Point::new(lon, lat);
+        for c in self
+            .tree
+            .locate_in_envelope_intersecting(AABB::from_point([lon, lat]))
+        {
+            let poly = &self.list[c.data as usize].polygon;
+            if poly.contains(&p) || geo::Intersects::intersects(poly.exterior(), &p) {
+                out.push(c.data);
+            }
+        }
+        out.sort_unstable();
+    }
+
+    /// The fence as the GeoJSON Feature `PUT /v1/fences/{id}` takes: enter
+    /// and exit only, no hysteresis (so loadgen's own test is exact).
+    pub fn feature(&self, i: usize) -> serde_json::Value {
+        let ring: Vec<[f64; 2]> = self.list[i]
+            .polygon
+            .exterior()
+            .coords()
+            .map(|c| [c.x, c.y])
+            .collect();
+        serde_json::json!({
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {"detect": ["enter", "exit"], "hysteresis_m": 0}
+        })
+    }
+}
+
+/// An alert as both sides name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AlertKey {
+    /// Unit index.
+    pub unit: u32,
+    /// Fence index.
+    pub fence: u32,
+    /// Enter (true) or exit.
+    pub enter: bool,
+    /// The fix's device time.
+    pub time_ms: i64,
+}
+
+/// Positions each unit was sent at, newest first (the server holds one of
+/// them: at most one fix can be in flight while an answer is checked).
+#[derive(Debug, Default)]
+pub struct Truth {
+    /// Last three positions (lat, lon) per unit; NaN = none.
+    pub recent: Vec<[(f64, f64); 3]>,
+    /// How many positions each unit has been sent, capped at 3.
+    pub count: Vec<u8>,
+}
+
+/// What the sender shares with the checkers and the report.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Positions sent.
+    pub truth: Mutex<Truth>,
+    /// Alerts the server owes, with when their fix was sent.
+    pub expected: Mutex<HashMap<AlertKey, Instant>>,
+    /// Fixes sent.
+    pub sent: AtomicU64,
+    /// Frames (or datagrams) that could not be written.
+    pub send_errors: AtomicU64,
+    /// The sender has stopped.
+    pub done: AtomicBool,
+    /// Unit index by id.
+    pub unit_by_id: HashMap<String, u32>,
+}
+
+/// Where the sender writes.
+pub enum Sink {
+    /// bluelight over TCP.
+    Tcp(TcpStream),
+    /// bluelight over UDP.
+    Udp(UdpSocket, SocketAddr),
+    /// Redis GEOADD, pipelined per batch.
+    Redis(Box<redis::Connection>),
+}
+
+/// Fixes per frame: a datagram of 1,000 fixes is about 50 KB.
+pub const FRAME_FIXES: usize = 1000;
+
+/// The fleet of a plan.
+pub fn fleet(units: usize, interval_ms: u32, seed: u64, towns: &[Place], start_ms: i64) -> Fleet {
+    Fleet::new(
+        &FleetConfig {
+            units,
+            seed,
+            min_interval_ms: interval_ms,
+            max_interval_ms: interval_ms,
+            start_ms,
+        },
+        towns,
+    )
+}
+
+/// Registers every unit (id, agency, kind, tags) before the first fix.
+///
+/// # Errors
+/// The connection failed.
+pub fn register(fleet: &Fleet, sink: &mut Sink) -> std::io::Result<()> {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    for chunk in fleet.units().chunks(FRAME_FIXES) {
+        let infos: Vec<UnitInfoSpec<'_>> = chunk
+            .iter()
+            .map(|u| UnitInfoSpec {
+                unit: u.key,
+                id: &u.id,
+                agency: u.agency,
+                kind: u.kind,
+                tags: u.tags,
+            })
+            .collect();
+        let frame = encode_flatbuffers(&mut fbb, "loadgen", &[], &infos);
+        write_frame(sink, frame)?;
+    }
+    Ok(())
+}
+
+fn write_frame(sink: &mut Sink, frame: &[u8]) -> std::io::Result<()> {
+    match sink {
+        Sink::Tcp(s) => {
+            s.write_all(&(frame.len() as u32).to_le_bytes())?;
+            s.write_all(frame)
+        }
+        Sink::Udp(s, to) => s.send_to(frame, *to).map(|_| ()),
+        Sink::Redis(_) => Ok(()),
+    }
+}
+
+/// Sends the fleet's fixes in real time until `until`, keeping the truth
+/// and the alerts owed. Device time is wall time, so a fix is sent within a
+/// tick (5 ms) of its time; a server that cannot keep up makes the sender
+/// fall behind (TCP backpressure), which the accepted rate shows.
+pub fn send_fleet(
+    mut fleet: Fleet,
+    fences: Option<&Fences>,
+    shared: &Shared,
+    mut sink: Sink,
+    until: Instant,
+) {
+    let mut fbb = flatbuffers::FlatBufferBuilder::with_capacity(64 * 1024);
+    let mut sim: Vec<SimFix> = Vec::new();
+    let mut frame: Vec<(u64, Fix)> = Vec::with_capacity(FRAME_FIXES);
+    let mut inside: Vec<Vec<u32>> = vec![Vec::new(); fleet.units().len()];
+    let mut now_in: Vec<u32> = Vec::new();
+    let mut owed: Vec<AlertKey> = Vec::new();
+    let mut redis_cmd = redis::Pipeline::new();
+    let tick = Duration::from_millis(5);
+    while Instant::now() < until {
+        let started = Instant::now();
+        sim.clear();
+        fleet.advance(bluelight_ingest::transport::now_ms(), &mut sim);
+        for chunk in sim.chunks(FRAME_FIXES) {
+            frame.clear();
+            owed.clear();
+            if let Ok(mut t) = shared.truth.lock() {
+                for f in chunk {
+                    let u = f.unit as usize;
+                    let r = &mut t.recent[u];
+                    r[2] = r[1];
+                    r[1] = r[0];
+                    r[0] = (f.fix.lat, f.fix.lon);
+                    t.count[u] = (t.count[u] + 1).min(3);
+                }
+            }
+            for f in chunk {
+                frame.push((fleet.units()[f.unit as usize].key, f.fix));
+                if let Some(fences) = fences {
+                    fences.containing(f.fix.lat, f.fix.lon, &mut now_in);
+                    let was = &mut inside[f.unit as usize];
+                    for x in now_in.iter().filter(|x| !was.contains(x)) {
+                        owed.push(AlertKey {
+                            unit: f.unit,
+                            fence: *x,
+                            enter: true,
+                            time_ms: f.fix.time_ms,
+                        });
+                    }
+                    for x in was.iter().filter(|x| !now_in.contains(x)) {
+                        owed.push(AlertKey {
+                            unit: f.unit,
+                            fence: *x,
+                            enter: false,
+                            time_ms: f.fix.time_ms,
+                        });
+                    }
+                    if *was != now_in {
+                        was.clone_from(&now_in);
+                    }
+                }
+            }
+            if !owed.is_empty()
+                && let Ok(mut e) = shared.expected.lock()
+            {
+                // Stamped before the write: an alert cannot beat its stamp.
+                let at = Instant::now();
+                for k in &owed {
+                    e.insert(*k, at);
+                }
+            }
+            let written = match &mut sink {
+                Sink::Redis(conn) => {
+                    redis_cmd.clear();
+                    let cmd = redis_cmd.cmd("GEOADD").arg(crate::loadgen::redis_geo::KEY);
+                    for f in chunk {
+                        cmd.arg(f.fix.lon)
+                            .arg(f.fix.lat)
+                            .arg(&fleet.units()[f.unit as usize].id);
+                    }
+                    redis_cmd.exec(conn.as_mut()).map_err(std::io::Error::other)
+                }
+                other => write_frame(other, encode_flatbuffers(&mut fbb, "loadgen", &frame, &[])),
+            };
+            match written {
+                Ok(()) => {
+                    shared.sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Some(rest) = tick.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    shared.done.store(true, Ordering::Relaxed);
+}
+
+/// A fresh truth for `units` units.
+pub fn truth(units: usize) -> Truth {
+    Truth {
+        recent: vec![[(f64::NAN, f64::NAN); 3]; units],
+        count: vec![0; units],
+    }
+}
