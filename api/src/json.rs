@@ -20,8 +20,8 @@ pub fn unit_object(engine: &Engine, slot: UnitSlot) -> Option<Value> {
         ("heading_deg", fix.heading_deg),
         ("accuracy_m", fix.accuracy_m),
     ] {
-        if !x.is_nan() {
-            o.insert(k.into(), json!(x));
+        if x.is_finite() {
+            o.insert(k.into(), json!(short(x)));
         }
     }
     o.insert("agency".into(), json!(v.agency.as_str()));
@@ -37,6 +37,82 @@ pub fn unit_object(engine: &Engine, slot: UnitSlot) -> Option<Value> {
     }
     o.insert("stale".into(), json!(v.stale));
     Some(Value::Object(o))
+}
+
+/// An f32 as the f64 of its shortest text: 0.1, not 0.10000000149011612.
+fn short(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+/// Appends `s` as a JSON string.
+pub fn push_json_str(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Appends the unit object of [`unit_object`] as JSON text, without building
+/// a `Value` (positions feeds write hundreds of thousands a second).
+/// Returns false, writing nothing, for a unit never seen.
+pub fn write_unit(engine: &Engine, slot: UnitSlot, out: &mut String) -> bool {
+    use std::fmt::Write as _;
+    let Some(v) = engine.unit_view(slot) else {
+        return false;
+    };
+    let Some(fix) = v.fix else { return false };
+    out.push_str("{\"id\":");
+    push_json_str(out, &v.id);
+    // Display of f64/f32 is the shortest text that reads back exactly, and
+    // never uses an exponent: valid JSON numbers.
+    let _ = write!(
+        out,
+        ",\"lat\":{},\"lon\":{},\"time_ms\":{}",
+        fix.lat, fix.lon, fix.time_ms
+    );
+    for (k, x) in [
+        ("speed_mps", fix.speed_mps),
+        ("heading_deg", fix.heading_deg),
+        ("accuracy_m", fix.accuracy_m),
+    ] {
+        if x.is_finite() {
+            let _ = write!(out, ",\"{k}\":{x}");
+        }
+    }
+    let _ = write!(
+        out,
+        ",\"agency\":\"{}\",\"status\":\"{}\"",
+        v.agency.as_str(),
+        v.status.as_str()
+    );
+    if let Some(k) = &v.kind {
+        out.push_str(",\"kind\":");
+        push_json_str(out, k);
+    }
+    if !v.tags.is_empty() {
+        out.push_str(",\"tags\":[");
+        for (i, t) in v.tags.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(out, t);
+        }
+        out.push(']');
+    }
+    if let Some(c) = engine.unit_cell(slot) {
+        let _ = write!(out, ",\"h3\":\"{c}\"");
+    }
+    let _ = write!(out, ",\"stale\":{}}}", v.stale);
+    true
 }
 
 /// A unit as a GeoJSON Feature (Point geometry, unit object as properties).
@@ -90,5 +166,34 @@ impl StoredJson {
         if let Ok(mut m) = self.0.lock() {
             m.remove(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluelight_engine::{Agency, EngineConfig, Fix, Outputs};
+
+    #[test]
+    fn written_unit_text_is_the_unit_object() {
+        let mut e = Engine::new(EngineConfig::default()).expect("engine");
+        let slot = e.unit("AMB \"1\"\\\n");
+        e.set_meta(
+            slot,
+            Some(Agency::Ambulance),
+            Some("rrv"),
+            Some(&["para\"medic", "x"]),
+        )
+        .expect("meta");
+        let mut fix = Fix::at(1_763_726_400_000, 50.909_712_345_678_9, -1.404_4);
+        fix.speed_mps = 12.5;
+        fix.heading_deg = 0.1;
+        e.apply(slot, &fix, &mut Outputs::default());
+        let mut text = String::new();
+        assert!(write_unit(&e, slot, &mut text));
+        let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(Some(parsed), unit_object(&e, slot), "{text}");
+        let never = e.unit("never-seen");
+        assert!(!write_unit(&e, never, &mut text));
     }
 }

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use crate::auth::{Caller, Scope};
 use crate::fence_json::{filter_from_json, polygon};
 use crate::hub::{AlertSelect, Outgoing, Session, alert_text};
-use crate::json::{nearest_results, unit_object};
+use crate::json::nearest_results;
 use crate::server::AppState;
 
 /// Upgrades `/v1/ws` for any valid token (`?token=T` for browsers); each
@@ -71,6 +71,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     let mut last_heard = Instant::now();
     let mut stop = s.shutdown.subscribe();
+    let mut stamps: Vec<Instant> = Vec::new();
     s.sessions.fetch_add(1, Ordering::Relaxed);
     'conn: loop {
         tokio::select! {
@@ -123,26 +124,44 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
                 .map(|mut q| q.drain(..).collect::<Vec<_>>())
                 .unwrap_or_default(),
         );
+        // Everything due is written with one flush: a write per frame would
+        // cost a system call per alert per subscriber.
+        let mut written = 0usize;
+        let mut ok = true;
         for (i, m) in queued.into_iter().enumerate() {
             let (text, received) = match m {
                 Outgoing::Text(t) => (t, None),
                 Outgoing::Alert(sub, r) => (alert_text(&sub, &r), r.received.filter(|_| i >= replayed)),
             };
-            let sent = send(&mut tx, text).await;
-            if let (Ok(()), Some(t)) = (&sent, received) {
-                s.alert_latency.observe(t.elapsed());
+            if feed(&mut tx, text).await.is_err() {
+                ok = false;
+                break;
             }
-            if sent.is_err() {
-                if session.too_slow.load(Ordering::Relaxed) {
-                    close_too_slow(&s, &mut tx, &mut rx).await;
-                }
-                break 'conn;
+            written += 1;
+            if let Some(t) = received {
+                stamps.push(t);
             }
         }
-        for text in due_updates(&s, &session, &mut owned) {
-            if send(&mut tx, text).await.is_err() {
-                break 'conn;
+        if ok {
+            for text in due_updates(&s, &session, &mut owned) {
+                if feed(&mut tx, text).await.is_err() {
+                    ok = false;
+                    break;
+                }
+                written += 1;
             }
+        }
+        if ok && written > 0 {
+            ok = flush(&mut tx).await.is_ok();
+        }
+        if !ok {
+            if session.too_slow.load(Ordering::Relaxed) {
+                close_too_slow(&s, &mut tx, &mut rx).await;
+            }
+            break 'conn;
+        }
+        for t in stamps.drain(..) {
+            s.alert_latency.observe(t.elapsed());
         }
     }
     s.hub.drop_session(&session);
@@ -194,12 +213,50 @@ async fn close_too_slow(
     }
 }
 
-/// Sends a text frame; a client that does not take it within 10 s is gone.
-async fn send(tx: &mut futures_util::stream::SplitSink<WebSocket, Message>, text: String) -> Result<(), ()> {
-    match tokio::time::timeout(Duration::from_secs(10), tx.send(Message::Text(text.into()))).await {
+/// Queues a text frame in the socket's buffer (written when it fills or at
+/// [`flush`]); a client that does not take it within 10 s is gone.
+async fn feed(tx: &mut futures_util::stream::SplitSink<WebSocket, Message>, text: String) -> Result<(), ()> {
+    match tokio::time::timeout(Duration::from_secs(10), tx.feed(Message::Text(text.into()))).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
+}
+
+/// Writes what [`feed`] queued.
+async fn flush(tx: &mut futures_util::stream::SplitSink<WebSocket, Message>) -> Result<(), ()> {
+    match tokio::time::timeout(Duration::from_secs(10), tx.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// `{"type":kind,"sub":sub,"units":[...]}`, written straight to text.
+fn units_message(
+    kind: &str,
+    sub: &str,
+    e: &Engine,
+    units: impl ExactSizeIterator<Item = UnitSlot>,
+) -> String {
+    let mut text = String::with_capacity(64 + units.len() * 260);
+    text.push_str("{\"type\":\"");
+    text.push_str(kind);
+    text.push_str("\",\"sub\":");
+    crate::json::push_json_str(&mut text, sub);
+    text.push_str(",\"units\":[");
+    let mut first = true;
+    for u in units {
+        let mark = text.len();
+        if !first {
+            text.push(',');
+        }
+        if crate::json::write_unit(e, u, &mut text) {
+            first = false;
+        } else {
+            text.truncate(mark);
+        }
+    }
+    text.push_str("]}");
+    text
 }
 
 /// Conflated positions and changed nearest answers that are due.
@@ -251,11 +308,12 @@ fn due_updates(s: &AppState, session: &Session, owned: &mut HashMap<String, Owne
     let Ok(e) = s.engine.lock() else { return out };
     for (sub, changed, left) in buffers {
         if !changed.is_empty() {
-            let units: Vec<Value> = changed
-                .iter()
-                .filter_map(|u| unit_object(&e, UnitSlot(*u)))
-                .collect();
-            out.push(json!({"type":"positions","sub":sub,"units":units}).to_string());
+            out.push(units_message(
+                "positions",
+                &sub,
+                &e,
+                changed.iter().map(|u| UnitSlot(*u)),
+            ));
         }
         if !left.is_empty() {
             let ids: Vec<&str> = left.iter().map(|u| e.unit_id(UnitSlot(*u))).collect();
@@ -436,10 +494,9 @@ fn subscribe(
                     last: Instant::now(),
                 },
             );
-            let units: Vec<Value> = snapshot.iter().filter_map(|u| unit_object(&e, *u)).collect();
             Ok(vec![
                 json!({"type":"subscribed","id":id,"sub":sub}).to_string(),
-                json!({"type":"snapshot","sub":sub,"units":units}).to_string(),
+                units_message("snapshot", &sub, &e, snapshot.iter().copied()),
             ])
         }
         Some("alerts") => {

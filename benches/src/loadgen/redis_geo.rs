@@ -75,19 +75,29 @@ pub fn run(plan: &Plan, url: &str, towns: &Arc<Vec<Place>>) -> anyhow::Result<Re
         while Instant::now() < until {
             let (lat, lon) = query_point(&mut rng, towns);
             let t = Instant::now();
-            let r: redis::RedisResult<Vec<(String, f64)>> = redis::cmd("GEOSEARCH")
-                .arg(KEY)
-                .arg("FROMLONLAT")
-                .arg(lon)
-                .arg(lat)
-                .arg("BYRADIUS")
-                .arg(100)
-                .arg("km")
-                .arg("ASC")
-                .arg("COUNT")
-                .arg(NEAREST_K)
-                .arg("WITHDIST")
-                .query(&mut conn);
+            // As a Redis user finds the k nearest: a small radius first,
+            // widened until k are found (GEOSEARCH sorts everything inside
+            // the radius, so one huge radius is slow where units are dense).
+            let mut radius_km = 1.0;
+            let r = loop {
+                let r: redis::RedisResult<Vec<(String, f64)>> = redis::cmd("GEOSEARCH")
+                    .arg(KEY)
+                    .arg("FROMLONLAT")
+                    .arg(lon)
+                    .arg(lat)
+                    .arg("BYRADIUS")
+                    .arg(radius_km)
+                    .arg("km")
+                    .arg("ASC")
+                    .arg("COUNT")
+                    .arg(NEAREST_K)
+                    .arg("WITHDIST")
+                    .query(&mut conn);
+                match r {
+                    Ok(v) if v.len() < NEAREST_K && radius_km < 1000.0 => radius_km *= 4.0,
+                    other => break other,
+                }
+            };
             if r.is_ok() {
                 answered += 1;
                 let _ = rtt.record(t.elapsed().as_micros().max(1) as u64);

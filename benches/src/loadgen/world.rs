@@ -39,8 +39,10 @@ pub struct Fences {
 }
 
 impl Fences {
-    /// `n` polygons (8 to 48 vertices, 150 m to 1.5 km across) near towns,
-    /// where the fleet drives.
+    /// `n` polygons (8 to 48 vertices, 25 to 200 m in radius: hospital
+    /// sites, stations, cordons) within 10 km of towns, where the fleet
+    /// drives. Sized like real sites, a few per cent of the fleet is inside
+    /// one at any time.
     pub fn generate(n: usize, towns: &[Place], seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed ^ 0xfe4ce);
         let mut list = Vec::with_capacity(n);
@@ -50,9 +52,9 @@ impl Fences {
                 t.lat,
                 t.lon,
                 rng.random_range(0.0..360.0),
-                rng.random_range(0.0..5000.0),
+                rng.random_range(0.0..10_000.0),
             );
-            let r = rng.random_range(150.0..1500.0);
+            let r = rng.random_range(25.0..200.0);
             let sides = rng.random_range(8..=48);
             let ring: Vec<Coord<f64>> = (0..sides)
                 .map(|k| {
