@@ -66,12 +66,12 @@ pub fn push_json_str(out: &mut String, s: &str) {
 /// Returns false, writing nothing, for a unit never seen.
 pub fn write_unit(engine: &Engine, slot: UnitSlot, out: &mut String) -> bool {
     use std::fmt::Write as _;
-    let Some(v) = engine.unit_view(slot) else {
+    let Some(v) = engine.unit_borrowed(slot) else {
         return false;
     };
-    let Some(fix) = v.fix else { return false };
+    let fix = v.fix;
     out.push_str("{\"id\":");
-    push_json_str(out, &v.id);
+    push_json_str(out, v.id);
     // Display of f64/f32 is the shortest text that reads back exactly, and
     // never uses an exponent: valid JSON numbers.
     let _ = write!(
@@ -94,18 +94,15 @@ pub fn write_unit(engine: &Engine, slot: UnitSlot, out: &mut String) -> bool {
         v.agency.as_str(),
         v.status.as_str()
     );
-    if let Some(k) = &v.kind {
+    if let Some(k) = v.kind {
         out.push_str(",\"kind\":");
         push_json_str(out, k);
     }
-    if !v.tags.is_empty() {
-        out.push_str(",\"tags\":[");
-        for (i, t) in v.tags.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_json_str(out, t);
-        }
+    for (i, t) in v.tags().enumerate() {
+        out.push_str(if i == 0 { ",\"tags\":[" } else { "," });
+        push_json_str(out, t);
+    }
+    if v.tags().next().is_some() {
         out.push(']');
     }
     if let Some(c) = engine.unit_cell(slot) {

@@ -184,17 +184,22 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
         }
     });
     // The engine's clock: staleness, dwell for silent units, history expiry.
+    // Each second's scan is done in ten parts, 100 ms apart, so the engine is
+    // never held for a whole scan (tens of ms at a national fleet).
     let clock_state = state.clone();
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
+        const PARTS: usize = 10;
+        let mut every = tokio::time::interval(Duration::from_millis(1000 / PARTS as u64));
         let mut out = Outputs::default();
+        let mut part = 0;
         loop {
             every.tick().await;
             out.clear();
             if let Ok(mut e) = clock_state.engine.lock() {
-                e.tick(transport::now_ms(), &mut out);
+                e.tick_part(transport::now_ms(), part, PARTS, &mut out);
                 clock_state.route(&e, &out);
             }
+            part = (part + 1) % PARTS;
         }
     });
     Ok(Running {

@@ -77,6 +77,7 @@ pub use history::{HistoryRecord, HistoryStats};
 pub use model::{Agency, Fix, Status, UnitSlot, UnitView};
 pub use query::{NearestQuery, Neighbor};
 pub use region::{Detect, FenceSpec};
+pub use registry::UnitBorrowed;
 pub use rules::RuleSpec;
 pub use shape::{Circle, Shape};
 pub use units::MAX_TAGS;

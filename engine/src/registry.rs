@@ -72,6 +72,31 @@ impl Engine {
         Ok(())
     }
 
+    /// What [`Engine::unit_view`] gives, borrowed (no allocation): for
+    /// writing unit objects by the hundred thousand. `None` for an unknown
+    /// slot or a unit never seen.
+    pub fn unit_borrowed(&self, slot: UnitSlot) -> Option<UnitBorrowed<'_>> {
+        let st = self.units.state.get(slot.index())?;
+        let fix = self.units.fix(slot)?;
+        Some(UnitBorrowed {
+            id: self.units.id(slot),
+            agency: Agency::from_u8(st.agency),
+            status: Status::from_u8(st.status),
+            kind: (st.flags & FLAG_HAS_KIND != 0)
+                .then(|| {
+                    self.units
+                        .kind_names
+                        .get(usize::from(st.kind))
+                        .map(String::as_str)
+                })
+                .flatten(),
+            tag_bits: st.tags,
+            tag_names: &self.units.tag_names,
+            fix,
+            stale: st.stale(),
+        })
+    }
+
     /// Everything known about a unit.
     pub fn unit_view(&self, slot: UnitSlot) -> Option<UnitView> {
         let st = self.units.state.get(slot.index())?;
@@ -182,5 +207,37 @@ impl Engine {
             .state
             .get(slot.index())
             .map(|st| Agency::from_u8(st.agency))
+    }
+}
+
+/// A seen unit's state, borrowed from the engine (see
+/// [`Engine::unit_borrowed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct UnitBorrowed<'a> {
+    /// Human id.
+    pub id: &'a str,
+    /// Agency.
+    pub agency: Agency,
+    /// Status.
+    pub status: Status,
+    /// Kind, when set.
+    pub kind: Option<&'a str>,
+    tag_bits: u64,
+    tag_names: &'a [String],
+    /// Latest fix.
+    pub fix: crate::model::Fix,
+    /// Stale.
+    pub stale: bool,
+}
+
+impl<'a> UnitBorrowed<'a> {
+    /// Its tags.
+    pub fn tags(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        let (bits, names) = (self.tag_bits, self.tag_names);
+        names
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| bits & (1 << i) != 0)
+            .map(|(_, n)| n.as_str())
     }
 }

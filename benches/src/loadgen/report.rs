@@ -72,6 +72,40 @@ fn diff(o: &Outcome, key: &str) -> f64 {
     o.metrics_after.get(key).copied().unwrap_or(0.0) - o.metrics_before.get(key).copied().unwrap_or(0.0)
 }
 
+/// Quantiles of the server's own fix-to-alert histogram over the run (the
+/// upper bound of the bucket each falls in), from `/metrics` before and after.
+fn server_quantiles(o: &Outcome) -> Value {
+    const NAME: &str = "bluelight_fix_to_alert_seconds_bucket{le=\"";
+    let mut buckets: Vec<(f64, f64)> = o
+        .metrics_after
+        .keys()
+        .filter_map(|k| {
+            let le = k.strip_prefix(NAME)?.strip_suffix("\"}")?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((bound, diff(o, k)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total <= 0.0 {
+        return json!({"count": 0});
+    }
+    let at = |q: f64| {
+        buckets.iter().find(|b| b.1 >= q * total).map(|b| {
+            if b.0.is_finite() {
+                json!(b.0 * 1000.0)
+            } else {
+                json!("> 10000")
+            }
+        })
+    };
+    json!({"count": total, "p50_ms_at_most": at(0.5), "p99_ms_at_most": at(0.99), "p999_ms_at_most": at(0.999)})
+}
+
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -195,6 +229,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "duplicate": duplicate,
             "unexpected": unexpected,
             "fix_to_alert": pct(&alert_latency),
+            "server_fix_to_alert": server_quantiles(o),
         },
         "positions": {
             "subscribers": o.feeds.len(),
@@ -399,6 +434,19 @@ fn markdown(r: &Value) -> String {
         &mut s,
         "fix-to-alert p50/p99/p999/max",
         lat(&a["fix_to_alert"]),
+        None,
+        None,
+    );
+    let sq = &a["server_fix_to_alert"];
+    row(
+        &mut s,
+        "server's own fix-to-frame, p50/p99/p999 at most",
+        format!(
+            "{} / {} / {} ms",
+            f(&sq["p50_ms_at_most"]),
+            f(&sq["p99_ms_at_most"]),
+            f(&sq["p999_ms_at_most"])
+        ),
         None,
         None,
     );

@@ -188,6 +188,26 @@ fn stale_after_silence_then_fresh_on_next_fix() {
 }
 
 #[test]
+fn ticking_in_parts_covers_every_unit_exactly_once() {
+    let mut e = engine();
+    let mut out = Outputs::default();
+    let units: Vec<_> = (0..37).map(|i| e.unit(&format!("U{i}"))).collect();
+    for (i, u) in units.iter().enumerate() {
+        e.apply(*u, &Fix::at(T0, 50.0 + i as f64 * 0.01, -1.45), &mut out);
+    }
+    out.clear();
+    for part in 0..10 {
+        e.tick_part(T0 + 200_000, part, 10, &mut out);
+    }
+    assert_eq!(out.alerts.len(), units.len(), "one stale alert per unit");
+    let mut slots: Vec<_> = out.alerts.iter().map(|a| a.unit).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    assert_eq!(slots.len(), units.len());
+    assert!(units.iter().all(|u| e.unit_view(*u).is_some_and(|v| v.stale)));
+}
+
+#[test]
 fn stale_after_can_differ_by_agency() {
     let mut cfg = bluelight_engine::EngineConfig::default();
     cfg.stale_after_by_agency[Agency::Coastguard as usize] = Some(600);
