@@ -505,6 +505,14 @@ fn markdown(r: &Value) -> String {
     );
     if has_redis {
         s.push_str(&format!("\nNot compared: {}.\n", f(&redis["not_compared"])));
+        let offered = x["offered_per_s"].as_f64().unwrap_or(0.0);
+        let kept_up = |v: &Value| v.as_f64().is_some_and(|r| r >= 0.97 * offered);
+        if kept_up(&x["accepted_per_s"]) && kept_up(&redis["sent_per_s"]) {
+            s.push_str(
+                "\nBoth kept up with the offered rate, so the ingest ratio only says that; \
+                 `--preset max` offers more than either takes.\n",
+            );
+        }
     }
     s
 }
