@@ -268,7 +268,9 @@ impl Hub {
                     }
                 }
             }
-            if !woken.iter().any(|s| Arc::ptr_eq(s, session)) {
+            // A batch moves many units in one feed: wake its session once
+            // (consecutive changes mostly share a feed; duplicates go below).
+            if !woken.last().is_some_and(|s| Arc::ptr_eq(s, session)) {
                 woken.push(session.clone());
             }
         }
@@ -280,6 +282,8 @@ impl Hub {
                 woken.push(session.clone());
             }
         }
+        woken.sort_unstable_by_key(Arc::as_ptr);
+        woken.dedup_by(|a, b| Arc::ptr_eq(a, b));
         for s in woken {
             s.wake.notify_one();
         }

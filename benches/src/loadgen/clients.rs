@@ -36,7 +36,16 @@ async fn connect(http: SocketAddr, token: Option<&str>) -> anyhow::Result<Ws> {
     // would add tens of milliseconds.
     let (ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async_with_config(url, None, true),
+        // 16 KiB reads: tungstenite zero-fills its whole read buffer before
+        // each read, and loadgen shares the machine with the server.
+        tokio_tungstenite::connect_async_with_config(
+            url,
+            Some(
+                tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(16 << 10),
+            ),
+            true,
+        ),
     )
     .await??;
     Ok(ws)
