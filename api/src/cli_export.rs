@@ -109,6 +109,11 @@ struct RowCounter {
 const FEATURE: &[u8] = b"\"type\":\"Feature\"";
 
 impl RowCounter {
+    /// Rows of data so far (a CSV's header row is not one).
+    fn data_rows(&self, csv: bool) -> u64 {
+        self.rows.saturating_sub(u64::from(csv))
+    }
+
     fn feed(&mut self, chunk: &[u8], geojson: bool) {
         if !geojson {
             self.rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
@@ -198,7 +203,7 @@ pub async fn run(req: &ExportRequest) -> anyhow::Result<ExportSummary> {
         sink.write_all(&chunk).context("cannot write the export")?;
         bytes += chunk.len() as u64;
         counter.feed(&chunk, geojson);
-        let rows = counter.rows.saturating_sub(u64::from(req.format == "csv"));
+        let rows = counter.data_rows(req.format == "csv");
         bar.set_position(rows);
         bar.set_message(format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64));
     }
@@ -208,7 +213,7 @@ pub async fn run(req: &ExportRequest) -> anyhow::Result<ExportSummary> {
         std::fs::rename(p, out)
             .with_context(|| format!("cannot rename {} to {}", p.display(), out.display()))?;
     }
-    let rows = counter.rows.saturating_sub(u64::from(req.format == "csv"));
+    let rows = counter.data_rows(req.format == "csv");
     bar.finish_and_clear();
     Ok(ExportSummary { bytes, rows })
 }

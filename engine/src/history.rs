@@ -34,11 +34,16 @@ struct Bucket {
     start_ms: i64,
     /// Full chunks of `CHUNK` records, then one partly filled.
     chunks: Vec<Vec<HistoryRecord>>,
-    /// Records held.
-    len: usize,
 }
 
 impl Bucket {
+    /// Records held (every chunk but the last is full).
+    fn len(&self) -> usize {
+        self.chunks
+            .last()
+            .map_or(0, |last| (self.chunks.len() - 1) * CHUNK + last.len())
+    }
+
     fn records(&self) -> impl Iterator<Item = &HistoryRecord> {
         self.chunks.iter().flatten()
     }
@@ -93,28 +98,25 @@ impl History {
                         Bucket {
                             start_ms: start,
                             chunks: Vec::new(),
-                            len: 0,
                         },
                     );
                     i
                 }
             },
         };
-        let needs_chunk = self.buckets[idx].chunks.last().is_none_or(|c| c.len() >= CHUNK);
-        if needs_chunk {
-            let chunk = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK));
-            self.buckets[idx].chunks.push(chunk);
-        }
         let b = &mut self.buckets[idx];
+        if b.chunks.last().is_none_or(|c| c.len() >= CHUNK) {
+            b.chunks
+                .push(self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK)));
+        }
         if let Some(c) = b.chunks.last_mut() {
             c.push(HistoryRecord { unit, fix: *fix });
-            b.len += 1;
             self.stats.held += 1;
         }
         while self.stats.held > self.max_fixes {
             let Some(b) = self.buckets.pop_front() else { break };
-            self.stats.held -= b.len;
-            self.stats.dropped_cap += b.len as u64;
+            self.stats.held -= b.len();
+            self.stats.dropped_cap += b.len() as u64;
             self.recycle(b);
         }
     }
@@ -138,8 +140,8 @@ impl History {
             .is_some_and(|b| b.start_ms + BUCKET_MS <= cutoff)
         {
             if let Some(b) = self.buckets.pop_front() {
-                self.stats.held -= b.len;
-                self.stats.expired += b.len as u64;
+                self.stats.held -= b.len();
+                self.stats.expired += b.len() as u64;
                 self.recycle(b);
             }
         }
@@ -160,7 +162,7 @@ impl History {
         self.buckets
             .iter()
             .filter(|b| b.start_ms + BUCKET_MS > from_ms && b.start_ms <= to_ms)
-            .map(|b| b.len)
+            .map(Bucket::len)
             .sum()
     }
 

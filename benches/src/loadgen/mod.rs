@@ -221,7 +221,7 @@ async fn run_bluelight(
         )));
     }
     // Registration, over the transport the fixes take (TCP keeps order).
-    let sink = match plan.transport {
+    let mut sink = match plan.transport {
         Transport::Tcp => {
             let s = std::net::TcpStream::connect(srv.ingest)?;
             s.set_nodelay(true)?;
@@ -232,7 +232,6 @@ async fn run_bluelight(
             Sink::Udp(s, srv.ingest)
         }
     };
-    let mut sink = sink;
     world::register(&fleet, &mut sink)?;
     let registered = fleet.units().len();
     // Wait for the subscriptions (and for UDP registrations to land).

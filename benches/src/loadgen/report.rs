@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::Outcome;
 
 fn pct(h: &Histogram<u64>) -> Value {
-    let ms = |us: u64| (us as f64 / 1000.0 * 1000.0).round() / 1000.0;
+    let ms = |us: u64| us as f64 / 1000.0;
     if h.is_empty() {
         return json!({"count": 0});
     }
