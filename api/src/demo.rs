@@ -58,9 +58,7 @@ pub struct DemoReport {
 pub fn load_sample_fences(state: &AppState) -> anyhow::Result<usize> {
     let fc: geojson::FeatureCollection = SAMPLE_FENCES.parse().context("data/fences.geojson")?;
     let mut out = Outputs::default();
-    let Ok(mut engine) = state.engine.lock() else {
-        anyhow::bail!("engine unavailable")
-    };
+    let mut engine = state.engine.lock();
     for f in &fc.features {
         let id = feature_id(f).context("sample fence without id")?;
         let spec = fence_from_feature(&mut engine, &id, f).with_context(|| format!("sample fence {id}"))?;
@@ -96,9 +94,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
     let mut fleet = Fleet::new(&fleet_cfg, &towns);
     let console = Arc::new(Session::default());
     {
-        let Ok(mut e) = state.engine.lock() else {
-            anyhow::bail!("engine unavailable")
-        };
+        let mut e = state.engine.lock();
         for u in fleet.units() {
             let slot = e.register_key(u.key, &u.id);
             e.set_meta(slot, Some(u.agency), Some(u.kind), Some(u.tags))?;
@@ -155,9 +151,8 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
             .lock()
             .map(|mut q| q.drain(..).collect())
             .unwrap_or_default();
-        if !queued.is_empty()
-            && let Ok(e) = state.engine.lock()
-        {
+        if !queued.is_empty() {
+            let e = state.engine.lock();
             for m in queued {
                 if let Outgoing::Alert(_, a) = m {
                     report.alerts += 1;
@@ -174,7 +169,8 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
         }
         if last_summary.elapsed() >= opts.summary_every {
             let rate = fixes_since as f64 / last_summary.elapsed().as_secs_f64();
-            if let Ok(e) = state.engine.lock() {
+            {
+                let e = state.engine.lock();
                 summary(&e, sim_now, rate);
             }
             fixes_since = 0;
@@ -183,7 +179,8 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
     }
     // Let the writer drain what was sent.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    if let Ok(e) = state.engine.lock() {
+    {
+        let e = state.engine.lock();
         report.units_seen = fleet
             .units()
             .iter()

@@ -229,10 +229,7 @@ pub async fn export(
         Format::Ndjson => "application/x-ndjson",
     };
     // An upper bound of the rows to come, for clients' progress bars.
-    let most = s
-        .engine
-        .lock()
-        .map_or(0, |e| e.history_count_upper_bound(r.from_ms, r.to_ms));
+    let most = s.engine.lock().history_count_upper_bound(r.from_ms, r.to_ms);
     let state = s.clone();
     tokio::task::spawn_blocking(move || {
         let head = match r.format {
@@ -245,7 +242,7 @@ pub async fn export(
         }
         let mut first = true;
         // Only the span history holds: a window of years costs nothing extra.
-        let span = state.engine.lock().ok().and_then(|e| e.history_bounds());
+        let span = state.engine.lock().history_bounds();
         let (mut at, to) = match span {
             Some((lo, hi)) => (r.from_ms.max(lo), r.to_ms.min(hi)),
             None => (1, 0),
@@ -253,7 +250,7 @@ pub async fn export(
         while at <= to {
             let end = at.saturating_add(MINUTE_MS - 1).min(to);
             let text = {
-                let Ok(e) = state.engine.lock() else { return };
+                let e = state.engine.lock();
                 let mut text = String::new();
                 e.history_query(&query(&e, &r, at, end), |chunk| {
                     text.push_str(&format_chunk(&e, chunk, r.format, &mut first))
@@ -294,9 +291,7 @@ fn tokio_stream_from(
 }
 
 fn export_tracks(s: &AppState, r: &Request) -> Response {
-    let Ok(e) = s.engine.lock() else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "engine unavailable").into_response();
-    };
+    let e = s.engine.lock();
     let mut tracks: HashMap<UnitSlot, Vec<[f64; 2]>> = HashMap::new();
     let mut order: Vec<UnitSlot> = Vec::new();
     e.history_query(&query(&e, r, r.from_ms, r.to_ms), |chunk| {
@@ -349,9 +344,7 @@ pub async fn export_h3(
     };
     let mut cells: HashMap<h3o::CellIndex, (u64, HashSet<UnitSlot>)> = HashMap::new();
     {
-        let Ok(e) = s.engine.lock() else {
-            return (StatusCode::INTERNAL_SERVER_ERROR, "engine unavailable").into_response();
-        };
+        let e = s.engine.lock();
         e.history_query(&query(&e, &r, r.from_ms, r.to_ms), |chunk| {
             for rec in chunk {
                 if let Ok(ll) = h3o::LatLng::new(rec.fix.lat, rec.fix.lon) {

@@ -80,10 +80,6 @@ fn bad(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message)
 }
 
-fn engine_busy() -> Response {
-    error(StatusCode::INTERNAL_SERVER_ERROR, "engine unavailable")
-}
-
 /// The dispatch map: one self-contained page (no CDN, no map tiles) over
 /// `/v1/ws` positions and alerts; pass `?token=T` when tokens are set.
 async fn map_page() -> Response {
@@ -95,9 +91,7 @@ async fn map_page() -> Response {
 }
 
 async fn healthz(State(s): Shared) -> Response {
-    let Ok(e) = s.engine.lock() else {
-        return engine_busy();
-    };
+    let e = s.engine.lock();
     axum::Json(json!({
         "status": "ok",
         "units": e.unit_count(),
@@ -190,7 +184,8 @@ async fn metrics(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Resp
             s.alerts[i].load(Ordering::Relaxed)
         );
     }
-    if let Ok(e) = s.engine.lock() {
+    {
+        let e = s.engine.lock();
         let k = e.counters();
         let _ = writeln!(
             m,
@@ -250,9 +245,7 @@ async fn put_fence(
     };
     let mut out = Outputs::default();
     let created = {
-        let Ok(mut e) = s.engine.lock() else {
-            return engine_busy();
-        };
+        let mut e = s.engine.lock();
         let spec = match fence_from_feature(&mut e, &id, &feature) {
             Ok(spec) => spec,
             Err(err) => return bad(err.to_string()),
@@ -303,11 +296,7 @@ async fn delete_fence(
     Query(q): Params,
 ) -> Response {
     authorise!(s, headers, q, Scope::Fences);
-    let removed = s
-        .engine
-        .lock()
-        .map(|mut e| e.remove_fence(&id).is_ok())
-        .unwrap_or(false);
+    let removed = s.engine.lock().remove_fence(&id).is_ok();
     s.fence_json.remove(&id);
     if removed {
         tracing::info!(fence = %id, "fence deleted");
@@ -337,9 +326,7 @@ async fn put_rule(
     };
     let hysteresis_m = num("hysteresis_m").unwrap_or(0.0);
     let created = {
-        let Ok(mut e) = s.engine.lock() else {
-            return engine_busy();
-        };
+        let mut e = s.engine.lock();
         let from = match v.get("from").map(|f| filter_from_json(&mut e, f)).transpose() {
             Ok(f) => f.unwrap_or_default(),
             Err(err) => return bad(format!("from: {err}")),
@@ -394,11 +381,7 @@ async fn delete_rule(
     Query(q): Params,
 ) -> Response {
     authorise!(s, headers, q, Scope::Fences);
-    let removed = s
-        .engine
-        .lock()
-        .map(|mut e| e.remove_rule(&id).is_ok())
-        .unwrap_or(false);
+    let removed = s.engine.lock().remove_rule(&id).is_ok();
     s.rule_json.remove(&id);
     if removed {
         StatusCode::NO_CONTENT.into_response()
@@ -446,9 +429,7 @@ fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<f64>, String>
 
 async fn list_units(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
     let who = authorise!(s, headers, q, Scope::Read);
-    let Ok(mut e) = s.engine.lock() else {
-        return engine_busy();
-    };
+    let mut e = s.engine.lock();
     let filter = match query_filter(&mut e, &q) {
         Ok(f) => who.limit(f),
         Err(err) => return bad(err),
@@ -483,9 +464,7 @@ async fn get_unit(
     Query(q): Params,
 ) -> Response {
     let who = authorise!(s, headers, q, Scope::Read);
-    let Ok(e) = s.engine.lock() else {
-        return engine_busy();
-    };
+    let e = s.engine.lock();
     // Another agency's unit is not found, not forbidden: its existence is
     // not this caller's to know.
     let visible = e
@@ -517,9 +496,7 @@ async fn nearest(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Resp
         Err(err) => return bad(err),
     };
     let include_stale = q.get("include_stale").is_some_and(|v| v == "true");
-    let Ok(mut e) = s.engine.lock() else {
-        return engine_busy();
-    };
+    let mut e = s.engine.lock();
     let filter = match query_filter(&mut e, &q) {
         Ok(f) => who.limit(f),
         Err(err) => return bad(err),

@@ -103,13 +103,14 @@ pub enum Outgoing {
     Alert(String, Arc<AlertRecord>),
 }
 
-/// Conflated state of one positions subscription.
+/// Conflated state of one positions subscription (foldhash sets: the
+/// writer inserts hundreds of thousands of slots a second).
 #[derive(Debug, Default)]
 pub struct FeedBuffer {
     /// Units that moved or entered since the last flush.
-    pub changed: HashSet<u32>,
+    pub changed: hashbrown::HashSet<u32>,
     /// Units that left since the last flush.
-    pub left: HashSet<u32>,
+    pub left: hashbrown::HashSet<u32>,
 }
 
 /// One WebSocket connection's outgoing side.
@@ -172,6 +173,8 @@ struct HubInner {
     alert_subs: HashMap<String, (Arc<Session>, AlertSelect)>,
     feeds: HashMap<u32, (Arc<Session>, String)>,
     nearest: HashMap<u32, (Arc<Session>, String)>,
+    /// Feed changes' indices, sorted by feed (reused between batches).
+    order: Vec<(u32, u32)>,
 }
 
 /// Routes engine outputs to sessions.
@@ -248,32 +251,39 @@ impl Hub {
             }
         }
         let mut woken: Vec<Arc<Session>> = Vec::new();
-        for f in &out.feed {
-            let Some((session, sub)) = inner.feeds.get(&f.feed) else {
+        // Grouped by feed (a unit's changes keep their order), so each
+        // feed's buffer is locked and found once per batch, not per change.
+        let mut order = std::mem::take(&mut inner.order);
+        order.clear();
+        order.extend(out.feed.iter().zip(0u32..).map(|(f, i)| (f.feed, i)));
+        order.sort_unstable();
+        let mut conflated = 0;
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let Some((session, sub)) = run.first().and_then(|(feed, _)| inner.feeds.get(feed)) else {
                 continue;
             };
             if let Ok(mut feeds) = session.feeds.lock()
                 && let Some(buf) = feeds.get_mut(sub)
             {
-                match f.change {
-                    FeedChange::Entered | FeedChange::Moved => {
-                        buf.left.remove(&f.unit.0);
-                        if !buf.changed.insert(f.unit.0) {
-                            self.conflated.fetch_add(1, Ordering::Relaxed);
+                for f in run.iter().filter_map(|&(_, i)| out.feed.get(i as usize)) {
+                    match f.change {
+                        FeedChange::Entered | FeedChange::Moved => {
+                            buf.left.remove(&f.unit.0);
+                            if !buf.changed.insert(f.unit.0) {
+                                conflated += 1;
+                            }
                         }
-                    }
-                    FeedChange::Left => {
-                        buf.changed.remove(&f.unit.0);
-                        buf.left.insert(f.unit.0);
+                        FeedChange::Left => {
+                            buf.changed.remove(&f.unit.0);
+                            buf.left.insert(f.unit.0);
+                        }
                     }
                 }
             }
-            // A batch moves many units in one feed: wake its session once
-            // (consecutive changes mostly share a feed; duplicates go below).
-            if !woken.last().is_some_and(|s| Arc::ptr_eq(s, session)) {
-                woken.push(session.clone());
-            }
+            woken.push(session.clone());
         }
+        inner.order = order;
+        self.conflated.fetch_add(conflated, Ordering::Relaxed);
         for q in &out.nearest {
             if let Some((session, sub)) = inner.nearest.get(q) {
                 if let Ok(mut d) = session.nearest_dirty.lock() {

@@ -48,6 +48,12 @@ fn short(x: f32) -> f64 {
 pub fn push_json_str(out: &mut String, s: &str) {
     use std::fmt::Write as _;
     out.push('"');
+    // Ids are almost always plain: copy them whole.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -62,54 +68,168 @@ pub fn push_json_str(out: &mut String, s: &str) {
 }
 
 /// Appends the unit object of [`unit_object`] as JSON text, without building
-/// a `Value` (positions feeds write hundreds of thousands a second).
-/// Returns false, writing nothing, for a unit never seen.
+/// a `Value`. Returns false, writing nothing, for a unit never seen.
 pub fn write_unit(engine: &Engine, slot: UnitSlot, out: &mut String) -> bool {
-    use std::fmt::Write as _;
-    let Some(v) = engine.unit_borrowed(slot) else {
-        return false;
-    };
-    let fix = v.fix;
-    out.push_str("{\"id\":");
-    push_json_str(out, v.id);
-    // Display of f64/f32 is the shortest text that reads back exactly, and
-    // never uses an exponent: valid JSON numbers.
-    let _ = write!(
-        out,
-        ",\"lat\":{},\"lon\":{},\"time_ms\":{}",
-        fix.lat, fix.lon, fix.time_ms
-    );
-    for (k, x) in [
-        ("speed_mps", fix.speed_mps),
-        ("heading_deg", fix.heading_deg),
-        ("accuracy_m", fix.accuracy_m),
-    ] {
-        if x.is_finite() {
-            let _ = write!(out, ",\"{k}\":{x}");
+    let mut rows = UnitRows::default();
+    rows.push(engine, slot) && {
+        rows.write_row(0, out);
+        true
+    }
+}
+
+/// Unit objects copied out of the engine, to be written as JSON after its
+/// lock is released: a positions feed writes thousands of units a second
+/// per map, and the float formatting is most of that work. Copying a unit
+/// is its strings (pre-escaped) and a few numbers; the buffers are reused.
+#[derive(Debug, Default)]
+pub struct UnitRows {
+    /// Escaped ids and the `"kind"`/`"tags"` members, back to back.
+    text: String,
+    rows: Vec<Row>,
+}
+
+#[derive(Debug)]
+struct Row {
+    /// `text[start..id_end]` is the quoted id, `text[id_end..extra_end]`
+    /// the kind and tags members.
+    start: u32,
+    id_end: u32,
+    extra_end: u32,
+    agency: &'static str,
+    status: &'static str,
+    fix: bluelight_engine::Fix,
+    cell: Option<u64>,
+    stale: bool,
+}
+
+impl UnitRows {
+    /// Empties the rows, keeping their buffers.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.rows.clear();
+    }
+
+    /// Units held.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Copies one unit; false (nothing copied) for a unit never seen.
+    pub fn push(&mut self, engine: &Engine, slot: UnitSlot) -> bool {
+        let Some(v) = engine.unit_borrowed(slot) else {
+            return false;
+        };
+        let start = self.text.len();
+        push_json_str(&mut self.text, v.id);
+        let id_end = self.text.len();
+        if let Some(k) = v.kind {
+            self.text.push_str(",\"kind\":");
+            push_json_str(&mut self.text, k);
+        }
+        for (i, t) in v.tags().enumerate() {
+            self.text.push_str(if i == 0 { ",\"tags\":[" } else { "," });
+            push_json_str(&mut self.text, t);
+        }
+        if v.tags().next().is_some() {
+            self.text.push(']');
+        }
+        let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.rows.push(Row {
+            start: offset(start),
+            id_end: offset(id_end),
+            extra_end: offset(self.text.len()),
+            agency: v.agency.as_str(),
+            status: v.status.as_str(),
+            fix: v.fix,
+            cell: engine.unit_cell(slot).map(u64::from),
+            stale: v.stale,
+        });
+        true
+    }
+
+    /// `{"type":kind,"sub":sub,"units":[...]}` with every row.
+    pub fn write_message(&self, kind: &str, sub: &str, out: &mut String) {
+        out.reserve(64 + self.rows.len() * 260);
+        out.push_str("{\"type\":\"");
+        out.push_str(kind);
+        out.push_str("\",\"sub\":");
+        push_json_str(out, sub);
+        out.push_str(",\"units\":[");
+        for i in 0..self.rows.len() {
+            if i > 0 {
+                out.push(',');
+            }
+            self.write_row(i, out);
+        }
+        out.push_str("]}");
+    }
+
+    /// Row `i` as a unit object. Numbers are written as serde_json writes
+    /// them (ryu, itoa): the same text as [`unit_object`], several times
+    /// faster than `core::fmt`.
+    fn write_row(&self, i: usize, out: &mut String) {
+        let Some(r) = self.rows.get(i) else { return };
+        let (mut f64s, mut ints) = (ryu::Buffer::new(), itoa::Buffer::new());
+        let text = |a: u32, b: u32| self.text.get(a as usize..b as usize).unwrap_or("");
+        out.push_str("{\"id\":");
+        out.push_str(text(r.start, r.id_end));
+        out.push_str(",\"lat\":");
+        out.push_str(f64s.format(r.fix.lat));
+        out.push_str(",\"lon\":");
+        out.push_str(f64s.format(r.fix.lon));
+        out.push_str(",\"time_ms\":");
+        out.push_str(ints.format(r.fix.time_ms));
+        for (k, x) in [
+            (",\"speed_mps\":", r.fix.speed_mps),
+            (",\"heading_deg\":", r.fix.heading_deg),
+            (",\"accuracy_m\":", r.fix.accuracy_m),
+        ] {
+            if x.is_finite() {
+                out.push_str(k);
+                out.push_str(f64s.format_finite(x));
+            }
+        }
+        out.push_str(",\"agency\":\"");
+        out.push_str(r.agency);
+        out.push_str("\",\"status\":\"");
+        out.push_str(r.status);
+        out.push('"');
+        out.push_str(text(r.id_end, r.extra_end));
+        if let Some(c) = r.cell {
+            out.push_str(",\"h3\":\"");
+            push_hex(out, c);
+            out.push('"');
+        }
+        out.push_str(if r.stale {
+            ",\"stale\":true}"
+        } else {
+            ",\"stale\":false}"
+        });
+    }
+}
+
+/// Lower-case hex without leading zeros (how H3 cells are written).
+fn push_hex(out: &mut String, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut n = 16;
+    let mut v = v;
+    loop {
+        n -= 1;
+        buf[n] = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
         }
     }
-    let _ = write!(
-        out,
-        ",\"agency\":\"{}\",\"status\":\"{}\"",
-        v.agency.as_str(),
-        v.status.as_str()
-    );
-    if let Some(k) = v.kind {
-        out.push_str(",\"kind\":");
-        push_json_str(out, k);
+    for &b in &buf[n..] {
+        out.push(char::from(b));
     }
-    for (i, t) in v.tags().enumerate() {
-        out.push_str(if i == 0 { ",\"tags\":[" } else { "," });
-        push_json_str(out, t);
-    }
-    if v.tags().next().is_some() {
-        out.push(']');
-    }
-    if let Some(c) = engine.unit_cell(slot) {
-        let _ = write!(out, ",\"h3\":\"{c}\"");
-    }
-    let _ = write!(out, ",\"stale\":{}}}", v.stale);
-    true
 }
 
 /// A unit as a GeoJSON Feature (Point geometry, unit object as properties).
@@ -192,5 +312,37 @@ mod tests {
         assert_eq!(Some(parsed), unit_object(&e, slot), "{text}");
         let never = e.unit("never-seen");
         assert!(!write_unit(&e, never, &mut text));
+    }
+
+    /// ryu writes some numbers differently from `Display` (exponents, a
+    /// trailing `.0`): they must still read back as the same values.
+    #[test]
+    fn written_numbers_read_back_exactly() {
+        let mut e = Engine::new(EngineConfig::default()).expect("engine");
+        let cases: [(f64, f64, f32, f32, f32); 6] = [
+            (0.0, 0.0, 0.0, 0.0, 1.0),
+            (-89.999_999_999, 179.999_999_999_9, 1e-7, 359.9, 1e7),
+            (1e-7, -1e-12, 3.0, 90.0, 0.1),
+            (51.5, -0.12, f32::NAN, 12.25, f32::NAN),
+            (90.0, -180.0, 250.5, f32::NAN, 1.5e-3),
+            (-33.868_820_123_456_78, 151.209_295_000_000_1, 1.1, 0.3, 65_504.0),
+        ];
+        let mut rows = UnitRows::default();
+        for (n, (lat, lon, speed, heading, accuracy)) in cases.into_iter().enumerate() {
+            let slot = e.unit(&format!("U{n}"));
+            let mut fix = Fix::at(1_763_726_400_000 + n as i64, lat, lon);
+            (fix.speed_mps, fix.heading_deg, fix.accuracy_m) = (speed, heading, accuracy);
+            e.apply(slot, &fix, &mut Outputs::default());
+            assert!(rows.push(&e, slot));
+        }
+        let mut text = String::new();
+        rows.write_message("positions", "p1", &mut text);
+        let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
+        let units = parsed["units"].as_array().expect("units");
+        assert_eq!(units.len(), cases.len());
+        for (n, u) in units.iter().enumerate() {
+            let slot = e.find_unit(&format!("U{n}")).expect("unit");
+            assert_eq!(Some(u), unit_object(&e, slot).as_ref(), "{text}");
+        }
     }
 }

@@ -15,6 +15,7 @@
 //! * [`fence_json`] — GeoJSON Features ⇄ fences, and protocol filters.
 //! * [`hub`] — routes alerts, feed changes and nearest answers to sessions.
 //! * [`ws`] — the WebSocket protocol (`/v1/ws`, `/v1/ingest`).
+//! * [`bulk`] — the low-priority thread that writes positions feeds.
 //! * [`latency`] — the fix-to-alert histogram in `/metrics`.
 //! * [`cli_export`] — `bluelight export`: streams `/v1/export` to a file.
 //! * [`demo`] — the demo loop.
@@ -23,6 +24,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod auth;
+pub mod bulk;
 pub mod cli_export;
 pub mod config;
 pub mod demo;

@@ -2,8 +2,8 @@
 //! engine's writer and clock, and serves until shut down.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bluelight_engine::{AlertEvent, Engine, EngineConfig, Outputs};
@@ -28,7 +28,7 @@ pub const ALERT_EVENTS: [AlertEvent; 6] = [
 pub struct AppState {
     /// The engine; the writer takes the lock once per batch, handlers once
     /// per request, and nothing awaits while holding it.
-    pub engine: Arc<Mutex<Engine>>,
+    pub engine: bluelight_ingest::pipeline::SharedEngine,
     /// Into the writer.
     pub pipeline: PipelineHandle,
     /// Fences as their owners sent them (GeoJSON Features), for GET.
@@ -49,6 +49,8 @@ pub struct AppState {
     pub tokens: crate::auth::Tokens,
     /// Fix received to alert frame sent, per frame.
     pub alert_latency: crate::latency::LatencyHistogram,
+    /// Writes positions feeds at a low priority.
+    pub bulk: crate::bulk::Bulk,
 }
 
 impl AppState {
@@ -113,7 +115,7 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
         history_max_fixes: cfg.history_max_fixes,
         ..EngineConfig::default()
     };
-    let engine = Arc::new(Mutex::new(Engine::new(engine_cfg)?));
+    let engine = Arc::new(parking_lot::Mutex::new(Engine::new(engine_cfg)?));
     let alerts: Arc<[AtomicU64; 6]> = Arc::new(Default::default());
     // The writer's sink needs the state, which needs the writer's handle.
     let sink_state: Arc<std::sync::OnceLock<std::sync::Weak<AppState>>> = Arc::default();
@@ -146,6 +148,7 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
         shutdown: tokio::sync::watch::channel(false).0,
         tokens: crate::auth::Tokens::new(&cfg.auth.tokens),
         alert_latency: crate::latency::LatencyHistogram::default(),
+        bulk: crate::bulk::Bulk::start()?,
     });
     let _ = sink_state.set(Arc::downgrade(&state));
     let limits = ListenerLimits::default();
@@ -195,7 +198,8 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
         loop {
             every.tick().await;
             out.clear();
-            if let Ok(mut e) = clock_state.engine.lock() {
+            {
+                let mut e = clock_state.engine.lock();
                 e.tick_part(transport::now_ms(), part, PARTS, &mut out);
                 clock_state.route(&e, &out);
             }

@@ -25,8 +25,9 @@ use serde_json::{Value, json};
 use crate::auth::{Caller, Scope};
 use crate::fence_json::{filter_from_json, polygon};
 use crate::hub::{AlertSelect, Outgoing, Session, alert_text};
-use crate::json::nearest_results;
+use crate::json::{UnitRows, nearest_results};
 use crate::server::AppState;
+use bluelight_ingest::pipeline::SharedEngine;
 
 /// Upgrades `/v1/ws` for any valid token (`?token=T` for browsers); each
 /// message then needs its own scope.
@@ -79,6 +80,11 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
     let mut last_heard = Instant::now();
     let mut stop = s.shutdown.subscribe();
     let mut stamps: Vec<Instant> = Vec::new();
+    // Positions are written on the bulk thread, one job at a time; their
+    // text is sent when it comes back.
+    let mut pool: Vec<UnitRows> = Vec::new();
+    let mut feeds_job: Option<tokio::sync::oneshot::Receiver<FeedsDone>> = None;
+    let mut ready: Vec<(String, String)> = Vec::new();
     s.sessions.fetch_add(1, Ordering::Relaxed);
     'conn: loop {
         tokio::select! {
@@ -104,6 +110,18 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
             },
             _ = session.wake.notified() => {}
             _ = tick.tick() => {}
+            done = async {
+                match feeds_job.as_mut() {
+                    Some(job) => job.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                feeds_job = None;
+                if let Ok(done) = done {
+                    ready = done.texts;
+                    pool = done.pool;
+                }
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > Duration::from_secs(60) {
                     break 'conn;
@@ -150,7 +168,13 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
             }
         }
         if ok {
-            for text in due_updates(&s, &session, &mut owned) {
+            let nearest = due_nearest(&s, &session, &mut owned);
+            // A feed unsubscribed while its job ran sends nothing more.
+            let feeds = ready
+                .drain(..)
+                .filter(|(sub, _)| owned.contains_key(sub))
+                .map(|(_, t)| t);
+            for text in nearest.into_iter().chain(feeds) {
                 if feed(&mut tx, text).await.is_err() {
                     ok = false;
                     break;
@@ -167,12 +191,20 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
             }
             break 'conn;
         }
+        if feeds_job.is_none()
+            && let Some(due) = due_feeds(&session, &mut owned)
+        {
+            let copies = copy_feeds(&s.engine, due, &mut pool);
+            let pool = std::mem::take(&mut pool);
+            feeds_job = Some(s.bulk.run(move || write_feeds(copies, pool)));
+        }
         for t in stamps.drain(..) {
             s.alert_latency.observe(t.elapsed());
         }
     }
     s.hub.drop_session(&session);
-    if let Ok(mut e) = s.engine.lock() {
+    {
+        let mut e = s.engine.lock();
         for o in owned.values() {
             match o {
                 Owned::Feed { feed, .. } => {
@@ -238,109 +270,137 @@ async fn flush(tx: &mut futures_util::stream::SplitSink<WebSocket, Message>) -> 
 }
 
 /// `{"type":kind,"sub":sub,"units":[...]}`, written straight to text.
-fn units_message(
-    kind: &str,
-    sub: &str,
-    e: &Engine,
-    units: impl ExactSizeIterator<Item = UnitSlot>,
-) -> String {
-    let mut text = String::with_capacity(64 + units.len() * 260);
-    text.push_str("{\"type\":\"");
-    text.push_str(kind);
-    text.push_str("\",\"sub\":");
-    crate::json::push_json_str(&mut text, sub);
-    text.push_str(",\"units\":[");
-    let mut first = true;
+fn units_message(kind: &str, sub: &str, e: &Engine, units: impl Iterator<Item = UnitSlot>) -> String {
+    let mut rows = UnitRows::default();
     for u in units {
-        let mark = text.len();
-        if !first {
-            text.push(',');
-        }
-        if crate::json::write_unit(e, u, &mut text) {
-            first = false;
-        } else {
-            text.truncate(mark);
-        }
+        rows.push(e, u);
     }
-    text.push_str("]}");
+    let mut text = String::new();
+    rows.write_message(kind, sub, &mut text);
     text
 }
 
-/// Conflated positions and changed nearest answers that are due.
-fn due_updates(s: &AppState, session: &Session, owned: &mut HashMap<String, Owned>) -> Vec<String> {
-    let mut out = Vec::new();
+/// Due feeds' conflated changes: (sub, moved or entered, left).
+type DueFeeds = Vec<(String, hashbrown::HashSet<u32>, hashbrown::HashSet<u32>)>;
+
+/// What the bulk thread gives back: the messages, and the row buffers for
+/// next time.
+struct FeedsDone {
+    /// (sub, message).
+    texts: Vec<(String, String)>,
+    pool: Vec<UnitRows>,
+}
+
+/// Takes the conflated changes of every feed due (at most `max_hz`).
+fn due_feeds(session: &Session, owned: &mut HashMap<String, Owned>) -> Option<DueFeeds> {
     let now = Instant::now();
-    let dirty: HashSet<String> = session
-        .nearest_dirty
-        .lock()
-        .map(|d| d.clone())
-        .unwrap_or_default();
-    let mut due_feeds = Vec::new();
-    let mut due_nearest = Vec::new();
+    let mut due = Vec::new();
+    let Ok(mut feeds) = session.feeds.lock() else {
+        return None;
+    };
     for (sub, o) in owned.iter_mut() {
-        match o {
-            Owned::Feed { every, last, .. } if now.duration_since(*last) >= *every => {
-                due_feeds.push(sub.clone())
-            }
-            Owned::Nearest { query, every, last }
-                if dirty.contains(sub) && now.duration_since(*last) >= *every =>
-            {
-                due_nearest.push((sub.clone(), *query));
-            }
-            _ => {}
-        }
-    }
-    if due_feeds.is_empty() && due_nearest.is_empty() {
-        return out;
-    }
-    let mut buffers = Vec::new();
-    if let Ok(mut feeds) = session.feeds.lock() {
-        for sub in &due_feeds {
-            if let Some(b) = feeds.get_mut(sub)
-                && (!b.changed.is_empty() || !b.left.is_empty())
-            {
-                buffers.push((
-                    sub.clone(),
-                    std::mem::take(&mut b.changed),
-                    std::mem::take(&mut b.left),
-                ));
-            }
-        }
-    }
-    if let Ok(mut d) = session.nearest_dirty.lock() {
-        for (sub, _) in &due_nearest {
-            d.remove(sub);
-        }
-    }
-    let Ok(e) = s.engine.lock() else { return out };
-    for (sub, changed, left) in buffers {
-        if !changed.is_empty() {
-            out.push(units_message(
-                "positions",
-                &sub,
-                &e,
-                changed.iter().map(|u| UnitSlot(*u)),
+        if let Owned::Feed { every, last, .. } = o
+            && now.duration_since(*last) >= *every
+            && let Some(b) = feeds.get_mut(sub)
+            && (!b.changed.is_empty() || !b.left.is_empty())
+        {
+            *last = now;
+            due.push((
+                sub.clone(),
+                std::mem::take(&mut b.changed),
+                std::mem::take(&mut b.left),
             ));
         }
+    }
+    (!due.is_empty()).then_some(due)
+}
+
+/// Copies the due feeds' units out of the engine: (sub, moved, left ids).
+/// Done here, not on the bulk thread: a low-priority thread must never
+/// hold the lock the writer waits for.
+fn copy_feeds(
+    engine: &SharedEngine,
+    due: DueFeeds,
+    pool: &mut Vec<UnitRows>,
+) -> Vec<(String, UnitRows, String)> {
+    let mut copies = Vec::with_capacity(due.len());
+    {
+        let e = engine.lock();
+        for (sub, changed, left) in due {
+            let mut moved = pool.pop().unwrap_or_default();
+            moved.clear();
+            for u in &changed {
+                moved.push(&e, UnitSlot(*u));
+            }
+            let mut ids = String::new();
+            for (i, u) in left.iter().enumerate() {
+                if i > 0 {
+                    ids.push(',');
+                }
+                crate::json::push_json_str(&mut ids, e.unit_id(UnitSlot(*u)));
+            }
+            copies.push((sub, moved, ids));
+        }
+    }
+    copies
+}
+
+/// On the bulk thread: writes the copied feeds' messages.
+fn write_feeds(copies: Vec<(String, UnitRows, String)>, mut pool: Vec<UnitRows>) -> FeedsDone {
+    let mut texts = Vec::with_capacity(copies.len());
+    for (sub, moved, left) in copies {
+        if !moved.is_empty() {
+            let mut text = String::new();
+            moved.write_message("positions", &sub, &mut text);
+            texts.push((sub.clone(), text));
+        }
         if !left.is_empty() {
-            let ids: Vec<&str> = left.iter().map(|u| e.unit_id(UnitSlot(*u))).collect();
-            out.push(json!({"type":"left","sub":sub,"ids":ids}).to_string());
+            let mut text = String::with_capacity(40 + sub.len() + left.len());
+            text.push_str("{\"type\":\"left\",\"sub\":");
+            crate::json::push_json_str(&mut text, &sub);
+            text.push_str(",\"ids\":[");
+            text.push_str(&left);
+            text.push_str("]}");
+            texts.push((sub, text));
         }
-        if let Some(Owned::Feed { last, .. }) = owned.get_mut(&sub) {
+        pool.push(moved);
+    }
+    FeedsDone { texts, pool }
+}
+
+/// Changed standing nearest answers that are due (small: written here).
+fn due_nearest(s: &AppState, session: &Session, owned: &mut HashMap<String, Owned>) -> Vec<String> {
+    let now = Instant::now();
+    let Ok(mut dirty) = session.nearest_dirty.lock() else {
+        return Vec::new();
+    };
+    if dirty.is_empty() {
+        return Vec::new();
+    }
+    let mut due = Vec::new();
+    for (sub, o) in owned.iter_mut() {
+        if let Owned::Nearest { query, every, last } = o
+            && now.duration_since(*last) >= *every
+            && dirty.remove(sub)
+        {
             *last = now;
+            due.push((sub.clone(), *query));
         }
     }
-    for (sub, query) in due_nearest {
-        let results = e
-            .nearest_results(query)
-            .map(|r| nearest_results(&e, r))
-            .unwrap_or_default();
-        out.push(json!({"type":"nearest","sub":sub,"results":results}).to_string());
-        if let Some(Owned::Nearest { last, .. }) = owned.get_mut(&sub) {
-            *last = now;
-        }
+    drop(dirty);
+    if due.is_empty() {
+        return Vec::new();
     }
-    out
+    let e = s.engine.lock();
+    due.into_iter()
+        .map(|(sub, query)| {
+            let results = e
+                .nearest_results(query)
+                .map(|r| nearest_results(&e, r))
+                .unwrap_or_default();
+            json!({"type":"nearest","sub":sub,"results":results}).to_string()
+        })
+        .collect()
 }
 
 fn max_hz(v: &Value, default: f64) -> Result<Duration, String> {
@@ -477,9 +537,7 @@ fn subscribe(
             ))
         }
     };
-    let Ok(mut e) = s.engine.lock() else {
-        return Err(("overloaded", "engine unavailable".into()));
-    };
+    let mut e = s.engine.lock();
     match v.get("stream").and_then(Value::as_str) {
         Some("positions") => {
             need(Scope::Read)?;
@@ -581,9 +639,7 @@ fn one_shot_nearest(s: &AppState, v: &Value, id: &Value, who: Caller) -> Handled
     let k = v.get("k").and_then(Value::as_u64).unwrap_or(5).clamp(1, 1000) as usize;
     let max_distance_m = v.get("max_distance_m").and_then(Value::as_f64);
     let include_stale = v.get("include_stale").and_then(Value::as_bool).unwrap_or(false);
-    let Ok(mut e) = s.engine.lock() else {
-        return Err(("overloaded", "engine unavailable".into()));
-    };
+    let mut e = s.engine.lock();
     let filter = who.limit(filter(&mut e, v).map_err(bad)?);
     let results = e.nearest(
         &NearestQuery {
@@ -609,13 +665,15 @@ fn unsubscribe(s: &AppState, owned: &mut HashMap<String, Owned>, v: &Value) -> H
     match owned.remove(sub) {
         Some(Owned::Feed { feed, .. }) => {
             s.hub.unregister(Some(feed), None);
-            if let Ok(mut e) = s.engine.lock() {
+            {
+                let mut e = s.engine.lock();
                 let _ = e.unsubscribe_feed(feed);
             }
         }
         Some(Owned::Nearest { query, .. }) => {
             s.hub.unregister(None, Some(query));
-            if let Ok(mut e) = s.engine.lock() {
+            {
+                let mut e = s.engine.lock();
                 let _ = e.unsubscribe_nearest(query);
             }
         }

@@ -410,7 +410,7 @@ async fn websocket_ingest_takes_flatbuffers_and_json_and_survives_a_bad_frame() 
     let start = Instant::now();
     loop {
         let ok = {
-            let e = s.state.engine.lock().expect("lock");
+            let e = s.state.engine.lock();
             e.find_unit("5").is_some() && e.find_unit("WS-JSON").is_some()
         };
         if ok {

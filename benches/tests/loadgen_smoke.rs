@@ -93,6 +93,15 @@ fn smoke_preset_writes_a_correct_report_with_the_redis_comparison() {
     );
     assert_eq!(b["alerts"]["received"].as_u64(), Some(owed * 3));
     assert_eq!(b["alerts"]["missing"], 0);
+    // Every alert's latency is counted once, in the warm-up or after it.
+    let timed = |k: &str| b["alerts"][k]["count"].as_u64().unwrap_or(0);
+    assert_eq!(
+        timed("fix_to_alert") + timed("fix_to_alert_warmup"),
+        owed * 3,
+        "{}",
+        b["alerts"]
+    );
+    assert_eq!(r["params"]["warmup_s"], 2);
     assert_eq!(b["alerts"]["duplicate"], 0);
     assert!(
         b["nearest"]["checked"].as_u64().is_some_and(|n| n > 10),

@@ -185,56 +185,59 @@ impl Fleet {
 
     /// Appends every fix due at or before `now_ms`, in time order.
     pub fn advance(&mut self, now_ms: i64, out: &mut Vec<SimFix>) {
-        while let Some(&Reverse((t, i))) = self.due.peek() {
+        // The unit's next report replaces it at the top of the heap: one
+        // sift, where pop then push is two (a load generator's hot loop).
+        while let Some(mut top) = self.due.peek_mut() {
+            let Reverse((t, i)) = *top;
             if t > now_ms {
                 break;
             }
-            self.due.pop();
-            let fix = self.step(i as usize, t);
+            let Some(u) = self.units.get_mut(i as usize) else {
+                std::collections::binary_heap::PeekMut::pop(top);
+                continue;
+            };
+            let fix = step(u, &mut self.rng, t);
             out.push(SimFix { unit: i, fix });
-            let next = t + self.units[i as usize].interval_ms;
-            self.due.push(Reverse((next, i)));
+            *top = Reverse((t + u.interval_ms, i));
         }
     }
+}
 
-    /// Moves unit `i` to time `t` and returns its report.
-    fn step(&mut self, i: usize, t: i64) -> Fix {
-        let rng = &mut self.rng;
-        let u = &mut self.units[i];
-        let dt = (t - u.last_ms).max(0) as f64 / 1000.0;
-        u.last_ms = t;
-        if t >= u.wait_until_ms {
-            let remaining = sphere::distance_m(u.lat, u.lon, u.target.0, u.target.1);
-            let travel = u.speed * dt;
-            if u.speed > 0.0 && travel < remaining {
-                let bearing = bearing(u.lat, u.lon, u.target.0, u.target.1);
-                (u.lat, u.lon) = sphere::destination(u.lat, u.lon, bearing, travel);
-            } else {
-                if u.speed > 0.0 {
-                    (u.lat, u.lon) = u.target;
-                }
-                next_leg(u, rng, t);
+/// Moves a unit to time `t` and returns its report.
+fn step(u: &mut SimUnit, rng: &mut StdRng, t: i64) -> Fix {
+    let dt = (t - u.last_ms).max(0) as f64 / 1000.0;
+    u.last_ms = t;
+    if t >= u.wait_until_ms {
+        let remaining = sphere::distance_m(u.lat, u.lon, u.target.0, u.target.1);
+        let travel = u.speed * dt;
+        if u.speed > 0.0 && travel < remaining {
+            let bearing = bearing(u.lat, u.lon, u.target.0, u.target.1);
+            (u.lat, u.lon) = sphere::destination(u.lat, u.lon, bearing, travel);
+        } else {
+            if u.speed > 0.0 {
+                (u.lat, u.lon) = u.target;
             }
+            next_leg(u, rng, t);
         }
-        // Rarely, an emergency button press; it clears at the next leg.
-        if u.status != Status::Emergency && rng.random_range(0..200_000) == 0 {
-            u.status = Status::Emergency;
-        }
-        let noise = sphere::destination(
-            u.lat,
-            u.lon,
-            rng.random_range(0.0..360.0),
-            rng.random_range(0.0..3.0),
-        );
-        Fix {
-            time_ms: t,
-            lat: noise.0,
-            lon: noise.1,
-            accuracy_m: rng.random_range(3.0..10.0),
-            speed_mps: u.speed as f32,
-            heading_deg: bearing(u.lat, u.lon, u.target.0, u.target.1) as f32,
-            status: u.status,
-        }
+    }
+    // Rarely, an emergency button press; it clears at the next leg.
+    if u.status != Status::Emergency && rng.random_range(0..200_000) == 0 {
+        u.status = Status::Emergency;
+    }
+    let noise = sphere::destination(
+        u.lat,
+        u.lon,
+        rng.random_range(0.0..360.0),
+        rng.random_range(0.0..3.0),
+    );
+    Fix {
+        time_ms: t,
+        lat: noise.0,
+        lon: noise.1,
+        accuracy_m: rng.random_range(3.0..10.0),
+        speed_mps: u.speed as f32,
+        heading_deg: bearing(u.lat, u.lon, u.target.0, u.target.1) as f32,
+        status: u.status,
     }
 }
 

@@ -18,6 +18,7 @@
 //!   British towns, moving at plausible speeds, changing status, reporting
 //!   every 1–10 s.
 //! * [`places`] — the towns the fleet lives in (`data/places.csv`).
+//! * [`priority`] — lower priority for bulk threads.
 
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
@@ -28,6 +29,7 @@ pub mod decode;
 pub mod fleet;
 pub mod pipeline;
 pub mod places;
+pub mod priority;
 pub mod transport;
 pub mod validate;
 pub mod wire;

@@ -3,9 +3,11 @@
 //! filters that need the unit's history, applies the fixes and hands the
 //! outputs to a sink.
 //!
-//! The engine sits behind a `std::sync::Mutex` that the writer takes once per
-//! batch (never per fix) and readers take for a query; nothing awaits while
-//! holding it. Stream transports `send(...).await` into the queue, so a full
+//! The engine sits behind a `parking_lot::Mutex` that the writer takes once
+//! per batch (never per fix) and readers take for a query; nothing awaits
+//! while holding it. Between chunks of [`CHUNK`] fixes the writer hands the
+//! lock to a waiting reader (a fair "bump"), so a nearest query waits for
+//! at most one chunk, not a whole 1,000-fix frame. Stream transports `send(...).await` into the queue, so a full
 //! queue slows them (TCP flow control reaches the device) and nothing is
 //! lost; UDP uses `try_send` and counts what it drops. Batches are recycled
 //! through a small pool so steady state does not allocate.
@@ -16,10 +18,18 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bluelight_engine::{Applied, Engine, Outputs, UnitSlot, sphere};
+use parking_lot::MutexGuard;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{IngestBatch, UnitRef};
 use crate::validate::{IngestCounters, Reject, ValidationConfig};
+
+/// The engine as every part of the server shares it.
+pub type SharedEngine = Arc<parking_lot::Mutex<Engine>>;
+
+/// Fixes the writer applies (and routes the outputs of) before letting a
+/// waiting reader have the engine: about half a millisecond of work.
+pub const CHUNK: usize = 256;
 
 /// What the writer did with a batch (the HTTP reply of `POST /v1/fixes`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -146,7 +156,7 @@ impl Default for PipelineConfig {
 
 /// Starts the writer thread. It stops when every handle is dropped.
 pub fn start(
-    engine: Arc<Mutex<Engine>>,
+    engine: SharedEngine,
     cfg: PipelineConfig,
     mut sink: OutputSink,
 ) -> (PipelineHandle, JoinHandle<()>) {
@@ -165,11 +175,30 @@ pub fn start(
             let mut out = Outputs::default();
             while let Some(mut job) = rx.blocking_recv() {
                 let report = {
-                    let Ok(mut engine) = engine.lock() else { break };
-                    out.clear();
-                    let report = apply(&mut engine, &job.batch, &cfg, &counters, &mut out);
-                    sink(&engine, &out, job.batch.received);
-                    report
+                    let mut engine = engine.lock();
+                    let batch = &job.batch;
+                    let mut report = begin(&mut engine, batch, &counters);
+                    let mut from = 0;
+                    loop {
+                        let to = (from + CHUNK).min(batch.fixes.len());
+                        out.clear();
+                        apply_fixes(
+                            &mut engine,
+                            batch,
+                            from..to,
+                            &cfg,
+                            &counters,
+                            &mut out,
+                            &mut report,
+                        );
+                        sink(&engine, &out, batch.received);
+                        if to == batch.fixes.len() {
+                            break;
+                        }
+                        from = to;
+                        MutexGuard::bump(&mut engine);
+                    }
+                    finish(report)
                 };
                 if let Some(reply) = job.reply.take() {
                     let _ = reply.send(report);
@@ -194,16 +223,32 @@ pub fn apply(
     counters: &IngestCounters,
     out: &mut Outputs,
 ) -> ApplyReport {
-    let resolve = |engine: &mut Engine, u: &UnitRef| -> UnitSlot {
-        match u {
-            UnitRef::Key(k) => engine.unit_by_key(*k),
-            UnitRef::Id(r) => engine.unit(batch.str(r)),
-        }
-    };
+    let mut report = begin(engine, batch, counters);
+    apply_fixes(
+        engine,
+        batch,
+        0..batch.fixes.len(),
+        cfg,
+        counters,
+        out,
+        &mut report,
+    );
+    finish(report)
+}
+
+fn resolve(engine: &mut Engine, batch: &IngestBatch, u: &UnitRef) -> UnitSlot {
+    match u {
+        UnitRef::Key(k) => engine.unit_by_key(*k),
+        UnitRef::Id(r) => engine.unit(batch.str(r)),
+    }
+}
+
+/// A batch's metadata and decode-time refusals, before its fixes.
+fn begin(engine: &mut Engine, batch: &IngestBatch, counters: &IngestCounters) -> ApplyReport {
     for m in &batch.metas {
         let slot = match (&m.unit, m.key) {
             (UnitRef::Id(r), Some(key)) => engine.register_key(key, batch.str(r)),
-            (u, _) => resolve(engine, u),
+            (u, _) => resolve(engine, batch, u),
         };
         let kind = m.kind.as_ref().map(|k| batch.str(k));
         let tags: Option<Vec<&str>> = m.tags.as_ref().map(|t| batch.tags(t).collect());
@@ -211,17 +256,32 @@ pub fn apply(
             counters.reject(Reject::BadField);
         }
     }
-    let mut report = ApplyReport {
-        accepted: 0,
-        errors: batch.errors.clone(),
-    };
     for r in &batch.errors {
         counters.reject(r.1);
     }
+    ApplyReport {
+        accepted: 0,
+        errors: batch.errors.clone(),
+    }
+}
+
+/// Fixes `range` of a batch, in order, then the standing queries they
+/// touched.
+fn apply_fixes(
+    engine: &mut Engine,
+    batch: &IngestBatch,
+    range: std::ops::Range<usize>,
+    cfg: &PipelineConfig,
+    counters: &IngestCounters,
+    out: &mut Outputs,
+    report: &mut ApplyReport,
+) {
     let max_speed = cfg.validation.max_implied_speed_mps;
-    for (n, (unit, fix)) in batch.fixes.iter().enumerate() {
+    let accepted_before = report.accepted;
+    let fixes = batch.fixes.get(range.clone()).unwrap_or_default();
+    for (n, (unit, fix)) in range.zip(fixes) {
         let i = batch.index.get(n).copied().unwrap_or(n as u32);
-        let slot = resolve(engine, unit);
+        let slot = resolve(engine, batch, unit);
         if let Some((t, lat, lon)) = engine.last_position(slot) {
             let dt = fix.time_ms - t;
             if dt > 0 && dt <= cfg.speed_check_window_ms {
@@ -243,8 +303,12 @@ pub fn apply(
     }
     counters
         .accepted
-        .fetch_add(u64::from(report.accepted), Ordering::Relaxed);
+        .fetch_add(u64::from(report.accepted - accepted_before), Ordering::Relaxed);
     engine.flush(out);
+}
+
+/// The report in input order.
+fn finish(mut report: ApplyReport) -> ApplyReport {
     report.errors.sort_unstable_by_key(|e| e.0);
     report
 }

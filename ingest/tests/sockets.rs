@@ -15,13 +15,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
 struct Server {
-    engine: Arc<Mutex<Engine>>,
+    engine: bluelight_ingest::pipeline::SharedEngine,
     pipeline: PipelineHandle,
     addr: SocketAddr,
 }
 
 async fn server(cfg: PipelineConfig, limits: ListenerLimits) -> Server {
-    let engine = Arc::new(Mutex::new(Engine::new(EngineConfig::default()).expect("config")));
+    let engine = Arc::new(parking_lot::Mutex::new(
+        Engine::new(EngineConfig::default()).expect("config"),
+    ));
     let (pipeline, _writer) = pipeline::start(engine.clone(), cfg, Box::new(|_, _, _| {}));
     let (tcp, udp, addr) = bind_ingest("127.0.0.1:0".parse().expect("addr"))
         .await
@@ -82,7 +84,7 @@ async fn tcp_garbage_frame_closes_only_that_connection() {
     let c = s.pipeline.counters.clone();
     until("the good fixes", || c.accepted() == 4).await;
     until("the bad frame", || c.rejected(Reject::BadFrame) == 1).await;
-    let e = s.engine.lock().expect("lock");
+    let e = s.engine.lock();
     for key in [1, 2, 4, 5] {
         assert!(e.find_unit(&key.to_string()).is_some(), "unit {key}");
     }
@@ -207,7 +209,9 @@ async fn a_full_queue_slows_tcp_senders_and_loses_nothing() {
 
 #[tokio::test]
 async fn cot_events_from_tak_clients_arrive_and_a_bad_event_is_skipped() {
-    let engine = Arc::new(Mutex::new(Engine::new(EngineConfig::default()).expect("config")));
+    let engine = Arc::new(parking_lot::Mutex::new(
+        Engine::new(EngineConfig::default()).expect("config"),
+    ));
     let (pipeline, _writer) =
         pipeline::start(engine.clone(), PipelineConfig::default(), Box::new(|_, _, _| {}));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -260,7 +264,7 @@ async fn cot_events_from_tak_clients_arrive_and_a_bad_event_is_skipped() {
     let c = pipeline.counters.clone();
     until("both TAK fixes", || c.accepted() == 2).await;
     until("the broken event", || c.rejected(Reject::BadFrame) == 1).await;
-    let e = engine.lock().expect("lock");
+    let e = engine.lock();
     let view = e
         .find_unit("ANDROID-1")
         .and_then(|s| e.unit_view(s))

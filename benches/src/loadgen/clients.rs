@@ -74,8 +74,11 @@ pub struct AlertsSeen {
     pub counts: HashMap<AlertKey, u32>,
     /// Alerts naming a unit or fence loadgen does not know.
     pub unknown: u64,
-    /// Fix sent to alert received, µs (live alerts loadgen owed).
+    /// Fix sent to alert received, µs (live alerts loadgen owed), after
+    /// the warm-up.
     pub latency: Histogram<u64>,
+    /// The same for fixes sent during the warm-up.
+    pub latency_warmup: Histogram<u64>,
     /// Closed by the server (e.g. 1013) before the end.
     pub closed_early: Option<String>,
 }
@@ -135,6 +138,7 @@ pub async fn alerts_client(
         counts: HashMap::new(),
         unknown: 0,
         latency: histogram(),
+        latency_warmup: histogram(),
         closed_early: None,
     };
     loop {
@@ -159,7 +163,8 @@ pub async fn alerts_client(
                     if *n == 1
                         && let Some(sent) = shared.expected.lock().ok().and_then(|e| e.get(&key).copied())
                     {
-                        let _ = seen.latency.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
+                        let h = if shared.warming_up(sent) { &mut seen.latency_warmup } else { &mut seen.latency };
+                        let _ = h.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
                     }
                 }
                 Some(Ok(Message::Close(f))) => {
@@ -190,8 +195,10 @@ pub struct FeedSeen {
     /// Unit objects in positions messages.
     pub units: u64,
     /// Wall time of receipt minus the fix's device time, µs (loadgen sends
-    /// a fix within its 5 ms tick of that time).
+    /// a fix within its 5 ms tick of that time), after the warm-up.
     pub delay: Histogram<u64>,
+    /// The same during the warm-up.
+    pub delay_warmup: Histogram<u64>,
 }
 
 /// A dispatch map: a district-sized viewport (about 4 by 4 km) in a town,
@@ -200,6 +207,7 @@ pub async fn positions_client(
     http: SocketAddr,
     token: Option<String>,
     town: Place,
+    shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<FeedSeen> {
     let mut ws = connect(http, token.as_deref()).await?;
@@ -218,6 +226,7 @@ pub async fn positions_client(
         messages: 0,
         units: 0,
         delay: histogram(),
+        delay_warmup: histogram(),
     };
     loop {
         tokio::select! {
@@ -227,9 +236,10 @@ pub async fn positions_client(
                     let now = bluelight_ingest::transport::now_ms();
                     seen.messages += 1;
                     if t.as_str().starts_with("{\"type\":\"positions\"") {
+                        let h = if shared.warming_up(Instant::now()) { &mut seen.delay_warmup } else { &mut seen.delay };
                         times_in(t.as_str(), |time| {
                             seen.units += 1;
-                            let _ = seen.delay.record(((now - time).max(0) as u64 * 1000).max(1));
+                            let _ = h.record(((now - time).max(0) as u64 * 1000).max(1));
                         });
                     }
                 }
@@ -279,14 +289,54 @@ pub struct NearestSeen {
     pub answered: u64,
     /// Error replies.
     pub errors: u64,
+    /// Answers to check that the checker had no room for.
+    pub check_skipped: u64,
+    /// Round trip, µs, after the warm-up.
+    pub rtt: Histogram<u64>,
+    /// The same for queries sent during the warm-up.
+    pub rtt_warmup: Histogram<u64>,
+}
+
+/// A nearest answer for the checker.
+pub struct Check {
+    /// The query point (lat, lon).
+    pub point: (f64, f64),
+    /// The answer's `results`.
+    pub results: Value,
+}
+
+/// What the checker found.
+#[derive(Debug, Default)]
+pub struct Checked {
     /// Answers checked against brute force.
     pub checked: u64,
-    /// Checked answers that were wrong, with the first few reasons.
+    /// Checked answers that were wrong.
     pub wrong: u64,
     /// The first few reasons.
     pub wrong_examples: Vec<String>,
-    /// Round trip, µs.
-    pub rtt: Histogram<u64>,
+}
+
+/// Checks nearest answers against brute force, on its own thread: a check
+/// scans every unit, and on the clients' runtime it would delay the alerts
+/// and answers being timed.
+pub fn checker(shared: &Shared, checks: std::sync::mpsc::Receiver<Check>) -> Checked {
+    bluelight_ingest::priority::lower_this_thread();
+    let mut found = Checked::default();
+    for c in checks {
+        found.checked += 1;
+        let verdict = shared
+            .truth
+            .lock()
+            .map_err(|_| "truth poisoned".to_string())
+            .and_then(|t| check_nearest(&t, shared, c.point, &c.results));
+        if let Err(why) = verdict {
+            found.wrong += 1;
+            if found.wrong_examples.len() < 5 {
+                found.wrong_examples.push(why);
+            }
+        }
+    }
+    found
 }
 
 /// K of every one-shot query.
@@ -314,6 +364,7 @@ pub async fn nearest_client(
     seed: u64,
     towns: Arc<Vec<Place>>,
     shared: Arc<Shared>,
+    checks: std::sync::mpsc::SyncSender<Check>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<NearestSeen> {
     let mut ws = connect(http, token.as_deref()).await?;
@@ -325,10 +376,9 @@ pub async fn nearest_client(
         sent: 0,
         answered: 0,
         errors: 0,
-        checked: 0,
-        wrong: 0,
-        wrong_examples: Vec::new(),
+        check_skipped: 0,
         rtt: histogram(),
+        rtt_warmup: histogram(),
     };
     let mut next_id = 0u64;
     loop {
@@ -347,7 +397,7 @@ pub async fn nearest_client(
             m = ws.next() => match m {
                 Some(Ok(Message::Text(t))) => {
                     let at = Instant::now();
-                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                    let Ok(mut v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
                     let Some(id) = v["id"].as_str().and_then(|s| s.parse::<u64>().ok()) else { continue };
                     let Some((sent, lat, lon)) = inflight.remove(&id) else { continue };
                     if v["type"] == "error" {
@@ -355,19 +405,12 @@ pub async fn nearest_client(
                         continue;
                     }
                     seen.answered += 1;
-                    let _ = seen.rtt.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
+                    let h = if shared.warming_up(sent) { &mut seen.rtt_warmup } else { &mut seen.rtt };
+                    let _ = h.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
                     if id % u64::from(check_every) == 0 {
-                        seen.checked += 1;
-                        let verdict = shared
-                            .truth
-                            .lock()
-                            .map_err(|_| "truth poisoned".to_string())
-                            .and_then(|t| check_nearest(&t, &shared, (lat, lon), &v["results"]));
-                        if let Err(why) = verdict {
-                            seen.wrong += 1;
-                            if seen.wrong_examples.len() < 5 {
-                                seen.wrong_examples.push(why);
-                            }
+                        let check = Check { point: (lat, lon), results: v["results"].take() };
+                        if checks.try_send(check).is_err() {
+                            seen.check_skipped += 1;
                         }
                     }
                 }

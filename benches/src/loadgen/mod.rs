@@ -36,7 +36,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use clients::{AlertsSeen, FeedSeen, NearestSeen};
+use clients::{AlertsSeen, Check, FeedSeen, NearestSeen};
 use plan::{Options, Plan, Transport};
 use world::{Fences, Shared, Sink};
 
@@ -53,6 +53,9 @@ pub struct Outcome {
     pub send_errors: u64,
     /// Server counters before and after (accepted, rejected, udp dropped).
     pub metrics_before: std::collections::BTreeMap<String, f64>,
+    /// At the end of the warm-up (the server's latency histogram is read
+    /// from here on).
+    pub metrics_steady: Option<std::collections::BTreeMap<String, f64>>,
     /// After the drain.
     pub metrics_after: std::collections::BTreeMap<String, f64>,
     /// Accepted per second, sampled each second during the run.
@@ -69,6 +72,8 @@ pub struct Outcome {
     pub standing: Vec<u64>,
     /// Nearest clients.
     pub nearest: Vec<NearestSeen>,
+    /// The nearest answers checked against brute force.
+    pub checks: clients::Checked,
     /// Server memory (now, peak) and CPU seconds, when local.
     pub usage: Option<(u64, u64, f64)>,
     /// Server CPU seconds at the start of the load, when local.
@@ -111,7 +116,19 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut outcome = rt.block_on(run_bluelight(&plan, &srv, opts, &towns))?;
+    // The dispatch maps read megabytes of JSON a second: on their own
+    // thread, at a lower priority, so the alerts and answers being timed
+    // never wait behind them (nor does the server).
+    let bulk = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("loadgen-maps")
+        .on_thread_start(|| {
+            bluelight_ingest::priority::lower_this_thread();
+        })
+        .enable_all()
+        .build()?;
+    let mut outcome = rt.block_on(run_bluelight(&plan, &srv, opts, &towns, bulk.handle()))?;
+    drop(bulk);
     outcome.usage = srv.usage();
     srv.stop();
     if let Some(url) = &plan.redis {
@@ -168,6 +185,7 @@ async fn run_bluelight(
     srv: &server::Server,
     opts: &Options,
     towns: &Arc<Vec<bluelight_ingest::places::Place>>,
+    bulk: &tokio::runtime::Handle,
 ) -> anyhow::Result<Outcome> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -203,17 +221,18 @@ async fn run_bluelight(
     let mut feed_tasks = Vec::new();
     for _ in 0..plan.positions {
         let town = towns[rng.random_range(0..towns.len())].clone();
-        feed_tasks.push(tokio::spawn(clients::positions_client(
+        feed_tasks.push(bulk.spawn(clients::positions_client(
             srv.http,
             token.clone(),
             town,
+            shared.clone(),
             stop_rx.clone(),
         )));
     }
     let mut standing_tasks = Vec::new();
     for _ in 0..plan.standing {
         let town = towns[rng.random_range(0..towns.len())].clone();
-        standing_tasks.push(tokio::spawn(clients::standing_client(
+        standing_tasks.push(bulk.spawn(clients::standing_client(
             srv.http,
             token.clone(),
             town,
@@ -248,6 +267,8 @@ async fn run_bluelight(
     let cpu_before = srv.usage().map(|u| u.2);
     let started = Instant::now();
     let until = started + Duration::from_secs(plan.seconds);
+    let steady_from = started + Duration::from_secs(plan.warmup_s);
+    let _ = shared.steady_from.set(steady_from);
     let sender = {
         let shared = shared.clone();
         let fences = fences.clone();
@@ -256,6 +277,15 @@ async fn run_bluelight(
             .spawn(move || world::send_fleet(fleet, Some(&fences), &shared, sink, until))?
     };
     let clients_n = plan.nearest_qps.div_ceil(500).max(1);
+    // A small queue: an answer is checked against the positions sent
+    // lately, so it must not wait long for its check.
+    let (check_tx, check_rx) = std::sync::mpsc::sync_channel::<Check>(32);
+    let checker = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("loadgen-checker".into())
+            .spawn(move || clients::checker(&shared, check_rx))?
+    };
     let mut nearest_tasks = Vec::new();
     if plan.nearest_qps > 0 {
         for c in 0..clients_n {
@@ -267,10 +297,12 @@ async fn run_bluelight(
                 plan.seed + u64::from(c),
                 towns.clone(),
                 shared.clone(),
+                check_tx.clone(),
                 stop_rx.clone(),
             )));
         }
     }
+    drop(check_tx);
     let bar = if opts.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressBar::hidden()
     } else {
@@ -288,8 +320,12 @@ async fn run_bluelight(
         .unwrap_or(0.0);
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.tick().await;
+    let mut metrics_steady = None;
     while !shared.done.load(Ordering::Relaxed) {
         every.tick().await;
+        if metrics_steady.is_none() && Instant::now() >= steady_from {
+            metrics_steady = server::metrics(&client, srv.http, token.as_deref()).await.ok();
+        }
         if let Ok(m) = server::metrics(&client, srv.http, token.as_deref()).await {
             let now = m.get("bluelight_fixes_accepted_total").copied().unwrap_or(last);
             accepted_per_s.push(now - last);
@@ -314,6 +350,7 @@ async fn run_bluelight(
         sent: shared.sent.load(Ordering::Relaxed),
         send_errors: shared.send_errors.load(Ordering::Relaxed),
         metrics_before,
+        metrics_steady,
         metrics_after: server::metrics(&client, srv.http, token.as_deref()).await?,
         accepted_per_s,
         expected: shared
@@ -326,6 +363,7 @@ async fn run_bluelight(
         feeds: Vec::new(),
         standing: Vec::new(),
         nearest: Vec::new(),
+        checks: clients::Checked::default(),
         usage: None,
         cpu_before,
         redis: None,
@@ -353,5 +391,9 @@ async fn run_bluelight(
             outcome.nearest.push(seen);
         }
     }
+    // Every sender is gone: the checker finishes what is queued.
+    outcome.checks = tokio::task::spawn_blocking(move || checker.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the nearest checker panicked"))?;
     Ok(outcome)
 }

@@ -70,6 +70,11 @@ pub struct Options {
     /// One-shot nearest queries per second (over WebSocket).
     #[arg(long)]
     pub nearest_qps: Option<u32>,
+    /// Latencies of the first this many seconds are reported apart, as
+    /// warm-up (the fleet's first reports: every unit inside a fence enters
+    /// it at once); the checks cover the whole run.
+    #[arg(long)]
+    pub warmup_s: Option<u64>,
     /// Check one nearest answer in this many against brute force.
     #[arg(long, default_value_t = 10)]
     pub check_every: u32,
@@ -125,6 +130,8 @@ pub struct Plan {
     pub standing: usize,
     /// Nearest queries per second.
     pub nearest_qps: u32,
+    /// Seconds whose latencies are reported as warm-up.
+    pub warmup_s: u64,
     /// Checked 1 in this many.
     pub check_every: u32,
     /// Transport.
@@ -149,14 +156,16 @@ impl Options {
     /// A `--target` other than `redis-geo URL`.
     pub fn plan(&self) -> anyhow::Result<Plan> {
         let preset = self.preset.unwrap_or(Preset::Smoke);
-        // units, interval, seconds, fences, positions, alerts, standing, qps
-        let (name, d) = match preset {
-            Preset::Smoke => ("smoke", (2_000, 1_000, 8, 30, 5, 3, 3, 50)),
-            Preset::National => ("national", (300_000, 5_000, 60, 5_000, 200, 50, 50, 500)),
-            Preset::Surge => ("surge", (300_000, 1_000, 60, 5_000, 200, 50, 50, 500)),
-            Preset::Api => ("api", (100_000, 500, 60, 1_000, 100, 20, 0, 2_000)),
-            Preset::Max => ("max", (1_000_000, 1_000, 30, 1_000, 20, 5, 10, 100)),
+        // units, interval, seconds, fences, positions, alerts, standing, qps;
+        // warm-up: two report intervals and at least 5 s (smoke: 2 s).
+        let (name, d, warmup) = match preset {
+            Preset::Smoke => ("smoke", (2_000, 1_000, 8, 30, 5, 3, 3, 50), 2),
+            Preset::National => ("national", (300_000, 5_000, 60, 5_000, 200, 50, 50, 500), 10),
+            Preset::Surge => ("surge", (300_000, 1_000, 60, 5_000, 200, 50, 50, 500), 5),
+            Preset::Api => ("api", (100_000, 500, 60, 1_000, 100, 20, 0, 2_000), 5),
+            Preset::Max => ("max", (1_000_000, 1_000, 30, 1_000, 20, 5, 10, 100), 5),
         };
+        let seconds = self.seconds.unwrap_or(d.2).max(1);
         let redis = match &self.target {
             None => None,
             Some(t) if t.len() == 2 && t[0] == "redis-geo" => Some(t[1].clone()),
@@ -166,7 +175,8 @@ impl Options {
             preset: name,
             units: self.units.unwrap_or(d.0).max(1),
             interval_ms: self.interval_ms.unwrap_or(d.1).max(100),
-            seconds: self.seconds.unwrap_or(d.2).max(1),
+            seconds,
+            warmup_s: self.warmup_s.unwrap_or(warmup).min(seconds - 1),
             fences: self.fences.unwrap_or(d.3),
             positions: self.positions.unwrap_or(d.4),
             alerts: self.alerts.unwrap_or(d.5),

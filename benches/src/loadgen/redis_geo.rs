@@ -34,6 +34,8 @@ pub struct RedisRun {
     pub answered: u64,
     /// Round trip, µs.
     pub rtt: Histogram<u64>,
+    /// The same during the warm-up.
+    pub rtt_warmup: Histogram<u64>,
     /// Redis's own resident memory afterwards (`INFO memory`), bytes.
     pub used_memory: Option<u64>,
 }
@@ -67,6 +69,8 @@ pub fn run(plan: &Plan, url: &str, towns: &Arc<Vec<Place>>) -> anyhow::Result<Re
         std::thread::spawn(move || send_fleet(fl, None, &shared, sink, until))
     };
     let mut rtt = histogram();
+    let mut rtt_warmup = histogram();
+    let steady_from = started + Duration::from_secs(plan.warmup_s);
     let mut answered = 0u64;
     let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x9ea7);
     if plan.nearest_qps > 0 {
@@ -100,7 +104,12 @@ pub fn run(plan: &Plan, url: &str, towns: &Arc<Vec<Place>>) -> anyhow::Result<Re
             };
             if r.is_ok() {
                 answered += 1;
-                let _ = rtt.record(t.elapsed().as_micros().max(1) as u64);
+                let h = if t < steady_from {
+                    &mut rtt_warmup
+                } else {
+                    &mut rtt
+                };
+                let _ = h.record(t.elapsed().as_micros().max(1) as u64);
             }
             next += gap;
             if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -127,6 +136,7 @@ pub fn run(plan: &Plan, url: &str, towns: &Arc<Vec<Place>>) -> anyhow::Result<Re
         errors: shared.send_errors.load(Ordering::Relaxed),
         answered,
         rtt,
+        rtt_warmup,
         used_memory,
     })
 }

@@ -86,7 +86,10 @@ fn server_quantiles(o: &Outcome) -> Value {
             } else {
                 le.parse().ok()?
             };
-            Some((bound, diff(o, k)))
+            // After the warm-up when it was read then, else the whole run.
+            let after = o.metrics_after.get(k).copied().unwrap_or(0.0);
+            let from = o.metrics_steady.as_ref().unwrap_or(&o.metrics_before);
+            Some((bound, after - from.get(k).copied().unwrap_or(0.0)))
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -179,19 +182,21 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         ));
     }
     let alert_latency = super::merged(o.alerts.iter().map(|a| &a.latency));
+    let alert_latency_warmup = super::merged(o.alerts.iter().map(|a| &a.latency_warmup));
     let feed_delay = super::merged(o.feeds.iter().map(|f| &f.delay));
+    let feed_delay_warmup = super::merged(o.feeds.iter().map(|f| &f.delay_warmup));
     let rtt = super::merged(o.nearest.iter().map(|n| &n.rtt));
-    let (q_sent, q_answered, q_errors, q_checked, q_wrong) =
-        o.nearest.iter().fold((0, 0, 0, 0, 0), |a, n| {
-            (
-                a.0 + n.sent,
-                a.1 + n.answered,
-                a.2 + n.errors,
-                a.3 + n.checked,
-                a.4 + n.wrong,
-            )
-        });
-    let wrong_examples: Vec<&String> = o.nearest.iter().flat_map(|n| &n.wrong_examples).take(5).collect();
+    let rtt_warmup = super::merged(o.nearest.iter().map(|n| &n.rtt_warmup));
+    let (q_sent, q_answered, q_errors, q_skipped) = o.nearest.iter().fold((0, 0, 0, 0), |a, n| {
+        (
+            a.0 + n.sent,
+            a.1 + n.answered,
+            a.2 + n.errors,
+            a.3 + n.check_skipped,
+        )
+    });
+    let (q_checked, q_wrong) = (o.checks.checked, o.checks.wrong);
+    let wrong_examples = &o.checks.wrong_examples;
     if q_wrong > 0 {
         failures.push(format!(
             "{q_wrong} of {q_checked} checked nearest answers wrong: {wrong_examples:?}"
@@ -229,6 +234,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "duplicate": duplicate,
             "unexpected": unexpected,
             "fix_to_alert": pct(&alert_latency),
+            "fix_to_alert_warmup": pct(&alert_latency_warmup),
             "server_fix_to_alert": server_quantiles(o),
         },
         "positions": {
@@ -236,6 +242,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "messages": o.feeds.iter().map(|f| f.messages).sum::<u64>(),
             "units": o.feeds.iter().map(|f| f.units).sum::<u64>(),
             "delay": pct(&feed_delay),
+            "delay_warmup": pct(&feed_delay_warmup),
         },
         "standing_nearest": {
             "subscribers": o.standing.len(),
@@ -244,7 +251,9 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         "nearest": {
             "sent": q_sent, "answered": q_answered, "errors": q_errors,
             "checked": q_checked, "wrong": q_wrong, "wrong_examples": wrong_examples,
+            "check_skipped": q_skipped,
             "round_trip": pct(&rtt),
+            "round_trip_warmup": pct(&rtt_warmup),
         },
         "server": {
             "rss_mib": o.usage.map(|u| u.0 as f64 / 1048576.0),
@@ -266,7 +275,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         json!({
             "sent": r.sent, "sent_per_s": rate, "members": r.members, "errors": r.errors,
             "used_memory_mib": r.used_memory.map(|b| b as f64 / 1048576.0),
-            "nearest": {"answered": r.answered, "round_trip": pct(&r.rtt)},
+            "nearest": {"answered": r.answered, "round_trip": pct(&r.rtt), "round_trip_warmup": pct(&r.rtt_warmup)},
             "ratio": {
                 "ingest_bluelight_over_redis": ratio(accepted_rate, rate),
                 "nearest_p50_redis_over_bluelight": ratio(q(&r.rtt, 0.5), q(&rtt, 0.5)),
@@ -284,7 +293,8 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         "machine": machine(),
         "when_ms": bluelight_ingest::transport::now_ms(),
         "params": {
-            "units": p.units, "interval_ms": p.interval_ms, "seconds": p.seconds, "fences": p.fences,
+            "units": p.units, "interval_ms": p.interval_ms, "seconds": p.seconds,
+            "warmup_s": p.warmup_s, "fences": p.fences,
             "positions_subscribers": p.positions, "alerts_subscribers": p.alerts,
             "standing_nearest_subscribers": p.standing, "nearest_qps": p.nearest_qps,
             "check_every": p.check_every, "transport": format!("{:?}", p.transport).to_lowercase(),
@@ -351,6 +361,11 @@ fn markdown(r: &Value) -> String {
         f(&p["units"]), f(&p["interval_ms"]), f(&p["seconds"]), f(&p["transport"]), f(&p["fences"]),
         f(&p["positions_subscribers"]), f(&p["alerts_subscribers"]), f(&p["standing_nearest_subscribers"]),
         f(&p["nearest_qps"]), f(&p["check_every"])
+    ));
+    s.push_str(&format!(
+        "Latencies are of the run after its first {} s (warm-up: every unit's first report, every fence's first entries); \
+         the warm-up's own figures are in their rows. Every check covers the whole run.\n\n",
+        f(&p["warmup_s"])
     ));
     if let Some(fs) = r["failures"].as_array().filter(|a| !a.is_empty()) {
         s.push_str("## Failures\n\n");
@@ -437,6 +452,13 @@ fn markdown(r: &Value) -> String {
         None,
         None,
     );
+    row(
+        &mut s,
+        "fix-to-alert during warm-up p50/p99/p999/max",
+        lat(&a["fix_to_alert_warmup"]),
+        None,
+        None,
+    );
     let sq = &a["server_fix_to_alert"];
     row(
         &mut s,
@@ -475,6 +497,13 @@ fn markdown(r: &Value) -> String {
             f(&redis["ratio"]["nearest_p50_redis_over_bluelight"]),
             f(&redis["ratio"]["nearest_p99_redis_over_bluelight"])
         )),
+    );
+    row(
+        &mut s,
+        "nearest round trip during warm-up p50/p99/p999/max",
+        lat(&n["round_trip_warmup"]),
+        Some(lat(&redis["nearest"]["round_trip_warmup"])),
+        None,
     );
     row(
         &mut s,

@@ -166,6 +166,15 @@ pub struct Shared {
     pub done: AtomicBool,
     /// Unit index by id.
     pub unit_by_id: HashMap<String, u32>,
+    /// When warm-up ends (set when sending starts).
+    pub steady_from: std::sync::OnceLock<Instant>,
+}
+
+impl Shared {
+    /// Whether something that started at `t` belongs to the warm-up.
+    pub fn warming_up(&self, t: Instant) -> bool {
+        self.steady_from.get().is_none_or(|s| t < *s)
+    }
 }
 
 /// Where the sender writes.

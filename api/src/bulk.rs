@@ -1,0 +1,51 @@
+//! The bulk thread: writes positions feeds' JSON at a lower priority than
+//! everything else. A dispatch map's update is thousands of unit objects a
+//! second; under CPU pressure it waits, while the engine's writer, alerts
+//! and nearest answers go first. Sessions hand it one job at a time each.
+
+use std::sync::Mutex;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The bulk thread's queue; the thread ends when this is dropped.
+pub struct Bulk {
+    tx: Mutex<mpsc::Sender<Job>>,
+}
+
+impl Bulk {
+    /// Starts the thread.
+    ///
+    /// # Errors
+    /// The thread cannot be spawned.
+    pub fn start() -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("bluelight-feeds".into())
+            .spawn(move || {
+                bluelight_ingest::priority::lower_this_thread();
+                for job in rx {
+                    // One bad job must not end every map's updates.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                        tracing::error!("a positions feed job panicked");
+                    }
+                }
+            })?;
+        Ok(Self { tx: Mutex::new(tx) })
+    }
+
+    /// Runs `f` on the bulk thread; its result comes through the receiver
+    /// (which errs if the job could not run).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> oneshot::Receiver<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        if let Ok(q) = self.tx.lock() {
+            let _ = q.send(job);
+        }
+        rx
+    }
+}
