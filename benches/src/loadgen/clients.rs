@@ -301,6 +301,9 @@ pub struct NearestSeen {
 pub struct Check {
     /// The query point (lat, lon).
     pub point: (f64, f64),
+    /// Frames recorded when the answer was read (see
+    /// [`Shared::frames_recorded`]).
+    pub horizon: u64,
     /// The answer's `results`.
     pub results: Value,
 }
@@ -328,7 +331,7 @@ pub fn checker(shared: &Shared, checks: std::sync::mpsc::Receiver<Check>) -> Che
             .truth
             .lock()
             .map_err(|_| "truth poisoned".to_string())
-            .and_then(|t| check_nearest(&t, shared, c.point, &c.results));
+            .and_then(|t| check_nearest(&t, shared, c.point, c.horizon, &c.results));
         if let Err(why) = verdict {
             found.wrong += 1;
             if found.wrong_examples.len() < 5 {
@@ -397,6 +400,7 @@ pub async fn nearest_client(
             m = ws.next() => match m {
                 Some(Ok(Message::Text(t))) => {
                     let at = Instant::now();
+                    let horizon = shared.frames_recorded.load(std::sync::atomic::Ordering::Acquire);
                     let Ok(mut v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
                     let Some(id) = v["id"].as_str().and_then(|s| s.parse::<u64>().ok()) else { continue };
                     let Some((sent, lat, lon)) = inflight.remove(&id) else { continue };
@@ -408,7 +412,7 @@ pub async fn nearest_client(
                     let h = if shared.warming_up(sent) { &mut seen.rtt_warmup } else { &mut seen.rtt };
                     let _ = h.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
                     if id % u64::from(check_every) == 0 {
-                        let check = Check { point: (lat, lon), results: v["results"].take() };
+                        let check = Check { point: (lat, lon), horizon, results: v["results"].take() };
                         if checks.try_send(check).is_err() {
                             seen.check_skipped += 1;
                         }
@@ -432,7 +436,27 @@ fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
 /// each distance right for the position returned; each position one the
 /// unit was sent; and no unit left out that is surely closer than the k-th
 /// (closer at every position the server might hold for it).
-pub fn check_nearest(truth: &Truth, shared: &Shared, q: (f64, f64), results: &Value) -> Result<(), String> {
+///
+/// Positions sent after the answer was read (frames past `horizon`) are
+/// left out: the check may run a little later than the answer came. A unit
+/// whose positions then are all later ones cannot be judged and is passed.
+pub fn check_nearest(
+    truth: &Truth,
+    shared: &Shared,
+    q: (f64, f64),
+    horizon: u64,
+    results: &Value,
+) -> Result<(), String> {
+    // The positions the server might have held: recent[k..n], the newest
+    // first, where k is the first one sent by the horizon.
+    let held = |u: usize| {
+        let n = usize::from(truth.count[u]);
+        let k = truth.frame[u][..n]
+            .iter()
+            .position(|f| *f <= horizon)
+            .unwrap_or(n);
+        &truth.recent[u][k..n]
+    };
     let results = results.as_array().ok_or("no results list")?;
     // geo's Earth radius and the server's may differ in the 6th digit.
     let tol = |d: f64| 1.0 + d * 1e-5;
@@ -454,10 +478,10 @@ pub fn check_nearest(truth: &Truth, shared: &Shared, q: (f64, f64), results: &Va
         if (truth_d - d).abs() > tol(d) {
             return Err(format!("{id}: distance {d} but its position is {truth_d} m away"));
         }
-        let n = usize::from(truth.count[u as usize]);
+        let held = held(u as usize);
         // serde_json's default float parsing may be off by an ulp.
         let same = |p: &(f64, f64)| (p.0 - lat).abs() < 1e-9 && (p.1 - lon).abs() < 1e-9;
-        if !truth.recent[u as usize][..n].iter().any(same) {
+        if !held.is_empty() && !held.iter().any(same) {
             return Err(format!("{id}: position ({lat}, {lon}) was never sent lately"));
         }
         returned.push(u);
@@ -470,18 +494,19 @@ pub fn check_nearest(truth: &Truth, shared: &Shared, q: (f64, f64), results: &Va
     // Metres per degree of latitude on geo's sphere, a little under, so the
     // latitude gap is a true lower bound of the distance.
     const M_PER_DEG: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0 * 0.999_999;
-    for (u, recent) in truth.recent.iter().enumerate() {
-        let n = usize::from(truth.count[u]);
+    for u in 0..truth.recent.len() {
+        let held = held(u);
         // A unit with one fix may not have reached the server yet.
-        if n < 2 || returned.contains(&(u as u32)) {
+        if held.len() < 2 || returned.contains(&(u as u32)) {
             continue;
         }
-        // Brute force over every unit, made cheap: a unit whose latitude
-        // alone puts it beyond the k-th cannot be a missed neighbour.
-        if (recent[0].0 - q.0).abs() * M_PER_DEG >= kth {
+        // Brute force over every unit, made cheap: a unit flagged must be
+        // within the k-th at every held position, so one position whose
+        // latitude alone puts it beyond clears it.
+        if (held[0].0 - q.0).abs() * M_PER_DEG >= kth {
             continue;
         }
-        let farthest = recent[..n].iter().map(|p| haversine_m(q, *p)).fold(0.0, f64::max);
+        let farthest = held.iter().map(|p| haversine_m(q, *p)).fold(0.0, f64::max);
         if farthest + tol(kth.min(1e9)) < kth {
             return Err(format!(
                 "unit {u} is at most {farthest:.1} m away but the answer's k-th is {kth:.1} m"

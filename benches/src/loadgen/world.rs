@@ -149,6 +149,10 @@ pub struct Truth {
     pub recent: Vec<[(f64, f64); 3]>,
     /// How many positions each unit has been sent, capped at 3.
     pub count: Vec<u8>,
+    /// The frame number each of `recent` went out in.
+    pub frame: Vec<[u64; 3]>,
+    /// Frames recorded so far.
+    pub frames: u64,
 }
 
 /// What the sender shares with the checkers and the report.
@@ -166,6 +170,9 @@ pub struct Shared {
     pub done: AtomicBool,
     /// Unit index by id.
     pub unit_by_id: HashMap<String, u32>,
+    /// Frames recorded in the truth (each before it is written): a nearest
+    /// answer read now cannot reflect a later frame.
+    pub frames_recorded: AtomicU64,
     /// When warm-up ends (set when sending starts).
     pub steady_from: std::sync::OnceLock<Instant>,
 }
@@ -265,14 +272,21 @@ pub fn send_fleet(
             frame.clear();
             owed.clear();
             if let Ok(mut t) = shared.truth.lock() {
+                t.frames += 1;
+                let frame = t.frames;
                 for f in chunk {
                     let u = f.unit as usize;
                     let r = &mut t.recent[u];
                     r[2] = r[1];
                     r[1] = r[0];
                     r[0] = (f.fix.lat, f.fix.lon);
+                    let n = &mut t.frame[u];
+                    n[2] = n[1];
+                    n[1] = n[0];
+                    n[0] = frame;
                     t.count[u] = (t.count[u] + 1).min(3);
                 }
+                shared.frames_recorded.store(frame, Ordering::Release);
             }
             for f in chunk {
                 frame.push((fleet.units()[f.unit as usize].key, f.fix));
@@ -343,5 +357,7 @@ pub fn truth(units: usize) -> Truth {
     Truth {
         recent: vec![[(f64::NAN, f64::NAN); 3]; units],
         count: vec![0; units],
+        frame: vec![[0; 3]; units],
+        frames: 0,
     }
 }
