@@ -3,7 +3,7 @@
 //! did not.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bluelight_engine::{Engine, EngineConfig, Fix};
