@@ -13,8 +13,8 @@
 //! (kernel buffer), reported separately.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bluelight_benches::fixture::{T0, World, WorldSpec};
@@ -133,7 +133,7 @@ fn main() {
         2_000_000,
     );
     let mut frames = Frames::new(&world);
-    let engine = Arc::new(Mutex::new(world.engine));
+    let engine = Arc::new(parking_lot::Mutex::new(world.engine));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
