@@ -3,7 +3,6 @@
 //! second; under CPU pressure it waits, while the engine's writer, alerts
 //! and nearest answers go first. Sessions hand it one job at a time each.
 
-use std::sync::Mutex;
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
@@ -12,7 +11,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// The bulk thread's queue; the thread ends when this is dropped.
 pub struct Bulk {
-    tx: Mutex<mpsc::Sender<Job>>,
+    tx: mpsc::Sender<Job>,
 }
 
 impl Bulk {
@@ -33,7 +32,7 @@ impl Bulk {
                     }
                 }
             })?;
-        Ok(Self { tx: Mutex::new(tx) })
+        Ok(Self { tx })
     }
 
     /// Runs `f` on the bulk thread; its result comes through the receiver
@@ -43,9 +42,7 @@ impl Bulk {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        if let Ok(q) = self.tx.lock() {
-            let _ = q.send(job);
-        }
+        let _ = self.tx.send(job);
         rx
     }
 }

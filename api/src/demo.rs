@@ -169,10 +169,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
         }
         if last_summary.elapsed() >= opts.summary_every {
             let rate = fixes_since as f64 / last_summary.elapsed().as_secs_f64();
-            {
-                let e = state.engine.lock();
-                summary(&e, sim_now, rate);
-            }
+            summary(&state.engine.lock(), sim_now, rate);
             fixes_since = 0;
             last_summary = Instant::now();
         }

@@ -71,10 +71,11 @@ pub fn push_json_str(out: &mut String, s: &str) {
 /// a `Value`. Returns false, writing nothing, for a unit never seen.
 pub fn write_unit(engine: &Engine, slot: UnitSlot, out: &mut String) -> bool {
     let mut rows = UnitRows::default();
-    rows.push(engine, slot) && {
-        rows.write_row(0, out);
-        true
+    if !rows.push(engine, slot) {
+        return false;
     }
+    rows.write_row(0, out);
+    true
 }
 
 /// Unit objects copied out of the engine, to be written as JSON after its
@@ -90,9 +91,8 @@ pub struct UnitRows {
 
 #[derive(Debug)]
 struct Row {
-    /// `text[start..id_end]` is the quoted id, `text[id_end..extra_end]`
-    /// the kind and tags members.
-    start: u32,
+    /// `text[previous row's extra_end..id_end]` is the quoted id,
+    /// `text[id_end..extra_end]` the kind and tags members.
     id_end: u32,
     extra_end: u32,
     agency: &'static str,
@@ -124,7 +124,6 @@ impl UnitRows {
         let Some(v) = engine.unit_borrowed(slot) else {
             return false;
         };
-        let start = self.text.len();
         push_json_str(&mut self.text, v.id);
         let id_end = self.text.len();
         if let Some(k) = v.kind {
@@ -140,7 +139,6 @@ impl UnitRows {
         }
         let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         self.rows.push(Row {
-            start: offset(start),
             id_end: offset(id_end),
             extra_end: offset(self.text.len()),
             agency: v.agency.as_str(),
@@ -174,10 +172,14 @@ impl UnitRows {
     /// faster than `core::fmt`.
     fn write_row(&self, i: usize, out: &mut String) {
         let Some(r) = self.rows.get(i) else { return };
+        let start = i
+            .checked_sub(1)
+            .and_then(|p| self.rows.get(p))
+            .map_or(0, |p| p.extra_end);
         let (mut f64s, mut ints) = (ryu::Buffer::new(), itoa::Buffer::new());
         let text = |a: u32, b: u32| self.text.get(a as usize..b as usize).unwrap_or("");
         out.push_str("{\"id\":");
-        out.push_str(text(r.start, r.id_end));
+        out.push_str(text(start, r.id_end));
         out.push_str(",\"lat\":");
         out.push_str(f64s.format(r.fix.lat));
         out.push_str(",\"lon\":");

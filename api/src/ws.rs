@@ -665,17 +665,11 @@ fn unsubscribe(s: &AppState, owned: &mut HashMap<String, Owned>, v: &Value) -> H
     match owned.remove(sub) {
         Some(Owned::Feed { feed, .. }) => {
             s.hub.unregister(Some(feed), None);
-            {
-                let mut e = s.engine.lock();
-                let _ = e.unsubscribe_feed(feed);
-            }
+            let _ = s.engine.lock().unsubscribe_feed(feed);
         }
         Some(Owned::Nearest { query, .. }) => {
             s.hub.unregister(None, Some(query));
-            {
-                let mut e = s.engine.lock();
-                let _ = e.unsubscribe_nearest(query);
-            }
+            let _ = s.engine.lock().unsubscribe_nearest(query);
         }
         Some(Owned::Alerts) => {
             s.hub.unsubscribe_alerts(sub);

@@ -7,10 +7,12 @@
 //! per batch (never per fix) and readers take for a query; nothing awaits
 //! while holding it. Between chunks of [`CHUNK`] fixes the writer hands the
 //! lock to a waiting reader (a fair "bump"), so a nearest query waits for
-//! at most one chunk, not a whole 1,000-fix frame. Stream transports `send(...).await` into the queue, so a full
-//! queue slows them (TCP flow control reaches the device) and nothing is
-//! lost; UDP uses `try_send` and counts what it drops. Batches are recycled
-//! through a small pool so steady state does not allocate.
+//! at most one chunk, not a whole 1,000-fix frame.
+//!
+//! Stream transports `send(...).await` into the queue, so a full queue slows
+//! them (TCP flow control reaches the device) and nothing is lost; UDP uses
+//! `try_send` and counts what it drops. Batches are recycled through a small
+//! pool so steady state does not allocate.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
