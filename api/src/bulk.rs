@@ -9,7 +9,8 @@ use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The bulk thread's queue; the thread ends when this is dropped.
+/// The bulk thread's queue; the thread ends when every clone is dropped.
+#[derive(Clone)]
 pub struct Bulk {
     tx: mpsc::Sender<Job>,
 }
@@ -39,10 +40,14 @@ impl Bulk {
     /// (which errs if the job could not run).
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> oneshot::Receiver<T> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
+        self.spawn(move || {
             let _ = tx.send(f());
         });
-        let _ = self.tx.send(job);
         rx
+    }
+
+    /// Runs `f` on the bulk thread (dropped unrun if the thread is gone).
+    pub fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        let _ = self.tx.send(Box::new(f) as Job);
     }
 }

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{Caller, Scope};
 use crate::fence_json::{fence_from_feature, filter_from_json};
-use crate::json::{nearest_results, unit_feature};
+use crate::json::unit_feature;
 use crate::server::{ALERT_EVENTS, AppState};
 
 type Shared = State<Arc<AppState>>;
@@ -512,8 +512,10 @@ async fn nearest(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Resp
         },
         now_ms(),
     );
-    let results = nearest_results(&e, &found);
-    axum::Json(json!({"type":"nearest","results":results})).into_response()
+    let mut text = String::new();
+    crate::json::write_nearest(&e, None, &found, &mut text);
+    drop(e);
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 async fn post_fixes(State(s): Shared, headers: HeaderMap, Query(q): Params, body: Bytes) -> Response {

@@ -4,10 +4,16 @@
 //! outputs to a sink.
 //!
 //! The engine sits behind a `parking_lot::Mutex` that the writer takes once
-//! per batch (never per fix) and readers take for a query; nothing awaits
-//! while holding it. Between chunks of [`CHUNK`] fixes the writer hands the
-//! lock to a waiting reader (a fair "bump"), so a nearest query waits for
-//! at most one chunk, not a whole 1,000-fix frame.
+//! per batch (never per fix); nothing awaits while holding it. The busy
+//! reads (nearest queries, copies for positions feeds) do not take it:
+//! they are tasks the writer runs itself between chunks of [`CHUNK`]
+//! fixes ([`PipelineHandle::writer_slot`]). A reader holding the lock could
+//! lose its CPU while the writer, and every fix behind it, waits; and a
+//! runtime worker blocked on the lock stalls every session on it. Queries
+//! run before the next chunk; bulk copies get [`BULK_SLICE`] between chunks,
+//! a step at a time. Rare readers and writers (HTTP, subscribing) still
+//! take the lock, and the writer hands it to them between chunks (a fair
+//! "bump").
 //!
 //! Stream transports `send(...).await` into the queue, so a full queue slows
 //! them (TCP flow control reaches the device) and nothing is lost; UDP uses
@@ -29,8 +35,9 @@ use crate::validate::{IngestCounters, Reject, ValidationConfig};
 /// The engine as every part of the server shares it.
 pub type SharedEngine = Arc<parking_lot::Mutex<Engine>>;
 
-/// Fixes the writer applies (and routes the outputs of) before letting a
-/// waiting reader have the engine: about half a millisecond of work.
+/// Fixes the writer applies (and routes the outputs of) before it runs
+/// waiting tasks and lets a waiting reader have the engine: about half a
+/// millisecond of work.
 pub const CHUNK: usize = 256;
 
 /// What the writer did with a batch (the HTTP reply of `POST /v1/fixes`).
@@ -53,6 +60,23 @@ pub struct Job {
     pub reply: Option<oneshot::Sender<ApplyReport>>,
 }
 
+/// Work the writer runs with the engine in hand, between chunks of fixes.
+pub type EngineTask = Box<dyn FnOnce(&mut Engine) + Send>;
+
+/// Bulk work the writer runs a step at a time between chunks of fixes:
+/// each call does a bounded step and returns whether the work is done.
+pub type BulkTask = Box<dyn FnMut(&mut Engine) -> bool + Send>;
+
+/// Engine tasks of each kind that may wait for the writer; past this,
+/// callers are told the engine is overloaded.
+pub const TASK_QUEUE: usize = 4096;
+
+/// Writer time given to bulk tasks between two chunks of fixes: a hundred
+/// maps' copies falling due together must not hold the fixes (and their
+/// alerts) for tens of milliseconds. A step that starts inside the slice
+/// runs to its end, so steps should be well under it.
+pub const BULK_SLICE: std::time::Duration = std::time::Duration::from_micros(250);
+
 /// Called by the writer, with the engine still locked, after every batch
 /// with what it produced and when the batch was received. The api routes
 /// outputs to sessions from here.
@@ -62,6 +86,8 @@ pub type OutputSink = Box<dyn FnMut(&Engine, &Outputs, Option<Instant>) + Send>;
 #[derive(Clone)]
 pub struct PipelineHandle {
     tx: mpsc::Sender<Job>,
+    tasks: mpsc::Sender<EngineTask>,
+    bulk_tasks: mpsc::Sender<BulkTask>,
     pool: Arc<Mutex<Vec<IngestBatch>>>,
     /// Shared counters.
     pub counters: Arc<IngestCounters>,
@@ -108,6 +134,22 @@ impl PipelineHandle {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// A place in the writer's task queue, or `None` when it is full (or the
+    /// writer has stopped). Reserve first, then take the work out of
+    /// wherever it waits: nothing is lost when there is no room. These
+    /// tasks run before the next chunk of fixes: for answers someone waits
+    /// for (a nearest query).
+    pub fn writer_slot(&self) -> Option<WriterSlot<'_>> {
+        self.tasks.try_reserve().ok().map(WriterSlot)
+    }
+
+    /// Like [`writer_slot`](Self::writer_slot), for bulk work done in
+    /// steps (a positions feed's copy): these get [`BULK_SLICE`] of the
+    /// writer between chunks of fixes, one task at a time, in order.
+    pub fn writer_bulk_slot(&self) -> Option<BulkSlot<'_>> {
+        self.bulk_tasks.try_reserve().ok().map(BulkSlot)
+    }
+
     /// Batches waiting for the writer.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
@@ -125,6 +167,28 @@ impl PipelineHandle {
                 false
             }
         }
+    }
+}
+
+/// A reserved place in the writer's task queue ([`PipelineHandle::writer_slot`]).
+pub struct WriterSlot<'a>(mpsc::Permit<'a, EngineTask>);
+
+impl WriterSlot<'_> {
+    /// Runs `f` on the writer thread with the engine in hand, after the
+    /// chunk of fixes in progress.
+    pub fn run(self, f: impl FnOnce(&mut Engine) + Send + 'static) {
+        self.0.send(Box::new(f));
+    }
+}
+
+/// A reserved place in the writer's bulk queue ([`PipelineHandle::writer_bulk_slot`]).
+pub struct BulkSlot<'a>(mpsc::Permit<'a, BulkTask>);
+
+impl BulkSlot<'_> {
+    /// Runs `step` on the writer, with the engine in hand, until it
+    /// returns true (done). Each call should do a bounded piece of work.
+    pub fn run(self, step: impl FnMut(&mut Engine) -> bool + Send + 'static) {
+        self.0.send(Box::new(step));
     }
 }
 
@@ -163,10 +227,19 @@ pub fn start(
     mut sink: OutputSink,
 ) -> (PipelineHandle, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Job>(cfg.queue_batches.max(1));
+    let (tasks_tx, tasks) = mpsc::channel::<EngineTask>(TASK_QUEUE);
+    let (bulk_tx, bulk) = mpsc::channel::<BulkTask>(TASK_QUEUE);
+    let mut tasks = Tasks {
+        urgent: tasks,
+        bulk,
+        current: None,
+    };
     let pool: Arc<Mutex<Vec<IngestBatch>>> = Arc::default();
     let counters: Arc<IngestCounters> = Arc::default();
     let handle = PipelineHandle {
         tx,
+        tasks: tasks_tx,
+        bulk_tasks: bulk_tx,
         pool: pool.clone(),
         counters: counters.clone(),
         validation: Arc::new(cfg.validation.clone()),
@@ -175,7 +248,26 @@ pub fn start(
         .name("bluelight-writer".into())
         .spawn(move || {
             let mut out = Outputs::default();
-            while let Some(mut job) = rx.blocking_recv() {
+            // Only to wait for whichever queue has work first.
+            let waiter = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap_or_else(|e| panic!("cannot start the writer's waiter: {e}"));
+            loop {
+                let mut job = match next_work(&waiter, &mut rx, &mut tasks) {
+                    Work::Batch(job) => job,
+                    Work::Task(task) => {
+                        let mut engine = engine.lock();
+                        run_task(&mut engine, task);
+                        tasks.run_urgent(&mut engine);
+                        continue;
+                    }
+                    Work::Bulk => {
+                        let mut engine = engine.lock();
+                        tasks.run_bulk(&mut engine);
+                        continue;
+                    }
+                    Work::Stop => break,
+                };
                 let report = {
                     let mut engine = engine.lock();
                     let batch = &job.batch;
@@ -194,6 +286,8 @@ pub fn start(
                             &mut report,
                         );
                         sink(&engine, &out, batch.received);
+                        tasks.run_urgent(&mut engine);
+                        tasks.run_bulk(&mut engine);
                         if to == batch.fixes.len() {
                             break;
                         }
@@ -215,6 +309,90 @@ pub fn start(
         })
         .unwrap_or_else(|e| panic!("cannot start the writer thread: {e}"));
     (handle, writer)
+}
+
+enum Work {
+    Batch(Job),
+    Task(EngineTask),
+    /// A slice of bulk work.
+    Bulk,
+    Stop,
+}
+
+/// The writer's task queues.
+struct Tasks {
+    urgent: mpsc::Receiver<EngineTask>,
+    bulk: mpsc::Receiver<BulkTask>,
+    /// The bulk task under way.
+    current: Option<BulkTask>,
+}
+
+impl Tasks {
+    /// Runs the urgent tasks waiting now (not ones queued while they run:
+    /// the fixes come next).
+    fn run_urgent(&mut self, engine: &mut Engine) {
+        for _ in 0..self.urgent.len() {
+            match self.urgent.try_recv() {
+                Ok(t) => run_task(engine, t),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Runs bulk steps for [`BULK_SLICE`] (at least one step when there is
+    /// bulk work, so it always moves).
+    fn run_bulk(&mut self, engine: &mut Engine) {
+        let started = Instant::now();
+        loop {
+            let Some(mut task) = self.current.take().or_else(|| self.bulk.try_recv().ok()) else {
+                return;
+            };
+            // A step that panics ends its task, not the writer.
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(engine)));
+            match step {
+                Ok(false) => self.current = Some(task),
+                Ok(true) => {}
+                Err(_) => tracing::error!("a bulk engine task panicked on the writer"),
+            }
+            if started.elapsed() >= BULK_SLICE {
+                return;
+            }
+        }
+    }
+}
+
+/// The next thing for the writer: a waiting urgent task first (a query
+/// must not queue behind a backlog of batches), else a batch, else a slice
+/// of bulk work, else it sleeps until something comes. `Stop` once the
+/// batch queue has closed.
+fn next_work(waiter: &tokio::runtime::Runtime, batches: &mut mpsc::Receiver<Job>, tasks: &mut Tasks) -> Work {
+    if let Ok(t) = tasks.urgent.try_recv() {
+        return Work::Task(t);
+    }
+    if let Ok(j) = batches.try_recv() {
+        return Work::Batch(j);
+    }
+    if tasks.current.is_some() || !tasks.bulk.is_empty() {
+        return Work::Bulk;
+    }
+    waiter.block_on(async {
+        tokio::select! {
+            biased;
+            Some(t) = tasks.urgent.recv() => Work::Task(t),
+            j = batches.recv() => j.map_or(Work::Stop, Work::Batch),
+            Some(t) = tasks.bulk.recv() => {
+                tasks.current = Some(t);
+                Work::Bulk
+            }
+        }
+    })
+}
+
+fn run_task(engine: &mut Engine, task: EngineTask) {
+    // One bad task must not stop the writer, and with it every fix.
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(engine))).is_err() {
+        tracing::error!("an engine task panicked on the writer");
+    }
 }
 
 /// Applies one batch: metadata first, then fixes in order, then flush.

@@ -1,0 +1,131 @@
+//! Tasks on the writer thread: queries and bulk copies run there, between
+//! chunks of fixes, instead of taking the engine lock on a runtime worker.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bluelight_engine::{Engine, EngineConfig, Fix};
+use bluelight_ingest::decode::{decode_flatbuffers, encode_flatbuffers};
+use bluelight_ingest::pipeline::{self, PipelineConfig, PipelineHandle, SharedEngine, TASK_QUEUE};
+use bluelight_ingest::transport::now_ms;
+
+fn writer() -> (SharedEngine, PipelineHandle) {
+    let engine = Arc::new(parking_lot::Mutex::new(
+        Engine::new(EngineConfig::default()).expect("config"),
+    ));
+    let (pipeline, _writer) =
+        pipeline::start(engine.clone(), PipelineConfig::default(), Box::new(|_, _, _| {}));
+    (engine, pipeline)
+}
+
+/// Sends `n` fixes of units `first..first + n` and waits until they are applied.
+async fn apply(pipeline: &PipelineHandle, first: u64, n: u64) -> u32 {
+    let now = now_ms();
+    let fixes: Vec<(u64, Fix)> = (first..first + n)
+        .map(|k| (k, Fix::at(now, 51.5 + k as f64 * 1e-4, -0.12)))
+        .collect();
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let frame = encode_flatbuffers(&mut fbb, "test", &fixes, &[]).to_vec();
+    let mut batch = pipeline.batch();
+    decode_flatbuffers(&frame, &pipeline.validation, now, &mut batch).expect("decodes");
+    pipeline.send_and_report(batch).await.expect("applied").accepted
+}
+
+/// Waits (bounded) until `cond` holds.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_task_runs_on_the_writer_after_the_fixes_before_it() {
+    let (_engine, pipeline) = writer();
+    assert_eq!(apply(&pipeline, 1, 600).await, 600);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    pipeline.writer_slot().expect("room").run(move |e| {
+        let _ = tx.send((
+            e.find_unit("600").is_some(),
+            std::thread::current().name().map(str::to_owned),
+        ));
+    });
+    let (seen, thread) = rx.await.expect("the task ran");
+    assert!(seen, "the task sees every fix applied before it was queued");
+    assert_eq!(thread.as_deref(), Some("bluelight-writer"));
+}
+
+#[tokio::test]
+async fn bulk_tasks_run_step_by_step_one_after_another_while_fixes_go_on() {
+    let (_engine, pipeline) = writer();
+    let steps: Arc<Mutex<Vec<(char, u32)>>> = Arc::default();
+    for name in ['a', 'b'] {
+        let steps = steps.clone();
+        let mut n = 0;
+        pipeline.writer_bulk_slot().expect("room").run(move |_| {
+            n += 1;
+            steps.lock().expect("steps").push((name, n));
+            n == 5
+        });
+    }
+    // Fixes are not held up behind them.
+    assert_eq!(apply(&pipeline, 1, 2_000).await, 2_000);
+    until("both bulk tasks to finish", || {
+        steps.lock().expect("steps").len() == 10
+    })
+    .await;
+    let order: Vec<(char, u32)> = ['a', 'b']
+        .into_iter()
+        .flat_map(|c| (1..=5).map(move |n| (c, n)))
+        .collect();
+    assert_eq!(*steps.lock().expect("steps"), order);
+    // Done tasks are not stepped again.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(steps.lock().expect("steps").len(), 10);
+}
+
+#[tokio::test]
+async fn a_task_that_panics_stops_neither_the_writer_nor_other_tasks() {
+    let (_engine, pipeline) = writer();
+    pipeline
+        .writer_slot()
+        .expect("room")
+        .run(|_| panic!("a bad query"));
+    pipeline
+        .writer_bulk_slot()
+        .expect("room")
+        .run(|_| panic!("a bad copy"));
+    assert_eq!(apply(&pipeline, 1, 10).await, 10);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    pipeline.writer_slot().expect("room").run(move |e| {
+        let _ = tx.send(e.find_unit("10").is_some());
+    });
+    assert!(rx.await.expect("the writer still runs tasks"));
+}
+
+#[tokio::test]
+async fn a_full_task_queue_refuses_more_and_runs_every_task_it_took() {
+    let (engine, pipeline) = writer();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let held = engine.lock();
+    // The writer takes the first task and waits for the lock; the rest queue.
+    let mut taken = 0;
+    while let Some(slot) = pipeline.writer_slot() {
+        let ran = ran.clone();
+        slot.run(move |_| {
+            ran.fetch_add(1, Ordering::Relaxed);
+        });
+        taken += 1;
+        assert!(taken <= TASK_QUEUE + 1, "the queue is bounded");
+    }
+    assert!(taken >= TASK_QUEUE, "{taken} tasks taken");
+    assert!(pipeline.writer_slot().is_none());
+    drop(held);
+    until("every task taken to run", || ran.load(Ordering::Relaxed) == taken).await;
+    assert!(pipeline.writer_slot().is_some(), "room again");
+}
