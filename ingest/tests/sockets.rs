@@ -2,9 +2,12 @@
 //! exactly the good fixes reach the engine and the counters say why the rest
 //! did not.
 
+mod common;
+use common::until;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bluelight_engine::{Engine, EngineConfig, Fix};
 use bluelight_ingest::decode::encode_flatbuffers;
@@ -46,18 +49,6 @@ fn framed(body: &[u8]) -> Vec<u8> {
     let mut v = (body.len() as u32).to_le_bytes().to_vec();
     v.extend_from_slice(body);
     v
-}
-
-/// Waits (bounded) until `cond` holds.
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 fn fix(i: u64, t: i64) -> (u64, Fix) {

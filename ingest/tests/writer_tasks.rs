@@ -1,9 +1,12 @@
 //! Tasks on the writer thread: queries and bulk copies run there, between
 //! chunks of fixes, instead of taking the engine lock on a runtime worker.
 
+mod common;
+use common::until;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bluelight_engine::{Engine, EngineConfig, Fix};
 use bluelight_ingest::decode::{decode_flatbuffers, encode_flatbuffers};
@@ -30,18 +33,6 @@ async fn apply(pipeline: &PipelineHandle, first: u64, n: u64) -> u32 {
     let mut batch = pipeline.batch();
     decode_flatbuffers(&frame, &pipeline.validation, now, &mut batch).expect("decodes");
     pipeline.send_and_report(batch).await.expect("applied").accepted
-}
-
-/// Waits (bounded) until `cond` holds.
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]
