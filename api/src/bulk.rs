@@ -5,8 +5,6 @@
 
 use std::sync::mpsc;
 
-use tokio::sync::oneshot;
-
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The bulk thread's queue; the thread ends when every clone is dropped.
@@ -34,16 +32,6 @@ impl Bulk {
                 }
             })?;
         Ok(Self { tx })
-    }
-
-    /// Runs `f` on the bulk thread; its result comes through the receiver
-    /// (which errs if the job could not run).
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> oneshot::Receiver<T> {
-        let (tx, rx) = oneshot::channel();
-        self.spawn(move || {
-            let _ = tx.send(f());
-        });
-        rx
     }
 
     /// Runs `f` on the bulk thread (dropped unrun if the thread is gone).

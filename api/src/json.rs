@@ -242,16 +242,8 @@ pub fn unit_feature(engine: &Engine, slot: UnitSlot) -> Option<Value> {
     Some(json!({"type":"Feature","id":id,"geometry":{"type":"Point","coordinates":[lon,lat]},"properties":o}))
 }
 
-/// Nearest results as PROTOCOL.md lists them: `[{"unit": {...}, "distance_m": D}]`.
-pub fn nearest_results(engine: &Engine, results: &[Neighbor]) -> Vec<Value> {
-    results
-        .iter()
-        .filter_map(|n| Some(json!({"unit": unit_object(engine, n.unit)?, "distance_m": n.distance_m})))
-        .collect()
-}
-
 /// A nearest answer as text, `{"type":"nearest",<key>:<value>,"results":[...]}`,
-/// the same JSON as [`nearest_results`] gives, written directly: building
+/// the same JSON as building it from [`unit_object`]s gives, written directly: building
 /// `Value`s cost about 100 µs an answer of ten, on the writer thread.
 /// `member` is the key and its value as JSON text (a request's `id`, a
 /// quoted `sub`), or none.
@@ -328,6 +320,14 @@ impl StoredJson {
 mod tests {
     use super::*;
     use bluelight_engine::{Agency, EngineConfig, Fix, Outputs};
+
+    /// Nearest results built as values: what [`write_nearest`] must match.
+    fn nearest_results(engine: &Engine, results: &[Neighbor]) -> Vec<Value> {
+        results
+            .iter()
+            .filter_map(|n| Some(json!({"unit": unit_object(engine, n.unit)?, "distance_m": n.distance_m})))
+            .collect()
+    }
 
     #[test]
     fn written_unit_text_is_the_unit_object() {

@@ -276,8 +276,14 @@ async fn rules_are_stored_and_listed() {
     );
 }
 
-#[test]
-fn the_binary_prints_its_addresses_and_serves_them() {
+/// Starts the `bluelight serve` binary on free loopback ports: the child,
+/// its stdout after the `listening` line, that line, and its HTTP address.
+fn serve_binary() -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+    String,
+    SocketAddr,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bluelight"))
         .args(["serve", "--listen", "127.0.0.1:0", "--ingest", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -295,6 +301,12 @@ fn the_binary_prints_its_addresses_and_serves_them() {
         .find_map(|w| w.strip_prefix("http="))
         .and_then(|a| a.parse().ok())
         .expect("http=ADDR");
+    (child, lines, line, http_addr)
+}
+
+#[test]
+fn the_binary_prints_its_addresses_and_serves_them() {
+    let (mut child, _lines, line, http_addr) = serve_binary();
     assert!(
         line.split_whitespace()
             .any(|w| w.starts_with("ingest=127.0.0.1:")),
@@ -322,23 +334,7 @@ fn the_binary_refuses_a_public_address_without_tokens() {
 #[test]
 fn sigterm_closes_websocket_sessions_with_1001_and_exits_cleanly() {
     use futures_util::StreamExt;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bluelight"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--ingest", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("listening "))
-        .expect("a listening line");
-    let http_addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .and_then(|a| a.parse().ok())
-        .expect("http=ADDR");
+    let (mut child, lines, _, http_addr) = serve_binary();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let code = rt.block_on(async {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http_addr}/v1/ws"))
