@@ -265,10 +265,18 @@ impl Hub {
             if let Ok(mut feeds) = session.feeds.lock()
                 && let Some(buf) = feeds.get_mut(sub)
             {
+                // A session is woken only when its feed gets its first
+                // change since the last flush; it sleeps until the feed is
+                // due, not once per chunk of fixes (100 maps would be
+                // tens of thousands of wake-ups a second).
+                let was_empty = buf.changed.is_empty() && buf.left.is_empty();
                 for f in run.iter().filter_map(|&(_, i)| out.feed.get(i as usize)) {
                     match f.change {
                         FeedChange::Entered | FeedChange::Moved => {
-                            buf.left.remove(&f.unit.0);
+                            // Almost always empty: skip the lookup.
+                            if !buf.left.is_empty() {
+                                buf.left.remove(&f.unit.0);
+                            }
                             if !buf.changed.insert(f.unit.0) {
                                 conflated += 1;
                             }
@@ -279,16 +287,20 @@ impl Hub {
                         }
                     }
                 }
+                if was_empty {
+                    woken.push(session.clone());
+                }
             }
-            woken.push(session.clone());
         }
         inner.order = order;
         self.conflated.fetch_add(conflated, Ordering::Relaxed);
         for q in &out.nearest {
-            if let Some((session, sub)) = inner.nearest.get(q) {
-                if let Ok(mut d) = session.nearest_dirty.lock() {
-                    d.insert(sub.clone());
-                }
+            // Woken when first marked; the session's timer does the rest.
+            if let Some((session, sub)) = inner.nearest.get(q)
+                && let Ok(mut d) = session.nearest_dirty.lock()
+                && !d.contains(sub)
+            {
+                d.insert(sub.clone());
                 woken.push(session.clone());
             }
         }
@@ -400,5 +412,63 @@ impl Hub {
     /// Alert subscriptions open (for metrics).
     pub fn alert_subscriptions(&self) -> usize {
         self.inner.lock().map_or(0, |i| i.alert_subs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluelight_engine::{EngineConfig, FeedEvent, UnitSlot};
+    use futures_util::FutureExt;
+
+    fn woken(s: &Session) -> bool {
+        s.wake.notified().now_or_never().is_some()
+    }
+
+    fn changes(feed: u32, units: &[u32], change: FeedChange) -> Outputs {
+        Outputs {
+            feed: units
+                .iter()
+                .map(|&u| FeedEvent {
+                    feed,
+                    unit: UnitSlot(u),
+                    change,
+                })
+                .collect(),
+            ..Outputs::default()
+        }
+    }
+
+    /// A feed's session is woken by the first change since its last flush,
+    /// not by every chunk of fixes after it; the changes still all count.
+    #[test]
+    fn a_feed_wakes_its_session_on_its_first_change_only() {
+        let e = Engine::new(EngineConfig::default()).expect("engine");
+        let hub = Hub::default();
+        let session = Arc::new(Session::default());
+        hub.register_feed(7, &session, "p1");
+        assert!(!woken(&session));
+        hub.route(&e, &changes(7, &[1, 2], FeedChange::Moved), None);
+        assert!(woken(&session));
+        hub.route(&e, &changes(7, &[2, 3], FeedChange::Moved), None);
+        hub.route(&e, &changes(7, &[4], FeedChange::Left), None);
+        assert!(!woken(&session), "changes already wait: no more wakes");
+        let (changed, left) = {
+            let mut feeds = session.feeds.lock().expect("lock");
+            let b = feeds.get_mut("p1").expect("buffer");
+            let mut c: Vec<u32> = b.changed.drain().collect();
+            let mut l: Vec<u32> = b.left.drain().collect();
+            c.sort_unstable();
+            l.sort_unstable();
+            (c, l)
+        };
+        assert_eq!((changed, left), (vec![1, 2, 3], vec![4]));
+        assert_eq!(hub.conflated.load(Ordering::Relaxed), 1);
+        // Flushed: the next change wakes it again.
+        hub.route(&e, &changes(7, &[4], FeedChange::Entered), None);
+        assert!(woken(&session));
+        // Changes of a feed nobody registered wake nobody.
+        hub.route(&e, &changes(8, &[1], FeedChange::Moved), None);
+        assert!(!woken(&session));
     }
 }

@@ -74,7 +74,10 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
     let (mut tx, mut rx) = socket.split();
     let session = Arc::new(Session::default());
     let mut owned: HashMap<String, Owned> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    // When a feed or standing answer with changes waiting falls due.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed = false;
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     let mut last_heard = Instant::now();
     let mut stop = s.shutdown.subscribe();
@@ -108,7 +111,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break 'conn,
             },
             _ = session.wake.notified() => {}
-            _ = tick.tick() => {}
+            () = &mut timer, if armed => {}
             done = async {
                 match feeds_job.as_mut() {
                     Some(job) => job.await,
@@ -216,6 +219,17 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
         for t in stamps.drain(..) {
             s.alert_latency.observe(t.elapsed());
         }
+        let now = Instant::now();
+        armed = match next_due(&session, &owned) {
+            Some(due) => {
+                // Already due but not started (a feed job under way, or no
+                // room on the writer): look again shortly.
+                let at = if due > now { due } else { now + RETRY };
+                timer.as_mut().reset(at.into());
+                true
+            }
+            None => false,
+        };
     }
     s.hub.drop_session(&session);
     {
@@ -307,6 +321,40 @@ struct FeedsDone {
     pool: Vec<UnitRows>,
 }
 
+/// How soon a session looks again at work that was due but could not start.
+const RETRY: Duration = Duration::from_millis(25);
+
+/// The earliest time a feed with changes waiting, or a standing answer
+/// marked changed, falls due. The hub wakes a session only when such work
+/// first appears, so the session sets its own timer for the rest.
+fn next_due(session: &Session, owned: &HashMap<String, Owned>) -> Option<Instant> {
+    let mut next: Option<Instant> = None;
+    let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+    if let Ok(feeds) = session.feeds.lock() {
+        for (sub, o) in owned {
+            if let Owned::Feed { every, last, .. } = o
+                && feeds
+                    .get(sub)
+                    .is_some_and(|b| !b.changed.is_empty() || !b.left.is_empty())
+            {
+                at(*last + *every);
+            }
+        }
+    }
+    if let Ok(dirty) = session.nearest_dirty.lock()
+        && !dirty.is_empty()
+    {
+        for (sub, o) in owned {
+            if let Owned::Nearest { every, last, .. } = o
+                && dirty.contains(sub)
+            {
+                at(*last + *every);
+            }
+        }
+    }
+    next
+}
+
 /// Takes the conflated changes of every feed due (at most `max_hz`).
 fn due_feeds(session: &Session, owned: &mut HashMap<String, Owned>) -> Option<DueFeeds> {
     let now = Instant::now();
@@ -372,7 +420,9 @@ impl FeedCopy {
                 return true;
             };
             let end = (self.unit + budget).min(changed.len());
-            for u in changed.get(self.unit..end).unwrap_or_default() {
+            let step = changed.get(self.unit..end).unwrap_or_default();
+            e.warm_for_copies(step.iter().map(|u| UnitSlot(*u)));
+            for u in step {
                 moved.push(e, UnitSlot(*u));
             }
             budget -= end - self.unit;
@@ -831,6 +881,56 @@ async fn ingest(mut socket: WebSocket, s: Arc<AppState>) {
 mod tests {
     use super::*;
     use bluelight_engine::{EngineConfig, Fix, Outputs};
+
+    /// A session's timer is set for the earliest feed or standing answer
+    /// with work waiting, and is not set with none waiting.
+    #[test]
+    fn the_session_timer_is_the_earliest_waiting_work() {
+        let session = Session::default();
+        let t0 = Instant::now();
+        let mut owned: HashMap<String, Owned> = HashMap::new();
+        let feed = |every_ms: u64, last_ms: u64| Owned::Feed {
+            feed: 0,
+            every: Duration::from_millis(every_ms),
+            last: t0 + Duration::from_millis(last_ms),
+        };
+        owned.insert("p1".into(), feed(500, 0));
+        owned.insert("p2".into(), feed(250, 100));
+        owned.insert(
+            "n1".into(),
+            Owned::Nearest {
+                query: 0,
+                every: Duration::from_millis(1000),
+                last: t0,
+            },
+        );
+        owned.insert("a1".into(), Owned::Alerts);
+        for sub in ["p1", "p2"] {
+            session
+                .feeds
+                .lock()
+                .expect("lock")
+                .insert(sub.into(), crate::hub::FeedBuffer::default());
+        }
+        assert_eq!(next_due(&session, &owned), None, "nothing waits");
+        let mark = |sub: &str, unit: u32| {
+            if let Some(b) = session.feeds.lock().expect("lock").get_mut(sub) {
+                b.changed.insert(unit);
+            }
+        };
+        mark("p1", 1);
+        assert_eq!(next_due(&session, &owned), Some(t0 + Duration::from_millis(500)));
+        session.nearest_dirty.lock().expect("lock").insert("n1".into());
+        assert_eq!(next_due(&session, &owned), Some(t0 + Duration::from_millis(500)));
+        mark("p2", 2);
+        assert_eq!(next_due(&session, &owned), Some(t0 + Duration::from_millis(350)));
+        // A unit that left counts as a change too.
+        if let Some(b) = session.feeds.lock().expect("lock").get_mut("p2") {
+            b.changed.clear();
+            b.left.insert(3);
+        }
+        assert_eq!(next_due(&session, &owned), Some(t0 + Duration::from_millis(350)));
+    }
 
     /// A copy in steps gives what one copy would, and each step stays
     /// within its budget of units.

@@ -611,6 +611,48 @@ impl Engine {
         CellIndex::try_from(c.cell).ok()
     }
 
+    /// Work done ahead while the caller is idle, so that it does not fall
+    /// inside a later batch: readies history memory. Returns whether it
+    /// did anything (call again until false).
+    pub fn prepare(&mut self) -> bool {
+        self.history.prepare()
+    }
+
+    /// Touches what applying a fix reads first for each of `slots` (the
+    /// unit's record, its cell and its entry there), so that the cache
+    /// misses of a chunk of fixes overlap instead of coming one after
+    /// another: the loads of one unit do not wait for the last unit's.
+    pub fn warm_for_fixes(&self, slots: &[UnitSlot]) {
+        let mut acc = 0u64;
+        for s in slots {
+            if let Some(st) = self.units.state.get(s.index()) {
+                acc ^= st.time_ms as u64;
+                if let Some(c) = self.index.cells.get(st.cell as usize) {
+                    acc ^= u64::from(c.candset);
+                    acc ^= c
+                        .members
+                        .get(st.pos_in_cell as usize)
+                        .map_or(0, |m| u64::from(m.slot));
+                }
+            }
+        }
+        std::hint::black_box(acc);
+    }
+
+    /// The same for copying units out ([`Engine::unit_borrowed`] and
+    /// [`Engine::unit_cell`]): the record, the cell and the id.
+    pub fn warm_for_copies(&self, slots: impl Iterator<Item = UnitSlot>) {
+        let mut acc = 0u64;
+        for s in slots {
+            if let Some(st) = self.units.state.get(s.index()) {
+                acc ^= st.time_ms as u64;
+                acc ^= self.index.cells.get(st.cell as usize).map_or(0, |c| c.cell);
+                acc ^= self.units.id(s).as_bytes().first().map_or(0, |b| u64::from(*b));
+            }
+        }
+        std::hint::black_box(acc);
+    }
+
     /// Occupied fine cells (for metrics and memory reports).
     pub fn occupied_cells(&self) -> usize {
         self.index.occupied()

@@ -20,6 +20,10 @@ const CHUNK: usize = 16_384;
 /// Spare chunks kept for reuse (about 50 MB).
 const SPARE_CHUNKS: usize = 64;
 
+/// Fresh chunks [`History::prepare`] keeps ready: a chunk lasts about 80 ms
+/// at 200k fixes/s, and the writer idles far more often than that.
+const READY_CHUNKS: usize = 2;
+
 /// One fix of one unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HistoryRecord {
@@ -119,6 +123,26 @@ impl History {
             self.stats.dropped_cap += b.len() as u64;
             self.recycle(b);
         }
+    }
+
+    /// Readies a fresh chunk when few are spare: its memory is written once
+    /// here, so the page faults of a growing history (the kernel zeroing each
+    /// new page on first touch, a few percent of the writer) happen when the
+    /// caller chooses, not in the middle of a batch of fixes. Returns
+    /// whether it did anything.
+    pub fn prepare(&mut self) -> bool {
+        if self.max_fixes == 0 || self.spare.len() >= READY_CHUNKS {
+            return false;
+        }
+        let blank = HistoryRecord {
+            unit: UnitSlot(0),
+            fix: Fix::at(0, 0.0, 0.0),
+        };
+        let mut c = Vec::with_capacity(CHUNK);
+        c.resize(CHUNK, blank);
+        c.clear();
+        self.spare.push(c);
+        true
     }
 
     fn recycle(&mut self, b: Bucket) {
@@ -250,6 +274,21 @@ mod tests {
         assert_eq!(small.stats().dropped_cap, CHUNK as u64 + 1);
         assert_eq!(small.stats().held, 1);
         assert!(!small.spare.is_empty());
+    }
+
+    #[test]
+    fn prepared_chunks_are_used_before_new_ones() {
+        let mut h = History::new(3600, 10 * CHUNK);
+        let mut ready = 0;
+        while h.prepare() {
+            ready += 1;
+        }
+        assert_eq!(ready, READY_CHUNKS);
+        assert!(h.spare.iter().all(|c| c.is_empty() && c.capacity() >= CHUNK));
+        h.push(UnitSlot(1), &Fix::at(0, 1.0, 1.0));
+        assert_eq!(h.spare.len(), READY_CHUNKS - 1);
+        // A history that keeps nothing prepares nothing.
+        assert!(!History::new(3600, 0).prepare());
     }
 
     #[test]

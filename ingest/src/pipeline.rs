@@ -10,8 +10,9 @@
 //! fixes ([`PipelineHandle::writer_slot`]). A reader holding the lock could
 //! lose its CPU while the writer, and every fix behind it, waits; and a
 //! runtime worker blocked on the lock stalls every session on it. Queries
-//! run before the next chunk; bulk copies get [`BULK_SLICE`] between chunks,
-//! a step at a time. Rare readers and writers (HTTP, subscribing) still
+//! run before the next chunk; bulk copies run a step at a time in slices of
+//! [`BULK_SLICE`] when no fixes wait, and between chunks only when they
+//! have had no slice for [`BULK_MAX_WAIT`] (a writer that never idles). Rare readers and writers (HTTP, subscribing) still
 //! take the lock, and the writer hands it to them between chunks (a fair
 //! "bump").
 //!
@@ -76,6 +77,13 @@ pub const TASK_QUEUE: usize = 4096;
 /// alerts) for tens of milliseconds. A step that starts inside the slice
 /// runs to its end, so steps should be well under it.
 pub const BULK_SLICE: std::time::Duration = std::time::Duration::from_micros(250);
+
+/// Bulk work normally runs while no fixes wait (the writer idles most of
+/// the time), so it never delays a batch by more than one slice. Only when
+/// it has had no slice for this long does it take one between chunks of a
+/// batch: a writer kept busy by fixes still gives it about a twentieth of
+/// its time.
+pub const BULK_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Called by the writer, with the engine still locked, after every batch
 /// with what it produced and when the batch was received. The api routes
@@ -233,6 +241,7 @@ pub fn start(
         urgent: tasks,
         bulk,
         current: None,
+        last_bulk: Instant::now(),
     };
     let pool: Arc<Mutex<Vec<IngestBatch>>> = Arc::default();
     let counters: Arc<IngestCounters> = Arc::default();
@@ -248,12 +257,15 @@ pub fn start(
         .name("bluelight-writer".into())
         .spawn(move || {
             let mut out = Outputs::default();
+            let mut slots = Vec::with_capacity(CHUNK);
             // Only to wait for whichever queue has work first.
             let waiter = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap_or_else(|e| panic!("cannot start the writer's waiter: {e}"));
+            // Whether the engine has done its idle work since the last batch.
+            let mut prepared = false;
             loop {
-                let mut job = match next_work(&waiter, &mut rx, &mut tasks) {
+                let mut job = match next_work(&waiter, &mut rx, &mut tasks, prepared) {
                     Work::Batch(job) => job,
                     Work::Task(task) => {
                         let mut engine = engine.lock();
@@ -264,6 +276,10 @@ pub fn start(
                     Work::Bulk => {
                         let mut engine = engine.lock();
                         tasks.run_bulk(&mut engine);
+                        continue;
+                    }
+                    Work::Idle => {
+                        prepared = !engine.lock().prepare();
                         continue;
                     }
                     Work::Stop => break,
@@ -284,10 +300,13 @@ pub fn start(
                             &counters,
                             &mut out,
                             &mut report,
+                            &mut slots,
                         );
                         sink(&engine, &out, batch.received);
                         tasks.run_urgent(&mut engine);
-                        tasks.run_bulk(&mut engine);
+                        if tasks.bulk_starved() {
+                            tasks.run_bulk(&mut engine);
+                        }
                         if to == batch.fixes.len() {
                             break;
                         }
@@ -296,6 +315,7 @@ pub fn start(
                     }
                     finish(report)
                 };
+                prepared = false;
                 if let Some(reply) = job.reply.take() {
                     let _ = reply.send(report);
                 }
@@ -316,6 +336,8 @@ enum Work {
     Task(EngineTask),
     /// A slice of bulk work.
     Bulk,
+    /// Nothing waits: a step of the engine's own work ahead.
+    Idle,
     Stop,
 }
 
@@ -325,6 +347,8 @@ struct Tasks {
     bulk: mpsc::Receiver<BulkTask>,
     /// The bulk task under way.
     current: Option<BulkTask>,
+    /// When bulk work last had a slice.
+    last_bulk: Instant,
 }
 
 impl Tasks {
@@ -339,10 +363,16 @@ impl Tasks {
         }
     }
 
+    /// Whether bulk work waits and has had no slice for [`BULK_MAX_WAIT`].
+    fn bulk_starved(&self) -> bool {
+        (self.current.is_some() || !self.bulk.is_empty()) && self.last_bulk.elapsed() >= BULK_MAX_WAIT
+    }
+
     /// Runs bulk steps for [`BULK_SLICE`] (at least one step when there is
     /// bulk work, so it always moves).
     fn run_bulk(&mut self, engine: &mut Engine) {
         let started = Instant::now();
+        self.last_bulk = started;
         loop {
             let Some(mut task) = self.current.take().or_else(|| self.bulk.try_recv().ok()) else {
                 return;
@@ -364,8 +394,14 @@ impl Tasks {
 /// The next thing for the writer: a waiting urgent task first (a query
 /// must not queue behind a backlog of batches), else a batch, else a slice
 /// of bulk work, else it sleeps until something comes. `Stop` once the
-/// batch queue has closed.
-fn next_work(waiter: &tokio::runtime::Runtime, batches: &mut mpsc::Receiver<Job>, tasks: &mut Tasks) -> Work {
+/// batch queue has closed. With nothing waiting and `prepared` false, the
+/// engine's idle work comes before sleeping.
+fn next_work(
+    waiter: &tokio::runtime::Runtime,
+    batches: &mut mpsc::Receiver<Job>,
+    tasks: &mut Tasks,
+    prepared: bool,
+) -> Work {
     if let Ok(t) = tasks.urgent.try_recv() {
         return Work::Task(t);
     }
@@ -374,6 +410,9 @@ fn next_work(waiter: &tokio::runtime::Runtime, batches: &mut mpsc::Receiver<Job>
     }
     if tasks.current.is_some() || !tasks.bulk.is_empty() {
         return Work::Bulk;
+    }
+    if !prepared {
+        return Work::Idle;
     }
     waiter.block_on(async {
         tokio::select! {
@@ -412,6 +451,7 @@ pub fn apply(
         counters,
         out,
         &mut report,
+        &mut Vec::new(),
     );
     finish(report)
 }
@@ -446,7 +486,12 @@ fn begin(engine: &mut Engine, batch: &IngestBatch, counters: &IngestCounters) ->
 }
 
 /// Fixes `range` of a batch, in order, then the standing queries they
-/// touched.
+/// touched. `slots` is scratch room.
+///
+/// The units are resolved and their records touched first, in a pass of
+/// independent lookups whose cache misses overlap; applying the fixes one
+/// by one then finds them in cache (a fix is mostly waiting on memory).
+#[allow(clippy::too_many_arguments)]
 fn apply_fixes(
     engine: &mut Engine,
     batch: &IngestBatch,
@@ -455,13 +500,16 @@ fn apply_fixes(
     counters: &IngestCounters,
     out: &mut Outputs,
     report: &mut ApplyReport,
+    slots: &mut Vec<UnitSlot>,
 ) {
     let max_speed = cfg.validation.max_implied_speed_mps;
     let accepted_before = report.accepted;
     let fixes = batch.fixes.get(range.clone()).unwrap_or_default();
-    for (n, (unit, fix)) in range.zip(fixes) {
+    slots.clear();
+    slots.extend(fixes.iter().map(|(unit, _)| resolve(engine, batch, unit)));
+    engine.warm_for_fixes(slots);
+    for ((n, (_, fix)), &slot) in range.zip(fixes).zip(slots.iter()) {
         let i = batch.index.get(n).copied().unwrap_or(n as u32);
-        let slot = resolve(engine, batch, unit);
         if let Some((t, lat, lon)) = engine.last_position(slot) {
             let dt = fix.time_ms - t;
             if dt > 0 && dt <= cfg.speed_check_window_ms {

@@ -98,6 +98,15 @@ struct AlertFrame<'a> {
     unit: Option<UnitId<'a>>,
 }
 
+/// The parts of a nearest reply read for every reply.
+#[derive(serde::Deserialize)]
+struct ReplyHead<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default, borrow)]
+    id: Option<&'a str>,
+}
+
 #[derive(serde::Deserialize)]
 struct UnitId<'a> {
     #[serde(borrow)]
@@ -401,10 +410,11 @@ pub async fn nearest_client(
                 Some(Ok(Message::Text(t))) => {
                     let at = Instant::now();
                     let horizon = shared.frames_recorded.load(std::sync::atomic::Ordering::Acquire);
-                    let Ok(mut v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
-                    let Some(id) = v["id"].as_str().and_then(|s| s.parse::<u64>().ok()) else { continue };
+                    // Only the head: the results are read for the answers checked.
+                    let Ok(head) = serde_json::from_str::<ReplyHead<'_>>(t.as_str()) else { continue };
+                    let Some(id) = head.id.and_then(|s| s.parse::<u64>().ok()) else { continue };
                     let Some((sent, lat, lon)) = inflight.remove(&id) else { continue };
-                    if v["type"] == "error" {
+                    if head.kind == "error" {
                         seen.errors += 1;
                         continue;
                     }
@@ -412,6 +422,7 @@ pub async fn nearest_client(
                     let h = if shared.warming_up(sent) { &mut seen.rtt_warmup } else { &mut seen.rtt };
                     let _ = h.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
                     if id % u64::from(check_every) == 0 {
+                        let Ok(mut v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
                         let check = Check { point: (lat, lon), horizon, results: v["results"].take() };
                         if checks.try_send(check).is_err() {
                             seen.check_skipped += 1;
