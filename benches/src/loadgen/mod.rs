@@ -274,7 +274,10 @@ async fn run_bluelight(
         let fences = fences.clone();
         std::thread::Builder::new()
             .name("loadgen-sender".into())
-            .spawn(move || world::send_fleet(fleet, Some(&fences), &shared, sink, until))?
+            .spawn(move || {
+                world::send_fleet(fleet, Some(&fences), &shared, sink, until);
+                Instant::now()
+            })?
     };
     let clients_n = plan.nearest_qps.div_ceil(500).max(1);
     // A small queue: an answer is checked against the positions sent
@@ -339,8 +342,10 @@ async fn run_bluelight(
         bar.set_position(started.elapsed().as_secs().min(plan.seconds));
     }
     bar.finish_and_clear();
-    let _ = sender.join();
-    let seconds = started.elapsed().as_secs_f64();
+    // The sending time, not the loop's: it sees the sender stop only at its
+    // next one-second tick, which would understate the rate by up to 1/s.
+    let ended = sender.join().unwrap_or_else(|_| Instant::now());
+    let seconds = ended.duration_since(started).as_secs_f64();
     // Drain: let the server apply what is queued and the alerts arrive.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop_tx.send(true);
