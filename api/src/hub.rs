@@ -113,6 +113,13 @@ pub struct FeedBuffer {
     pub left: hashbrown::HashSet<u32>,
 }
 
+impl FeedBuffer {
+    /// Whether nothing has changed since the last flush.
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.left.is_empty()
+    }
+}
+
 /// One WebSocket connection's outgoing side.
 #[derive(Debug)]
 pub struct Session {
@@ -269,7 +276,7 @@ impl Hub {
                 // change since the last flush; it sleeps until the feed is
                 // due, not once per chunk of fixes (100 maps would be
                 // tens of thousands of wake-ups a second).
-                let was_empty = buf.changed.is_empty() && buf.left.is_empty();
+                let was_empty = buf.is_empty();
                 for f in run.iter().filter_map(|&(_, i)| out.feed.get(i as usize)) {
                     match f.change {
                         FeedChange::Entered | FeedChange::Moved => {

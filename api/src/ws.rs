@@ -194,7 +194,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
             break 'conn;
         }
         // Copied on the writer, written on the bulk thread; with no room on
-        // the writer the changes wait (conflated) for a later tick.
+        // the writer the changes wait (conflated) for the session's retry.
         if feeds_job.is_none()
             && let Some(slot) = s.pipeline.writer_bulk_slot()
             && let Some(due) = due_feeds(&session, &mut owned)
@@ -309,8 +309,7 @@ fn units_message(kind: &str, sub: &str, e: &Engine, units: impl Iterator<Item = 
     text
 }
 
-/// Due feeds' conflated changes: (sub, moved or entered, left).
-/// (sub, units changed, units left) of each feed due.
+/// (sub, units moved or entered, units left) of each feed due.
 type DueFeeds = Vec<(String, Vec<u32>, Vec<u32>)>;
 
 /// What the bulk thread gives back: the messages, and the row buffers for
@@ -333,9 +332,7 @@ fn next_due(session: &Session, owned: &HashMap<String, Owned>) -> Option<Instant
     if let Ok(feeds) = session.feeds.lock() {
         for (sub, o) in owned {
             if let Owned::Feed { every, last, .. } = o
-                && feeds
-                    .get(sub)
-                    .is_some_and(|b| !b.changed.is_empty() || !b.left.is_empty())
+                && feeds.get(sub).is_some_and(|b| !b.is_empty())
             {
                 at(*last + *every);
             }
@@ -366,7 +363,7 @@ fn due_feeds(session: &Session, owned: &mut HashMap<String, Owned>) -> Option<Du
         if let Owned::Feed { every, last, .. } = o
             && now.duration_since(*last) >= *every
             && let Some(b) = feeds.get_mut(sub)
-            && (!b.changed.is_empty() || !b.left.is_empty())
+            && !b.is_empty()
         {
             *last = now;
             // Drained, not taken: the sets keep their room, so the writer
@@ -479,7 +476,7 @@ fn due_nearest(s: &AppState, session: &Arc<Session>, owned: &mut HashMap<String,
     if dirty.is_empty() {
         return;
     }
-    // No room on the writer: they stay dirty for a later tick.
+    // No room on the writer: they stay dirty until the session's retry.
     let Some(slot) = s.pipeline.writer_slot() else {
         return;
     };

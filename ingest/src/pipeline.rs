@@ -12,9 +12,9 @@
 //! runtime worker blocked on the lock stalls every session on it. Queries
 //! run before the next chunk; bulk copies run a step at a time in slices of
 //! [`BULK_SLICE`] when no fixes wait, and between chunks only when they
-//! have had no slice for [`BULK_MAX_WAIT`] (a writer that never idles). Rare readers and writers (HTTP, subscribing) still
-//! take the lock, and the writer hands it to them between chunks (a fair
-//! "bump").
+//! have had no slice for [`BULK_MAX_WAIT`] (a writer that never idles).
+//! Rare readers and writers (HTTP, subscribing) still take the lock, and
+//! the writer hands it to them between chunks (a fair "bump").
 //!
 //! Stream transports `send(...).await` into the queue, so a full queue slows
 //! them (TCP flow control reaches the device) and nothing is lost; UDP uses
@@ -491,7 +491,10 @@ fn begin(engine: &mut Engine, batch: &IngestBatch, counters: &IngestCounters) ->
 /// The units are resolved and their records touched first, in a pass of
 /// independent lookups whose cache misses overlap; applying the fixes one
 /// by one then finds them in cache (a fix is mostly waiting on memory).
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the writer's state and scratch room, passed apart"
+)]
 fn apply_fixes(
     engine: &mut Engine,
     batch: &IngestBatch,
