@@ -26,6 +26,11 @@ pub struct ServeConfig {
     pub history_retention_s: u32,
     /// The most fixes history holds.
     pub history_max_fixes: usize,
+    /// Run the threads on the path of a fix, an alert and an answer (the
+    /// engine's writer and the runtime's workers) at real-time priority
+    /// (Linux `SCHED_FIFO`; needs root or `CAP_SYS_NICE`, else a warning
+    /// and normal priority). For a machine that serves bluelight first.
+    pub realtime: bool,
     /// Tokens (`[[auth.tokens]]`).
     pub auth: AuthConfig,
 }
@@ -60,6 +65,7 @@ impl Default for ServeConfig {
             stale_after_s: 120,
             history_retention_s: 3600,
             history_max_fixes: 20_000_000,
+            realtime: false,
             auth: AuthConfig::default(),
         }
     }
@@ -162,6 +168,7 @@ mod tests {
             listen = "127.0.0.1:0"
             ingest = "127.0.0.1:0"
             stale_after_s = 60
+            realtime = true
             [[auth.tokens]]
             token = "a-long-random-secret"
             scopes = ["read", "alerts"]
@@ -170,6 +177,8 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.stale_after_s, 60);
+        assert!(c.realtime);
+        assert!(!ServeConfig::default().realtime, "off unless asked for");
         assert_eq!(
             c.auth.tokens[0].agencies.as_deref(),
             Some(&["ambulance".to_string()][..])

@@ -136,6 +136,11 @@ async fn metrics(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Resp
     );
     let _ = writeln!(
         m,
+        "# HELP bluelight_realtime_threads Threads at real-time priority (--realtime granted: the writer and each runtime worker).\n# TYPE bluelight_realtime_threads gauge\nbluelight_realtime_threads {}",
+        bluelight_ingest::priority::realtime_threads()
+    );
+    let _ = writeln!(
+        m,
         "# HELP bluelight_ws_sessions WebSocket sessions open.\n# TYPE bluelight_ws_sessions gauge\nbluelight_ws_sessions {}",
         s.sessions.load(Ordering::Relaxed)
     );
@@ -172,6 +177,11 @@ async fn metrics(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Resp
     s.alert_latency.render(
         "bluelight_fix_to_alert_seconds",
         "Fix received to alert frame sent, per alert frame (live alerts; replays excluded).",
+        &mut m,
+    );
+    s.nearest_latency.render(
+        "bluelight_ws_nearest_seconds",
+        "One-shot nearest over WebSocket: request frame read to reply frame sent.",
         &mut m,
     );
     let _ = writeln!(m, "# HELP bluelight_alerts_total Alerts fired, by event.");

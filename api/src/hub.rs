@@ -101,6 +101,9 @@ pub enum Outgoing {
     Text(String),
     /// An alert for a subscription.
     Alert(String, Arc<AlertRecord>),
+    /// A reply to a one-shot nearest request whose frame was read at the
+    /// given instant: the session records the round trip when it is sent.
+    Nearest(String, Instant),
 }
 
 /// Conflated state of one positions subscription (foldhash sets: the

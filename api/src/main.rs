@@ -182,6 +182,16 @@ struct ServeArgs {
     /// The most fixes history holds (default 20,000,000).
     #[arg(long, env = "BLUELIGHT_HISTORY_MAX_FIXES")]
     history_max_fixes: Option<usize>,
+    /// Run the threads that carry fixes, alerts and answers (the engine's
+    /// writer and the runtime's workers) at real-time priority (Linux
+    /// SCHED_FIFO), so on a busy machine they take a core the moment work
+    /// arrives instead of waiting their turn. Bulk work (map feeds,
+    /// exports) keeps normal priority. For a machine that serves bluelight
+    /// first. Needs root or CAP_SYS_NICE (`setcap cap_sys_nice+ep
+    /// bluelight`); without it the server warns and runs as usual.
+    /// `/metrics` shows `bluelight_realtime_threads`.
+    #[arg(long, env = "BLUELIGHT_REALTIME")]
+    realtime: bool,
 }
 
 impl ServeArgs {
@@ -209,12 +219,12 @@ impl ServeArgs {
         if let Some(v) = self.history_max_fixes {
             c.history_max_fixes = v;
         }
+        c.realtime |= self.realtime;
         Ok(c)
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = args.config()?;
+async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let running = bluelight_api::server::start(&cfg).await?;
     if cfg.auth.tokens.is_empty() {
         println!("no tokens configured: serving loopback only, without authentication");
@@ -279,8 +289,14 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(export(args))?;
         }
         Command::Serve(args) => {
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(serve(args))?;
+            // Read first: the runtime is built for it.
+            let cfg = args.config()?;
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            rt.enable_all();
+            if cfg.realtime {
+                bluelight_ingest::priority::realtime_workers(&mut rt);
+            }
+            rt.build()?.block_on(serve(cfg))?;
         }
         Command::Demo {
             listen,

@@ -49,6 +49,8 @@ pub struct AppState {
     pub tokens: crate::auth::Tokens,
     /// Fix received to alert frame sent, per frame.
     pub alert_latency: crate::latency::LatencyHistogram,
+    /// One-shot nearest over WebSocket: request frame read to reply sent.
+    pub nearest_latency: crate::latency::LatencyHistogram,
     /// Writes positions feeds at a low priority.
     pub bulk: crate::bulk::Bulk,
 }
@@ -128,6 +130,7 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
         engine.clone(),
         PipelineConfig {
             validation,
+            realtime_writer: cfg.realtime,
             ..PipelineConfig::default()
         },
         Box::new(move |engine, out, received| {
@@ -148,6 +151,7 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
         shutdown: tokio::sync::watch::channel(false).0,
         tokens: crate::auth::Tokens::new(&cfg.auth.tokens),
         alert_latency: crate::latency::LatencyHistogram::default(),
+        nearest_latency: crate::latency::LatencyHistogram::default(),
         bulk: crate::bulk::Bulk::start()?,
     });
     let _ = sink_state.set(Arc::downgrade(&state));

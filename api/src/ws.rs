@@ -82,6 +82,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
     let mut last_heard = Instant::now();
     let mut stop = s.shutdown.subscribe();
     let mut stamps: Vec<Instant> = Vec::new();
+    let mut nearest_stamps: Vec<Instant> = Vec::new();
     // Positions are written on the bulk thread, one job at a time; their
     // text is sent when it comes back.
     let mut pool: Vec<UnitRows> = Vec::new();
@@ -102,7 +103,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     last_heard = Instant::now();
-                    handle(&s, &session, &mut owned, t.as_str(), who);
+                    handle(&s, &session, &mut owned, t.as_str(), who, last_heard);
                 }
                 Some(Ok(Message::Binary(_))) => {
                     session.push(Outgoing::Text(error(&Value::Null, "bad_request", "send JSON text frames")));
@@ -156,9 +157,10 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
         let mut written = 0usize;
         let mut ok = true;
         for (i, m) in queued.into_iter().enumerate() {
-            let (text, received) = match m {
-                Outgoing::Text(t) => (t, None),
-                Outgoing::Alert(sub, r) => (alert_text(&sub, &r), r.received.filter(|_| i >= replayed)),
+            let (text, received, asked) = match m {
+                Outgoing::Text(t) => (t, None, None),
+                Outgoing::Alert(sub, r) => (alert_text(&sub, &r), r.received.filter(|_| i >= replayed), None),
+                Outgoing::Nearest(t, asked) => (t, None, Some(asked)),
             };
             if feed(&mut tx, text).await.is_err() {
                 ok = false;
@@ -167,6 +169,9 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
             written += 1;
             if let Some(t) = received {
                 stamps.push(t);
+            }
+            if let Some(t) = asked {
+                nearest_stamps.push(t);
             }
         }
         if ok {
@@ -218,6 +223,9 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
         }
         for t in stamps.drain(..) {
             s.alert_latency.observe(t.elapsed());
+        }
+        for t in nearest_stamps.drain(..) {
+            s.nearest_latency.observe(t.elapsed());
         }
         let now = Instant::now();
         armed = match next_due(&session, &owned) {
@@ -598,7 +606,16 @@ fn area(e: &Engine, v: &Value) -> Result<Shape, String> {
     Err("area must have bbox, circle, polygon, h3 or fence".into())
 }
 
-fn handle(s: &AppState, session: &Arc<Session>, owned: &mut HashMap<String, Owned>, text: &str, who: Caller) {
+/// `read` is when the frame was read: a one-shot nearest reply carries it
+/// so its round trip inside the server is measured.
+fn handle(
+    s: &AppState,
+    session: &Arc<Session>,
+    owned: &mut HashMap<String, Owned>,
+    text: &str,
+    who: Caller,
+    read: Instant,
+) {
     let reply = |m: String| session.push(Outgoing::Text(m));
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         return reply(error(&Value::Null, "bad_request", "not JSON"));
@@ -608,7 +625,7 @@ fn handle(s: &AppState, session: &Arc<Session>, owned: &mut HashMap<String, Owne
     let result = match kind {
         "subscribe" => subscribe(s, session, owned, &v, &id, who),
         "nearest" if !who.has(Scope::Read) => Err(("forbidden", "this token lacks the read scope".into())),
-        "nearest" => one_shot_nearest(s, session, &v, &id, who),
+        "nearest" => one_shot_nearest(s, session, &v, &id, who, read),
         "unsubscribe" => unsubscribe(s, owned, &v),
         "" => Err(("bad_request", "every message needs a type".into())),
         other => Err(("bad_request", format!("unknown type {other:?}"))),
@@ -738,7 +755,14 @@ fn subscribe(
 
 /// Answers on the writer thread, which pushes the reply to the session: a
 /// runtime worker never blocks on the engine lock for a query.
-fn one_shot_nearest(s: &AppState, session: &Arc<Session>, v: &Value, id: &Value, who: Caller) -> Handled {
+fn one_shot_nearest(
+    s: &AppState,
+    session: &Arc<Session>,
+    v: &Value,
+    id: &Value,
+    who: Caller,
+    read: Instant,
+) -> Handled {
     let bad = |m: String| ("bad_request", m);
     let (lat, lon) = point(v).map_err(bad)?;
     let k = v.get("k").and_then(Value::as_u64).unwrap_or(5).clamp(1, 1000) as usize;
@@ -766,7 +790,7 @@ fn one_shot_nearest(s: &AppState, session: &Arc<Session>, v: &Value, id: &Value,
                 text
             }
         };
-        session.push(Outgoing::Text(text));
+        session.push(Outgoing::Nearest(text, read));
     });
     Ok(Vec::new())
 }

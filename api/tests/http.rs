@@ -70,6 +70,9 @@ async fn healthz_and_metrics_answer() {
         text.contains("bluelight_fixes_rejected_total{reason=\"speed_jump\"} 0"),
         "{text}"
     );
+    // Its value is the process's (this test binary probes real-time
+    // scheduling elsewhere): the binary's own is checked with `--realtime`.
+    assert!(text.contains("\nbluelight_realtime_threads "), "{text}");
 }
 
 #[tokio::test]
@@ -284,8 +287,21 @@ fn serve_binary() -> (
     String,
     SocketAddr,
 ) {
+    serve_binary_with(&[])
+}
+
+/// [`serve_binary`] with more flags.
+fn serve_binary_with(
+    flags: &[&str],
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+    String,
+    SocketAddr,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bluelight"))
         .args(["serve", "--listen", "127.0.0.1:0", "--ingest", "127.0.0.1:0"])
+        .args(flags)
         .stdout(Stdio::piped())
         .spawn()
         .expect("starts");
@@ -318,6 +334,81 @@ fn the_binary_prints_its_addresses_and_serves_them() {
     let _ = child.wait();
     assert_eq!(st, 200);
     assert_eq!(v["status"], "ok");
+}
+
+/// Each thread's name, real-time priority and scheduling policy (fields 2,
+/// 40 and 41 of `/proc/PID/task/TID/stat`).
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32) -> Vec<(String, i32, u32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        // Fields from the third (state) on.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|p| p.parse::<i64>().ok())
+                .expect("a stat field")
+        };
+        out.push((name, field(40) as i32, field(41) as u32));
+    }
+    out
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn realtime_puts_the_writer_and_the_workers_under_sched_fifo_when_permitted() {
+    // Whether this machine grants it, asked the same way from a thread here.
+    use bluelight_ingest::priority::{REALTIME_PRIORITY, WRITER_PRIORITY, realtime_this_thread};
+    let permitted = std::thread::spawn(|| realtime_this_thread(WRITER_PRIORITY))
+        .join()
+        .expect("probe")
+        .is_ok();
+    // tokio's default: a worker per core.
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let (mut child, _lines, _line, http_addr) = serve_binary_with(&["--realtime"]);
+    let granted = if permitted { 1 + workers } else { 0 };
+    let want = format!("bluelight_realtime_threads {granted}");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // The writer asks as it starts and each worker as it first idles,
+    // which may be just after the server says it listens.
+    let started = Instant::now();
+    let text = loop {
+        let (_, body) = rt.block_on(http(http_addr, "GET", "/metrics", None, b""));
+        let text = String::from_utf8_lossy(&body).into_owned();
+        if text.contains(&want) || started.elapsed() > Duration::from_secs(5) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let policies = thread_policies(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains(&want), "want {want}: {text}");
+    const SCHED_FIFO: u32 = 1;
+    let mut fifo: Vec<(&str, i32)> = policies
+        .iter()
+        .filter(|(_, _, p)| *p == SCHED_FIFO)
+        .map(|(n, prio, _)| (n.as_str(), *prio))
+        .collect();
+    fifo.sort_unstable();
+    let mut want = vec![("tokio-rt-worker", REALTIME_PRIORITY); if permitted { workers } else { 0 }];
+    if permitted {
+        // Above the workers; the bulk thread (bluelight-feeds) and the
+        // rest stay out.
+        want.insert(0, ("bluelight-write", WRITER_PRIORITY));
+    }
+    assert_eq!(fifo, want, "threads under SCHED_FIFO, of {policies:?}");
 }
 
 #[test]

@@ -281,6 +281,9 @@ async fn one_shot_nearest_errors_and_unsubscribe() {
     assert_eq!(recv(&mut ws).await, json!({"type":"unsubscribed","sub":sub}));
     ws.send(Message::Text("not json".into())).await.expect("send");
     assert_eq!(recv(&mut ws).await["code"], "bad_request");
+    // The one nearest reply was timed (recorded as it was sent, before the
+    // replies that followed it); errors and other replies are not.
+    assert_eq!(metric(s.http, "bluelight_ws_nearest_seconds_count").await, 1);
 }
 
 /// The value of a metric line, from `/metrics`.

@@ -216,6 +216,12 @@ pub struct PipelineConfig {
     /// unit that really moved (or whose previous fix was the wrong one) is
     /// accepted again after it.
     pub speed_check_window_ms: i64,
+    /// Runs the writer at real-time priority ([`priority::realtime_this_thread`](crate::priority::realtime_this_thread)),
+    /// so it takes a core the moment a batch arrives instead of waiting its
+    /// turn behind other threads: on a busy machine that wait is most of
+    /// the fix-to-alert tail. Off by default; when refused the writer runs
+    /// as usual and a warning says why.
+    pub realtime_writer: bool,
 }
 
 impl Default for PipelineConfig {
@@ -224,6 +230,7 @@ impl Default for PipelineConfig {
             queue_batches: 256,
             validation: ValidationConfig::default(),
             speed_check_window_ms: 60_000,
+            realtime_writer: false,
         }
     }
 }
@@ -256,6 +263,16 @@ pub fn start(
     let writer = std::thread::Builder::new()
         .name("bluelight-writer".into())
         .spawn(move || {
+            if cfg.realtime_writer {
+                match crate::priority::realtime_this_thread(crate::priority::WRITER_PRIORITY) {
+                    Ok(()) => tracing::info!("the writer runs at real-time priority (SCHED_FIFO)"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "cannot run the writer at real-time priority (it needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of {}); it runs at normal priority",
+                        crate::priority::WRITER_PRIORITY
+                    ),
+                }
+            }
             let mut out = Outputs::default();
             let mut slots = Vec::with_capacity(CHUNK);
             // Only to wait for whichever queue has work first.

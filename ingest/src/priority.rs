@@ -3,6 +3,8 @@
 //! generator's bookkeeping) run at a lower priority lets the writer, alerts
 //! and queries have the CPU the moment they need it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 /// The `nice` value bulk threads run at.
 pub const BULK_NICE: i32 = 10;
 
@@ -30,6 +32,87 @@ pub fn lower_this_thread() -> bool {
     }
 }
 
+/// Threads of this process put under real-time scheduling so far.
+static REALTIME_THREADS: AtomicU64 = AtomicU64::new(0);
+
+/// How many threads of this process [`realtime_this_thread`] has put under
+/// real-time scheduling (for `/metrics` and reports).
+pub fn realtime_threads() -> u64 {
+    REALTIME_THREADS.load(Ordering::Relaxed)
+}
+
+/// The real-time priority of a runtime's workers ([`realtime_workers`]):
+/// low among real-time ones, so the kernel's own (watchdogs, interrupt
+/// threads at 50) still come first.
+pub const REALTIME_PRIORITY: i32 = 10;
+
+/// The engine writer's real-time priority: above the workers'. Under
+/// `SCHED_FIFO` equals never preempt each other, and a worker writing a
+/// burst of alert frames would hold the writer, and every fix behind it,
+/// off a core.
+pub const WRITER_PRIORITY: i32 = REALTIME_PRIORITY + 2;
+
+/// Puts the calling thread under the `SCHED_FIFO` policy at `priority`
+/// (1–99; Linux only), so it runs the moment it is runnable instead of
+/// waiting for its fair share behind other threads.
+///
+/// Only for a thread that blocks when it has nothing to do (the engine's
+/// writer, a runtime's workers): a real-time thread that spun would starve
+/// its core, up to the kernel's real-time throttle. Threads it starts do
+/// not inherit the policy (`SCHED_RESET_ON_FORK`).
+///
+/// # Errors
+/// Not permitted (it needs root, `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of at
+/// least `priority`), or not Linux. The thread then keeps its policy.
+pub fn realtime_this_thread(priority: i32) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param {
+            sched_priority: priority,
+        };
+        // SAFETY: pid 0 is the calling thread, and `param` is a valid
+        // `sched_param` that lives across the call, which only reads it.
+        let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        REALTIME_THREADS.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = priority;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "real-time scheduling is only supported on Linux",
+        ))
+    }
+}
+
+/// Puts a tokio runtime's worker threads under real-time scheduling, each
+/// as it first parks ([`tokio::runtime::Builder::on_thread_park`]): only
+/// workers park, so threads of the blocking pool (long exports, file work)
+/// keep their normal priority. A refusal is logged once, as a warning.
+pub fn realtime_workers(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicBool;
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    thread_local!(static ASKED: Cell<bool> = const { Cell::new(false) });
+    builder.on_thread_park(|| {
+        if ASKED.with(|a| a.replace(true)) {
+            return;
+        }
+        if let Err(e) = realtime_this_thread(REALTIME_PRIORITY)
+            && !WARNED.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                error = %e,
+                "cannot run the runtime's workers at real-time priority (it needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of {REALTIME_PRIORITY}); they run at normal priority"
+            );
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -48,5 +131,34 @@ mod tests {
             rustix::process::getpriority_process(None).expect("priority"),
             before
         );
+    }
+
+    /// The calling thread's policy, without the reset-on-fork flag.
+    #[cfg(target_os = "linux")]
+    fn policy() -> i32 {
+        // SAFETY: pid 0 is the calling thread; the call takes no pointers.
+        unsafe { libc::sched_getscheduler(0) & !libc::SCHED_RESET_ON_FORK }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_realtime_thread_is_fifo_when_permitted_and_its_children_and_siblings_are_not() {
+        let (result, own, child) = std::thread::spawn(|| {
+            let result = super::realtime_this_thread(super::REALTIME_PRIORITY);
+            let child = std::thread::spawn(policy).join().expect("child");
+            (result, policy(), child)
+        })
+        .join()
+        .expect("thread");
+        match result {
+            Ok(()) => assert_eq!(own, libc::SCHED_FIFO),
+            // Refused (no privilege here): said so, and nothing changed.
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+                assert_eq!(own, libc::SCHED_OTHER);
+            }
+        }
+        assert_eq!(child, libc::SCHED_OTHER, "threads it starts are not real-time");
+        assert_eq!(policy(), libc::SCHED_OTHER, "only that thread");
     }
 }

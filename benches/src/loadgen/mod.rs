@@ -109,13 +109,16 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
         },
         _ => {
             let bin = server::find_binary(opts.bluelight.as_deref())?;
-            server::start(&bin, &opts.out.join("server.log"))?
+            let flags: &[&str] = if opts.realtime { &["--realtime"] } else { &[] };
+            server::start(&bin, &opts.out.join("server.log"), flags)?
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.worker_threads(2).enable_all();
+    if opts.realtime {
+        bluelight_ingest::priority::realtime_workers(&mut rt);
+    }
+    let rt = rt.build()?;
     // The dispatch maps read megabytes of JSON a second: on their own
     // thread, at a lower priority, so the alerts and answers being timed
     // never wait behind them (nor does the server).

@@ -72,15 +72,16 @@ fn diff(o: &Outcome, key: &str) -> f64 {
     o.metrics_after.get(key).copied().unwrap_or(0.0) - o.metrics_before.get(key).copied().unwrap_or(0.0)
 }
 
-/// Quantiles of the server's own fix-to-alert histogram over the run (the
-/// upper bound of the bucket each falls in), from `/metrics` before and after.
-fn server_quantiles(o: &Outcome) -> Value {
-    const NAME: &str = "bluelight_fix_to_alert_seconds_bucket{le=\"";
+/// Quantiles of one of the server's own latency histograms (`name`, without
+/// `_bucket`) over the run (the upper bound of the bucket each falls in),
+/// from `/metrics` before and after.
+fn server_quantiles(o: &Outcome, name: &str) -> Value {
+    let prefix = format!("{name}_bucket{{le=\"");
     let mut buckets: Vec<(f64, f64)> = o
         .metrics_after
         .keys()
         .filter_map(|k| {
-            let le = k.strip_prefix(NAME)?.strip_suffix("\"}")?;
+            let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
             let bound = if le == "+Inf" {
                 f64::INFINITY
             } else {
@@ -107,6 +108,16 @@ fn server_quantiles(o: &Outcome) -> Value {
         })
     };
     json!({"count": total, "p50_ms_at_most": at(0.5), "p99_ms_at_most": at(0.99), "p999_ms_at_most": at(0.999)})
+}
+
+/// A row's text for [`server_quantiles`].
+fn at_most(q: &Value) -> String {
+    format!(
+        "{} / {} / {} ms",
+        f(&q["p50_ms_at_most"]),
+        f(&q["p99_ms_at_most"]),
+        f(&q["p999_ms_at_most"])
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -235,7 +246,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "unexpected": unexpected,
             "fix_to_alert": pct(&alert_latency),
             "fix_to_alert_warmup": pct(&alert_latency_warmup),
-            "server_fix_to_alert": server_quantiles(o),
+            "server_fix_to_alert": server_quantiles(o, "bluelight_fix_to_alert_seconds"),
         },
         "positions": {
             "subscribers": o.feeds.len(),
@@ -254,11 +265,13 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "check_skipped": q_skipped,
             "round_trip": pct(&rtt),
             "round_trip_warmup": pct(&rtt_warmup),
+            "server_round_trip": server_quantiles(o, "bluelight_ws_nearest_seconds"),
         },
         "server": {
             "rss_mib": o.usage.map(|u| u.0 as f64 / 1048576.0),
             "peak_rss_mib": o.usage.map(|u| u.1 as f64 / 1048576.0),
             "cpu_percent_of_one_core": cpu,
+            "realtime_threads": o.metrics_after.get("bluelight_realtime_threads").copied().unwrap_or(0.0),
             "metrics": o.metrics_after,
         },
     });
@@ -300,6 +313,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "check_every": p.check_every, "transport": format!("{:?}", p.transport).to_lowercase(),
             "seed": p.seed, "registered": o.registered,
         },
+        "loadgen_realtime_threads": bluelight_ingest::priority::realtime_threads(),
         "bluelight": bluelight,
         "redis_geo": redis,
     });
@@ -357,10 +371,12 @@ fn markdown(r: &Value) -> String {
         f(&r["machine"]["kernel"])
     ));
     s.push_str(&format!(
-        "{} units every {} ms for {} s over {}; {} fences; {} positions, {} alerts, {} standing-nearest subscribers; {} nearest/s (1 in {} checked)\n\n",
+        "{} units every {} ms for {} s over {}; {} fences; {} positions, {} alerts, {} standing-nearest subscribers; {} nearest/s (1 in {} checked); real-time (SCHED_FIFO) threads: server {}, loadgen {}\n\n",
         f(&p["units"]), f(&p["interval_ms"]), f(&p["seconds"]), f(&p["transport"]), f(&p["fences"]),
         f(&p["positions_subscribers"]), f(&p["alerts_subscribers"]), f(&p["standing_nearest_subscribers"]),
-        f(&p["nearest_qps"]), f(&p["check_every"])
+        f(&p["nearest_qps"]), f(&p["check_every"]),
+        f(&b["server"]["realtime_threads"]),
+        f(&r["loadgen_realtime_threads"])
     ));
     s.push_str(&format!(
         "Latencies are of the run after its first {} s (warm-up: every unit's first report, every fence's first entries); \
@@ -459,16 +475,10 @@ fn markdown(r: &Value) -> String {
         None,
         None,
     );
-    let sq = &a["server_fix_to_alert"];
     row(
         &mut s,
         "server's own fix-to-frame, p50/p99/p999 at most",
-        format!(
-            "{} / {} / {} ms",
-            f(&sq["p50_ms_at_most"]),
-            f(&sq["p99_ms_at_most"]),
-            f(&sq["p999_ms_at_most"])
-        ),
+        at_most(&a["server_fix_to_alert"]),
         None,
         None,
     );
@@ -497,6 +507,13 @@ fn markdown(r: &Value) -> String {
             f(&redis["ratio"]["nearest_p50_redis_over_bluelight"]),
             f(&redis["ratio"]["nearest_p99_redis_over_bluelight"])
         )),
+    );
+    row(
+        &mut s,
+        "server's own nearest frame-to-frame, p50/p99/p999 at most",
+        at_most(&n["server_round_trip"]),
+        None,
+        None,
     );
     row(
         &mut s,

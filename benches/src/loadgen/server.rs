@@ -59,13 +59,15 @@ pub fn find_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-/// Starts `bluelight serve` on free loopback ports; its log goes to `log`.
+/// Starts `bluelight serve` on free loopback ports, with `flags` beside
+/// them; its log goes to `log`.
 ///
 /// # Errors
 /// It does not start, or does not say where it listens within 30 s.
-pub fn start(bin: &Path, log: &Path) -> anyhow::Result<Server> {
+pub fn start(bin: &Path, log: &Path, flags: &[&str]) -> anyhow::Result<Server> {
     let mut child = Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--ingest", "127.0.0.1:0"])
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log)?)
