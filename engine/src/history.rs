@@ -24,6 +24,12 @@ const SPARE_CHUNKS: usize = 64;
 /// at 200k fixes/s, and the writer idles far more often than that.
 const READY_CHUNKS: usize = 2;
 
+/// Records [`History::prepare`] writes in one call (about 56 KB): the
+/// kernel zeroes new pages slowly on some machines (a whole chunk took up
+/// to 3.5 ms on the bench VM), and a query or batch that arrives during a
+/// step waits for it.
+const PREPARE_STEP: usize = 1024;
+
 /// One fix of one unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HistoryRecord {
@@ -73,6 +79,8 @@ pub(crate) struct History {
     stats: HistoryStats,
     /// Empty chunks with capacity `CHUNK`.
     spare: Vec<Vec<HistoryRecord>>,
+    /// The chunk [`History::prepare`] is writing, a step at a time.
+    preparing: Option<Vec<HistoryRecord>>,
 }
 
 impl History {
@@ -83,6 +91,7 @@ impl History {
             max_fixes,
             stats: HistoryStats::default(),
             spare: Vec::new(),
+            preparing: None,
         }
     }
 
@@ -110,8 +119,15 @@ impl History {
         };
         let b = &mut self.buckets[idx];
         if b.chunks.last().is_none_or(|c| c.len() >= CHUNK) {
-            b.chunks
-                .push(self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK)));
+            // A partly prepared chunk is still partly faulted in.
+            let fresh = self.spare.pop().or_else(|| self.preparing.take()).map_or_else(
+                || Vec::with_capacity(CHUNK),
+                |mut c| {
+                    c.clear();
+                    c
+                },
+            );
+            b.chunks.push(fresh);
         }
         if let Some(c) = b.chunks.last_mut() {
             c.push(HistoryRecord { unit, fix: *fix });
@@ -125,11 +141,11 @@ impl History {
         }
     }
 
-    /// Readies a fresh chunk when few are spare: its memory is written once
-    /// here, so the page faults of a growing history (the kernel zeroing each
-    /// new page on first touch, a few percent of the writer) happen when the
-    /// caller chooses, not in the middle of a batch of fixes. Returns
-    /// whether it did anything.
+    /// Readies fresh chunks when few are spare, [`PREPARE_STEP`] records a
+    /// call: their memory is written here, so the page faults of a growing
+    /// history (the kernel zeroing each new page on first touch, a few
+    /// percent of the writer) happen when the caller chooses, not in the
+    /// middle of a batch of fixes. Returns whether it did anything.
     pub fn prepare(&mut self) -> bool {
         if self.max_fixes == 0 || self.spare.len() >= READY_CHUNKS {
             return false;
@@ -138,10 +154,14 @@ impl History {
             unit: UnitSlot(0),
             fix: Fix::at(0, 0.0, 0.0),
         };
-        let mut c = Vec::with_capacity(CHUNK);
-        c.resize(CHUNK, blank);
-        c.clear();
-        self.spare.push(c);
+        let c = self.preparing.get_or_insert_with(|| Vec::with_capacity(CHUNK));
+        c.resize((c.len() + PREPARE_STEP).min(CHUNK), blank);
+        if c.len() >= CHUNK
+            && let Some(mut c) = self.preparing.take()
+        {
+            c.clear();
+            self.spare.push(c);
+        }
         true
     }
 
@@ -279,14 +299,24 @@ mod tests {
     #[test]
     fn prepared_chunks_are_used_before_new_ones() {
         let mut h = History::new(3600, 10 * CHUNK);
-        let mut ready = 0;
+        let mut steps = 0;
         while h.prepare() {
-            ready += 1;
+            steps += 1;
+            // Each call writes at most a step.
+            let written = h.spare.len() * CHUNK + h.preparing.as_ref().map_or(0, Vec::len);
+            assert_eq!(written, steps * PREPARE_STEP);
         }
-        assert_eq!(ready, READY_CHUNKS);
+        assert_eq!(steps * PREPARE_STEP, READY_CHUNKS * CHUNK);
+        assert_eq!(h.spare.len(), READY_CHUNKS);
         assert!(h.spare.iter().all(|c| c.is_empty() && c.capacity() >= CHUNK));
         h.push(UnitSlot(1), &Fix::at(0, 1.0, 1.0));
         assert_eq!(h.spare.len(), READY_CHUNKS - 1);
+        // With none spare, a chunk part-way through preparing is used, emptied.
+        let mut h = History::new(3600, 10 * CHUNK);
+        assert!(h.prepare());
+        h.push(UnitSlot(1), &Fix::at(0, 1.0, 1.0));
+        assert!(h.preparing.is_none());
+        assert_eq!(h.buckets[0].chunks[0].len(), 1);
         // A history that keeps nothing prepares nothing.
         assert!(!History::new(3600, 0).prepare());
     }
