@@ -66,6 +66,12 @@ pub struct Engine {
     pub(crate) cover: CoverIndex,
     /// Regions by id; `None` once removed (ids are never reused).
     pub(crate) regions: Vec<Option<Region>>,
+    /// Whether region `i` is a fence that detects dwell: the clock's scan
+    /// reads this, not the regions (a cache miss per membership, most of a
+    /// national scan's time).
+    pub(crate) region_dwell: Vec<bool>,
+    /// How many of `region_dwell` are true (none: the scan skips dwell).
+    pub(crate) dwell_regions: usize,
     /// Fence id → region.
     pub(crate) fences: StdHashMap<String, u32>,
     /// Feed id → region.
@@ -130,6 +136,8 @@ impl Engine {
             index: ShardedIndex::default(),
             cover: CoverIndex::default(),
             regions: Vec::new(),
+            region_dwell: Vec::new(),
+            dwell_regions: 0,
             fences: StdHashMap::new(),
             feeds: StdHashMap::new(),
             queries: StdHashMap::new(),
@@ -448,6 +456,7 @@ impl Engine {
                         let q = *q;
                         if let Some(query) = self.queries.get_mut(&q)
                             && !query.dirty
+                            && query.may_change(slot, inside, lat, lon)
                         {
                             query.dirty = true;
                             self.dirty_queries.push(q);
@@ -525,7 +534,7 @@ impl Engine {
                     None,
                 );
             }
-            if st.member != 0 {
+            if st.member != 0 && self.dwell_regions > 0 {
                 self.tick_dwell(i as u32, st.member, now_ms, out);
             }
         }
@@ -538,7 +547,9 @@ impl Engine {
         let n = self.members.get(member).len();
         for j in 0..n {
             let m = self.members.get(member)[j];
-            if m.flags & DWELL_FIRED != 0 {
+            if m.flags & DWELL_FIRED != 0
+                || !self.region_dwell.get(m.region as usize).copied().unwrap_or(false)
+            {
                 continue;
             }
             let Some(Some(Region {

@@ -39,6 +39,25 @@ pub(crate) struct StandingNearest {
     pub dirty: bool,
 }
 
+impl StandingNearest {
+    /// Whether a fix of `slot`, now at `(lat, lon)` and `inside` the zone
+    /// (filter included), can change the answer. The answer is exact as of
+    /// the last re-run, and every fix since then that could change it
+    /// dirtied it; so a unit outside the answer that stays farther than
+    /// the k-th changes nothing. In a town most fixes in a zone are of
+    /// such units, and re-running every touched query cost up to a
+    /// millisecond of the writer per chunk of fixes.
+    pub(crate) fn may_change(&self, slot: u32, inside: bool, lat: f64, lon: f64) -> bool {
+        if self.results.len() < self.k || self.results.iter().any(|n| n.unit.0 == slot) {
+            return true;
+        }
+        let kth = self.results.last().map_or(f64::INFINITY, |n| n.distance_m);
+        // Generous at a tie (a closer slot number wins one), and for the
+        // rounding of two ways to the same distance.
+        inside && crate::sphere::distance_m(self.lat, self.lon, lat, lon) <= kth * (1.0 + 1e-9) + 1e-3
+    }
+}
+
 /// Zone radius for a k-th distance: wide enough that small changes of the
 /// k-th distance do not move the zone.
 fn zone_radius(kth_m: f64) -> f64 {
@@ -207,4 +226,52 @@ fn zone_resolution(radius_m: f64, fine: Resolution) -> Resolution {
         res = coarser;
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::UnitSlot;
+    use crate::sphere;
+
+    #[test]
+    fn only_a_unit_in_the_answer_or_within_the_kth_can_change_it() {
+        let (lat, lon) = (51.5, -0.12);
+        let q = StandingNearest {
+            lat,
+            lon,
+            k: 2,
+            filter: Filter::all(),
+            include_stale: false,
+            results: vec![
+                Neighbor {
+                    unit: UnitSlot(1),
+                    distance_m: 100.0,
+                },
+                Neighbor {
+                    unit: UnitSlot(2),
+                    distance_m: 200.0,
+                },
+            ],
+            zone: Some(0),
+            zone_radius_m: Some(450.0),
+            dirty: false,
+        };
+        let at = |d: f64| sphere::destination(lat, lon, 45.0, d);
+        let far = at(300.0);
+        // In the answer: any move may reorder it or take it out.
+        assert!(q.may_change(1, true, far.0, far.1));
+        assert!(q.may_change(2, false, far.0, far.1));
+        // Another unit: only within the k-th (a tie included), and only if
+        // it matches (inside the zone with its filter).
+        assert!(!q.may_change(3, true, far.0, far.1));
+        let near = at(150.0);
+        assert!(q.may_change(3, true, near.0, near.1));
+        assert!(!q.may_change(3, false, near.0, near.1));
+        let tie = at(200.0);
+        assert!(q.may_change(3, true, tie.0, tie.1));
+        // Fewer than k: every unit may join.
+        let short = StandingNearest { k: 3, ..q.clone() };
+        assert!(short.may_change(3, true, far.0, far.1));
+    }
 }

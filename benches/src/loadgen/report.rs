@@ -49,6 +49,8 @@ fn machine() -> Value {
     })
 }
 
+/// HEAD, with `+changes` when tracked files differ from it (the committed
+/// reports aside: an earlier run's report is not a change to what ran).
 fn commit() -> String {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
@@ -60,8 +62,14 @@ fn commit() -> String {
     };
     match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(c) => {
-            let dirty =
-                git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            let dirty = git(&[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top,exclude)benches/results",
+            ])
+            .is_some_and(|s| !s.is_empty());
             if dirty { format!("{c}+changes") } else { c }
         }
         None => "unknown".into(),
@@ -551,6 +559,11 @@ fn markdown(r: &Value) -> String {
     );
     if has_redis {
         s.push_str(&format!("\nNot compared: {}.\n", f(&redis["not_compared"])));
+        if b["server"]["realtime_threads"].as_f64().is_some_and(|n| n > 0.0) {
+            s.push_str(
+                "\nbluelight's hot threads ran under SCHED_FIFO (`--realtime`); redis-server ran at the priority it was started with.\n",
+            );
+        }
         let offered = x["offered_per_s"].as_f64().unwrap_or(0.0);
         let kept_up = |v: &Value| v.as_f64().is_some_and(|r| r >= 0.97 * offered);
         if kept_up(&x["accepted_per_s"]) && kept_up(&redis["sent_per_s"]) {

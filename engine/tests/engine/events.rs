@@ -155,6 +155,32 @@ fn dwell_fires_on_tick_when_the_unit_stops_reporting() {
 }
 
 #[test]
+fn the_clock_follows_a_fence_replaced_without_dwell_and_back() {
+    let mut e = engine();
+    let mut out = Outputs::default();
+    let area = square(-1.5, 50.9, -1.4, 51.0);
+    e.put_fence(fence("f", area.clone()), T0, &mut out)
+        .expect("fence");
+    let u = e.unit("A");
+    e.apply(u, &Fix::at(T0, 50.95, -1.45), &mut out);
+    let mut quiet = fence("f", area.clone());
+    quiet.detect.dwell = false;
+    e.put_fence(quiet, T0 + 1000, &mut out).expect("replace");
+    out.clear();
+    e.tick(T0 + 61_000, &mut out);
+    assert!(
+        events(&out).iter().all(|(k, _)| k != "dwell"),
+        "{:?}",
+        events(&out)
+    );
+    e.put_fence(fence("f", area), T0 + 62_000, &mut out)
+        .expect("replace");
+    out.clear();
+    e.tick(T0 + 100_000, &mut out);
+    assert_eq!(events(&out), vec![("dwell".into(), "f".into())]);
+}
+
+#[test]
 fn leaving_and_reentering_rearms_dwell() {
     let mut e = engine();
     let mut out = Outputs::default();
