@@ -294,7 +294,10 @@ fn main() -> anyhow::Result<()> {
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             rt.enable_all();
             if cfg.realtime {
-                bluelight_ingest::priority::realtime_workers(&mut rt);
+                bluelight_ingest::priority::realtime_workers(
+                    &mut rt,
+                    bluelight_ingest::priority::REALTIME_PRIORITY,
+                );
             }
             rt.build()?.block_on(serve(cfg))?;
         }

@@ -89,25 +89,29 @@ pub fn realtime_this_thread(priority: i32) -> std::io::Result<()> {
     }
 }
 
-/// Puts a tokio runtime's worker threads under real-time scheduling, each
-/// as it first parks ([`tokio::runtime::Builder::on_thread_park`]): only
-/// workers park, so threads of the blocking pool (long exports, file work)
-/// keep their normal priority. A refusal is logged once, as a warning.
-pub fn realtime_workers(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+/// Puts a tokio runtime's worker threads under real-time scheduling at
+/// `priority` (a server's: [`REALTIME_PRIORITY`]), each as it first parks
+/// ([`tokio::runtime::Builder::on_thread_park`]): only workers park, so
+/// threads of the blocking pool (long exports, file work) keep their normal
+/// priority. A refusal is logged once, as a warning.
+pub fn realtime_workers(
+    builder: &mut tokio::runtime::Builder,
+    priority: i32,
+) -> &mut tokio::runtime::Builder {
     use std::cell::Cell;
     use std::sync::atomic::AtomicBool;
     static WARNED: AtomicBool = AtomicBool::new(false);
     thread_local!(static ASKED: Cell<bool> = const { Cell::new(false) });
-    builder.on_thread_park(|| {
+    builder.on_thread_park(move || {
         if ASKED.with(|a| a.replace(true)) {
             return;
         }
-        if let Err(e) = realtime_this_thread(REALTIME_PRIORITY)
+        if let Err(e) = realtime_this_thread(priority)
             && !WARNED.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(
                 error = %e,
-                "cannot run the runtime's workers at real-time priority (it needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of {REALTIME_PRIORITY}); they run at normal priority"
+                "cannot run the runtime's workers at real-time priority (it needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of {priority}); they run at normal priority"
             );
         }
     })

@@ -116,7 +116,14 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.worker_threads(2).enable_all();
     if opts.realtime {
-        bluelight_ingest::priority::realtime_workers(&mut rt);
+        // Above every server thread: loadgen stands in for clients on
+        // machines of their own, whose reading never waits behind the
+        // server's work. Only the server can lose by it (preempted by
+        // the clients it is timed by).
+        bluelight_ingest::priority::realtime_workers(
+            &mut rt,
+            bluelight_ingest::priority::WRITER_PRIORITY + 1,
+        );
     }
     let rt = rt.build()?;
     // The dispatch maps read megabytes of JSON a second: on their own
