@@ -116,13 +116,13 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.worker_threads(2).enable_all();
     if opts.realtime {
-        // Above every server thread: loadgen stands in for clients on
-        // machines of their own, whose reading never waits behind the
-        // server's work. Only the server can lose by it (preempted by
-        // the clients it is timed by).
+        // Above the server's workers, below its writer: loadgen stands in
+        // for clients on machines of their own, whose reading never waits
+        // behind the server's sockets; and at `national` its clients read
+        // 40,000 alert frames a second, which must not hold up the engine.
         bluelight_ingest::priority::realtime_workers(
             &mut rt,
-            bluelight_ingest::priority::WRITER_PRIORITY + 1,
+            bluelight_ingest::priority::REALTIME_PRIORITY + 1,
         );
     }
     let rt = rt.build()?;

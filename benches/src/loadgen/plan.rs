@@ -89,8 +89,8 @@ pub struct Options {
     pub ingest: Option<SocketAddr>,
     /// Real-time scheduling (Linux SCHED_FIFO; needs root or
     /// CAP_SYS_NICE) for the timed clients (alerts, nearest, standing
-    /// nearest), above every server thread, and, when loadgen starts the
-    /// server, for the server too (`bluelight serve --realtime`). On one
+    /// nearest), above the server's workers and below its writer, and,
+    /// when loadgen starts the server, for the server too (`bluelight serve --realtime`). On one
     /// machine, loadgen's own wait for a core otherwise adds to every
     /// latency it measures. The report says which threads got it.
     #[arg(long)]
