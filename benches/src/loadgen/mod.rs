@@ -119,7 +119,8 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
         // Above the server's workers, below its writer: loadgen stands in
         // for clients on machines of their own, whose reading never waits
         // behind the server's sockets; and at `national` its clients read
-        // 40,000 alert frames a second, which must not hold up the engine.
+        // tens of thousands of alert frames a second, which must not hold
+        // up the engine.
         bluelight_ingest::priority::realtime_workers(
             &mut rt,
             bluelight_ingest::priority::REALTIME_PRIORITY + 1,
