@@ -1,7 +1,10 @@
 //! Thread priorities. On a busy machine the kernel shares the CPU between
 //! runnable threads fairly; bulk work (a dispatch map's JSON, a load
 //! generator's bookkeeping) run at a lower priority lets the writer, alerts
-//! and queries have the CPU the moment they need it.
+//! and queries have the CPU the moment they need it. On a machine that
+//! serves bluelight first, `--realtime` goes further: the threads on the
+//! path of a fix and a query run under `SCHED_FIFO` and never wait for a
+//! core behind normal threads (the writer above the runtime's workers).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
