@@ -68,10 +68,8 @@ pub struct Engine {
     pub(crate) regions: Vec<Option<Region>>,
     /// Whether region `i` is a fence that detects dwell: the clock's scan
     /// reads this, not the regions (a cache miss per membership, most of a
-    /// national scan's time).
+    /// national scan's time), and skips dwell altogether when none is.
     pub(crate) region_dwell: Vec<bool>,
-    /// How many of `region_dwell` are true (none: the scan skips dwell).
-    pub(crate) dwell_regions: usize,
     /// Fence id → region.
     pub(crate) fences: StdHashMap<String, u32>,
     /// Feed id → region.
@@ -137,7 +135,6 @@ impl Engine {
             cover: CoverIndex::default(),
             regions: Vec::new(),
             region_dwell: Vec::new(),
-            dwell_regions: 0,
             fences: StdHashMap::new(),
             feeds: StdHashMap::new(),
             queries: StdHashMap::new(),
@@ -516,6 +513,8 @@ impl Engine {
         let parts = parts.max(1);
         let part = part % parts;
         let len = self.units.state.len();
+        // One pass over a few bytes a region, against one per unit below.
+        let any_dwell = self.region_dwell.contains(&true);
         for i in len * part / parts..len * (part + 1) / parts {
             let st = self.units.state[i];
             if !st.seen() {
@@ -534,7 +533,7 @@ impl Engine {
                     None,
                 );
             }
-            if st.member != 0 && self.dwell_regions > 0 {
+            if st.member != 0 && any_dwell {
                 self.tick_dwell(i as u32, st.member, now_ms, out);
             }
         }

@@ -23,9 +23,8 @@ impl Engine {
     pub(crate) fn install_region(&mut self, region: Region) -> u32 {
         let id = u32::try_from(self.regions.len()).unwrap_or(u32::MAX);
         self.cover.insert(id, &region.cover);
-        let dwell = matches!(&region.kind, RegionKind::Fence { detect, .. } if detect.dwell);
-        self.region_dwell.push(dwell);
-        self.dwell_regions += usize::from(dwell);
+        self.region_dwell
+            .push(matches!(&region.kind, RegionKind::Fence { detect, .. } if detect.dwell));
         self.regions.push(Some(region));
         if self.cover.interned() > 1 << 20 {
             self.cover.clear_interned();
@@ -95,10 +94,8 @@ impl Engine {
 
     pub(crate) fn remove_region(&mut self, id: u32) -> Option<Region> {
         let region = self.regions.get_mut(id as usize)?.take()?;
-        if let Some(d) = self.region_dwell.get_mut(id as usize)
-            && std::mem::take(d)
-        {
-            self.dwell_regions -= 1;
+        if let Some(d) = self.region_dwell.get_mut(id as usize) {
+            *d = false;
         }
         self.cover.remove(id, &region.cover);
         let slots = self.units_near(&region.shape, region.hysteresis_m);

@@ -264,13 +264,10 @@ pub fn start(
         .name("bluelight-writer".into())
         .spawn(move || {
             if cfg.realtime_writer {
-                match crate::priority::realtime_this_thread(crate::priority::WRITER_PRIORITY) {
+                use crate::priority::{WRITER_PRIORITY, realtime_this_thread, warn_refused};
+                match realtime_this_thread(WRITER_PRIORITY) {
                     Ok(()) => tracing::info!("the writer runs at real-time priority (SCHED_FIFO)"),
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "cannot run the writer at real-time priority (it needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of {}); it runs at normal priority",
-                        crate::priority::WRITER_PRIORITY
-                    ),
+                    Err(e) => warn_refused("the writer", WRITER_PRIORITY, &e),
                 }
             }
             let mut out = Outputs::default();

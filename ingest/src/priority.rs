@@ -112,12 +112,18 @@ pub fn realtime_workers(
         if let Err(e) = realtime_this_thread(priority)
             && !WARNED.swap(true, Ordering::Relaxed)
         {
-            tracing::warn!(
-                error = %e,
-                "cannot run the runtime's workers at real-time priority (it needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of {priority}); they run at normal priority"
-            );
+            warn_refused("the runtime's workers", priority, &e);
         }
     })
+}
+
+/// Logs that real-time scheduling at `priority` was refused for `what`,
+/// which then runs at normal priority.
+pub(crate) fn warn_refused(what: &str, priority: i32, e: &std::io::Error) {
+    tracing::warn!(
+        error = %e,
+        "cannot run {what} at real-time priority (it needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of {priority}); normal priority instead"
+    );
 }
 
 #[cfg(test)]

@@ -90,9 +90,10 @@ pub struct Options {
     /// Real-time scheduling (Linux SCHED_FIFO; needs root or
     /// CAP_SYS_NICE) for the timed clients (alerts, nearest, standing
     /// nearest), above the server's workers and below its writer, and,
-    /// when loadgen starts the server, for the server too (`bluelight serve --realtime`). On one
-    /// machine, loadgen's own wait for a core otherwise adds to every
-    /// latency it measures. The report says which threads got it.
+    /// when loadgen starts the server, for the server too (`bluelight
+    /// serve --realtime`). On one machine, loadgen's own wait for a core
+    /// otherwise adds to every latency it measures. The report says which
+    /// threads got it.
     #[arg(long)]
     pub realtime: bool,
     /// A token with every scope, for a server that has tokens.
