@@ -33,6 +33,71 @@ pub struct ServeConfig {
     pub realtime: bool,
     /// Tokens (`[[auth.tokens]]`).
     pub auth: AuthConfig,
+    /// Queue bounds, chunk sizes and timers (`[tuning]`); the defaults
+    /// are what the benchmarks were measured with.
+    pub tuning: Tuning,
+}
+
+/// `[tuning]`: every knob of the server's hot path and sessions, in one
+/// place. Change them only with a benchmark in hand.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tuning {
+    /// Batches the ingest queue holds before stream senders wait (and UDP
+    /// drops, counted).
+    pub queue_batches: usize,
+    /// Fixes the writer applies before it routes their outputs, runs
+    /// waiting queries and lets a waiting reader have the engine (256 is
+    /// about half a millisecond of work).
+    pub writer_chunk: usize,
+    /// Queries (and, apart, bulk copies) that may wait for the writer;
+    /// past it a request is answered `overloaded`.
+    pub task_queue: usize,
+    /// Writer time given to positions-feed copies at a time, µs.
+    pub bulk_slice_us: u64,
+    /// Feed copies take a slice between chunks of a busy writer when they
+    /// have had none for this long, ms.
+    pub bulk_max_wait_ms: u64,
+    /// Units a feed copy takes from the engine in one step on the writer.
+    pub feed_copy_step: usize,
+    /// How soon a session looks again at an update that was due but could
+    /// not start (no room on the writer, or a copy under way), ms.
+    pub feed_retry_ms: u64,
+    /// Alerts kept in memory for `since_seq`.
+    pub alert_ring: usize,
+    /// Messages a WebSocket session may have waiting before it is closed
+    /// with 1013 as too slow for its alerts.
+    pub session_queue: usize,
+    /// How often a WebSocket session is pinged, s.
+    pub ws_ping_s: u64,
+    /// A WebSocket client silent this long is dropped, s.
+    pub ws_idle_s: u64,
+    /// A client that takes no frame for this long is gone, s.
+    pub ws_send_timeout_s: u64,
+    /// The engine's clock scans every unit once a second in this many
+    /// parts, evenly spaced, so it never holds the engine long (a tenth of
+    /// a national fleet held it 2–8 ms).
+    pub clock_parts: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            queue_batches: 256,
+            writer_chunk: 256,
+            task_queue: 4096,
+            bulk_slice_us: 250,
+            bulk_max_wait_ms: 5,
+            feed_copy_step: 256,
+            feed_retry_ms: 25,
+            alert_ring: 100_000,
+            session_queue: 20_000,
+            ws_ping_s: 20,
+            ws_idle_s: 60,
+            ws_send_timeout_s: 10,
+            clock_parts: 100,
+        }
+    }
 }
 
 /// `[auth]`.
@@ -67,6 +132,7 @@ impl Default for ServeConfig {
             history_max_fixes: 20_000_000,
             realtime: false,
             auth: AuthConfig::default(),
+            tuning: Tuning::default(),
         }
     }
 }
@@ -135,6 +201,26 @@ impl ServeConfig {
                 }
             }
         }
+        let t = &self.tuning;
+        for (key, value) in [
+            ("queue_batches", t.queue_batches),
+            ("writer_chunk", t.writer_chunk),
+            ("task_queue", t.task_queue),
+            ("feed_copy_step", t.feed_copy_step),
+            ("alert_ring", t.alert_ring),
+            ("session_queue", t.session_queue),
+            ("clock_parts", t.clock_parts as usize),
+            ("ws_ping_s", t.ws_ping_s as usize),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("tuning.{key} must be at least 1")));
+            }
+        }
+        if t.clock_parts > 1000 {
+            return Err(ConfigError::Invalid(
+                "tuning.clock_parts must be at most 1000 (a part a millisecond)".into(),
+            ));
+        }
         for t in &self.auth.tokens {
             if t.token.len() < 16 {
                 return Err(ConfigError::Invalid(
@@ -197,6 +283,21 @@ mod tests {
         assert!(err.contains("--insecure"), "{err}");
         c.insecure = true;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn tuning_has_defaults_and_refuses_zero() {
+        let c: ServeConfig = toml::from_str("[tuning]\nwriter_chunk = 128").expect("valid");
+        assert_eq!(c.tuning.writer_chunk, 128);
+        assert_eq!(c.tuning.alert_ring, Tuning::default().alert_ring);
+        assert!(c.validate().is_ok());
+        let zero: ServeConfig = toml::from_str("[tuning]\nsession_queue = 0").expect("parses");
+        let err = zero.validate().expect_err("zero").to_string();
+        assert!(err.contains("tuning.session_queue"), "{err}");
+        assert!(
+            toml::from_str::<ServeConfig>("[tuning]\nchunk = 1").is_err(),
+            "unknown key"
+        );
     }
 
     #[test]

@@ -11,12 +11,13 @@ use bluelight_engine::{Agency, Engine, Filter, NearestQuery, Outputs, Status};
 use bluelight_ingest::batch::UnitRef;
 use bluelight_ingest::fleet::{Fleet, FleetConfig, SimFix};
 use bluelight_ingest::places;
-use bluelight_ingest::transport::now_ms;
 
 use crate::config::ServeConfig;
 use crate::fence_json::{feature_id, fence_from_feature};
-use crate::hub::{AlertSelect, Outgoing, Session};
-use crate::server::{self, AppState};
+use crate::hub::AlertSelect;
+use crate::server;
+use crate::session::{Outgoing, Session};
+use crate::state::AppState;
 
 /// Sample fences shipped in `data/`.
 pub const SAMPLE_FENCES: &str = include_str!("../../data/fences.geojson");
@@ -62,7 +63,7 @@ pub fn load_sample_fences(state: &AppState) -> anyhow::Result<usize> {
     for f in &fc.features {
         let id = feature_id(f).context("sample fence without id")?;
         let spec = fence_from_feature(&mut engine, &id, f).with_context(|| format!("sample fence {id}"))?;
-        engine.put_fence(spec, now_ms(), &mut out)?;
+        engine.put_fence(spec, state.now_ms(), &mut out)?;
         state
             .fence_json
             .put(&id, serde_json::to_value(f).unwrap_or_default());
@@ -84,7 +85,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
     let state = running.state.clone();
     let fences = load_sample_fences(&state)?;
     let towns = places::uk()?;
-    let start = now_ms();
+    let start = state.now_ms();
     let fleet_cfg = FleetConfig {
         units: opts.units,
         seed: opts.seed,
@@ -92,7 +93,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
         ..FleetConfig::default()
     };
     let mut fleet = Fleet::new(&fleet_cfg, &towns);
-    let console = Arc::new(Session::default());
+    let console = Arc::new(Session::new(state.tuning.session_queue));
     {
         let mut e = state.engine.lock();
         for u in fleet.units() {
@@ -129,12 +130,12 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
         }
         // Device time may run ahead of the clock at --speed > 1; the server
         // accepts up to five minutes ahead, so the fleet never gets further.
-        let sim_now =
-            start + ((elapsed.as_secs_f64() * opts.speed * 1000.0) as i64).min(now_ms() - start + 240_000);
+        let sim_now = start
+            + ((elapsed.as_secs_f64() * opts.speed * 1000.0) as i64).min(state.now_ms() - start + 240_000);
         sim.clear();
         fleet.advance(sim_now, &mut sim);
         if !sim.is_empty() {
-            let mut batch = state.pipeline.batch();
+            let mut batch = state.queue.batch();
             for (i, f) in sim.iter().enumerate() {
                 let key = fleet.units()[f.unit as usize].key;
                 batch.fixes.push((UnitRef::Key(key), f.fix));
@@ -142,15 +143,11 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
             }
             report.fixes += sim.len() as u64;
             fixes_since += sim.len() as u64;
-            if state.pipeline.send(batch).await.is_err() {
+            if state.queue.send(batch).await.is_err() {
                 break;
             }
         }
-        let queued: Vec<Outgoing> = console
-            .queue
-            .lock()
-            .map(|mut q| q.drain(..).collect())
-            .unwrap_or_default();
+        let (queued, _) = console.drain();
         if !queued.is_empty() {
             let e = state.engine.lock();
             for m in queued {

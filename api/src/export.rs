@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::auth::{Caller, Denied, Scope};
-use crate::server::AppState;
+use crate::state::AppState;
 
 const MINUTE_MS: i64 = 60_000;
 

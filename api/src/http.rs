@@ -2,9 +2,7 @@
 //! export step): health, metrics, fences, rules, units, nearest, fixes.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -15,14 +13,13 @@ use axum::routing::get;
 use bluelight_engine::{Agency, Engine, Filter, NearestQuery, Outputs, RuleSpec, Shape, Status};
 use bluelight_ingest::batch::IngestBatch;
 use bluelight_ingest::decode::{decode_flatbuffers, decode_json};
-use bluelight_ingest::transport::now_ms;
 use bluelight_ingest::validate::Reject;
 use serde_json::{Value, json};
 
 use crate::auth::{Caller, Scope};
 use crate::fence_json::{fence_from_feature, filter_from_json};
 use crate::json::unit_feature;
-use crate::server::{ALERT_EVENTS, AppState};
+use crate::state::AppState;
 
 type Shared = State<Arc<AppState>>;
 type Params = Query<HashMap<String, String>>;
@@ -52,7 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(map_page))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/fences", get(list_fences))
         .route(
             "/v1/fences/{id}",
@@ -65,7 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/nearest", get(nearest))
         .route("/v1/fixes", axum::routing::post(post_fixes))
         .route("/v1/ws", get(crate::ws::handler))
-        .route("/v1/ingest", get(crate::ws::ingest_handler))
+        .route("/v1/ingest", get(crate::ws_ingest::handler))
         .route("/v1/export", get(crate::export::export))
         .route("/v1/export/h3", get(crate::export::export_h3))
         .with_state(state)
@@ -101,137 +98,6 @@ async fn healthz(State(s): Shared) -> Response {
     .into_response()
 }
 
-async fn metrics(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
-    authorise!(s, headers, q, Scope::Admin);
-    let mut m = String::new();
-    let c = &s.pipeline.counters;
-    let _ = writeln!(
-        m,
-        "# HELP bluelight_fixes_accepted_total Fixes applied to the engine."
-    );
-    let _ = writeln!(m, "# TYPE bluelight_fixes_accepted_total counter");
-    let _ = writeln!(m, "bluelight_fixes_accepted_total {}", c.accepted());
-    let _ = writeln!(
-        m,
-        "# HELP bluelight_fixes_rejected_total Fixes refused, by reason."
-    );
-    let _ = writeln!(m, "# TYPE bluelight_fixes_rejected_total counter");
-    for r in Reject::ALL {
-        let _ = writeln!(
-            m,
-            "bluelight_fixes_rejected_total{{reason=\"{}\"}} {}",
-            r.as_str(),
-            c.rejected(r)
-        );
-    }
-    let _ = writeln!(
-        m,
-        "# HELP bluelight_udp_dropped_total Fixes in UDP datagrams dropped for a full queue."
-    );
-    let _ = writeln!(m, "# TYPE bluelight_udp_dropped_total counter");
-    let _ = writeln!(
-        m,
-        "bluelight_udp_dropped_total {}",
-        c.udp_dropped.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        m,
-        "# HELP bluelight_realtime_threads Threads at real-time priority (--realtime granted: the writer and each runtime worker).\n# TYPE bluelight_realtime_threads gauge\nbluelight_realtime_threads {}",
-        bluelight_ingest::priority::realtime_threads()
-    );
-    let _ = writeln!(
-        m,
-        "# HELP bluelight_ws_sessions WebSocket sessions open.\n# TYPE bluelight_ws_sessions gauge\nbluelight_ws_sessions {}",
-        s.sessions.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        m,
-        "# HELP bluelight_ws_closed_slow_total Sessions closed with 1013 for not keeping up with alerts.\n# TYPE bluelight_ws_closed_slow_total counter\nbluelight_ws_closed_slow_total {}",
-        s.hub.closed_slow.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        m,
-        "# HELP bluelight_positions_conflated_total Position updates superseded by a later fix before the feed flushed.\n# TYPE bluelight_positions_conflated_total counter\nbluelight_positions_conflated_total {}",
-        s.hub.conflated.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        m,
-        "# HELP bluelight_ingest_queue_batches Batches waiting for the engine's writer (the queue holds 256).\n# TYPE bluelight_ingest_queue_batches gauge\nbluelight_ingest_queue_batches {}",
-        s.pipeline.queued()
-    );
-    let (queued, queued_max) = s.hub.queued_messages();
-    let _ = writeln!(
-        m,
-        "# HELP bluelight_ws_queued_messages Messages waiting in WebSocket session queues, all sessions.\n# TYPE bluelight_ws_queued_messages gauge\nbluelight_ws_queued_messages {queued}"
-    );
-    let _ = writeln!(
-        m,
-        "# HELP bluelight_ws_queued_messages_max The most messages one session has waiting (closed with 1013 at {}).\n# TYPE bluelight_ws_queued_messages_max gauge\nbluelight_ws_queued_messages_max {queued_max}",
-        crate::hub::SESSION_QUEUE
-    );
-    let _ = writeln!(
-        m,
-        "# HELP bluelight_alert_subscriptions Alert subscriptions open.\n# TYPE bluelight_alert_subscriptions gauge\nbluelight_alert_subscriptions {}",
-        s.hub.alert_subscriptions()
-    );
-    s.alert_latency.render(
-        "bluelight_fix_to_alert_seconds",
-        "Fix received to alert frame sent, per alert frame (live alerts; replays excluded).",
-        &mut m,
-    );
-    s.nearest_latency.render(
-        "bluelight_ws_nearest_seconds",
-        "One-shot nearest over WebSocket: request frame read to reply frame sent.",
-        &mut m,
-    );
-    let _ = writeln!(m, "# HELP bluelight_alerts_total Alerts fired, by event.");
-    let _ = writeln!(m, "# TYPE bluelight_alerts_total counter");
-    for (i, e) in ALERT_EVENTS.iter().enumerate() {
-        let _ = writeln!(
-            m,
-            "bluelight_alerts_total{{event=\"{}\"}} {}",
-            e.as_str(),
-            s.alerts[i].load(Ordering::Relaxed)
-        );
-    }
-    {
-        let e = s.engine.lock();
-        let k = e.counters();
-        let _ = writeln!(
-            m,
-            "# HELP bluelight_units Units known.\n# TYPE bluelight_units gauge\nbluelight_units {}",
-            e.unit_count()
-        );
-        let _ = writeln!(
-            m,
-            "# HELP bluelight_fences Fences.\n# TYPE bluelight_fences gauge\nbluelight_fences {}",
-            e.fence_ids().len()
-        );
-        let _ = writeln!(
-            m,
-            "# HELP bluelight_engine_refreshes_total Fixes that left their cell's inscribed cap.\n# TYPE bluelight_engine_refreshes_total counter\nbluelight_engine_refreshes_total {}",
-            k.refreshes
-        );
-        let _ = writeln!(
-            m,
-            "# HELP bluelight_engine_cell_changes_total Fixes that moved a unit to another cell.\n# TYPE bluelight_engine_cell_changes_total counter\nbluelight_engine_cell_changes_total {}",
-            k.cell_changes
-        );
-        let h = e.history_stats();
-        let _ = writeln!(
-            m,
-            "# HELP bluelight_history_fixes Fixes held in history.\n# TYPE bluelight_history_fixes gauge\nbluelight_history_fixes {}",
-            h.held
-        );
-        let _ = writeln!(
-            m,
-            "# HELP bluelight_history_dropped_total Fixes dropped from history at its cap.\n# TYPE bluelight_history_dropped_total counter\nbluelight_history_dropped_total {}",
-            h.dropped_cap
-        );
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m).into_response()
-}
-
 fn parse_feature(body: &[u8]) -> Result<geojson::Feature, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
     let gj: geojson::GeoJson = text.parse().map_err(|e| format!("body is not GeoJSON: {e}"))?;
@@ -260,7 +126,7 @@ async fn put_fence(
             Ok(spec) => spec,
             Err(err) => return bad(err.to_string()),
         };
-        let created = match e.put_fence(spec, now_ms(), &mut out) {
+        let created = match e.put_fence(spec, s.now_ms(), &mut out) {
             Ok(created) => created,
             Err(err) => return bad(err.to_string()),
         };
@@ -462,7 +328,7 @@ async fn list_units(State(s): Shared, headers: HeaderMap, Query(q): Params) -> R
             Err(err) => return bad(err.to_string()),
         },
     };
-    let units = e.area(&area, &filter, true, now_ms());
+    let units = e.area(&area, &filter, true, s.now_ms());
     let features: Vec<Value> = units.iter().filter_map(|u| unit_feature(&e, *u)).collect();
     axum::Json(json!({"type":"FeatureCollection","features":features})).into_response()
 }
@@ -488,18 +354,16 @@ async fn get_unit(
 
 async fn nearest(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
     let who = authorise!(s, headers, q, Scope::Read);
-    let (lon, lat) = match (number(&q, "lon"), number(&q, "lat")) {
-        (Ok(Some(lon)), Ok(Some(lat)))
-            if (-180.0..=180.0).contains(&lon) && (-90.0..=90.0).contains(&lat) =>
-        {
-            (lon, lat)
-        }
-        _ => return bad("lon and lat are required numbers within range"),
+    let (lat, lon) = match (number(&q, "lon"), number(&q, "lat")) {
+        (Ok(Some(lon)), Ok(Some(lat))) => match crate::protocol::lat_lon(lon, lat) {
+            Ok(p) => p,
+            Err(err) => return bad(err),
+        },
+        _ => return bad("lon and lat are required numbers"),
     };
-    let k = match q.get("k").map(|k| k.parse::<usize>()) {
-        None => 5,
-        Some(Ok(k)) if (1..=1000).contains(&k) => k,
-        _ => return bad("k must be 1..1000"),
+    let k = match crate::protocol::k_text(q.get("k").map(String::as_str)) {
+        Ok(k) => k,
+        Err(err) => return bad(err),
     };
     let max_distance_m = match number(&q, "max_distance_m") {
         Ok(d) => d,
@@ -520,7 +384,7 @@ async fn nearest(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Resp
             max_distance_m,
             include_stale,
         },
-        now_ms(),
+        s.now_ms(),
     );
     let mut text = String::new();
     crate::json::write_nearest(&e, None, &found, &mut text);
@@ -534,26 +398,26 @@ async fn post_fixes(State(s): Shared, headers: HeaderMap, Query(q): Params, body
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mut batch: IngestBatch = s.pipeline.batch();
+    let mut batch: IngestBatch = s.queue.batch();
     let decoded = if ct.starts_with("application/json") {
         match std::str::from_utf8(&body) {
             Ok(text) => {
-                decode_json(text, &s.pipeline.validation, now_ms(), &mut batch).map_err(|e| e.to_string())
+                decode_json(text, &s.queue.validation, s.now_ms(), &mut batch).map_err(|e| e.to_string())
             }
             Err(_) => Err("body is not UTF-8".into()),
         }
     } else if ct.starts_with("application/x-flatbuffers") {
-        decode_flatbuffers(&body, &s.pipeline.validation, now_ms(), &mut batch).map_err(|e| e.to_string())
+        decode_flatbuffers(&body, &s.queue.validation, s.now_ms(), &mut batch).map_err(|e| e.to_string())
     } else {
         return bad(format!(
             "content type {ct:?}: use application/json or application/x-flatbuffers"
         ));
     };
     if let Err(e) = decoded {
-        s.pipeline.counters.reject(Reject::BadFrame);
+        s.queue.counters.reject(Reject::BadFrame);
         return bad(e);
     }
-    match s.pipeline.send_and_report(batch).await {
+    match s.queue.send_and_report(batch).await {
         Ok(r) => axum::Json(json!({
             "accepted": r.accepted,
             "rejected": r.errors.len(),

@@ -8,20 +8,27 @@
 //! calls [`Hub::route`] with the engine locked; nothing here waits.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bluelight_engine::{Alert, AlertEvent, Engine, FeedChange, Filter, Outputs};
+use bluelight_ingest::writer::OutputConsumer;
+use parking_lot::Mutex;
 use serde_json::json;
-use tokio::sync::Notify;
 
 use crate::json::unit_object;
+use crate::session::{Outgoing, Session, Subscription};
 
-/// Alerts kept for replay.
-pub const ALERT_RING: usize = 100_000;
-/// Messages a session may have queued before it is closed as too slow.
-pub const SESSION_QUEUE: usize = 20_000;
+/// Alert kinds, in counter order.
+pub const ALERT_EVENTS: [AlertEvent; 6] = [
+    AlertEvent::Enter,
+    AlertEvent::Exit,
+    AlertEvent::Dwell,
+    AlertEvent::Proximity,
+    AlertEvent::Stale,
+    AlertEvent::Fresh,
+];
 
 /// An alert, serialised once.
 #[derive(Debug)]
@@ -94,109 +101,52 @@ impl AlertSelect {
     }
 }
 
-/// Something to send on a session.
-#[derive(Debug)]
-pub enum Outgoing {
-    /// A text frame.
-    Text(String),
-    /// An alert for a subscription.
-    Alert(String, Arc<AlertRecord>),
-    /// A reply to a one-shot nearest request whose frame was read at the
-    /// given instant: the session records the round trip when it is sent.
-    Nearest(String, Instant),
-}
-
-/// Conflated state of one positions subscription (foldhash sets: the
-/// writer inserts hundreds of thousands of slots a second).
-#[derive(Debug, Default)]
-pub struct FeedBuffer {
-    /// Units that moved or entered since the last flush.
-    pub changed: hashbrown::HashSet<u32>,
-    /// Units that left since the last flush.
-    pub left: hashbrown::HashSet<u32>,
-}
-
-impl FeedBuffer {
-    /// Whether nothing has changed since the last flush.
-    pub fn is_empty(&self) -> bool {
-        self.changed.is_empty() && self.left.is_empty()
-    }
-}
-
-/// One WebSocket connection's outgoing side.
-#[derive(Debug)]
-pub struct Session {
-    /// Alerts replayed for `since_seq` (and the reply before them): sent
-    /// before `queue`, bounded by the ring rather than the live cap, so a
-    /// client resuming far behind is not closed for its own replay.
-    pub replay: Mutex<VecDeque<Outgoing>>,
-    /// Replies and live alerts, in order.
-    pub queue: Mutex<VecDeque<Outgoing>>,
-    /// Conflated feeds by subscription id.
-    pub feeds: Mutex<HashMap<String, FeedBuffer>>,
-    /// Standing nearest subscriptions whose answer changed.
-    pub nearest_dirty: Mutex<HashSet<String>>,
-    /// Set when the session must close with 1013 (too slow).
-    pub too_slow: AtomicBool,
-    /// Wakes the session's sender.
-    pub wake: Notify,
-}
-
-impl Default for Session {
-    fn default() -> Self {
-        Self {
-            replay: Mutex::default(),
-            queue: Mutex::default(),
-            feeds: Mutex::default(),
-            nearest_dirty: Mutex::default(),
-            too_slow: AtomicBool::new(false),
-            wake: Notify::new(),
-        }
-    }
-}
-
-impl Session {
-    /// Queues a replayed message (no cap: the ring bounds it).
-    pub fn push_replay(&self, m: Outgoing) {
-        if let Ok(mut q) = self.replay.lock() {
-            q.push_back(m);
-        }
-        self.wake.notify_one();
-    }
-
-    /// Queues a message; a queue past its cap marks the session too slow.
-    pub fn push(&self, m: Outgoing) {
-        if let Ok(mut q) = self.queue.lock() {
-            if q.len() >= SESSION_QUEUE {
-                self.too_slow.store(true, Ordering::Relaxed);
-            } else {
-                q.push_back(m);
-            }
-        }
-        self.wake.notify_one();
-    }
-}
-
+/// What the hub guards with one lock: the alert ring and the routing
+/// index. Locked by the writer once per chunk and by subscribing; never
+/// across an await.
 #[derive(Default)]
-struct HubInner {
+struct Routes {
+    /// The latest alerts, oldest first, for `since_seq`.
     ring: VecDeque<Arc<AlertRecord>>,
+    /// Alert subscriptions and what each selects (the hub routes by it).
     alert_subs: HashMap<String, (Arc<Session>, AlertSelect)>,
+    /// Engine feed id → its session and sub id.
     feeds: HashMap<u32, (Arc<Session>, String)>,
+    /// Engine standing-query id → its session and sub id.
     nearest: HashMap<u32, (Arc<Session>, String)>,
     /// Feed changes' indices, sorted by feed (reused between batches).
     order: Vec<(u32, u32)>,
 }
 
 /// Routes engine outputs to sessions.
-#[derive(Default)]
 pub struct Hub {
-    inner: Mutex<HubInner>,
+    /// `parking_lot`: a panic while it is held (in one session's routing)
+    /// must not poison it and silence every later alert.
+    routes: Mutex<Routes>,
+    /// Alerts kept for `since_seq`.
+    alert_ring: usize,
     next_sub: AtomicU64,
     /// Sessions closed for being too slow.
     pub closed_slow: AtomicU64,
     /// Position updates superseded by a later fix of the same unit before
     /// the feed flushed (conflation at work).
     pub conflated: AtomicU64,
+    /// Alerts fired, by event (indexed like [`ALERT_EVENTS`]).
+    pub alerts_fired: [AtomicU64; 6],
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("alert_ring", &self.alert_ring)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutputConsumer for Hub {
+    fn consume(&self, engine: &Engine, out: &Outputs, received: Option<Instant>) {
+        self.route(engine, out, received);
+    }
 }
 
 fn record(engine: &Engine, a: &Alert, received: Option<Instant>) -> AlertRecord {
@@ -239,6 +189,18 @@ pub fn alert_text(sub: &str, r: &AlertRecord) -> String {
 }
 
 impl Hub {
+    /// A hub that keeps the last `alert_ring` alerts for `since_seq`.
+    pub fn new(alert_ring: usize) -> Self {
+        Self {
+            routes: Mutex::default(),
+            alert_ring: alert_ring.max(1),
+            next_sub: AtomicU64::new(0),
+            closed_slow: AtomicU64::new(0),
+            conflated: AtomicU64::new(0),
+            alerts_fired: Default::default(),
+        }
+    }
+
     /// A new subscription id.
     pub fn sub_id(&self, prefix: &str) -> String {
         format!("{prefix}{}", self.next_sub.fetch_add(1, Ordering::Relaxed) + 1)
@@ -247,14 +209,17 @@ impl Hub {
     /// Routes one batch's outputs (called with the engine locked);
     /// `received` is when the batch's fixes arrived.
     pub fn route(&self, engine: &Engine, out: &Outputs, received: Option<Instant>) {
-        let Ok(mut inner) = self.inner.lock() else { return };
+        let mut routes = self.routes.lock();
         for a in &out.alerts {
-            let r = Arc::new(record(engine, a, received));
-            inner.ring.push_back(r.clone());
-            if inner.ring.len() > ALERT_RING {
-                inner.ring.pop_front();
+            if let Some(i) = ALERT_EVENTS.iter().position(|e| *e == a.event) {
+                self.alerts_fired[i].fetch_add(1, Ordering::Relaxed);
             }
-            for (sub, (session, select)) in &inner.alert_subs {
+            let r = Arc::new(record(engine, a, received));
+            routes.ring.push_back(r.clone());
+            if routes.ring.len() > self.alert_ring {
+                routes.ring.pop_front();
+            }
+            for (sub, (session, select)) in &routes.alert_subs {
                 if select.wants(&r, engine) {
                     session.push(Outgoing::Alert(sub.clone(), r.clone()));
                 }
@@ -263,18 +228,17 @@ impl Hub {
         let mut woken: Vec<Arc<Session>> = Vec::new();
         // Grouped by feed (a unit's changes keep their order), so each
         // feed's buffer is locked and found once per batch, not per change.
-        let mut order = std::mem::take(&mut inner.order);
+        let mut order = std::mem::take(&mut routes.order);
         order.clear();
         order.extend(out.feed.iter().zip(0u32..).map(|(f, i)| (f.feed, i)));
         order.sort_unstable();
         let mut conflated = 0;
         for run in order.chunk_by(|a, b| a.0 == b.0) {
-            let Some((session, sub)) = run.first().and_then(|(feed, _)| inner.feeds.get(feed)) else {
+            let Some((session, sub)) = run.first().and_then(|(feed, _)| routes.feeds.get(feed)) else {
                 continue;
             };
-            if let Ok(mut feeds) = session.feeds.lock()
-                && let Some(buf) = feeds.get_mut(sub)
-            {
+            let mut subs = session.subscriptions.lock();
+            if let Some(Subscription::Positions { changes: buf, .. }) = subs.get_mut(sub) {
                 // A session is woken only when its feed gets its first
                 // change since the last flush; it sleeps until the feed is
                 // due, not once per chunk of fixes (100 maps would be
@@ -302,15 +266,15 @@ impl Hub {
                 }
             }
         }
-        inner.order = order;
+        routes.order = order;
         self.conflated.fetch_add(conflated, Ordering::Relaxed);
         for q in &out.nearest {
             // Woken when first marked; the session's timer does the rest.
-            if let Some((session, sub)) = inner.nearest.get(q)
-                && let Ok(mut d) = session.nearest_dirty.lock()
-                && !d.contains(sub)
+            if let Some((session, sub)) = routes.nearest.get(q)
+                && let Some(Subscription::Nearest { changed, .. }) = session.subscriptions.lock().get_mut(sub)
+                && !*changed
             {
-                d.insert(sub.clone());
+                *changed = true;
                 woken.push(session.clone());
             }
         }
@@ -333,86 +297,79 @@ impl Hub {
         select: AlertSelect,
         since_seq: Option<u64>,
     ) -> Option<u64> {
-        let Ok(mut inner) = self.inner.lock() else {
-            return None;
-        };
-        let oldest = inner.ring.front().map(|r| r.seq);
+        let mut routes = self.routes.lock();
+        let oldest = routes.ring.front().map(|r| r.seq);
         if let Some(since) = since_seq {
-            for r in inner.ring.iter().filter(|r| r.seq > since) {
+            for r in routes.ring.iter().filter(|r| r.seq > since) {
                 if select.wants(r, engine) {
                     session.push_replay(Outgoing::Alert(sub.clone(), r.clone()));
                 }
             }
         }
-        inner.alert_subs.insert(sub, (session.clone(), select));
+        routes.alert_subs.insert(sub, (session.clone(), select));
         oldest
     }
 
-    /// Registers a feed or nearest subscription of the engine.
-    pub fn register_feed(&self, feed: u32, session: &Arc<Session>, sub: &str) {
-        if let Ok(mut s) = session.feeds.lock() {
-            s.insert(sub.to_owned(), FeedBuffer::default());
-        }
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.feeds.insert(feed, (session.clone(), sub.to_owned()));
-        }
-    }
-
-    /// Registers a standing nearest query.
-    pub fn register_nearest(&self, query: u32, session: &Arc<Session>, sub: &str) {
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.nearest.insert(query, (session.clone(), sub.to_owned()));
-        }
-    }
-
-    /// Forgets an alert subscription.
-    pub fn unsubscribe_alerts(&self, sub: &str) -> bool {
-        self.inner
+    /// Routes an engine feed's changes to `sub` of `session` (whose record
+    /// the caller has made): call with the engine locked, so no change
+    /// falls between the feed's snapshot and its first update.
+    pub fn route_feed(&self, feed: u32, session: &Arc<Session>, sub: &str) {
+        self.routes
             .lock()
-            .is_ok_and(|mut i| i.alert_subs.remove(sub).is_some())
+            .feeds
+            .insert(feed, (session.clone(), sub.to_owned()));
     }
 
-    /// Forgets a feed or query (by engine id), returning whether it existed.
-    pub fn unregister(&self, feed: Option<u32>, query: Option<u32>) {
-        if let Ok(mut inner) = self.inner.lock() {
-            if let Some(f) = feed {
-                inner.feeds.remove(&f);
+    /// Routes a standing query's changes to `sub` of `session`.
+    pub fn route_nearest(&self, query: u32, session: &Arc<Session>, sub: &str) {
+        self.routes
+            .lock()
+            .nearest
+            .insert(query, (session.clone(), sub.to_owned()));
+    }
+
+    /// Stops routing to one subscription.
+    pub fn unroute(&self, sub: &str, record: &Subscription) {
+        let mut routes = self.routes.lock();
+        match record {
+            Subscription::Positions { feed, .. } => {
+                routes.feeds.remove(feed);
             }
-            if let Some(q) = query {
-                inner.nearest.remove(&q);
+            Subscription::Nearest { query, .. } => {
+                routes.nearest.remove(query);
+            }
+            Subscription::Alerts => {
+                routes.alert_subs.remove(sub);
             }
         }
     }
 
-    /// Forgets every subscription of a session.
+    /// Stops routing to every subscription of a session.
     pub fn drop_session(&self, session: &Arc<Session>) {
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.alert_subs.retain(|_, (s, _)| !Arc::ptr_eq(s, session));
-            inner.feeds.retain(|_, (s, _)| !Arc::ptr_eq(s, session));
-            inner.nearest.retain(|_, (s, _)| !Arc::ptr_eq(s, session));
-        }
+        let mut routes = self.routes.lock();
+        routes.alert_subs.retain(|_, (s, _)| !Arc::ptr_eq(s, session));
+        routes.feeds.retain(|_, (s, _)| !Arc::ptr_eq(s, session));
+        routes.nearest.retain(|_, (s, _)| !Arc::ptr_eq(s, session));
     }
 
     /// Messages waiting in session queues: the total and the largest one
     /// session holds (for metrics; a growing maximum names a slow client).
     pub fn queued_messages(&self) -> (usize, usize) {
-        let Ok(inner) = self.inner.lock() else {
-            return (0, 0);
-        };
+        let routes = self.routes.lock();
         let mut seen: Vec<*const Session> = Vec::new();
         let (mut total, mut max) = (0, 0);
-        let sessions = inner
+        let sessions = routes
             .alert_subs
             .values()
             .map(|(s, _)| s)
-            .chain(inner.feeds.values().map(|(s, _)| s))
-            .chain(inner.nearest.values().map(|(s, _)| s));
+            .chain(routes.feeds.values().map(|(s, _)| s))
+            .chain(routes.nearest.values().map(|(s, _)| s));
         for s in sessions {
             if seen.contains(&Arc::as_ptr(s)) {
                 continue;
             }
             seen.push(Arc::as_ptr(s));
-            let n = s.queue.lock().map_or(0, |q| q.len()) + s.replay.lock().map_or(0, |q| q.len());
+            let n = s.queued();
             total += n;
             max = max.max(n);
         }
@@ -421,15 +378,17 @@ impl Hub {
 
     /// Alert subscriptions open (for metrics).
     pub fn alert_subscriptions(&self) -> usize {
-        self.inner.lock().map_or(0, |i| i.alert_subs.len())
+        self.routes.lock().alert_subs.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::{FeedChanges, Schedule};
     use bluelight_engine::{EngineConfig, FeedEvent, UnitSlot};
     use futures_util::FutureExt;
+    use std::time::Duration;
 
     fn woken(s: &Session) -> bool {
         s.wake.notified().now_or_never().is_some()
@@ -449,14 +408,26 @@ mod tests {
         }
     }
 
+    fn positions(feed: u32) -> Subscription {
+        Subscription::Positions {
+            feed,
+            schedule: Schedule {
+                every: Duration::from_millis(500),
+                last: tokio::time::Instant::now(),
+            },
+            changes: FeedChanges::default(),
+        }
+    }
+
     /// A feed's session is woken by the first change since its last flush,
     /// not by every chunk of fixes after it; the changes still all count.
     #[test]
     fn a_feed_wakes_its_session_on_its_first_change_only() {
         let e = Engine::new(EngineConfig::default()).expect("engine");
-        let hub = Hub::default();
-        let session = Arc::new(Session::default());
-        hub.register_feed(7, &session, "p1");
+        let hub = Hub::new(100);
+        let session = Arc::new(Session::new(100));
+        session.subscriptions.lock().insert("p1".into(), positions(7));
+        hub.route_feed(7, &session, "p1");
         assert!(!woken(&session));
         hub.route(&e, &changes(7, &[1, 2], FeedChange::Moved), None);
         assert!(woken(&session));
@@ -464,8 +435,10 @@ mod tests {
         hub.route(&e, &changes(7, &[4], FeedChange::Left), None);
         assert!(!woken(&session), "changes already wait: no more wakes");
         let (changed, left) = {
-            let mut feeds = session.feeds.lock().expect("lock");
-            let b = feeds.get_mut("p1").expect("buffer");
+            let mut subs = session.subscriptions.lock();
+            let Some(Subscription::Positions { changes: b, .. }) = subs.get_mut("p1") else {
+                panic!("the feed's record");
+            };
             let mut c: Vec<u32> = b.changed.drain().collect();
             let mut l: Vec<u32> = b.left.drain().collect();
             c.sort_unstable();
@@ -480,5 +453,65 @@ mod tests {
         // Changes of a feed nobody registered wake nobody.
         hub.route(&e, &changes(8, &[1], FeedChange::Moved), None);
         assert!(!woken(&session));
+    }
+
+    fn alert(seq: u64, unit: UnitSlot) -> Outputs {
+        Outputs {
+            alerts: vec![Alert {
+                seq,
+                event: AlertEvent::Enter,
+                unit,
+                time_ms: 1_000,
+                fence: Some("f".into()),
+                rule: None,
+                other: None,
+                distance_m: None,
+            }],
+            ..Outputs::default()
+        }
+    }
+
+    fn alert_seqs(s: &Session) -> Vec<u64> {
+        s.drain()
+            .0
+            .into_iter()
+            .filter_map(|m| match m {
+                Outgoing::Alert(_, r) => Some(r.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Regression: with `std` locks that swallowed poisoning, one panic
+    /// while the hub's lock (or a session's) was held made every later
+    /// route return early, and alerts were dropped silently.
+    #[test]
+    fn a_panic_in_one_sessions_handling_does_not_stop_alerts_to_the_others() {
+        let mut e = Engine::new(EngineConfig::default()).expect("engine");
+        let unit = e.unit("AMB-1");
+        let hub = Arc::new(Hub::new(100));
+        let (one, other) = (Arc::new(Session::new(100)), Arc::new(Session::new(100)));
+        for (sub, s) in [("a1", &one), ("a2", &other)] {
+            s.subscriptions.lock().insert(sub.into(), Subscription::Alerts);
+            hub.subscribe_alerts(&e, s, sub.into(), AlertSelect::default(), None);
+        }
+        hub.route(&e, &alert(1, unit), None);
+        // One session's handling panics holding the hub's lock and its own queue.
+        let (h, s1) = (hub.clone(), one.clone());
+        let panicked = std::thread::spawn(move || {
+            let _routes = h.routes.lock();
+            let _queue = s1.queue.lock();
+            panic!("one session's handling fails");
+        })
+        .join();
+        assert!(panicked.is_err());
+        hub.route(&e, &alert(2, unit), None);
+        assert_eq!(
+            alert_seqs(&other),
+            vec![1, 2],
+            "the other session still gets alerts"
+        );
+        assert_eq!(alert_seqs(&one), vec![1, 2]);
+        assert_eq!(hub.alerts_fired[0].load(Ordering::Relaxed), 2);
     }
 }

@@ -8,14 +8,20 @@
 //!
 //! * [`auth`] — tokens, scopes and agency limits.
 //! * [`config`] — `serve` configuration (TOML file, flags, environment).
-//! * [`server`] — binding, the writer, the clock, shared state.
-//! * [`http`] — the HTTP endpoints.
+//! * [`server`] — builds the hub, the pipeline and the listeners; the clock.
+//! * [`state`] — what every handler and session shares.
+//! * [`http`] — the HTTP endpoints; [`metrics`] — `/metrics`.
 //! * [`export`] — history export: points, tracks, H3 aggregates.
 //! * [`json`] — unit objects and Features.
 //! * [`fence_json`] — GeoJSON Features ⇄ fences, and protocol filters.
-//! * [`hub`] — routes alerts, feed changes and nearest answers to sessions.
-//! * [`ws`] — the WebSocket protocol (`/v1/ws`, `/v1/ingest`).
-//! * [`bulk`] — the low-priority thread that writes positions feeds.
+//! * [`protocol`] — request rules shared by HTTP and WebSocket, typed errors.
+//! * [`hub`] — routes alerts, feed changes and nearest answers to sessions
+//!   (the writer's output consumer).
+//! * [`session`] — a connection's outgoing queues and its subscriptions.
+//! * [`ws`] — the `/v1/ws` socket loop; [`subscriptions`] — its requests;
+//!   [`feeds`] — when and how its rate-limited updates go out.
+//! * [`ws_ingest`] — `/v1/ingest`.
+//! * [`feed_writer`] — the low-priority thread that writes positions feeds.
 //! * [`latency`] — the fix-to-alert histogram in `/metrics`.
 //! * [`cli_export`] — `bluelight export`: streams `/v1/export` to a file.
 //! * [`demo`] — the demo loop.
@@ -24,15 +30,22 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod auth;
-pub mod bulk;
 pub mod cli_export;
 pub mod config;
 pub mod demo;
 pub mod export;
+pub mod feed_writer;
+pub mod feeds;
 pub mod fence_json;
 pub mod http;
 pub mod hub;
 pub mod json;
 pub mod latency;
+pub mod metrics;
+pub mod protocol;
 pub mod server;
+pub mod session;
+pub mod state;
+pub mod subscriptions;
 pub mod ws;
+pub mod ws_ingest;

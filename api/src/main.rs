@@ -121,7 +121,7 @@ fn parse_span_ms(s: &str) -> anyhow::Result<i64> {
 
 async fn export(args: ExportArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
-    let now = bluelight_ingest::transport::now_ms();
+    let now = bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock);
     let (from_ms, to_ms) = match (args.from_ms, args.to_ms) {
         (Some(f), Some(t)) => (f, t),
         _ => (now - parse_span_ms(args.last.as_deref().unwrap_or("1h"))?, now),

@@ -1,81 +1,24 @@
-//! `bluelight serve`: binds the HTTP and ingest addresses, starts the
-//! engine's writer and clock, and serves until shut down.
+//! `bluelight serve`: builds the pipeline and the hub, binds the HTTP and
+//! ingest addresses, starts the engine's clock, and serves until shut down.
+//!
+//! Built in the order a fix travels backwards: the hub (the outputs'
+//! consumer) first, then the writer that feeds it, then the queue's
+//! transports; so nothing needs to find its way back up.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bluelight_engine::{AlertEvent, Engine, EngineConfig, Outputs};
-use bluelight_ingest::pipeline::{self, PipelineConfig, PipelineHandle};
+use bluelight_engine::{Clock, Engine, EngineConfig, Outputs, SystemClock};
+use bluelight_ingest::pipeline::{self, PipelineConfig};
 use bluelight_ingest::transport::{self, ListenerLimits};
 use bluelight_ingest::validate::ValidationConfig;
+use bluelight_ingest::writer::{OutputConsumer, WriterConfig};
 use tokio::net::TcpListener;
 
 use crate::config::ServeConfig;
-
-/// Alert kinds, in counter order.
-pub const ALERT_EVENTS: [AlertEvent; 6] = [
-    AlertEvent::Enter,
-    AlertEvent::Exit,
-    AlertEvent::Dwell,
-    AlertEvent::Proximity,
-    AlertEvent::Stale,
-    AlertEvent::Fresh,
-];
-
-/// What every request handler shares.
-pub struct AppState {
-    /// The engine; the writer takes the lock once per batch, handlers once
-    /// per request, and nothing awaits while holding it.
-    pub engine: bluelight_ingest::pipeline::SharedEngine,
-    /// Into the writer.
-    pub pipeline: PipelineHandle,
-    /// Fences as their owners sent them (GeoJSON Features), for GET.
-    pub fence_json: crate::json::StoredJson,
-    /// Rules as their owners sent them, for GET.
-    pub rule_json: crate::json::StoredJson,
-    /// Alerts fired, by event (indexed like `ALERT_EVENTS`).
-    pub alerts: Arc<[AtomicU64; 6]>,
-    /// When the server started.
-    pub started: Instant,
-    /// Routes outputs to WebSocket sessions.
-    pub hub: crate::hub::Hub,
-    /// WebSocket sessions open.
-    pub sessions: AtomicU64,
-    /// Set once on shutdown: HTTP stops accepting, sessions close with 1001.
-    pub shutdown: tokio::sync::watch::Sender<bool>,
-    /// Configured tokens.
-    pub tokens: crate::auth::Tokens,
-    /// Fix received to alert frame sent, per frame.
-    pub alert_latency: crate::latency::LatencyHistogram,
-    /// One-shot nearest over WebSocket: request frame read to reply sent.
-    pub nearest_latency: crate::latency::LatencyHistogram,
-    /// Writes positions feeds at a low priority.
-    pub bulk: crate::bulk::Bulk,
-}
-
-impl AppState {
-    /// Routes what the engine produced outside the writer (fence replaces,
-    /// the clock).
-    pub fn route(&self, engine: &Engine, out: &Outputs) {
-        self.route_received(engine, out, None);
-    }
-
-    /// Routes a batch's outputs; `received` is when its fixes arrived.
-    pub fn route_received(&self, engine: &Engine, out: &Outputs, received: Option<Instant>) {
-        count_alerts(&self.alerts, out);
-        self.hub.route(engine, out, received);
-    }
-}
-
-fn count_alerts(counters: &[AtomicU64; 6], out: &Outputs) {
-    for a in &out.alerts {
-        if let Some(i) = ALERT_EVENTS.iter().position(|e| *e == a.event) {
-            counters[i].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
+use crate::state::AppState;
 
 /// A running server.
 pub struct Running {
@@ -96,7 +39,7 @@ impl Running {
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.state.shutdown.send(true);
         let deadline = Instant::now() + grace;
-        while (self.state.sessions.load(Ordering::Relaxed) > 0 || self.state.pipeline.queued() > 0)
+        while (self.state.sessions.load(Ordering::Relaxed) > 0 || self.state.queue.queued() > 0)
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -105,12 +48,21 @@ impl Running {
 }
 
 /// Binds everything and starts serving in the background on the current
-/// tokio runtime.
+/// tokio runtime, on the machine's clock.
 ///
 /// # Errors
 /// An invalid configuration or an address that cannot be bound.
 pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
+    start_with_clock(cfg, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with a given clock (tests set time instead of sleeping).
+///
+/// # Errors
+/// An invalid configuration or an address that cannot be bound.
+pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
     cfg.validate()?;
+    let t = &cfg.tuning;
     let engine_cfg = EngineConfig {
         stale_after_s: cfg.stale_after_s,
         history_retention_s: cfg.history_retention_s,
@@ -118,52 +70,55 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
         ..EngineConfig::default()
     };
     let engine = Arc::new(parking_lot::Mutex::new(Engine::new(engine_cfg)?));
-    let alerts: Arc<[AtomicU64; 6]> = Arc::new(Default::default());
-    // The writer's sink needs the state, which needs the writer's handle.
-    let sink_state: Arc<std::sync::OnceLock<std::sync::Weak<AppState>>> = Arc::default();
-    let sink_cell = sink_state.clone();
-    let validation = ValidationConfig {
-        max_age_ms: i64::from(cfg.history_retention_s) * 1000,
-        ..ValidationConfig::default()
-    };
-    let (pipeline, _writer) = pipeline::start(
+    let hub = Arc::new(crate::hub::Hub::new(t.alert_ring));
+    let outputs: Arc<dyn OutputConsumer> = hub.clone();
+    let pipeline = pipeline::start(
         engine.clone(),
         PipelineConfig {
-            validation,
-            realtime_writer: cfg.realtime,
-            ..PipelineConfig::default()
+            queue_batches: t.queue_batches,
+            task_queue: t.task_queue,
+            validation: ValidationConfig {
+                max_age_ms: i64::from(cfg.history_retention_s) * 1000,
+                ..ValidationConfig::default()
+            },
+            writer: WriterConfig {
+                chunk: t.writer_chunk,
+                bulk_slice: Duration::from_micros(t.bulk_slice_us),
+                bulk_max_wait: Duration::from_millis(t.bulk_max_wait_ms),
+                realtime: cfg.realtime,
+            },
         },
-        Box::new(move |engine, out, received| {
-            if let Some(state) = sink_cell.get().and_then(std::sync::Weak::upgrade) {
-                state.route_received(engine, out, received);
-            }
-        }),
-    );
+        clock.clone(),
+        outputs.clone(),
+    )?;
+    let queue = pipeline.queue;
     let state = Arc::new(AppState {
         engine: engine.clone(),
-        pipeline: pipeline.clone(),
+        queue: queue.clone(),
+        tasks: pipeline.tasks,
+        clock,
+        outputs,
+        hub,
         fence_json: crate::json::StoredJson::default(),
         rule_json: crate::json::StoredJson::default(),
-        alerts,
         started: Instant::now(),
-        hub: crate::hub::Hub::default(),
         sessions: AtomicU64::new(0),
         shutdown: tokio::sync::watch::channel(false).0,
         tokens: crate::auth::Tokens::new(&cfg.auth.tokens),
         alert_latency: crate::latency::LatencyHistogram::default(),
         nearest_latency: crate::latency::LatencyHistogram::default(),
-        bulk: crate::bulk::Bulk::start()?,
+        feed_writer: crate::feed_writer::FeedWriter::start()?,
+        tuning: cfg.tuning.clone(),
     });
-    let _ = sink_state.set(Arc::downgrade(&state));
     let limits = ListenerLimits::default();
     let (tcp, udp, ingest) = transport::bind_ingest(cfg.ingest).await?;
-    tokio::spawn(transport::serve_tcp(tcp, pipeline.clone(), limits.clone()));
-    tokio::spawn(transport::serve_udp(udp, pipeline.clone(), limits.clone()));
+    tokio::spawn(transport::serve_tcp(tcp, queue.clone(), limits.clone()));
+    tokio::spawn(transport::serve_udp(udp, queue.clone(), limits.clone()));
     let cot = match cfg.cot_tcp {
         Some(addr) => {
             let l = TcpListener::bind(addr).await?;
             let bound = l.local_addr()?;
-            tokio::spawn(transport::serve_cot_tcp(l, pipeline.clone(), limits));
+            tokio::spawn(transport::serve_cot_tcp(l, queue.clone(), limits));
             Some(bound)
         }
         None => None,
@@ -190,32 +145,33 @@ pub async fn start(cfg: &ServeConfig) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "http server stopped");
         }
     });
-    // The engine's clock: staleness, dwell for silent units, history expiry.
-    // Each second's scan is done in a hundred parts, 10 ms apart, so the
-    // engine is never held long: a tenth of a national fleet (30,000 units,
-    // each read with its fence memberships) held it 2–8 ms, and every fix
-    // and query behind it waited.
-    let clock_state = state.clone();
-    tokio::spawn(async move {
-        const PARTS: usize = 100;
-        let mut every = tokio::time::interval(Duration::from_millis(1000 / PARTS as u64));
-        let mut out = Outputs::default();
-        let mut part = 0;
-        loop {
-            every.tick().await;
-            out.clear();
-            {
-                let mut e = clock_state.engine.lock();
-                e.tick_part(transport::now_ms(), part, PARTS, &mut out);
-                clock_state.route(&e, &out);
-            }
-            part = (part + 1) % PARTS;
-        }
-    });
+    tokio::spawn(run_clock(state.clone()));
     Ok(Running {
         http,
         ingest,
         cot,
         state,
     })
+}
+
+/// The engine's clock: staleness, dwell for silent units, history expiry.
+/// Each second's scan is done in `clock_parts` parts, evenly spaced, so
+/// the engine is never held long: a tenth of a national fleet (30,000
+/// units, each read with its fence memberships) held it 2–8 ms, and every
+/// fix and query behind it waited.
+async fn run_clock(state: Arc<AppState>) {
+    let parts = state.tuning.clock_parts.max(1) as usize;
+    let mut every = tokio::time::interval(Duration::from_secs(1) / parts as u32);
+    let mut out = Outputs::default();
+    let mut part = 0;
+    loop {
+        every.tick().await;
+        out.clear();
+        {
+            let mut e = state.engine.lock();
+            e.tick_part(state.now_ms(), part, parts, &mut out);
+            state.route(&e, &out);
+        }
+        part = (part + 1) % parts;
+    }
 }

@@ -5,7 +5,9 @@ mod support;
 use std::time::Duration;
 
 use bluelight_api::config::{AuthConfig, ServeConfig, TokenConfig};
-use bluelight_ingest::transport::now_ms;
+fn now_ms() -> i64 {
+    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
+}
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::{get_json, send_json, server_with};

@@ -12,7 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bluelight_api::config::ServeConfig;
-use bluelight_ingest::transport::now_ms;
+fn now_ms() -> i64 {
+    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
+}
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::{get_json, send_json, server_with};

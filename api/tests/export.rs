@@ -4,7 +4,9 @@
 mod support;
 
 use bluelight_api::config::{AuthConfig, ServeConfig, TokenConfig};
-use bluelight_ingest::transport::now_ms;
+fn now_ms() -> i64 {
+    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
+}
 use serde_json::{Value, json};
 use support::{get_json, request, send_json, server_with};
 

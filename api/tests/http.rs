@@ -12,7 +12,9 @@ use bluelight_api::config::ServeConfig;
 use bluelight_api::server::Running;
 use bluelight_engine::Fix;
 use bluelight_ingest::decode::encode_flatbuffers;
-use bluelight_ingest::transport::now_ms;
+fn now_ms() -> i64 {
+    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
+}
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bluelight_api::config::ServeConfig;
 use bluelight_api::server::Running;
-use bluelight_ingest::transport::now_ms;
+fn now_ms() -> i64 {
+    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
+}
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -319,9 +321,9 @@ async fn a_slow_alerts_client_is_closed_with_1013_and_resumes_with_every_alert_e
     .expect("ws");
     send(&mut slow, json!({"type":"subscribe","id":"a","stream":"alerts"})).await;
     // Far more alerts than the server's socket buffer and the session's
-    // queue (bluelight_api::hub::SESSION_QUEUE) hold.
+    // queue (bluelight_api::config::Tuning::default().session_queue) hold.
     let t = now_ms();
-    let total = bluelight_api::hub::SESSION_QUEUE * 2;
+    let total = bluelight_api::config::Tuning::default().session_queue * 2;
     for chunk in 0..total.div_ceil(5_000) {
         let fixes: Vec<Value> = (chunk * 5_000..((chunk + 1) * 5_000).min(total))
             .map(|i| fix(&format!("S{i}"), 51.515 + (i % 100) as f64 * 1e-5, -0.09, t))

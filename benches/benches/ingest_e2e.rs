@@ -18,11 +18,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bluelight_benches::fixture::{T0, World, WorldSpec};
-use bluelight_engine::{Fix, Outputs};
+use bluelight_engine::{Fix, SystemClock};
 use bluelight_ingest::decode::encode_flatbuffers;
 use bluelight_ingest::pipeline::{self, PipelineConfig};
+use bluelight_ingest::queue::IngestQueue;
 use bluelight_ingest::transport::{ListenerLimits, bind_ingest, serve_tcp, serve_udp};
 use bluelight_ingest::validate::{Reject, ValidationConfig};
+use bluelight_ingest::writer::Discard;
 use tokio::io::AsyncWriteExt;
 
 /// Frames covering every unit, with where to patch each fix.
@@ -149,7 +151,9 @@ fn main() {
         validation,
         ..PipelineConfig::default()
     };
-    let (handle, _writer) = pipeline::start(engine.clone(), cfg, Box::new(|_, _: &Outputs, _| {}));
+    let handle = pipeline::start(engine.clone(), cfg, Arc::new(SystemClock), Arc::new(Discard))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .queue;
     let tcp_rate = rt.block_on(async {
         let (tcp, udp, addr) = bind_ingest("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
             .await
@@ -167,12 +171,7 @@ fn main() {
     eprintln!("ingest_e2e: done ({tcp_rate:.0} fixes/s over TCP)");
 }
 
-async fn run_tcp(
-    addr: SocketAddr,
-    frames: &mut Frames,
-    handle: &bluelight_ingest::pipeline::PipelineHandle,
-    seconds: u64,
-) -> f64 {
+async fn run_tcp(addr: SocketAddr, frames: &mut Frames, handle: &IngestQueue, seconds: u64) -> f64 {
     let mut conn = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -228,13 +227,7 @@ async fn run_tcp(
 }
 
 /// Sends the frames as datagrams paced at `rate` fixes/s for `seconds`.
-async fn run_udp(
-    addr: SocketAddr,
-    frames: &mut Frames,
-    handle: &bluelight_ingest::pipeline::PipelineHandle,
-    seconds: u64,
-    rate: f64,
-) {
+async fn run_udp(addr: SocketAddr, frames: &mut Frames, handle: &IngestQueue, seconds: u64, rate: f64) {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -30,6 +30,7 @@
 //! ## Layout
 //!
 //! * [`model`] — agencies, statuses, fixes, unit views.
+//! * [`clock`] — time, passed in: the wall clock and a manual one for tests.
 //! * `units` — interning of unit ids and the flat hot-state table.
 //! * `sphere`, `shape`, `polygon` — geometry: unit vectors, exact shapes.
 //! * `safe` — each unit's safe region, which lets most fixes skip H3 and the
@@ -48,6 +49,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod alert;
+pub mod clock;
 mod config;
 mod cover;
 mod engine;
@@ -69,6 +71,7 @@ mod standing;
 mod units;
 
 pub use alert::{Alert, AlertEvent, FeedChange, FeedEvent, Outputs};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
 pub use engine::{Applied, Engine, EngineCounters};
 pub use error::EngineError;
@@ -83,6 +86,12 @@ pub use shape::{Circle, Shape};
 pub use units::MAX_TAGS;
 
 mod filter;
+
+/// The engine as the server shares it: one writer thread takes the lock a
+/// chunk of fixes at a time, rare readers between chunks; nothing awaits
+/// while holding it (`parking_lot`: a fair hand-off, and no poisoning, so
+/// one panicking reader cannot stop every fix behind it).
+pub type SharedEngine = std::sync::Arc<parking_lot::Mutex<Engine>>;
 
 /// Which recent fixes to read back (every condition optional but the window).
 #[derive(Debug, Clone, Default)]

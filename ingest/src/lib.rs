@@ -12,7 +12,11 @@
 //! * [`cot`] — Cursor-on-Target XML events.
 //! * [`validate`] — refusal reasons, validation settings, counters.
 //! * [`batch`] — the decoded batch, reused without per-fix allocation.
-//! * [`pipeline`] — the bounded queue and the engine writer.
+//! * [`queue`] — the bounded queue from the transports to the writer.
+//! * [`writer`] — the one thread that changes the engine, and the
+//!   [`OutputConsumer`](writer::OutputConsumer) it hands outputs to.
+//! * [`tasks`] — queries and bulk copies the writer runs for others.
+//! * [`pipeline`] — queue, tasks and writer wired together in memory.
 //! * [`transport`] — UDP and TCP listeners.
 //! * [`fleet`] — the simulated fleet: units of every agency around real
 //!   British towns, moving at plausible speeds, changing status, reporting
@@ -30,6 +34,9 @@ pub mod fleet;
 pub mod pipeline;
 pub mod places;
 pub mod priority;
+pub mod queue;
+pub mod tasks;
 pub mod transport;
 pub mod validate;
 pub mod wire;
+pub mod writer;

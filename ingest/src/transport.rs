@@ -10,14 +10,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
 use crate::decode::decode_flatbuffers;
-use crate::pipeline::PipelineHandle;
+use crate::queue::IngestQueue;
 use crate::validate::Reject;
 
 /// Limits of a listener.
@@ -41,38 +41,31 @@ impl Default for ListenerLimits {
     }
 }
 
-/// The server clock, milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Serves UDP until the socket fails or the pipeline stops.
-pub async fn serve_udp(socket: UdpSocket, pipeline: PipelineHandle, limits: ListenerLimits) {
+/// Serves UDP until the socket fails or the queue closes.
+pub async fn serve_udp(socket: UdpSocket, queue: IngestQueue, limits: ListenerLimits) {
     let mut buf = vec![0u8; limits.max_frame_bytes.min(65_535)];
     loop {
         let Ok((n, _from)) = socket.recv_from(&mut buf).await else {
             return;
         };
-        let mut batch = pipeline.batch();
-        match decode_flatbuffers(&buf[..n], &pipeline.validation, now_ms(), &mut batch) {
+        let mut batch = queue.batch();
+        match decode_flatbuffers(&buf[..n], &queue.validation, queue.now_ms(), &mut batch) {
             Ok(()) => {
-                pipeline.try_send(batch);
+                queue.try_send(batch);
             }
-            Err(_) => pipeline.counters.reject(Reject::BadFrame),
+            Err(_) => queue.counters.reject(Reject::BadFrame),
         }
     }
 }
 
 /// Serves TCP framed `FixBatch`es until the listener fails.
-pub async fn serve_tcp(listener: TcpListener, pipeline: PipelineHandle, limits: ListenerLimits) {
+pub async fn serve_tcp(listener: TcpListener, queue: IngestQueue, limits: ListenerLimits) {
     accept_loop(
         listener,
-        pipeline,
+        queue,
         limits,
         "tcp",
-        |stream, pipeline, limits| async move { tcp_connection(stream, &pipeline, &limits).await },
+        |stream, queue, limits| async move { tcp_connection(stream, &queue, &limits).await },
     )
     .await;
 }
@@ -81,12 +74,12 @@ pub async fn serve_tcp(listener: TcpListener, pipeline: PipelineHandle, limits: 
 /// that ends with `Err(reason)` is counted and logged, the others go on.
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    pipeline: PipelineHandle,
+    queue: IngestQueue,
     limits: ListenerLimits,
     label: &'static str,
     conn: F,
 ) where
-    F: Fn(TcpStream, PipelineHandle, ListenerLimits) -> Fut,
+    F: Fn(TcpStream, IngestQueue, ListenerLimits) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -97,8 +90,8 @@ async fn accept_loop<F, Fut>(
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let counters = pipeline.counters.clone();
-        let task = conn(stream, pipeline.clone(), limits.clone());
+        let counters = queue.counters.clone();
+        let task = conn(stream, queue.clone(), limits.clone());
         tokio::spawn(async move {
             if let Err(reason) = task.await {
                 counters
@@ -115,7 +108,7 @@ async fn accept_loop<F, Fut>(
 /// `Err(reason)` when a frame was bad.
 async fn tcp_connection(
     mut stream: TcpStream,
-    pipeline: &PipelineHandle,
+    queue: &IngestQueue,
     limits: &ListenerLimits,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
@@ -128,7 +121,7 @@ async fn tcp_connection(
         }
         let n = u32::from_le_bytes(len) as usize;
         if n > limits.max_frame_bytes {
-            pipeline.counters.reject(Reject::BadFrame);
+            queue.counters.reject(Reject::BadFrame);
             return Err(format!(
                 "frame of {n} bytes exceeds the {} byte limit",
                 limits.max_frame_bytes
@@ -140,13 +133,13 @@ async fn tcp_connection(
             Ok(Err(e)) => return Err(format!("connection ended inside a frame: {e}")),
             Ok(Ok(_)) => {}
         }
-        let mut batch = pipeline.batch();
+        let mut batch = queue.batch();
         batch.received = Some(std::time::Instant::now());
-        if let Err(e) = decode_flatbuffers(&frame, &pipeline.validation, now_ms(), &mut batch) {
-            pipeline.counters.reject(Reject::BadFrame);
+        if let Err(e) = decode_flatbuffers(&frame, &queue.validation, queue.now_ms(), &mut batch) {
+            queue.counters.reject(Reject::BadFrame);
             return Err(e.to_string());
         }
-        if pipeline.send(batch).await.is_err() {
+        if queue.send(batch).await.is_err() {
             return Ok(());
         }
     }
@@ -156,20 +149,20 @@ async fn tcp_connection(
 /// 8087). Events are split on `</event>`; a malformed event is counted and
 /// skipped (the next `</event>` resynchronises the stream), an event longer
 /// than the frame limit closes the connection.
-pub async fn serve_cot_tcp(listener: TcpListener, pipeline: PipelineHandle, limits: ListenerLimits) {
+pub async fn serve_cot_tcp(listener: TcpListener, queue: IngestQueue, limits: ListenerLimits) {
     accept_loop(
         listener,
-        pipeline,
+        queue,
         limits,
         "cot",
-        |stream, pipeline, limits| async move { cot_connection(stream, &pipeline, &limits).await },
+        |stream, queue, limits| async move { cot_connection(stream, &queue, &limits).await },
     )
     .await;
 }
 
 async fn cot_connection(
     mut stream: TcpStream,
-    pipeline: &PipelineHandle,
+    queue: &IngestQueue,
     limits: &ListenerLimits,
 ) -> Result<(), String> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -180,26 +173,26 @@ async fn cot_connection(
             Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let mut batch = pipeline.batch();
+        let mut batch = queue.batch();
         let mut index = 0u32;
         let used = crate::cot::split_events(&buf, |event| {
             let decoded = std::str::from_utf8(event)
                 .map_err(|e| e.to_string())
                 .and_then(|xml| {
-                    crate::cot::decode_cot(xml, index, &pipeline.validation, now_ms(), &mut batch)
+                    crate::cot::decode_cot(xml, index, &queue.validation, queue.now_ms(), &mut batch)
                         .map_err(|e| e.to_string())
                 });
             if decoded.is_err() {
-                pipeline.counters.reject(Reject::BadFrame);
+                queue.counters.reject(Reject::BadFrame);
             }
             index += 1;
         });
         buf.drain(..used);
         if buf.len() > limits.max_frame_bytes {
-            pipeline.counters.reject(Reject::BadFrame);
+            queue.counters.reject(Reject::BadFrame);
             return Err(format!("no </event> within {} bytes", limits.max_frame_bytes));
         }
-        if (!batch.fixes.is_empty() || !batch.errors.is_empty()) && pipeline.send(batch).await.is_err() {
+        if (!batch.fixes.is_empty() || !batch.errors.is_empty()) && queue.send(batch).await.is_err() {
             return Ok(());
         }
     }

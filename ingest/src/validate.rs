@@ -76,6 +76,10 @@ pub struct ValidationConfig {
     pub max_implied_speed_mps: f64,
     /// Worst accuracy accepted, metres; `None` (default) accepts any.
     pub max_accuracy_m: Option<f32>,
+    /// A jump is refused only within this long of the unit's latest fix, ms;
+    /// a unit that really moved (or whose previous fix was the wrong one)
+    /// is accepted again after it.
+    pub speed_check_window_ms: i64,
 }
 
 impl Default for ValidationConfig {
@@ -85,6 +89,7 @@ impl Default for ValidationConfig {
             max_age_ms: 3600 * 1000,
             max_implied_speed_mps: 150.0,
             max_accuracy_m: None,
+            speed_check_window_ms: 60_000,
         }
     }
 }
@@ -114,6 +119,26 @@ impl ValidationConfig {
             && fix.accuracy_m > max
         {
             return Err(Reject::Inaccurate);
+        }
+        Ok(())
+    }
+
+    /// The implied-speed filter, which needs the unit's latest fix
+    /// (`(time_ms, lat, lon)`, from the engine): a fix more than
+    /// `max_implied_speed_mps` from it, within `speed_check_window_ms` of
+    /// device time, is refused.
+    ///
+    /// # Errors
+    /// [`Reject::SpeedJump`].
+    pub fn check_implied_speed(&self, last: Option<(i64, f64, f64)>, fix: &Fix) -> Result<(), Reject> {
+        if let Some((t, lat, lon)) = last {
+            let dt = fix.time_ms - t;
+            if dt > 0 && dt <= self.speed_check_window_ms {
+                let d = bluelight_engine::sphere::distance_m(lat, lon, fix.lat, fix.lon);
+                if d / (dt as f64 / 1000.0) > self.max_implied_speed_mps {
+                    return Err(Reject::SpeedJump);
+                }
+            }
         }
         Ok(())
     }
@@ -183,5 +208,19 @@ mod tests {
         let mut bad = ok;
         bad.accuracy_m = 80.0;
         assert_eq!(v.check(&bad, NOW), Err(Reject::Inaccurate));
+    }
+
+    #[test]
+    fn a_jump_is_refused_only_within_the_window() {
+        let v = ValidationConfig::default();
+        let last = Some((NOW, 51.0, -1.0));
+        // About 11 km in 10 s: 1,100 m/s.
+        let jump = Fix::at(NOW + 10_000, 51.1, -1.0);
+        assert_eq!(v.check_implied_speed(last, &jump), Err(Reject::SpeedJump));
+        let later = Fix::at(NOW + 61_000, 51.1, -1.0);
+        assert_eq!(v.check_implied_speed(last, &later), Ok(()), "past the window");
+        let walk = Fix::at(NOW + 10_000, 51.0001, -1.0);
+        assert_eq!(v.check_implied_speed(last, &walk), Ok(()));
+        assert_eq!(v.check_implied_speed(None, &jump), Ok(()), "a first fix");
     }
 }

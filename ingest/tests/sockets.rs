@@ -9,17 +9,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bluelight_engine::{Engine, EngineConfig, Fix};
+use bluelight_engine::{Clock, Engine, EngineConfig, Fix, SharedEngine, SystemClock};
 use bluelight_ingest::decode::encode_flatbuffers;
-use bluelight_ingest::pipeline::{self, PipelineConfig, PipelineHandle};
-use bluelight_ingest::transport::{ListenerLimits, bind_ingest, now_ms, serve_tcp, serve_udp};
+use bluelight_ingest::pipeline::{self, PipelineConfig};
+use bluelight_ingest::queue::IngestQueue;
+use bluelight_ingest::transport::{ListenerLimits, bind_ingest, serve_tcp, serve_udp};
+use bluelight_ingest::writer::Discard;
+
+fn now_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
+fn start(engine: &SharedEngine, cfg: PipelineConfig) -> IngestQueue {
+    pipeline::start(engine.clone(), cfg, Arc::new(SystemClock), Arc::new(Discard))
+        .expect("writer")
+        .queue
+}
 use bluelight_ingest::validate::Reject;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
 struct Server {
-    engine: bluelight_ingest::pipeline::SharedEngine,
-    pipeline: PipelineHandle,
+    engine: SharedEngine,
+    pipeline: IngestQueue,
     addr: SocketAddr,
 }
 
@@ -27,7 +39,7 @@ async fn server(cfg: PipelineConfig, limits: ListenerLimits) -> Server {
     let engine = Arc::new(parking_lot::Mutex::new(
         Engine::new(EngineConfig::default()).expect("config"),
     ));
-    let (pipeline, _writer) = pipeline::start(engine.clone(), cfg, Box::new(|_, _, _| {}));
+    let pipeline = start(&engine, cfg);
     let (tcp, udp, addr) = bind_ingest("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("bind");
@@ -203,8 +215,7 @@ async fn cot_events_from_tak_clients_arrive_and_a_bad_event_is_skipped() {
     let engine = Arc::new(parking_lot::Mutex::new(
         Engine::new(EngineConfig::default()).expect("config"),
     ));
-    let (pipeline, _writer) =
-        pipeline::start(engine.clone(), PipelineConfig::default(), Box::new(|_, _, _| {}));
+    let pipeline = start(&engine, PipelineConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(bluelight_ingest::transport::serve_cot_tcp(

@@ -8,23 +8,29 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bluelight_engine::{Engine, EngineConfig, Fix};
+use bluelight_engine::{Engine, EngineConfig, Fix, SharedEngine, SystemClock};
 use bluelight_ingest::decode::{decode_flatbuffers, encode_flatbuffers};
-use bluelight_ingest::pipeline::{self, PipelineConfig, PipelineHandle, SharedEngine, TASK_QUEUE};
-use bluelight_ingest::transport::now_ms;
+use bluelight_ingest::pipeline::{self, Pipeline, PipelineConfig};
+use bluelight_ingest::writer::Discard;
 
-fn writer() -> (SharedEngine, PipelineHandle) {
+fn writer() -> (SharedEngine, Pipeline) {
     let engine = Arc::new(parking_lot::Mutex::new(
         Engine::new(EngineConfig::default()).expect("config"),
     ));
-    let (pipeline, _writer) =
-        pipeline::start(engine.clone(), PipelineConfig::default(), Box::new(|_, _, _| {}));
+    let pipeline = pipeline::start(
+        engine.clone(),
+        PipelineConfig::default(),
+        Arc::new(SystemClock),
+        Arc::new(Discard),
+    )
+    .expect("writer");
     (engine, pipeline)
 }
 
 /// Sends `n` fixes of units `first..first + n` and waits until they are applied.
-async fn apply(pipeline: &PipelineHandle, first: u64, n: u64) -> u32 {
-    let now = now_ms();
+async fn apply(pipeline: &Pipeline, first: u64, n: u64) -> u32 {
+    let pipeline = &pipeline.queue;
+    let now = pipeline.now_ms();
     let fixes: Vec<(u64, Fix)> = (first..first + n)
         .map(|k| (k, Fix::at(now, 51.5 + k as f64 * 1e-4, -0.12)))
         .collect();
@@ -40,7 +46,7 @@ async fn a_task_runs_on_the_writer_after_the_fixes_before_it() {
     let (_engine, pipeline) = writer();
     assert_eq!(apply(&pipeline, 1, 600).await, 600);
     let (tx, rx) = tokio::sync::oneshot::channel();
-    pipeline.writer_slot().expect("room").run(move |e| {
+    pipeline.tasks.query_slot().expect("room").run(move |e| {
         let _ = tx.send((
             e.find_unit("600").is_some(),
             std::thread::current().name().map(str::to_owned),
@@ -58,7 +64,7 @@ async fn bulk_tasks_run_step_by_step_one_after_another_while_fixes_go_on() {
     for name in ['a', 'b'] {
         let steps = steps.clone();
         let mut n = 0;
-        pipeline.writer_bulk_slot().expect("room").run(move |_| {
+        pipeline.tasks.bulk_slot().expect("room").run(move |_| {
             n += 1;
             steps.lock().expect("steps").push((name, n));
             n == 5
@@ -84,16 +90,18 @@ async fn bulk_tasks_run_step_by_step_one_after_another_while_fixes_go_on() {
 async fn a_task_that_panics_stops_neither_the_writer_nor_other_tasks() {
     let (_engine, pipeline) = writer();
     pipeline
-        .writer_slot()
+        .tasks
+        .query_slot()
         .expect("room")
         .run(|_| panic!("a bad query"));
     pipeline
-        .writer_bulk_slot()
+        .tasks
+        .bulk_slot()
         .expect("room")
         .run(|_| panic!("a bad copy"));
     assert_eq!(apply(&pipeline, 1, 10).await, 10);
     let (tx, rx) = tokio::sync::oneshot::channel();
-    pipeline.writer_slot().expect("room").run(move |e| {
+    pipeline.tasks.query_slot().expect("room").run(move |e| {
         let _ = tx.send(e.find_unit("10").is_some());
     });
     assert!(rx.await.expect("the writer still runs tasks"));
@@ -106,17 +114,23 @@ async fn a_full_task_queue_refuses_more_and_runs_every_task_it_took() {
     let held = engine.lock();
     // The writer takes the first task and waits for the lock; the rest queue.
     let mut taken = 0;
-    while let Some(slot) = pipeline.writer_slot() {
+    while let Some(slot) = pipeline.tasks.query_slot() {
         let ran = ran.clone();
         slot.run(move |_| {
             ran.fetch_add(1, Ordering::Relaxed);
         });
         taken += 1;
-        assert!(taken <= TASK_QUEUE + 1, "the queue is bounded");
+        assert!(
+            taken <= PipelineConfig::default().task_queue + 1,
+            "the queue is bounded"
+        );
     }
-    assert!(taken >= TASK_QUEUE, "{taken} tasks taken");
-    assert!(pipeline.writer_slot().is_none());
+    assert!(
+        taken >= PipelineConfig::default().task_queue,
+        "{taken} tasks taken"
+    );
+    assert!(pipeline.tasks.query_slot().is_none());
     drop(held);
     until("every task taken to run", || ran.load(Ordering::Relaxed) == taken).await;
-    assert!(pipeline.writer_slot().is_some(), "room again");
+    assert!(pipeline.tasks.query_slot().is_some(), "room again");
 }

@@ -242,7 +242,7 @@ pub async fn positions_client(
             _ = stop.changed() => break,
             m = ws.next() => match m {
                 Some(Ok(Message::Text(t))) => {
-                    let now = bluelight_ingest::transport::now_ms();
+                    let now = bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock);
                     seen.messages += 1;
                     if t.as_str().starts_with("{\"type\":\"positions\"") {
                         let h = if shared.warming_up(Instant::now()) { &mut seen.delay_warmup } else { &mut seen.delay };

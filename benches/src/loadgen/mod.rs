@@ -272,7 +272,7 @@ async fn run_bluelight(
         plan.interval_ms,
         plan.seed,
         towns,
-        bluelight_ingest::transport::now_ms(),
+        bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock),
     );
     let metrics_before = server::metrics(&client, srv.http, token.as_deref()).await?;
     let cpu_before = srv.usage().map(|u| u.2);

@@ -53,7 +53,7 @@ pub fn run(plan: &Plan, url: &str, towns: &Arc<Vec<Place>>) -> anyhow::Result<Re
         plan.interval_ms,
         plan.seed,
         towns,
-        bluelight_ingest::transport::now_ms(),
+        bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock),
     );
     let shared = Arc::new(Shared {
         truth: std::sync::Mutex::new(truth(plan.units)),

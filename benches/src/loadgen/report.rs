@@ -312,7 +312,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         "preset": p.preset,
         "commit": commit(),
         "machine": machine(),
-        "when_ms": bluelight_ingest::transport::now_ms(),
+        "when_ms": bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock),
         "params": {
             "units": p.units, "interval_ms": p.interval_ms, "seconds": p.seconds,
             "warmup_s": p.warmup_s, "fences": p.fences,

@@ -267,7 +267,10 @@ pub fn send_fleet(
     while Instant::now() < until {
         let started = Instant::now();
         sim.clear();
-        fleet.advance(bluelight_ingest::transport::now_ms(), &mut sim);
+        fleet.advance(
+            bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock),
+            &mut sim,
+        );
         for chunk in sim.chunks(FRAME_FIXES) {
             frame.clear();
             owed.clear();

@@ -1,4 +1,4 @@
-//! The bulk thread: writes positions feeds' JSON at a lower priority than
+//! The feeds thread: writes positions feeds' JSON at a lower priority than
 //! everything else. A dispatch map's update is thousands of unit objects a
 //! second; under CPU pressure it waits, while the engine's writer, alerts
 //! and nearest answers go first. Sessions hand it one job at a time each.
@@ -7,13 +7,13 @@ use std::sync::mpsc;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The bulk thread's queue; the thread ends when every clone is dropped.
-#[derive(Clone)]
-pub struct Bulk {
+/// The feeds thread's queue; the thread ends when every clone is dropped.
+#[derive(Clone, Debug)]
+pub struct FeedWriter {
     tx: mpsc::Sender<Job>,
 }
 
-impl Bulk {
+impl FeedWriter {
     /// Starts the thread.
     ///
     /// # Errors
@@ -34,7 +34,7 @@ impl Bulk {
         Ok(Self { tx })
     }
 
-    /// Runs `f` on the bulk thread (dropped unrun if the thread is gone).
+    /// Runs `f` on the feeds thread (dropped unrun if the thread is gone).
     pub fn spawn(&self, f: impl FnOnce() + Send + 'static) {
         let _ = self.tx.send(Box::new(f) as Job);
     }

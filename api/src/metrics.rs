@@ -1,0 +1,157 @@
+//! `GET /metrics` (scope `admin`): Prometheus text of the pipeline, the
+//! sessions, the alerts and the engine.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use bluelight_ingest::validate::Reject;
+
+use crate::auth::Scope;
+use crate::hub::ALERT_EVENTS;
+use crate::state::AppState;
+
+/// The metrics page.
+pub async fn metrics(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(denied) = s
+        .tokens
+        .check(&headers, q.get("token").map(String::as_str), Some(Scope::Admin))
+    {
+        return denied.into_response();
+    }
+    let mut m = String::new();
+    let c = &s.queue.counters;
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_fixes_accepted_total Fixes applied to the engine."
+    );
+    let _ = writeln!(m, "# TYPE bluelight_fixes_accepted_total counter");
+    let _ = writeln!(m, "bluelight_fixes_accepted_total {}", c.accepted());
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_fixes_rejected_total Fixes refused, by reason."
+    );
+    let _ = writeln!(m, "# TYPE bluelight_fixes_rejected_total counter");
+    for r in Reject::ALL {
+        let _ = writeln!(
+            m,
+            "bluelight_fixes_rejected_total{{reason=\"{}\"}} {}",
+            r.as_str(),
+            c.rejected(r)
+        );
+    }
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_udp_dropped_total Fixes in UDP datagrams dropped for a full queue."
+    );
+    let _ = writeln!(m, "# TYPE bluelight_udp_dropped_total counter");
+    let _ = writeln!(
+        m,
+        "bluelight_udp_dropped_total {}",
+        c.udp_dropped.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_realtime_threads Threads at real-time priority (--realtime granted: the writer and each runtime worker).\n# TYPE bluelight_realtime_threads gauge\nbluelight_realtime_threads {}",
+        bluelight_ingest::priority::realtime_threads()
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_ws_sessions WebSocket sessions open.\n# TYPE bluelight_ws_sessions gauge\nbluelight_ws_sessions {}",
+        s.sessions.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_ws_closed_slow_total Sessions closed with 1013 for not keeping up with alerts.\n# TYPE bluelight_ws_closed_slow_total counter\nbluelight_ws_closed_slow_total {}",
+        s.hub.closed_slow.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_positions_conflated_total Position updates superseded by a later fix before the feed flushed.\n# TYPE bluelight_positions_conflated_total counter\nbluelight_positions_conflated_total {}",
+        s.hub.conflated.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_ingest_queue_batches Batches waiting for the engine's writer (the queue holds 256).\n# TYPE bluelight_ingest_queue_batches gauge\nbluelight_ingest_queue_batches {}",
+        s.queue.queued()
+    );
+    let (queued, queued_max) = s.hub.queued_messages();
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_ws_queued_messages Messages waiting in WebSocket session queues, all sessions.\n# TYPE bluelight_ws_queued_messages gauge\nbluelight_ws_queued_messages {queued}"
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_ws_queued_messages_max The most messages one session has waiting (closed with 1013 at {}).\n# TYPE bluelight_ws_queued_messages_max gauge\nbluelight_ws_queued_messages_max {queued_max}",
+        s.tuning.session_queue
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_alert_subscriptions Alert subscriptions open.\n# TYPE bluelight_alert_subscriptions gauge\nbluelight_alert_subscriptions {}",
+        s.hub.alert_subscriptions()
+    );
+    s.alert_latency.render(
+        "bluelight_fix_to_alert_seconds",
+        "Fix received to alert frame sent, per alert frame (live alerts; replays excluded).",
+        &mut m,
+    );
+    s.nearest_latency.render(
+        "bluelight_ws_nearest_seconds",
+        "One-shot nearest over WebSocket: request frame read to reply frame sent.",
+        &mut m,
+    );
+    let _ = writeln!(m, "# HELP bluelight_alerts_total Alerts fired, by event.");
+    let _ = writeln!(m, "# TYPE bluelight_alerts_total counter");
+    for (i, e) in ALERT_EVENTS.iter().enumerate() {
+        let _ = writeln!(
+            m,
+            "bluelight_alerts_total{{event=\"{}\"}} {}",
+            e.as_str(),
+            s.hub.alerts_fired[i].load(Ordering::Relaxed)
+        );
+    }
+    {
+        let e = s.engine.lock();
+        let k = e.counters();
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_units Units known.\n# TYPE bluelight_units gauge\nbluelight_units {}",
+            e.unit_count()
+        );
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_fences Fences.\n# TYPE bluelight_fences gauge\nbluelight_fences {}",
+            e.fence_ids().len()
+        );
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_engine_refreshes_total Fixes that left their cell's inscribed cap.\n# TYPE bluelight_engine_refreshes_total counter\nbluelight_engine_refreshes_total {}",
+            k.refreshes
+        );
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_engine_cell_changes_total Fixes that moved a unit to another cell.\n# TYPE bluelight_engine_cell_changes_total counter\nbluelight_engine_cell_changes_total {}",
+            k.cell_changes
+        );
+        let h = e.history_stats();
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_history_fixes Fixes held in history.\n# TYPE bluelight_history_fixes gauge\nbluelight_history_fixes {}",
+            h.held
+        );
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_history_dropped_total Fixes dropped from history at its cap.\n# TYPE bluelight_history_dropped_total counter\nbluelight_history_dropped_total {}",
+            h.dropped_cap
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m).into_response()
+}

@@ -1,0 +1,157 @@
+//! One WebSocket connection's outgoing side and its subscriptions: what the
+//! hub fills and the socket loop drains.
+//!
+//! A subscription has one record, here, in the session that owns it
+//! ([`Subscription`]): its engine id, its schedule and its waiting changes.
+//! The hub holds only an index from engine ids to (session, sub id) for
+//! routing, and the engine its own feed or query state.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::hub::AlertRecord;
+
+/// Something to send on a session.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A text frame.
+    Text(String),
+    /// An alert for a subscription.
+    Alert(String, Arc<AlertRecord>),
+    /// A reply to a one-shot nearest request whose frame was read at the
+    /// given instant: the session records the round trip when it is sent.
+    Nearest(String, Instant),
+}
+
+/// Conflated changes of one positions feed since its last update
+/// (foldhash sets: the writer inserts hundreds of thousands of slots a
+/// second).
+#[derive(Debug, Default)]
+pub struct FeedChanges {
+    /// Units that moved or entered.
+    pub changed: hashbrown::HashSet<u32>,
+    /// Units that left.
+    pub left: hashbrown::HashSet<u32>,
+}
+
+impl FeedChanges {
+    /// Whether nothing has changed since the last update.
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.left.is_empty()
+    }
+}
+
+/// When a rate-limited subscription may next send.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// At most one update this often (`1 / max_hz`).
+    pub every: Duration,
+    /// When the last update went (or, for a new feed, a spread start).
+    pub last: tokio::time::Instant,
+}
+
+impl Schedule {
+    /// When the next update may go.
+    pub fn due(&self) -> tokio::time::Instant {
+        self.last + self.every
+    }
+}
+
+/// One subscription of a session: everything the server keeps about it
+/// outside the engine.
+#[derive(Debug)]
+pub enum Subscription {
+    /// `stream: positions`.
+    Positions {
+        /// The engine's feed.
+        feed: u32,
+        /// `max_hz`.
+        schedule: Schedule,
+        /// Changes waiting for the next update.
+        changes: FeedChanges,
+    },
+    /// `stream: nearest` (standing).
+    Nearest {
+        /// The engine's standing query.
+        query: u32,
+        /// `max_hz`.
+        schedule: Schedule,
+        /// The answer changed since it was last sent.
+        changed: bool,
+    },
+    /// `stream: alerts` (what it selects lives in the hub, which routes by it).
+    Alerts,
+}
+
+/// One WebSocket connection's outgoing side.
+///
+/// Its locks are `parking_lot`'s: held for a push or a drain, never across
+/// an await, and never poisoned, so a panic elsewhere cannot stop alerts.
+#[derive(Debug)]
+pub struct Session {
+    /// Alerts replayed for `since_seq` (and the reply before them): sent
+    /// before `queue`, bounded by the ring rather than the live cap, so a
+    /// client resuming far behind is not closed for its own replay.
+    pub replay: Mutex<VecDeque<Outgoing>>,
+    /// Replies and live alerts, in order.
+    pub queue: Mutex<VecDeque<Outgoing>>,
+    /// This session's subscriptions by sub id.
+    pub subscriptions: Mutex<HashMap<String, Subscription>>,
+    /// Set when the session must close with 1013 (too slow).
+    pub too_slow: AtomicBool,
+    /// Wakes the session's sender.
+    pub wake: Notify,
+    /// Messages `queue` may hold before the session is too slow.
+    queue_cap: usize,
+}
+
+impl Session {
+    /// A session whose live queue holds at most `queue_cap` messages.
+    pub fn new(queue_cap: usize) -> Self {
+        Self {
+            replay: Mutex::default(),
+            queue: Mutex::default(),
+            subscriptions: Mutex::default(),
+            too_slow: AtomicBool::new(false),
+            wake: Notify::new(),
+            queue_cap,
+        }
+    }
+
+    /// Queues a replayed message (no cap: the ring bounds it).
+    pub fn push_replay(&self, m: Outgoing) {
+        self.replay.lock().push_back(m);
+        self.wake.notify_one();
+    }
+
+    /// Queues a message; a queue past its cap marks the session too slow.
+    pub fn push(&self, m: Outgoing) {
+        {
+            let mut q = self.queue.lock();
+            if q.len() >= self.queue_cap {
+                self.too_slow.store(true, Ordering::Relaxed);
+            } else {
+                q.push_back(m);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Everything queued, replays first; and how many of them are replays.
+    pub fn drain(&self) -> (Vec<Outgoing>, usize) {
+        let mut all: Vec<Outgoing> = self.replay.lock().drain(..).collect();
+        let replayed = all.len();
+        all.extend(self.queue.lock().drain(..));
+        (all, replayed)
+    }
+
+    /// Messages waiting.
+    pub fn queued(&self) -> usize {
+        self.queue.lock().len() + self.replay.lock().len()
+    }
+}

@@ -1,0 +1,251 @@
+//! The requests of a `/v1/ws` session (PROTOCOL.md): subscribe to
+//! positions, alerts or standing nearest; unsubscribe; one-shot nearest.
+//! Replies go onto the session's own queue, like everything it is sent.
+//!
+//! Each subscription's record is made here and kept in its session
+//! ([`Subscription`]); the hub is given its route, the engine its feed or
+//! query, both under the engine lock so no change falls between a
+//! snapshot and the first update.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bluelight_engine::{Engine, NearestQuery};
+use serde_json::{Value, json};
+
+use crate::auth::{Caller, Scope};
+use crate::feeds::{nearest_text, spread, units_message};
+use crate::hub::AlertSelect;
+use crate::json::write_nearest;
+use crate::protocol::{self, Refusal};
+use crate::session::{FeedChanges, Outgoing, Schedule, Session, Subscription};
+use crate::state::AppState;
+
+/// Handles one client text frame; `read` is when it was read (a one-shot
+/// nearest reply carries it, so its round trip inside the server is timed).
+pub fn handle(s: &AppState, session: &Arc<Session>, text: &str, who: Caller, read: Instant) {
+    let reply = |m: String| session.push(Outgoing::Text(m));
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        return reply(Refusal::bad("not JSON").frame(&Value::Null));
+    };
+    let id = v.get("id").cloned().unwrap_or(Value::Null);
+    let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+    let result = match kind {
+        "subscribe" => subscribe(s, session, &v, &id, who),
+        "nearest" => one_shot_nearest(s, session, &v, &id, who, read),
+        "unsubscribe" => unsubscribe(s, session, &v),
+        "" => Err(Refusal::bad("every message needs a type")),
+        other => Err(Refusal::bad(format!("unknown type {other:?}"))),
+    };
+    match result {
+        Ok(messages) => messages.into_iter().for_each(reply),
+        Err(refusal) => reply(refusal.frame(&id)),
+    }
+}
+
+/// Frames to send in reply, or why not.
+type Handled = Result<Vec<String>, Refusal>;
+
+fn need(who: Caller, scope: Scope) -> Result<(), Refusal> {
+    if who.has(scope) {
+        Ok(())
+    } else {
+        Err(Refusal::forbidden(format!(
+            "this token lacks the {} scope",
+            scope.as_str()
+        )))
+    }
+}
+
+fn subscribe(s: &AppState, session: &Arc<Session>, v: &Value, id: &Value, who: Caller) -> Handled {
+    let mut e = s.engine.lock();
+    let now = tokio::time::Instant::now();
+    match v.get("stream").and_then(Value::as_str) {
+        Some("positions") => {
+            need(who, Scope::Read)?;
+            let shape = protocol::area(&e, v)?;
+            let f = who.limit(protocol::filter(&mut e, v)?);
+            let every = protocol::max_hz(v, 1.0)?;
+            let (feed, snapshot) = e
+                .subscribe_feed(shape, f, s.now_ms())
+                .map_err(|err| Refusal::bad(err.to_string()))?;
+            let sub = s.hub.sub_id("p");
+            session.subscriptions.lock().insert(
+                sub.clone(),
+                Subscription::Positions {
+                    feed,
+                    schedule: Schedule {
+                        every,
+                        last: now + spread(every),
+                    },
+                    changes: FeedChanges::default(),
+                },
+            );
+            s.hub.route_feed(feed, session, &sub);
+            Ok(vec![
+                json!({"type":"subscribed","id":id,"sub":sub}).to_string(),
+                units_message("snapshot", &sub, &e, snapshot.iter().copied()),
+            ])
+        }
+        Some("alerts") => {
+            need(who, Scope::Alerts)?;
+            let set = |key: &str| -> Result<Option<HashSet<String>>, Refusal> {
+                match v.get(key) {
+                    None => Ok(None),
+                    Some(l) => l
+                        .as_array()
+                        .and_then(|l| {
+                            l.iter()
+                                .map(|x| x.as_str().map(str::to_owned))
+                                .collect::<Option<HashSet<_>>>()
+                        })
+                        .map(Some)
+                        .ok_or_else(|| Refusal::bad(format!("{key} must be a list of strings"))),
+                }
+            };
+            let select = AlertSelect {
+                fences: set("fences")?,
+                rules: set("rules")?,
+                events: set("events")?,
+                filter: protocol::filter(&mut e, v)?,
+                agencies: who.agencies,
+            };
+            let since = match v.get("since_seq") {
+                None => None,
+                Some(x) => Some(
+                    x.as_u64()
+                        .ok_or_else(|| Refusal::bad("since_seq must be a non-negative integer"))?,
+                ),
+            };
+            let sub = s.hub.sub_id("a");
+            session.push_replay(Outgoing::Text(
+                json!({"type":"subscribed","id":id,"sub":sub}).to_string(),
+            ));
+            session
+                .subscriptions
+                .lock()
+                .insert(sub.clone(), Subscription::Alerts);
+            s.hub.subscribe_alerts(&e, session, sub, select, since);
+            Ok(Vec::new())
+        }
+        Some("nearest") => {
+            need(who, Scope::Read)?;
+            let (lat, lon) = protocol::point(v)?;
+            let k = protocol::k_json(v.get("k"))?;
+            let f = who.limit(protocol::filter(&mut e, v)?);
+            let every = protocol::max_hz(v, 1.0)?;
+            let include_stale = v.get("include_stale").and_then(Value::as_bool).unwrap_or(false);
+            let (query, results) = e
+                .subscribe_nearest(lat, lon, k, f, include_stale, s.now_ms())
+                .map_err(|err| Refusal::bad(err.to_string()))?;
+            let sub = s.hub.sub_id("n");
+            session.subscriptions.lock().insert(
+                sub.clone(),
+                Subscription::Nearest {
+                    query,
+                    schedule: Schedule { every, last: now },
+                    changed: false,
+                },
+            );
+            s.hub.route_nearest(query, session, &sub);
+            Ok(vec![
+                json!({"type":"subscribed","id":id,"sub":sub}).to_string(),
+                nearest_text(&e, &sub, &results),
+            ])
+        }
+        other => Err(Refusal::bad(format!(
+            "stream must be positions, alerts or nearest, got {}",
+            other.unwrap_or("nothing")
+        ))),
+    }
+}
+
+/// Answers on the writer thread, which pushes the reply to the session: a
+/// runtime worker never blocks on the engine lock for a query.
+fn one_shot_nearest(
+    s: &AppState,
+    session: &Arc<Session>,
+    v: &Value,
+    id: &Value,
+    who: Caller,
+    read: Instant,
+) -> Handled {
+    need(who, Scope::Read)?;
+    let (lat, lon) = protocol::point(v)?;
+    let k = protocol::k_json(v.get("k"))?;
+    let max_distance_m = v.get("max_distance_m").and_then(Value::as_f64);
+    let include_stale = v.get("include_stale").and_then(Value::as_bool).unwrap_or(false);
+    let slot = s.tasks.query_slot().ok_or_else(Refusal::overloaded)?;
+    let (v, id, session, clock) = (v.clone(), id.clone(), session.clone(), s.clock.clone());
+    slot.run(move |e| {
+        let text = match protocol::filter(e, &v) {
+            Err(m) => Refusal::bad(m).frame(&id),
+            Ok(f) => {
+                let results = e.nearest(
+                    &NearestQuery {
+                        lat,
+                        lon,
+                        k,
+                        filter: who.limit(f),
+                        max_distance_m,
+                        include_stale,
+                    },
+                    clock.now_ms(),
+                );
+                let mut text = String::new();
+                write_nearest(e, Some(("id", &id.to_string())), &results, &mut text);
+                text
+            }
+        };
+        session.push(Outgoing::Nearest(text, read));
+    });
+    Ok(Vec::new())
+}
+
+fn unsubscribe(s: &AppState, session: &Arc<Session>, v: &Value) -> Handled {
+    let sub = v
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Refusal::bad("sub is required"))?;
+    let record = session.subscriptions.lock().remove(sub);
+    match record {
+        Some(record) => close(s, sub, &record),
+        None => {
+            return Err(Refusal::not_found(format!(
+                "no subscription {sub:?} on this connection"
+            )));
+        }
+    }
+    Ok(vec![json!({"type":"unsubscribed","sub":sub}).to_string()])
+}
+
+/// Ends one subscription in the hub and the engine.
+fn close(s: &AppState, sub: &str, record: &Subscription) {
+    s.hub.unroute(sub, record);
+    end_in_engine(&mut s.engine.lock(), record);
+}
+
+/// Drops a subscription's feed or standing query from the engine.
+fn end_in_engine(e: &mut Engine, record: &Subscription) {
+    match record {
+        Subscription::Positions { feed, .. } => {
+            let _ = e.unsubscribe_feed(*feed);
+        }
+        Subscription::Nearest { query, .. } => {
+            let _ = e.unsubscribe_nearest(*query);
+        }
+        Subscription::Alerts => {}
+    }
+}
+
+/// Ends every subscription of a closing session; returns how many.
+pub fn close_all(s: &AppState, session: &Arc<Session>) -> usize {
+    s.hub.drop_session(session);
+    let records: Vec<(String, Subscription)> = session.subscriptions.lock().drain().collect();
+    let mut e = s.engine.lock();
+    for (_, record) in &records {
+        end_in_engine(&mut e, record);
+    }
+    records.len()
+}

@@ -1,0 +1,181 @@
+//! The bounded queue between the transports and the writer: the first hop
+//! of a fix after its socket. Transports hold an [`IngestQueue`] (cheap to
+//! clone); the far end, [`Batches`], goes to the next stage (the writer,
+//! or a journal in front of it).
+//!
+//! Stream transports `send(...).await`, so a full queue slows them (TCP flow
+//! control reaches the device) and nothing is lost; UDP uses `try_send` and
+//! counts what it drops. Batches are recycled through a small pool so
+//! steady state does not allocate.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bluelight_engine::Clock;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::batch::IngestBatch;
+use crate::validate::{IngestCounters, Reject, ValidationConfig};
+
+/// What the writer did with a batch (the HTTP reply of `POST /v1/fixes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Fixes applied (including ones older than their unit's latest, which
+    /// go to history).
+    pub accepted: u32,
+    /// Refused fixes: index in the input and reason (decode-time refusals
+    /// first, then the writer's).
+    pub errors: Vec<(u32, Reject)>,
+}
+
+/// A batch on its way to the writer.
+#[derive(Debug)]
+pub struct Job {
+    /// The batch.
+    pub batch: IngestBatch,
+    /// Where to send the report, if the sender waits for one.
+    pub reply: Option<oneshot::Sender<ApplyReport>>,
+}
+
+/// The queue has closed (the server is shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the ingest pipeline has stopped")]
+pub struct Stopped;
+
+/// Emptied batches waiting to be filled again.
+#[derive(Debug, Clone, Default)]
+pub struct BatchPool(Arc<parking_lot::Mutex<Vec<IngestBatch>>>);
+
+impl BatchPool {
+    /// Batches the pool keeps; more are freed.
+    const KEEP: usize = 64;
+
+    /// An empty batch, recycled when possible.
+    pub fn take(&self) -> IngestBatch {
+        self.0.lock().pop().unwrap_or_default()
+    }
+
+    /// Empties `batch` and keeps it for reuse.
+    pub fn give_back(&self, mut batch: IngestBatch) {
+        batch.clear();
+        let mut pool = self.0.lock();
+        if pool.len() < Self::KEEP {
+            pool.push(batch);
+        }
+    }
+}
+
+/// The transports' end of the queue, cloned into every listener.
+#[derive(Debug, Clone)]
+pub struct IngestQueue {
+    tx: mpsc::Sender<Job>,
+    pool: BatchPool,
+    /// Accepted and refused fixes, shared with the writer.
+    pub counters: Arc<IngestCounters>,
+    /// Validation settings used by the decoders.
+    pub validation: Arc<ValidationConfig>,
+    /// The server's clock: decoders judge "too old" and "future" by it.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The far end of the queue: what the next stage reads.
+#[derive(Debug)]
+pub struct Batches {
+    rx: mpsc::Receiver<Job>,
+    /// Where the last stage gives emptied batches back.
+    pub pool: BatchPool,
+    /// The same counters the transports count into.
+    pub counters: Arc<IngestCounters>,
+}
+
+impl Batches {
+    /// The next job, waiting for one; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Job> {
+        self.rx.recv().await
+    }
+
+    /// The next job if one waits now.
+    pub fn try_recv(&mut self) -> Option<Job> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// A queue of `capacity` batches: the transports' end and the far end.
+pub fn channel(
+    capacity: usize,
+    validation: ValidationConfig,
+    clock: Arc<dyn Clock>,
+) -> (IngestQueue, Batches) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let pool = BatchPool::default();
+    let counters: Arc<IngestCounters> = Arc::default();
+    let queue = IngestQueue {
+        tx,
+        pool: pool.clone(),
+        counters: counters.clone(),
+        validation: Arc::new(validation),
+        clock,
+    };
+    (queue, Batches { rx, pool, counters })
+}
+
+impl IngestQueue {
+    /// An empty batch, recycled when possible.
+    pub fn batch(&self) -> IngestBatch {
+        self.pool.take()
+    }
+
+    /// Now, by the server's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Sends a batch, waiting while the queue is full (stream transports).
+    ///
+    /// # Errors
+    /// The queue has closed.
+    pub async fn send(&self, mut batch: IngestBatch) -> Result<(), Stopped> {
+        batch.received.get_or_insert_with(Instant::now);
+        self.tx
+            .send(Job { batch, reply: None })
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// Sends a batch and waits for the writer's report (HTTP).
+    ///
+    /// # Errors
+    /// The queue has closed, or the batch was dropped unapplied.
+    pub async fn send_and_report(&self, mut batch: IngestBatch) -> Result<ApplyReport, Stopped> {
+        batch.received.get_or_insert_with(Instant::now);
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                batch,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Sends a batch if the queue has room; otherwise drops it and counts
+    /// its fixes (UDP).
+    pub fn try_send(&self, mut batch: IngestBatch) -> bool {
+        batch.received.get_or_insert_with(Instant::now);
+        let n = batch.fixes.len() as u64;
+        match self.tx.try_send(Job { batch, reply: None }) {
+            Ok(()) => true,
+            Err(_) => {
+                self.counters.udp_dropped.fetch_add(n.max(1), Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Batches waiting for the next stage.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}

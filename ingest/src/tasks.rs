@@ -1,0 +1,167 @@
+//! Work the writer runs for others with the engine in hand: the busy reads
+//! (a nearest query, a positions feed's copy) do not take the engine lock
+//! on a runtime worker. A reader holding the lock could lose its CPU while
+//! the writer, and every fix behind it, waits; and a worker blocked on the
+//! lock stalls every session on it.
+//!
+//! A task carries its own way back: it pushes its answer onto the asking
+//! session's queue (built before it, handed down), so the writer never
+//! knows who asked.
+//!
+//! * Queries run before the next chunk of fixes: they wait at most a chunk.
+//! * Bulk work runs a bounded step at a time, in slices of
+//!   [`WriterConfig::bulk_slice`](crate::writer::WriterConfig::bulk_slice)
+//!   while no fixes wait, and between chunks only when it has had no slice
+//!   for [`WriterConfig::bulk_max_wait`](crate::writer::WriterConfig::bulk_max_wait).
+
+use std::time::{Duration, Instant};
+
+use bluelight_engine::Engine;
+use tokio::sync::mpsc;
+
+/// A query the writer runs once, with the engine in hand, between chunks.
+pub type EngineTask = Box<dyn FnOnce(&mut Engine) + Send>;
+
+/// Bulk work the writer runs a step at a time between chunks of fixes:
+/// each call does a bounded step and returns whether the work is done.
+pub type BulkTask = Box<dyn FnMut(&mut Engine) -> bool + Send>;
+
+/// The askers' end: cloned into whatever needs the writer to read for it.
+#[derive(Clone, Debug)]
+pub struct WriterTasks {
+    queries: mpsc::Sender<EngineTask>,
+    bulk: mpsc::Sender<BulkTask>,
+}
+
+/// The writer's end of the task queues.
+pub struct TaskQueues {
+    pub(crate) queries: mpsc::Receiver<EngineTask>,
+    pub(crate) bulk: mpsc::Receiver<BulkTask>,
+    /// The bulk task under way.
+    pub(crate) current: Option<BulkTask>,
+    /// When bulk work last had a slice.
+    last_bulk: Instant,
+}
+
+impl std::fmt::Debug for TaskQueues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskQueues")
+            .field("queries", &self.queries.len())
+            .field("bulk", &self.bulk.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Task queues of `capacity` each: past it, askers are told the engine is
+/// overloaded.
+pub fn channel(capacity: usize) -> (WriterTasks, TaskQueues) {
+    let (queries_tx, queries) = mpsc::channel(capacity.max(1));
+    let (bulk_tx, bulk) = mpsc::channel(capacity.max(1));
+    (
+        WriterTasks {
+            queries: queries_tx,
+            bulk: bulk_tx,
+        },
+        TaskQueues {
+            queries,
+            bulk,
+            current: None,
+            last_bulk: Instant::now(),
+        },
+    )
+}
+
+impl WriterTasks {
+    /// A place in the writer's query queue, or `None` when it is full (or
+    /// the writer has stopped). Reserve first, then take the work out of
+    /// wherever it waits: nothing is lost when there is no room.
+    pub fn query_slot(&self) -> Option<QuerySlot<'_>> {
+        self.queries.try_reserve().ok().map(QuerySlot)
+    }
+
+    /// Like [`query_slot`](Self::query_slot), for bulk work done in steps
+    /// (a positions feed's copy), one task at a time, in order.
+    pub fn bulk_slot(&self) -> Option<BulkSlot<'_>> {
+        self.bulk.try_reserve().ok().map(BulkSlot)
+    }
+}
+
+/// A reserved place in the writer's query queue ([`WriterTasks::query_slot`]).
+pub struct QuerySlot<'a>(mpsc::Permit<'a, EngineTask>);
+
+impl QuerySlot<'_> {
+    /// Runs `f` on the writer thread with the engine in hand, after the
+    /// chunk of fixes in progress.
+    pub fn run(self, f: impl FnOnce(&mut Engine) + Send + 'static) {
+        self.0.send(Box::new(f));
+    }
+}
+
+/// A reserved place in the writer's bulk queue ([`WriterTasks::bulk_slot`]).
+pub struct BulkSlot<'a>(mpsc::Permit<'a, BulkTask>);
+
+impl BulkSlot<'_> {
+    /// Runs `step` on the writer, with the engine in hand, until it
+    /// returns true (done). Each call should do a bounded piece of work.
+    pub fn run(self, step: impl FnMut(&mut Engine) -> bool + Send + 'static) {
+        self.0.send(Box::new(step));
+    }
+}
+
+impl TaskQueues {
+    /// A query waiting now.
+    pub(crate) fn try_query(&mut self) -> Option<EngineTask> {
+        self.queries.try_recv().ok()
+    }
+
+    /// Whether bulk work waits.
+    pub(crate) fn bulk_waiting(&self) -> bool {
+        self.current.is_some() || !self.bulk.is_empty()
+    }
+
+    /// Runs the queries waiting now (not ones queued while they run: the
+    /// fixes come next).
+    pub(crate) fn run_queries(&mut self, engine: &mut Engine) {
+        for _ in 0..self.queries.len() {
+            match self.queries.try_recv() {
+                Ok(t) => run_query(engine, t),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Whether bulk work waits and has had no slice for `max_wait`.
+    pub(crate) fn bulk_starved(&self, max_wait: Duration) -> bool {
+        self.bulk_waiting() && self.last_bulk.elapsed() >= max_wait
+    }
+
+    /// Runs bulk steps for `slice` (at least one step when there is bulk
+    /// work, so it always moves).
+    pub(crate) fn run_bulk(&mut self, engine: &mut Engine, slice: Duration) {
+        let started = Instant::now();
+        self.last_bulk = started;
+        loop {
+            let Some(mut task) = self.current.take().or_else(|| self.bulk.try_recv().ok()) else {
+                return;
+            };
+            // A step that panics ends its task, not the writer.
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(engine)));
+            match step {
+                Ok(false) => self.current = Some(task),
+                Ok(true) => {}
+                Err(_) => tracing::error!("a bulk engine task panicked on the writer"),
+            }
+            if started.elapsed() >= slice {
+                return;
+            }
+        }
+    }
+}
+
+/// Runs one query; one bad query must not stop the writer, and with it
+/// every fix.
+pub(crate) fn run_query(engine: &mut Engine, task: EngineTask) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(engine))).is_err() {
+        tracing::error!("an engine task panicked on the writer");
+    }
+}

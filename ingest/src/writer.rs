@@ -1,0 +1,347 @@
+//! The writer: the one thread that changes the engine. It takes batches
+//! from the queue (or from a stage in front of it), resolves units, applies
+//! the filters that need a unit's last fix, applies the fixes a chunk at a
+//! time, and hands each chunk's outputs to the [`OutputConsumer`] it was
+//! given when it was built. Between chunks it runs the tasks others queued
+//! ([`tasks`](crate::tasks)) and hands the engine lock to a rare waiting
+//! reader (`parking_lot`'s fair "bump").
+//!
+//! The engine lock is taken once per batch, never per fix, and nothing
+//! awaits while holding it.
+
+use std::ops::DerefMut;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bluelight_engine::{Applied, Engine, Outputs, SharedEngine, UnitSlot};
+use parking_lot::MutexGuard;
+
+use crate::batch::{IngestBatch, UnitRef};
+use crate::queue::{ApplyReport, Batches, Job};
+use crate::tasks::{TaskQueues, run_query};
+use crate::validate::{IngestCounters, Reject, ValidationConfig};
+
+/// What consumes the engine's outputs: the api's hub (sessions), later an
+/// alert outbox. Built before the writer and handed to it; the writer
+/// calls it with the engine still locked, after every chunk of fixes, so
+/// it must not wait on anything (a socket, Redis, a slow subscriber).
+pub trait OutputConsumer: Send + Sync {
+    /// Takes one chunk's outputs; `received` is when its fixes arrived
+    /// (none for outputs of the clock or of a fence change).
+    fn consume(&self, engine: &Engine, out: &Outputs, received: Option<Instant>);
+}
+
+/// Drops every output (benchmarks and tests of ingest alone).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Discard;
+
+impl OutputConsumer for Discard {
+    fn consume(&self, _: &Engine, _: &Outputs, _: Option<Instant>) {}
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterConfig {
+    /// Fixes applied (and their outputs consumed) before the writer runs
+    /// waiting tasks and lets a waiting reader have the engine: about half
+    /// a millisecond of work at 256.
+    pub chunk: usize,
+    /// Writer time given to bulk tasks at a time: a hundred maps' copies
+    /// falling due together must not hold the fixes (and their alerts)
+    /// for tens of milliseconds. A step that starts inside the slice runs
+    /// to its end, so steps should be well under it.
+    pub bulk_slice: Duration,
+    /// Bulk work normally runs while no fixes wait (the writer idles most
+    /// of the time). Only when it has had no slice for this long does it
+    /// take one between chunks of a batch: a writer kept busy by fixes
+    /// still gives it about a twentieth of its time.
+    pub bulk_max_wait: Duration,
+    /// Runs the writer at real-time priority
+    /// ([`priority::realtime_this_thread`](crate::priority::realtime_this_thread)),
+    /// so it takes a core the moment a batch arrives instead of waiting its
+    /// turn behind other threads: on a busy machine that wait is most of
+    /// the fix-to-alert tail. Off by default; when refused the writer runs
+    /// as usual and a warning says why.
+    pub realtime: bool,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            chunk: 256,
+            bulk_slice: Duration::from_micros(250),
+            bulk_max_wait: Duration::from_millis(5),
+            realtime: false,
+        }
+    }
+}
+
+/// Starts the writer thread on `batches`; it stops when the queue closes
+/// (every [`IngestQueue`](crate::queue::IngestQueue) dropped).
+///
+/// # Errors
+/// The thread cannot be started.
+pub fn spawn(
+    engine: SharedEngine,
+    batches: Batches,
+    tasks: TaskQueues,
+    consumer: Arc<dyn OutputConsumer>,
+    validation: Arc<ValidationConfig>,
+    cfg: WriterConfig,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("bluelight-writer".into())
+        .spawn(move || {
+            if cfg.realtime {
+                use crate::priority::{WRITER_PRIORITY, realtime_this_thread, warn_refused};
+                match realtime_this_thread(WRITER_PRIORITY) {
+                    Ok(()) => tracing::info!("the writer runs at real-time priority (SCHED_FIFO)"),
+                    Err(e) => warn_refused("the writer", WRITER_PRIORITY, &e),
+                }
+            }
+            let applier = Applier::new(validation, batches.counters.clone(), cfg.chunk);
+            Writer {
+                engine,
+                batches,
+                tasks,
+                consumer,
+                applier,
+                cfg,
+            }
+            .run();
+        })
+}
+
+struct Writer {
+    engine: SharedEngine,
+    batches: Batches,
+    tasks: TaskQueues,
+    consumer: Arc<dyn OutputConsumer>,
+    applier: Applier,
+    cfg: WriterConfig,
+}
+
+enum Work {
+    Batch(Job),
+    Query(crate::tasks::EngineTask),
+    /// A slice of bulk work.
+    Bulk,
+    /// Nothing waits: a step of the engine's own work ahead.
+    Idle,
+    Stop,
+}
+
+impl Writer {
+    fn run(mut self) {
+        // Only to wait for whichever queue has work first.
+        let waiter = match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the writer's waiter; the writer stops");
+                return;
+            }
+        };
+        // Whether the engine has done its idle work since the last batch.
+        let mut prepared = false;
+        loop {
+            let mut job = match self.next_work(&waiter, prepared) {
+                Work::Batch(job) => job,
+                Work::Query(task) => {
+                    let mut engine = self.engine.lock();
+                    run_query(&mut engine, task);
+                    self.tasks.run_queries(&mut engine);
+                    continue;
+                }
+                Work::Bulk => {
+                    let mut engine = self.engine.lock();
+                    self.tasks.run_bulk(&mut engine, self.cfg.bulk_slice);
+                    continue;
+                }
+                Work::Idle => {
+                    prepared = !self.engine.lock().prepare();
+                    continue;
+                }
+                Work::Stop => break,
+            };
+            let report = {
+                let mut engine = self.engine.lock();
+                let received = job.batch.received;
+                let (consumer, tasks, cfg) = (&self.consumer, &mut self.tasks, &self.cfg);
+                self.applier
+                    .apply_batch(&mut engine, &job.batch, |engine, out, last| {
+                        consumer.consume(engine, out, received);
+                        tasks.run_queries(engine);
+                        if tasks.bulk_starved(cfg.bulk_max_wait) {
+                            tasks.run_bulk(engine, cfg.bulk_slice);
+                        }
+                        if !last {
+                            MutexGuard::bump(engine);
+                        }
+                    })
+            };
+            prepared = false;
+            if let Some(reply) = job.reply.take() {
+                let _ = reply.send(report);
+            }
+            self.batches.pool.give_back(job.batch);
+        }
+    }
+
+    /// The next thing to do: a waiting query first (it must not queue
+    /// behind a backlog of batches), else a batch, else a slice of bulk
+    /// work, else it sleeps until something comes. `Stop` once the batch
+    /// queue has closed. With nothing waiting and `prepared` false, the
+    /// engine's idle work comes before sleeping.
+    fn next_work(&mut self, waiter: &tokio::runtime::Runtime, prepared: bool) -> Work {
+        if let Some(t) = self.tasks.try_query() {
+            return Work::Query(t);
+        }
+        if let Some(j) = self.batches.try_recv() {
+            return Work::Batch(j);
+        }
+        if self.tasks.bulk_waiting() {
+            return Work::Bulk;
+        }
+        if !prepared {
+            return Work::Idle;
+        }
+        let (batches, tasks) = (&mut self.batches, &mut self.tasks);
+        waiter.block_on(async {
+            tokio::select! {
+                biased;
+                Some(t) = tasks.queries.recv() => Work::Query(t),
+                j = batches.recv() => j.map_or(Work::Stop, Work::Batch),
+                Some(t) = tasks.bulk.recv() => {
+                    tasks.current = Some(t);
+                    Work::Bulk
+                }
+            }
+        })
+    }
+}
+
+/// Applies batches: metadata first, then fixes in order a chunk at a time,
+/// then the standing queries they touched. Keeps its scratch room between
+/// batches so nothing is allocated per fix.
+#[derive(Debug)]
+pub struct Applier {
+    validation: Arc<ValidationConfig>,
+    counters: Arc<IngestCounters>,
+    chunk: usize,
+    out: Outputs,
+    slots: Vec<UnitSlot>,
+}
+
+impl Applier {
+    /// An applier with these filters and counters, applying `chunk` fixes
+    /// at a time.
+    pub fn new(validation: Arc<ValidationConfig>, counters: Arc<IngestCounters>, chunk: usize) -> Self {
+        Self {
+            validation,
+            counters,
+            chunk: chunk.max(1),
+            out: Outputs::default(),
+            slots: Vec::with_capacity(chunk),
+        }
+    }
+
+    /// Applies `batch`, calling `between(engine, outputs, last)` after each
+    /// chunk with that chunk's outputs. The report is in input order.
+    pub fn apply_batch<E: DerefMut<Target = Engine>>(
+        &mut self,
+        engine: &mut E,
+        batch: &IngestBatch,
+        mut between: impl FnMut(&mut E, &Outputs, bool),
+    ) -> ApplyReport {
+        let mut report = self.begin(engine, batch);
+        let mut from = 0;
+        loop {
+            let to = (from + self.chunk).min(batch.fixes.len());
+            self.out.clear();
+            self.apply_fixes(engine, batch, from..to, &mut report);
+            let last = to == batch.fixes.len();
+            between(engine, &self.out, last);
+            if last {
+                break;
+            }
+            from = to;
+        }
+        report.errors.sort_unstable_by_key(|e| e.0);
+        report
+    }
+
+    /// A batch's metadata and decode-time refusals, before its fixes.
+    fn begin(&self, engine: &mut Engine, batch: &IngestBatch) -> ApplyReport {
+        for m in &batch.metas {
+            let slot = match (&m.unit, m.key) {
+                (UnitRef::Id(r), Some(key)) => engine.register_key(key, batch.str(r)),
+                (u, _) => resolve(engine, batch, u),
+            };
+            let kind = m.kind.as_ref().map(|k| batch.str(k));
+            let tags: Option<Vec<&str>> = m.tags.as_ref().map(|t| batch.tags(t).collect());
+            if engine.set_meta(slot, m.agency, kind, tags.as_deref()).is_err() {
+                self.counters.reject(Reject::BadField);
+            }
+        }
+        for r in &batch.errors {
+            self.counters.reject(r.1);
+        }
+        ApplyReport {
+            accepted: 0,
+            errors: batch.errors.clone(),
+        }
+    }
+
+    /// Fixes `range` of a batch, in order, then the standing queries they
+    /// touched.
+    ///
+    /// The units are resolved and their records touched first, in a pass
+    /// of independent lookups whose cache misses overlap; applying the
+    /// fixes one by one then finds them in cache (a fix is mostly waiting
+    /// on memory).
+    fn apply_fixes(
+        &mut self,
+        engine: &mut Engine,
+        batch: &IngestBatch,
+        range: std::ops::Range<usize>,
+        report: &mut ApplyReport,
+    ) {
+        let accepted_before = report.accepted;
+        let fixes = batch.fixes.get(range.clone()).unwrap_or_default();
+        self.slots.clear();
+        self.slots
+            .extend(fixes.iter().map(|(unit, _)| resolve(engine, batch, unit)));
+        engine.warm_for_fixes(&self.slots);
+        for ((n, (_, fix)), &slot) in range.zip(fixes).zip(self.slots.iter()) {
+            let i = batch.index.get(n).copied().unwrap_or(n as u32);
+            if let Err(r) = self
+                .validation
+                .check_implied_speed(engine.last_position(slot), fix)
+            {
+                self.counters.reject(r);
+                report.errors.push((i, r));
+                continue;
+            }
+            match engine.apply(slot, fix, &mut self.out) {
+                Applied::Moved | Applied::Older => report.accepted += 1,
+                Applied::Duplicate => {
+                    self.counters.reject(Reject::Duplicate);
+                    report.errors.push((i, Reject::Duplicate));
+                }
+            }
+        }
+        self.counters
+            .accepted
+            .fetch_add(u64::from(report.accepted - accepted_before), Ordering::Relaxed);
+        engine.flush(&mut self.out);
+    }
+}
+
+fn resolve(engine: &mut Engine, batch: &IngestBatch, u: &UnitRef) -> UnitSlot {
+    match u {
+        UnitRef::Key(k) => engine.unit_by_key(*k),
+        UnitRef::Id(r) => engine.unit(batch.str(r)),
+    }
+}
