@@ -74,6 +74,14 @@ pub struct Tuning {
     pub ws_idle_s: u64,
     /// A client that takes no frame for this long is gone, s.
     pub ws_send_timeout_s: u64,
+    /// Connections each TCP device listener (ingest, CoT) serves at once;
+    /// more wait in the accept backlog.
+    pub device_max_connections: usize,
+    /// A device connection silent this long is closed, s.
+    pub device_idle_s: u64,
+    /// The largest frame a device listener accepts (a TCP frame, a UDP
+    /// datagram up to 65,535), bytes.
+    pub device_max_frame_bytes: usize,
     /// The engine's clock scans every unit once a second in this many
     /// parts, evenly spaced, so it never holds the engine long (a tenth of
     /// a national fleet held it 2–8 ms).
@@ -95,6 +103,9 @@ impl Default for Tuning {
             ws_ping_s: 20,
             ws_idle_s: 60,
             ws_send_timeout_s: 10,
+            device_max_connections: 10_000,
+            device_idle_s: 120,
+            device_max_frame_bytes: 4 << 20,
             clock_parts: 100,
         }
     }
@@ -211,6 +222,9 @@ impl ServeConfig {
             ("session_queue", t.session_queue),
             ("clock_parts", t.clock_parts as usize),
             ("ws_ping_s", t.ws_ping_s as usize),
+            ("device_max_connections", t.device_max_connections),
+            ("device_idle_s", t.device_idle_s as usize),
+            ("device_max_frame_bytes", t.device_max_frame_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("tuning.{key} must be at least 1")));

@@ -344,7 +344,7 @@ mod tests {
         let mut e = Engine::new(EngineConfig::default()).expect("engine");
         let slots: Vec<u32> = (0..1000)
             .map(|n| {
-                let slot = e.unit(&format!("U{n}"));
+                let slot = e.intern_unit(&format!("U{n}"));
                 let fix = Fix::at(1_763_726_400_000, 51.0 + f64::from(n) * 1e-4, -1.0);
                 e.apply(slot, &fix, &mut Outputs::default());
                 slot.0

@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bluelight_engine::{Alert, AlertEvent, Engine, FeedChange, Filter, Outputs};
+use bluelight_engine::{AlertEvent, Engine, FeedChange, Filter, Outputs};
 use bluelight_ingest::writer::OutputConsumer;
 use parking_lot::Mutex;
-use serde_json::json;
 
-use crate::json::unit_object;
+use crate::alert_record::AlertRecord;
 use crate::session::{Outgoing, Session, Subscription};
 
 /// Alert kinds, in counter order.
@@ -29,28 +28,6 @@ pub const ALERT_EVENTS: [AlertEvent; 6] = [
     AlertEvent::Stale,
     AlertEvent::Fresh,
 ];
-
-/// An alert, serialised once.
-#[derive(Debug)]
-pub struct AlertRecord {
-    /// Its seq.
-    pub seq: u64,
-    /// Its event.
-    pub event: AlertEvent,
-    /// Fence, for enter/exit/dwell.
-    pub fence: Option<Arc<str>>,
-    /// Rule, for proximity.
-    pub rule: Option<Arc<str>>,
-    /// The JSON members after `"sub"` (no braces), shared by every copy.
-    pub body: String,
-    /// The unit's slot (for subscription filters).
-    pub unit: bluelight_engine::UnitSlot,
-    /// The other unit of a proximity alert.
-    pub other: Option<bluelight_engine::UnitSlot>,
-    /// When the fix that fired it was received (none for the clock's
-    /// alerts): sessions record fix-to-frame latency against it.
-    pub received: Option<Instant>,
-}
 
 /// What an alerts subscription wants.
 #[derive(Debug, Clone, Default)]
@@ -149,45 +126,6 @@ impl OutputConsumer for Hub {
     }
 }
 
-fn record(engine: &Engine, a: &Alert, received: Option<Instant>) -> AlertRecord {
-    let mut body = json!({
-        "seq": a.seq,
-        "event": a.event.as_str(),
-        "unit": unit_object(engine, a.unit),
-        "time_ms": a.time_ms,
-    });
-    if let Some(o) = body.as_object_mut() {
-        if let Some(f) = &a.fence {
-            o.insert("fence".into(), json!(f.as_ref()));
-        }
-        if let Some(r) = &a.rule {
-            o.insert("rule".into(), json!(r.as_ref()));
-        }
-        if let Some(other) = a.other {
-            o.insert("other".into(), json!(unit_object(engine, other)));
-        }
-        if let Some(d) = a.distance_m {
-            o.insert("distance_m".into(), json!(d));
-        }
-    }
-    let text = body.to_string();
-    AlertRecord {
-        seq: a.seq,
-        event: a.event,
-        fence: a.fence.clone(),
-        rule: a.rule.clone(),
-        body: text[1..text.len() - 1].to_owned(),
-        unit: a.unit,
-        other: a.other,
-        received,
-    }
-}
-
-/// The text of an alert for subscription `sub`.
-pub fn alert_text(sub: &str, r: &AlertRecord) -> String {
-    format!("{{\"type\":\"alert\",\"sub\":{},{}}}", json!(sub), r.body)
-}
-
 impl Hub {
     /// A hub that keeps the last `alert_ring` alerts for `since_seq`.
     pub fn new(alert_ring: usize) -> Self {
@@ -214,7 +152,7 @@ impl Hub {
             if let Some(i) = ALERT_EVENTS.iter().position(|e| *e == a.event) {
                 self.alerts_fired[i].fetch_add(1, Ordering::Relaxed);
             }
-            let r = Arc::new(record(engine, a, received));
+            let r = Arc::new(AlertRecord::new(engine, a, received));
             routes.ring.push_back(r.clone());
             if routes.ring.len() > self.alert_ring {
                 routes.ring.pop_front();
@@ -386,7 +324,7 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::session::{FeedChanges, Schedule};
-    use bluelight_engine::{EngineConfig, FeedEvent, UnitSlot};
+    use bluelight_engine::{Alert, EngineConfig, FeedEvent, UnitSlot};
     use futures_util::FutureExt;
     use std::time::Duration;
 
@@ -488,7 +426,7 @@ mod tests {
     #[test]
     fn a_panic_in_one_sessions_handling_does_not_stop_alerts_to_the_others() {
         let mut e = Engine::new(EngineConfig::default()).expect("engine");
-        let unit = e.unit("AMB-1");
+        let unit = e.intern_unit("AMB-1");
         let hub = Arc::new(Hub::new(100));
         let (one, other) = (Arc::new(Session::new(100)), Arc::new(Session::new(100)));
         for (sub, s) in [("a1", &one), ("a2", &other)] {

@@ -1,7 +1,6 @@
 //! JSON shapes of PROTOCOL.md: unit objects and unit Features.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use bluelight_engine::{Engine, Neighbor, UnitSlot};
 use serde_json::{Map, Value, json};
@@ -281,7 +280,7 @@ pub fn write_nearest(engine: &Engine, member: Option<(&str, &str)>, results: &[N
 /// Definitions as their owners sent them (fences, rules), keyed by id, for
 /// GET: a client reads back exactly what it wrote.
 #[derive(Debug, Default)]
-pub struct StoredJson(Mutex<HashMap<String, Value>>);
+pub struct StoredJson(parking_lot::Mutex<HashMap<String, Value>>);
 
 impl StoredJson {
     /// Stores `v` under `id` (setting its `id` member) and returns it.
@@ -289,20 +288,18 @@ impl StoredJson {
         if let Value::Object(o) = &mut v {
             o.insert("id".into(), json!(id));
         }
-        if let Ok(mut m) = self.0.lock() {
-            m.insert(id.to_owned(), v.clone());
-        }
+        self.0.lock().insert(id.to_owned(), v.clone());
         v
     }
 
     /// The definition of `id`.
     pub fn get(&self, id: &str) -> Option<Value> {
-        self.0.lock().ok()?.get(id).cloned()
+        self.0.lock().get(id).cloned()
     }
 
     /// Every definition, by id.
     pub fn sorted(&self) -> Vec<Value> {
-        let Ok(m) = self.0.lock() else { return Vec::new() };
+        let m = self.0.lock();
         let mut ids: Vec<&String> = m.keys().collect();
         ids.sort();
         ids.into_iter().filter_map(|id| m.get(id).cloned()).collect()
@@ -310,9 +307,7 @@ impl StoredJson {
 
     /// Forgets `id`.
     pub fn remove(&self, id: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            m.remove(id);
-        }
+        self.0.lock().remove(id);
     }
 }
 
@@ -332,7 +327,7 @@ mod tests {
     #[test]
     fn written_unit_text_is_the_unit_object() {
         let mut e = Engine::new(EngineConfig::default()).expect("engine");
-        let slot = e.unit("AMB \"1\"\\\n");
+        let slot = e.intern_unit("AMB \"1\"\\\n");
         e.set_meta(
             slot,
             Some(Agency::Ambulance),
@@ -348,7 +343,7 @@ mod tests {
         assert!(write_unit(&e, slot, &mut text));
         let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
         assert_eq!(Some(parsed), unit_object(&e, slot), "{text}");
-        let never = e.unit("never-seen");
+        let never = e.intern_unit("never-seen");
         assert!(!write_unit(&e, never, &mut text));
     }
 
@@ -367,7 +362,7 @@ mod tests {
         ];
         let mut rows = UnitRows::default();
         for (n, (lat, lon, speed, heading, accuracy)) in cases.into_iter().enumerate() {
-            let slot = e.unit(&format!("U{n}"));
+            let slot = e.intern_unit(&format!("U{n}"));
             let mut fix = Fix::at(1_763_726_400_000 + n as i64, lat, lon);
             (fix.speed_mps, fix.heading_deg, fix.accuracy_m) = (speed, heading, accuracy);
             e.apply(slot, &fix, &mut Outputs::default());
@@ -391,7 +386,7 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let slot = e.unit(&format!("U\"{n}"));
+            let slot = e.intern_unit(&format!("U\"{n}"));
             e.set_meta(slot, Some(Agency::Fire), None, Some(&["t"]))
                 .expect("meta");
             e.apply(
@@ -400,7 +395,7 @@ mod tests {
                 &mut Outputs::default(),
             );
         }
-        let never = e.unit("never-seen");
+        let never = e.intern_unit("never-seen");
         let mut found = e.nearest(
             &bluelight_engine::NearestQuery {
                 lat: 51.5,

@@ -15,6 +15,7 @@
 //! * [`json`] — unit objects and Features.
 //! * [`fence_json`] — GeoJSON Features ⇄ fences, and protocol filters.
 //! * [`protocol`] — request rules shared by HTTP and WebSocket, typed errors.
+//! * [`alert_record`] — an alert serialised once.
 //! * [`hub`] — routes alerts, feed changes and nearest answers to sessions
 //!   (the writer's output consumer).
 //! * [`session`] — a connection's outgoing queues and its subscriptions.
@@ -29,6 +30,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod alert_record;
 pub mod auth;
 pub mod cli_export;
 pub mod config;

@@ -110,7 +110,11 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         feed_writer: crate::feed_writer::FeedWriter::start()?,
         tuning: cfg.tuning.clone(),
     });
-    let limits = ListenerLimits::default();
+    let limits = ListenerLimits {
+        max_connections: t.device_max_connections,
+        idle_timeout: Duration::from_secs(t.device_idle_s),
+        max_frame_bytes: t.device_max_frame_bytes,
+    };
     let (tcp, udp, ingest) = transport::bind_ingest(cfg.ingest).await?;
     tokio::spawn(transport::serve_tcp(tcp, queue.clone(), limits.clone()));
     tokio::spawn(transport::serve_udp(udp, queue.clone(), limits.clone()));

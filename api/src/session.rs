@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::hub::AlertRecord;
+use crate::alert_record::AlertRecord;
 
 /// Something to send on a session.
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! What every request handler and session shares: the handles into the
 //! pipeline, the hub, the stored definitions, the server's clock and its
-//! tuning. Built by [`server::start`](crate::server::start).
+//! tuning. Built by `server::start`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

@@ -20,9 +20,9 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 
+use crate::alert_record::alert_text;
 use crate::auth::Caller;
 use crate::feeds::{FeedsDone, due_nearest, next_due, start_feed_copy};
-use crate::hub::alert_text;
 use crate::json::UnitRows;
 use crate::protocol::Refusal;
 use crate::session::{Outgoing, Session, Subscription};

@@ -5,13 +5,15 @@ mod support;
 use std::time::Duration;
 
 use bluelight_api::config::{AuthConfig, ServeConfig, TokenConfig};
-fn now_ms() -> i64 {
-    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
-}
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::{get_json, send_json, server_with};
 use tokio_tungstenite::tungstenite::Message;
+
+/// Now, by the machine's clock (the server's unless a test gives it another).
+fn now_ms() -> i64 {
+    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
+}
 
 const ADMIN: &str = "admin-token-0000000000001";
 const AMB_READER: &str = "ambulance-reader-00000001";

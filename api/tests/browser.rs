@@ -12,13 +12,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bluelight_api::config::ServeConfig;
-fn now_ms() -> i64 {
-    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
-}
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::{get_json, send_json, server_with};
 use tokio_tungstenite::tungstenite::Message;
+
+/// Now, by the machine's clock (the server's unless a test gives it another).
+fn now_ms() -> i64 {
+    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
+}
 
 fn chromium() -> String {
     for c in ["chromium", "chromium-browser", "google-chrome"] {

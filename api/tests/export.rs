@@ -4,11 +4,13 @@
 mod support;
 
 use bluelight_api::config::{AuthConfig, ServeConfig, TokenConfig};
+use serde_json::{Value, json};
+use support::{get_json, request, send_json, server_with};
+
+/// Now, by the machine's clock (the server's unless a test gives it another).
 fn now_ms() -> i64 {
     bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
 }
-use serde_json::{Value, json};
-use support::{get_json, request, send_json, server_with};
 
 async fn seeded() -> (bluelight_api::server::Running, i64) {
     let cfg = ServeConfig {

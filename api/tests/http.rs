@@ -12,12 +12,14 @@ use bluelight_api::config::ServeConfig;
 use bluelight_api::server::Running;
 use bluelight_engine::Fix;
 use bluelight_ingest::decode::encode_flatbuffers;
-fn now_ms() -> i64 {
-    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
-}
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+/// Now, by the machine's clock (the server's unless a test gives it another).
+fn now_ms() -> i64 {
+    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
+}
 
 async fn server() -> Running {
     support::server_with(ServeConfig::default()).await

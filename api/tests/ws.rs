@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 
 use bluelight_api::config::ServeConfig;
 use bluelight_api::server::Running;
-fn now_ms() -> i64 {
-    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
-}
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+
+/// Now, by the machine's clock (the server's unless a test gives it another).
+fn now_ms() -> i64 {
+    bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
+}
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
@@ -427,4 +429,45 @@ async fn websocket_ingest_takes_flatbuffers_and_json_and_survives_a_bad_frame() 
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Time comes from the server's one clock: a unit goes stale when that
+/// clock passes `stale_after_s` since its fix, whatever the machine's
+/// clock says, and not before.
+#[tokio::test]
+async fn a_unit_goes_stale_when_the_servers_clock_passes_stale_after() {
+    let t0 = now_ms();
+    let clock = std::sync::Arc::new(bluelight_engine::ManualClock::at(t0));
+    let cfg = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ingest: "127.0.0.1:0".parse().expect("addr"),
+        stale_after_s: 120,
+        ..ServeConfig::default()
+    };
+    let s = bluelight_api::server::start_with_clock(&cfg, clock.clone())
+        .await
+        .expect("server starts");
+    let mut ws = connect(s.http).await;
+    send(
+        &mut ws,
+        json!({"type":"subscribe","id":"a","stream":"alerts","events":["stale"]}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "subscribed");
+    let r = post_fixes(s.http, json!([fix("AMB-9", 51.5, -0.12, t0)])).await;
+    assert_eq!(r["accepted"], 1, "{r}");
+    // Just short of stale_after: a whole scan (1 s of real time) fires nothing.
+    clock.advance(119_000);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (_, unit) = support::get_json(s.http, "/v1/units/AMB-9", None).await;
+    assert_eq!(unit["properties"]["stale"], false, "{unit}");
+    clock.advance(2_000);
+    let alert = recv(&mut ws).await;
+    assert_eq!(alert["event"], "stale", "{alert}");
+    assert_eq!(alert["unit"]["id"], "AMB-9");
+    assert_eq!(
+        alert["time_ms"],
+        t0 + 121_000,
+        "the alert is timed by the server's clock"
+    );
 }

@@ -56,6 +56,29 @@ pub struct Alert {
     pub distance_m: Option<f64>,
 }
 
+impl Alert {
+    /// An alert of `event` about `unit` at `time_ms`, with no fence, rule
+    /// or other unit and no seq yet ([`Outputs::push_alert`] gives it one).
+    pub(crate) fn about(event: AlertEvent, unit: UnitSlot, time_ms: i64) -> Self {
+        Self {
+            seq: 0,
+            event,
+            unit,
+            time_ms,
+            fence: None,
+            rule: None,
+            other: None,
+            distance_m: None,
+        }
+    }
+
+    /// The same alert, of a fence.
+    pub(crate) fn of_fence(mut self, fence: Arc<str>) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+}
+
 /// What a unit did relative to a positions feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedChange {
@@ -96,6 +119,13 @@ impl Outputs {
         self.alerts.clear();
         self.feed.clear();
         self.nearest.clear();
+    }
+
+    /// Pushes `alert` with the next `seq` (the engine's one counter).
+    pub(crate) fn push_alert(&mut self, seq: &mut u64, mut alert: Alert) {
+        *seq += 1;
+        alert.seq = *seq;
+        self.alerts.push(alert);
     }
 
     /// Whether nothing was produced.

@@ -2,22 +2,18 @@
 //! fixes to them. Single-threaded by design: the caller owns the clock and
 //! the threads.
 
-use std::collections::HashMap as StdHashMap;
-use std::sync::Arc;
-
 use h3o::{CellIndex, LatLng, Resolution};
 
-use crate::alert::{Alert, AlertEvent, FeedChange, FeedEvent, Outputs};
+use crate::alert::{Alert, AlertEvent, Outputs};
 use crate::config::EngineConfig;
-use crate::cover::CoverIndex;
 use crate::error::EngineError;
 use crate::history::History;
-use crate::model::{Agency, Fix, Status, UnitSlot};
-use crate::region::{DWELL_FIRED, Membership, Memberships, Region, RegionKind};
-use crate::rules::Rule;
+use crate::model::{Fix, Status, UnitSlot};
+use crate::region::Regions;
+use crate::rules::Rules;
 use crate::shard::{Member, NONE, ShardedIndex};
 use crate::sphere;
-use crate::standing::StandingNearest;
+use crate::standing::StandingQueries;
 use crate::units::{FLAG_STALE, UnitState, UnitTable};
 
 /// What became of one fix.
@@ -50,6 +46,13 @@ pub struct EngineCounters {
 }
 
 /// The in-memory spatial engine. See the crate docs for the model.
+///
+/// Its state, by owner: units (records and ids), the shard index of
+/// occupied cells, regions (fences, feed areas, zones, their covers and
+/// memberships), standing queries, proximity rules and history. The
+/// behaviour that reads several of them is in `impl Engine` blocks, one
+/// file a concern (`fences`, `query`, `continuous`, `proximity`, `scan`,
+/// `registry`, `snapshot`).
 #[derive(Debug)]
 pub struct Engine {
     /// Tuning.
@@ -60,40 +63,20 @@ pub struct Engine {
     pub(crate) shard_res: Resolution,
     /// Every unit.
     pub(crate) units: UnitTable,
-    /// Shard trees of anchors.
+    /// Shard trees of occupied cells.
     pub(crate) index: ShardedIndex,
-    /// Region covers.
-    pub(crate) cover: CoverIndex,
-    /// Regions by id; `None` once removed (ids are never reused).
-    pub(crate) regions: Vec<Option<Region>>,
-    /// Whether region `i` is a fence that detects dwell: the clock's scan
-    /// reads this, not the regions (a cache miss per membership, most of a
-    /// national scan's time), and skips dwell altogether when none is.
-    pub(crate) region_dwell: Vec<bool>,
-    /// Fence id → region.
-    pub(crate) fences: StdHashMap<String, u32>,
-    /// Feed id → region.
-    pub(crate) feeds: StdHashMap<u32, u32>,
-    /// Standing-nearest queries by id.
-    pub(crate) queries: StdHashMap<u32, StandingNearest>,
-    /// Queries whose zone is the whole world (fewer than k matches).
-    pub(crate) global_queries: Vec<u32>,
-    /// Queries to re-run at the next flush.
-    pub(crate) dirty_queries: Vec<u32>,
-    /// Next feed or query id.
-    pub(crate) next_id: u32,
-    /// Membership lists.
-    pub(crate) members: Memberships,
-    /// Reused membership list for the merge on the hot path.
-    pub(crate) scratch_members: Vec<Membership>,
-    /// Reused slot list.
-    pub(crate) scratch_slots: Vec<u32>,
-    /// Reused list of a unit's rule partners (the rule pass runs per fix).
-    pub(crate) scratch_partners: Vec<u32>,
+    /// Fences, feed areas and zones, their covers and memberships.
+    pub(crate) regions: Regions,
+    /// Standing-nearest queries.
+    pub(crate) standing: StandingQueries,
     /// Proximity rules.
-    pub(crate) rules: Vec<Rule>,
+    pub(crate) rules: Rules,
     /// Recent fixes.
     pub(crate) history: History,
+    /// Next feed or query id.
+    pub(crate) next_id: u32,
+    /// Reused slot list (units near a region or a rule's radius).
+    pub(crate) scratch_slots: Vec<u32>,
     /// Last alert sequence number used.
     pub(crate) seq: u64,
     /// Counters.
@@ -132,20 +115,11 @@ impl Engine {
             shard_res,
             units: UnitTable::default(),
             index: ShardedIndex::default(),
-            cover: CoverIndex::default(),
-            regions: Vec::new(),
-            region_dwell: Vec::new(),
-            fences: StdHashMap::new(),
-            feeds: StdHashMap::new(),
-            queries: StdHashMap::new(),
-            global_queries: Vec::new(),
-            dirty_queries: Vec::new(),
+            regions: Regions::default(),
+            standing: StandingQueries::default(),
+            rules: Rules::default(),
             next_id: 1,
-            members: Memberships::default(),
-            scratch_members: Vec::new(),
             scratch_slots: Vec::new(),
-            scratch_partners: Vec::new(),
-            rules: Vec::new(),
             history,
             seq: 0,
             counters: EngineCounters::default(),
@@ -203,7 +177,7 @@ impl Engine {
         self.latest_ms = self.latest_ms.max(fix.time_ms);
         self.history.push(slot, fix);
         if was_stale {
-            self.emit(out, AlertEvent::Fresh, slot, fix.time_ms, None, None, None, None);
+            out.push_alert(&mut self.seq, Alert::about(AlertEvent::Fresh, slot, fix.time_ms));
         }
         let inside_safe = cell != NONE && {
             let c = &self.index.cells[cell as usize];
@@ -228,12 +202,24 @@ impl Engine {
             self.index.cells[st.cell as usize].candset
         };
         if candset != 0 || st.member != 0 {
-            self.evaluate_regions(slot.0, candset, out);
+            let st = self.units.state[i];
+            let member = self.regions.evaluate(
+                slot.0,
+                &st,
+                candset,
+                &mut self.seq,
+                &mut self.counters.exact_tests,
+                out,
+            );
+            self.units.state[i].member = member;
+            for &(q, inside) in &self.regions.zones_touched {
+                self.standing.touch_zone(q, slot.0, inside, st.lat, st.lon);
+            }
         }
-        if !self.global_queries.is_empty() {
-            self.dirty_global(slot.0);
+        if !self.standing.global.is_empty() {
+            self.standing.touch_global(slot.0, &self.units.state[i]);
         }
-        if !self.rules.is_empty() {
+        if !self.rules.list.is_empty() {
             self.evaluate_rules(slot.0, out);
         }
         Applied::Moved
@@ -264,7 +250,7 @@ impl Engine {
         if st.cell != NONE {
             self.unlink(slot, st.cell);
         }
-        let (index, cover) = (&mut self.index, &mut self.cover);
+        let (index, cover) = (&mut self.index, &mut self.regions.cover);
         let c = index.cell_for(h3, self.shard_res, || cover.lookup(h3));
         let members = &mut self.index.cells[c as usize].members;
         let xyz = self.units.state[slot as usize].xyz();
@@ -331,279 +317,8 @@ impl Engine {
         };
         for c in cells {
             if let Ok(h3) = CellIndex::try_from(self.index.cells[c as usize].cell) {
-                self.index.cells[c as usize].candset = self.cover.lookup(h3);
+                self.index.cells[c as usize].candset = self.regions.cover.lookup(h3);
             }
-        }
-    }
-
-    /// Re-evaluates the regions a unit is a candidate or member of.
-    fn evaluate_regions(&mut self, slot: u32, candset: u32, out: &mut Outputs) {
-        let st = self.units.state[slot as usize];
-        let (lat, lon) = (st.lat, st.lon);
-        let mut new = std::mem::take(&mut self.scratch_members);
-        new.clear();
-        let cands = self.cover.set(candset);
-        let old = self.members.get(st.member);
-        let (mut ci, mut mi) = (0, 0);
-        loop {
-            let c = cands.get(ci).map(|&c| (c >> 1, c & 1 == 1));
-            let m = old.get(mi).copied();
-            let region_id = match (c, m) {
-                (None, None) => break,
-                (Some((r, _)), None) => r,
-                (None, Some(m)) => m.region,
-                (Some((r, _)), Some(m)) => r.min(m.region),
-            };
-            let cand = c.filter(|(r, _)| *r == region_id).map(|(_, interior)| interior);
-            let mem = m.filter(|m| m.region == region_id);
-            if cand.is_some() {
-                ci += 1;
-            }
-            if mem.is_some() {
-                mi += 1;
-            }
-            let Some(Some(region)) = self.regions.get(region_id as usize) else {
-                continue;
-            };
-            let matches = region.filter.matches_state(slot, &st, st.time_ms);
-            let geom = match cand {
-                Some(true) => true,
-                Some(false) if matches => {
-                    self.counters.exact_tests += 1;
-                    region.shape.contains(lat, lon)
-                }
-                _ => false,
-            };
-            let mut inside = matches && geom;
-            if !inside && matches && mem.is_some() && cand.is_some() && region.hysteresis_m > 0.0 {
-                inside = region.shape.distance_to_boundary_m(lat, lon) <= region.hysteresis_m;
-            }
-            let kept = match (mem, inside) {
-                (Some(m), true) => Some(m),
-                (None, true) => Some(Membership {
-                    region: region_id,
-                    since_ms: st.time_ms,
-                    flags: 0,
-                }),
-                _ => None,
-            };
-            match &region.kind {
-                RegionKind::Fence {
-                    name,
-                    detect,
-                    dwell_s,
-                } => {
-                    let ev = match (mem.is_some(), inside) {
-                        (false, true) if detect.enter => Some(AlertEvent::Enter),
-                        (true, false) if detect.exit => Some(AlertEvent::Exit),
-                        _ => None,
-                    };
-                    let dwell_due = detect.dwell
-                        && kept.is_some_and(|k| {
-                            k.flags & DWELL_FIRED == 0
-                                && st.time_ms - k.since_ms >= i64::from(*dwell_s) * 1000
-                        });
-                    if let Some(ev) = ev {
-                        self.seq += 1;
-                        out.alerts.push(Alert {
-                            seq: self.seq,
-                            event: ev,
-                            unit: UnitSlot(slot),
-                            time_ms: st.time_ms,
-                            fence: Some(name.clone()),
-                            rule: None,
-                            other: None,
-                            distance_m: None,
-                        });
-                    }
-                    if let (true, Some(mut k)) = (dwell_due, kept) {
-                        k.flags |= DWELL_FIRED;
-                        self.seq += 1;
-                        out.alerts.push(Alert {
-                            seq: self.seq,
-                            event: AlertEvent::Dwell,
-                            unit: UnitSlot(slot),
-                            time_ms: st.time_ms,
-                            fence: Some(name.clone()),
-                            rule: None,
-                            other: None,
-                            distance_m: None,
-                        });
-                        new.push(k);
-                        continue;
-                    }
-                }
-                RegionKind::Feed(feed) => {
-                    let change = match (mem.is_some(), inside) {
-                        (false, true) => Some(FeedChange::Entered),
-                        (true, true) => Some(FeedChange::Moved),
-                        (true, false) => Some(FeedChange::Left),
-                        (false, false) => None,
-                    };
-                    if let Some(change) = change {
-                        out.feed.push(FeedEvent {
-                            feed: *feed,
-                            unit: UnitSlot(slot),
-                            change,
-                        });
-                    }
-                }
-                RegionKind::Zone(q) => {
-                    if mem.is_some() || inside {
-                        let q = *q;
-                        if let Some(query) = self.queries.get_mut(&q)
-                            && !query.dirty
-                            && query.may_change(slot, inside, lat, lon)
-                        {
-                            query.dirty = true;
-                            self.dirty_queries.push(q);
-                        }
-                    }
-                }
-            }
-            if let Some(k) = kept {
-                new.push(k);
-            }
-        }
-        let idx = self.members.replace(st.member, &mut new);
-        self.units.state[slot as usize].member = idx;
-        self.scratch_members = new;
-    }
-
-    #[allow(clippy::too_many_arguments, reason = "mirrors the alert's optional fields")]
-    pub(crate) fn emit(
-        &mut self,
-        out: &mut Outputs,
-        event: AlertEvent,
-        unit: UnitSlot,
-        time_ms: i64,
-        fence: Option<Arc<str>>,
-        rule: Option<Arc<str>>,
-        other: Option<UnitSlot>,
-        distance_m: Option<f64>,
-    ) {
-        self.seq += 1;
-        out.alerts.push(Alert {
-            seq: self.seq,
-            event,
-            unit,
-            time_ms,
-            fence,
-            rule,
-            other,
-            distance_m,
-        });
-    }
-
-    // ----- time --------------------------------------------------------
-
-    /// Advances the engine's notion of time: marks units stale, fires dwell
-    /// for units that stopped reporting inside a fence, expires history.
-    /// Call about once a second with the clock's time.
-    pub fn tick(&mut self, now_ms: i64, out: &mut Outputs) {
-        self.tick_part(now_ms, 0, 1, out);
-    }
-
-    /// [`Engine::tick`] over one of `parts` equal runs of units (`part` in
-    /// `0..parts`; history expires with part 0). A server calls the parts in
-    /// turn, so the engine is never held for a whole scan of a national
-    /// fleet (about 40 ms at 300k units) and fixes and queries wait at most
-    /// one part.
-    pub fn tick_part(&mut self, now_ms: i64, part: usize, parts: usize, out: &mut Outputs) {
-        let parts = parts.max(1);
-        let part = part % parts;
-        let len = self.units.state.len();
-        // One pass over a few bytes a region, against one per unit below.
-        let any_dwell = self.region_dwell.contains(&true);
-        for i in len * part / parts..len * (part + 1) / parts {
-            let st = self.units.state[i];
-            if !st.seen() {
-                continue;
-            }
-            if !st.stale() && now_ms - st.time_ms > self.cfg.stale_after_ms(Agency::from_u8(st.agency)) {
-                self.units.state[i].flags |= FLAG_STALE;
-                self.emit(
-                    out,
-                    AlertEvent::Stale,
-                    UnitSlot(i as u32),
-                    now_ms,
-                    None,
-                    None,
-                    None,
-                    None,
-                );
-            }
-            if st.member != 0 && any_dwell {
-                self.tick_dwell(i as u32, st.member, now_ms, out);
-            }
-        }
-        if part == 0 {
-            self.history.expire(now_ms);
-        }
-    }
-
-    fn tick_dwell(&mut self, slot: u32, member: u32, now_ms: i64, out: &mut Outputs) {
-        let n = self.members.get(member).len();
-        for j in 0..n {
-            let m = self.members.get(member)[j];
-            if m.flags & DWELL_FIRED != 0
-                || !self.region_dwell.get(m.region as usize).copied().unwrap_or(false)
-            {
-                continue;
-            }
-            let Some(Some(Region {
-                kind:
-                    RegionKind::Fence {
-                        name,
-                        detect,
-                        dwell_s,
-                    },
-                ..
-            })) = self.regions.get(m.region as usize)
-            else {
-                continue;
-            };
-            if detect.dwell && now_ms - m.since_ms >= i64::from(*dwell_s) * 1000 {
-                let name = name.clone();
-                self.members.get_mut(member)[j].flags |= DWELL_FIRED;
-                self.emit(
-                    out,
-                    AlertEvent::Dwell,
-                    UnitSlot(slot),
-                    now_ms,
-                    Some(name),
-                    None,
-                    None,
-                    None,
-                );
-            }
-        }
-    }
-
-    // ----- standing nearest -------------------------------------------
-
-    fn dirty_global(&mut self, slot: u32) {
-        for i in 0..self.global_queries.len() {
-            let q = self.global_queries[i];
-            let Some(query) = self.queries.get(&q) else {
-                continue;
-            };
-            if query.dirty || !self.matches(&query.filter, slot, i64::MAX) {
-                continue;
-            }
-            if let Some(query) = self.queries.get_mut(&q) {
-                query.dirty = true;
-            }
-            self.dirty_queries.push(q);
-        }
-    }
-
-    /// Re-runs the standing queries that fixes since the last flush touched;
-    /// pushes the ids of those whose result set or order changed.
-    pub fn flush(&mut self, out: &mut Outputs) {
-        while let Some(q) = self.dirty_queries.pop() {
-            let now = self.queries.get(&q).map_or(0, |_| self.latest_ms);
-            self.rerun_query(q, out, now);
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use h3o::{LatLng, Resolution};
 
-use crate::alert::{AlertEvent, Outputs};
+use crate::alert::{Alert, AlertEvent, Outputs};
 use crate::cover::compute_cover;
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -21,13 +21,9 @@ impl Engine {
     /// Installs `region` as a new id; returns it. Units inside become members
     /// silently (creation) — the caller fires events when replacing.
     pub(crate) fn install_region(&mut self, region: Region) -> u32 {
-        let id = u32::try_from(self.regions.len()).unwrap_or(u32::MAX);
-        self.cover.insert(id, &region.cover);
-        self.region_dwell
-            .push(matches!(&region.kind, RegionKind::Fence { detect, .. } if detect.dwell));
-        self.regions.push(Some(region));
-        if self.cover.interned() > 1 << 20 {
-            self.cover.clear_interned();
+        let id = self.regions.install(region);
+        if self.regions.cover.interned() > 1 << 20 {
+            self.regions.cover.clear_interned();
             self.invalidate(None);
         }
         id
@@ -62,16 +58,16 @@ impl Engine {
 
     pub(crate) fn add_membership(&mut self, slot: u32, m: Membership) {
         let idx = self.units.state[slot as usize].member;
-        let mut list = std::mem::take(&mut self.scratch_members);
+        let mut list = std::mem::take(&mut self.regions.scratch);
         list.clear();
-        list.extend_from_slice(self.members.get(idx));
+        list.extend_from_slice(self.regions.members.get(idx));
         match list.binary_search_by_key(&m.region, |x| x.region) {
             Ok(i) => list[i] = m,
             Err(i) => list.insert(i, m),
         }
-        let idx = self.members.replace(idx, &mut list);
+        let idx = self.regions.members.replace(idx, &mut list);
         self.units.state[slot as usize].member = idx;
-        self.scratch_members = list;
+        self.regions.scratch = list;
     }
 
     pub(crate) fn take_membership(&mut self, slot: u32, region: u32) -> Option<Membership> {
@@ -79,25 +75,21 @@ impl Engine {
         if idx == 0 {
             return None;
         }
-        let mut list = std::mem::take(&mut self.scratch_members);
+        let mut list = std::mem::take(&mut self.regions.scratch);
         list.clear();
-        list.extend_from_slice(self.members.get(idx));
+        list.extend_from_slice(self.regions.members.get(idx));
         let found = list
             .binary_search_by_key(&region, |x| x.region)
             .ok()
             .map(|i| list.remove(i));
-        let idx = self.members.replace(idx, &mut list);
+        let idx = self.regions.members.replace(idx, &mut list);
         self.units.state[slot as usize].member = idx;
-        self.scratch_members = list;
+        self.regions.scratch = list;
         found
     }
 
     pub(crate) fn remove_region(&mut self, id: u32) -> Option<Region> {
-        let region = self.regions.get_mut(id as usize)?.take()?;
-        if let Some(d) = self.region_dwell.get_mut(id as usize) {
-            *d = false;
-        }
-        self.cover.remove(id, &region.cover);
+        let region = self.regions.take(id)?;
         let slots = self.units_near(&region.shape, region.hysteresis_m);
         for &s in &slots {
             self.take_membership(s, id);
@@ -158,15 +150,15 @@ impl Engine {
             dwell_s: spec.dwell_s,
         };
         let region = self.build_region(kind, spec.shape, spec.filter, spec.hysteresis_m, self.fine)?;
-        let old = self.fences.get(&spec.id).copied();
+        let old = self.regions.fences.get(&spec.id).copied();
         let new_id = self.install_region(region);
-        self.fences.insert(spec.id, new_id);
-        let Some(Some(new_region)) = self.regions.get(new_id as usize).cloned() else {
+        self.regions.fences.insert(spec.id, new_id);
+        let Some(new_region) = self.regions.get(new_id).cloned() else {
             return Ok(old.is_none());
         };
         let mut slots = self.units_near(&new_region.shape, new_region.hysteresis_m);
         if let Some(old_id) = old
-            && let Some(Some(r)) = self.regions.get(old_id as usize)
+            && let Some(r) = self.regions.get(old_id)
         {
             {
                 let (shape, band) = (r.shape.clone(), r.hysteresis_m);
@@ -191,16 +183,8 @@ impl Engine {
                     if within_band {
                         self.add_membership(s, Membership { region: new_id, ..m });
                     } else if detect.exit {
-                        self.emit(
-                            out,
-                            AlertEvent::Exit,
-                            UnitSlot(s),
-                            t,
-                            Some(name.clone()),
-                            None,
-                            None,
-                            None,
-                        );
+                        let a = Alert::about(AlertEvent::Exit, UnitSlot(s), t).of_fence(name.clone());
+                        out.push_alert(&mut self.seq, a);
                     }
                 }
                 (None, true) => {
@@ -213,16 +197,8 @@ impl Engine {
                         },
                     );
                     if old.is_some() && detect.enter {
-                        self.emit(
-                            out,
-                            AlertEvent::Enter,
-                            UnitSlot(s),
-                            t,
-                            Some(name.clone()),
-                            None,
-                            None,
-                            None,
-                        );
+                        let a = Alert::about(AlertEvent::Enter, UnitSlot(s), t).of_fence(name.clone());
+                        out.push_alert(&mut self.seq, a);
                     }
                 }
                 (None, false) => {}
@@ -242,17 +218,21 @@ impl Engine {
     /// # Errors
     /// [`EngineError::NotFound`].
     pub fn remove_fence(&mut self, id: &str) -> Result<(), EngineError> {
-        let region = self.fences.remove(id).ok_or_else(|| EngineError::NotFound {
-            what: "fence",
-            id: id.to_owned(),
-        })?;
+        let region = self
+            .regions
+            .fences
+            .remove(id)
+            .ok_or_else(|| EngineError::NotFound {
+                what: "fence",
+                id: id.to_owned(),
+            })?;
         self.remove_region(region);
         Ok(())
     }
 
     /// A fence's definition.
     pub fn fence(&self, id: &str) -> Option<FenceSpec> {
-        let r = self.regions.get(*self.fences.get(id)? as usize)?.as_ref()?;
+        let r = self.regions.get(*self.regions.fences.get(id)?)?;
         let RegionKind::Fence { detect, dwell_s, .. } = &r.kind else {
             return None;
         };
@@ -268,7 +248,7 @@ impl Engine {
 
     /// Fence ids, sorted.
     pub fn fence_ids(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.fences.keys().cloned().collect();
+        let mut v: Vec<String> = self.regions.fences.keys().cloned().collect();
         v.sort();
         v
     }
@@ -280,11 +260,11 @@ impl Engine {
             return Vec::new();
         };
         let mut cands = Vec::new();
-        self.cover.collect(ll.to_cell(self.fine), &mut cands);
+        self.regions.cover.collect(ll.to_cell(self.fine), &mut cands);
         let mut ids: Vec<Arc<str>> = cands
             .into_iter()
             .filter_map(|c| {
-                let region = self.regions.get((c >> 1) as usize)?.as_ref()?;
+                let region = self.regions.get(c >> 1)?;
                 let RegionKind::Fence { name, .. } = &region.kind else {
                     return None;
                 };
@@ -297,13 +277,13 @@ impl Engine {
 
     /// Units inside a fence now (its members), sorted.
     pub fn fence_members(&self, id: &str) -> Vec<UnitSlot> {
-        let Some(&r) = self.fences.get(id) else {
+        let Some(&r) = self.regions.fences.get(id) else {
             return Vec::new();
         };
         (0..self.units.len() as u32)
             .filter(|&s| {
                 let m = self.units.state[s as usize].member;
-                m != 0 && self.members.get(m).iter().any(|x| x.region == r)
+                m != 0 && self.regions.members.get(m).iter().any(|x| x.region == r)
             })
             .map(UnitSlot)
             .collect()
@@ -325,8 +305,8 @@ impl Engine {
         self.next_id += 1;
         let region = self.build_region(RegionKind::Feed(feed), shape, filter, 0.0, self.fine)?;
         let id = self.install_region(region);
-        self.feeds.insert(feed, id);
-        let Some(Some(region)) = self.regions.get(id as usize).cloned() else {
+        self.regions.feeds.insert(feed, id);
+        let Some(region) = self.regions.get(id).cloned() else {
             return Ok((feed, Vec::new()));
         };
         let slots = self.units_near(&region.shape, 0.0);
@@ -355,22 +335,26 @@ impl Engine {
     /// # Errors
     /// [`EngineError::NotFound`].
     pub fn unsubscribe_feed(&mut self, feed: u32) -> Result<(), EngineError> {
-        let id = self.feeds.remove(&feed).ok_or_else(|| EngineError::NotFound {
-            what: "feed",
-            id: feed.to_string(),
-        })?;
+        let id = self
+            .regions
+            .feeds
+            .remove(&feed)
+            .ok_or_else(|| EngineError::NotFound {
+                what: "feed",
+                id: feed.to_string(),
+            })?;
         self.remove_region(id);
         Ok(())
     }
 
     /// Number of regions of every kind (for metrics).
     pub fn region_count(&self) -> usize {
-        self.regions.iter().filter(|r| r.is_some()).count()
+        self.regions.list.iter().filter(|r| r.is_some()).count()
     }
 
     /// Cells in the cover index (for metrics and memory reports).
     pub fn cover_cells(&self) -> usize {
-        self.cover.cell_count()
+        self.regions.cover.cell_count()
     }
 }
 

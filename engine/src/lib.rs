@@ -21,7 +21,7 @@
 //!     filter: Filter::all(),
 //! };
 //! engine.put_fence(fence, 0, &mut out)?;
-//! let amb = engine.unit("AMB-104");
+//! let amb = engine.intern_unit("AMB-104");
 //! engine.apply(amb, &Fix::at(1_000, 50.9098, -1.4045), &mut out);
 //! assert_eq!(out.alerts[0].event.as_str(), "enter");
 //! # Ok(()) }
@@ -33,24 +33,32 @@
 //! * [`clock`] — time, passed in: the wall clock and a manual one for tests.
 //! * `units` — interning of unit ids and the flat hot-state table.
 //! * `sphere`, `shape`, `polygon` — geometry: unit vectors, exact shapes.
-//! * `safe` — each unit's safe region, which lets most fixes skip H3 and the
-//!   R-tree entirely.
+//! * `cell_geometry` — each cell's safe region (its inscribed cap), which
+//!   lets most fixes skip H3 and the R-tree entirely.
 //! * `shard` — H3-keyed shards of `rstar` trees and the shard-of-shards tree.
 //! * `cover` — H3 covers of regions and the candidate index.
-//! * `region` — fences, feed areas and nearest zones as one kind of thing,
-//!   with per-unit membership lists.
-//! * `engine` — the `Engine`, its per-fix path and its clock.
-//! * `registry` — ids, keys, metadata and filters of units.
-//! * `fences` — creating, replacing and removing fences and feeds.
-//! * `query`, `standing`, `rules`, `history`, `snapshot` — the rest of the
-//!   behaviour, one concern each.
+//! * `region` — `Regions`: fences, feed areas and nearest zones as one kind
+//!   of thing, their covers and per-unit membership lists, and a unit's
+//!   evaluation against them.
+//! * `standing`, `rules`, `history` — the state of standing queries,
+//!   proximity rules and recent fixes.
+//! * `engine` — the `Engine`: its state by owner and its per-fix path.
+//! * `impl Engine` by concern: `registry` (ids, keys, metadata, filters),
+//!   `fences` (fences and feeds), `query` (nearest, areas), `continuous`
+//!   (standing nearest), `proximity` (rules), `scan` (the clock's scan),
+//!   `snapshot` (durable state).
+//!
+//! State modules never import `engine`; no module imports one that imports
+//! it back.
 
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
 mod alert;
+mod cell_geometry;
 pub mod clock;
 mod config;
+mod continuous;
 mod cover;
 mod engine;
 mod error;
@@ -58,11 +66,12 @@ mod fences;
 mod history;
 pub mod model;
 mod polygon;
+mod proximity;
 mod query;
 mod region;
 mod registry;
 mod rules;
-mod safe;
+mod scan;
 mod shape;
 mod shard;
 mod snapshot;
@@ -77,8 +86,9 @@ pub use engine::{Applied, Engine, EngineCounters};
 pub use error::EngineError;
 pub use filter::Filter;
 pub use history::{HistoryRecord, HistoryStats};
+pub use model::Neighbor;
 pub use model::{Agency, Fix, Status, UnitSlot, UnitView};
-pub use query::{NearestQuery, Neighbor};
+pub use query::NearestQuery;
 pub use region::{Detect, FenceSpec};
 pub use registry::UnitBorrowed;
 pub use rules::RuleSpec;

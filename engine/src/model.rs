@@ -195,3 +195,12 @@ pub struct UnitView {
     /// No fix for longer than the agency's `stale_after`.
     pub stale: bool,
 }
+
+/// One result of a nearest query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbor {
+    /// The unit.
+    pub unit: UnitSlot,
+    /// Great-circle distance, metres.
+    pub distance_m: f64,
+}

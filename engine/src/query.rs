@@ -7,7 +7,7 @@ use rstar::{ParentNode, PointDistance, RTreeNode};
 
 use crate::engine::Engine;
 use crate::filter::Filter;
-use crate::model::UnitSlot;
+use crate::model::{Neighbor, UnitSlot};
 use crate::shape::Shape;
 use crate::shard::{Entry, MEMBER_TOLERANCE};
 use crate::sphere::{self, Vec3};
@@ -27,15 +27,6 @@ pub struct NearestQuery {
     pub max_distance_m: Option<f64>,
     /// Count stale units too.
     pub include_stale: bool,
-}
-
-/// One result of a nearest query.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Neighbor {
-    /// The unit.
-    pub unit: UnitSlot,
-    /// Great-circle distance, metres.
-    pub distance_m: f64,
 }
 
 /// Max-heap entry: (squared chord, slot), ordered by chord then slot so ties

@@ -1,11 +1,17 @@
 //! Regions: anything a unit can be inside of — a fence, a feed's area, or a
-//! standing-nearest zone — and the per-unit membership lists.
+//! standing-nearest zone — with their covers, the per-unit membership lists,
+//! and the evaluation of one unit against them (enter, exit, dwell, feed
+//! changes, touched zones).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::cover::CoverCell;
+use crate::alert::{Alert, AlertEvent, FeedChange, FeedEvent, Outputs};
+use crate::cover::{CoverCell, CoverIndex};
 use crate::filter::Filter;
+use crate::model::UnitSlot;
 use crate::shape::Shape;
+use crate::units::UnitState;
 
 /// Events a fence detects (PROTOCOL.md `detect`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,5 +149,190 @@ impl Memberships {
     /// Mutable list at `idx`.
     pub fn get_mut(&mut self, idx: u32) -> &mut Vec<Membership> {
         &mut self.lists[idx as usize]
+    }
+}
+
+/// Every region and what indexes them: one owner for fences, feed areas
+/// and zones, their covers and the units inside them.
+#[derive(Debug, Default)]
+pub(crate) struct Regions {
+    /// Regions by id; `None` once removed (ids are never reused).
+    pub list: Vec<Option<Region>>,
+    /// Whether region `i` is a fence that detects dwell: the clock's scan
+    /// reads this, not the regions (a cache miss per membership, most of a
+    /// national scan's time), and skips dwell altogether when none is.
+    pub dwell: Vec<bool>,
+    /// Fence id → region.
+    pub fences: HashMap<String, u32>,
+    /// Feed id → region.
+    pub feeds: HashMap<u32, u32>,
+    /// Region covers: cell → candidate regions.
+    pub cover: CoverIndex,
+    /// Membership lists of every unit.
+    pub members: Memberships,
+    /// Reused membership list for the merge on the hot path.
+    pub scratch: Vec<Membership>,
+    /// Standing-query zones the last [`Regions::evaluate`] touched, with
+    /// whether the unit is inside: the engine asks their queries whether
+    /// the answer may change.
+    pub zones_touched: Vec<(u32, bool)>,
+}
+
+impl Regions {
+    /// The live region `id`.
+    #[inline]
+    pub fn get(&self, id: u32) -> Option<&Region> {
+        self.list.get(id as usize)?.as_ref()
+    }
+
+    /// Adds `region` under a new id (in the cover index too); returns the id.
+    pub fn install(&mut self, region: Region) -> u32 {
+        let id = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        self.cover.insert(id, &region.cover);
+        self.dwell
+            .push(matches!(&region.kind, RegionKind::Fence { detect, .. } if detect.dwell));
+        self.list.push(Some(region));
+        id
+    }
+
+    /// Takes region `id` out of the list and the cover index (its
+    /// memberships are the caller's to drop).
+    pub fn take(&mut self, id: u32) -> Option<Region> {
+        let region = self.list.get_mut(id as usize)?.take()?;
+        if let Some(d) = self.dwell.get_mut(id as usize) {
+            *d = false;
+        }
+        self.cover.remove(id, &region.cover);
+        Some(region)
+    }
+
+    /// Whether any fence detects dwell.
+    pub fn any_dwell(&self) -> bool {
+        self.dwell.contains(&true)
+    }
+
+    /// Re-evaluates the regions unit `slot` (record `st`) is a candidate
+    /// (`candset`, its cell's) or a member of: emits enter, exit and dwell
+    /// alerts and feed changes, records touched zones, and returns the
+    /// unit's new membership list index.
+    ///
+    /// Candidates and memberships are both sorted by region, so one merge
+    /// visits each region once; interior candidates are certain hits, and
+    /// only boundary candidates pay for the exact test.
+    pub fn evaluate(
+        &mut self,
+        slot: u32,
+        st: &UnitState,
+        candset: u32,
+        seq: &mut u64,
+        exact_tests: &mut u64,
+        out: &mut Outputs,
+    ) -> u32 {
+        let (lat, lon) = (st.lat, st.lon);
+        let mut new = std::mem::take(&mut self.scratch);
+        new.clear();
+        self.zones_touched.clear();
+        let cands = self.cover.set(candset);
+        let old = self.members.get(st.member);
+        let (mut ci, mut mi) = (0, 0);
+        loop {
+            let c = cands.get(ci).map(|&c| (c >> 1, c & 1 == 1));
+            let m = old.get(mi).copied();
+            let region_id = match (c, m) {
+                (None, None) => break,
+                (Some((r, _)), None) => r,
+                (None, Some(m)) => m.region,
+                (Some((r, _)), Some(m)) => r.min(m.region),
+            };
+            let cand = c.filter(|(r, _)| *r == region_id).map(|(_, interior)| interior);
+            let mem = m.filter(|m| m.region == region_id);
+            if cand.is_some() {
+                ci += 1;
+            }
+            if mem.is_some() {
+                mi += 1;
+            }
+            let Some(Some(region)) = self.list.get(region_id as usize) else {
+                continue;
+            };
+            let matches = region.filter.matches_state(slot, st, st.time_ms);
+            let geom = match cand {
+                Some(true) => true,
+                Some(false) if matches => {
+                    *exact_tests += 1;
+                    region.shape.contains(lat, lon)
+                }
+                _ => false,
+            };
+            let mut inside = matches && geom;
+            if !inside && matches && mem.is_some() && cand.is_some() && region.hysteresis_m > 0.0 {
+                inside = region.shape.distance_to_boundary_m(lat, lon) <= region.hysteresis_m;
+            }
+            let kept = match (mem, inside) {
+                (Some(m), true) => Some(m),
+                (None, true) => Some(Membership {
+                    region: region_id,
+                    since_ms: st.time_ms,
+                    flags: 0,
+                }),
+                _ => None,
+            };
+            match &region.kind {
+                RegionKind::Fence {
+                    name,
+                    detect,
+                    dwell_s,
+                } => {
+                    let ev = match (mem.is_some(), inside) {
+                        (false, true) if detect.enter => Some(AlertEvent::Enter),
+                        (true, false) if detect.exit => Some(AlertEvent::Exit),
+                        _ => None,
+                    };
+                    let dwell_due = detect.dwell
+                        && kept.is_some_and(|k| {
+                            k.flags & DWELL_FIRED == 0
+                                && st.time_ms - k.since_ms >= i64::from(*dwell_s) * 1000
+                        });
+                    if let Some(ev) = ev {
+                        let a = Alert::about(ev, UnitSlot(slot), st.time_ms).of_fence(name.clone());
+                        out.push_alert(seq, a);
+                    }
+                    if let (true, Some(mut k)) = (dwell_due, kept) {
+                        k.flags |= DWELL_FIRED;
+                        let a = Alert::about(AlertEvent::Dwell, UnitSlot(slot), st.time_ms)
+                            .of_fence(name.clone());
+                        out.push_alert(seq, a);
+                        new.push(k);
+                        continue;
+                    }
+                }
+                RegionKind::Feed(feed) => {
+                    let change = match (mem.is_some(), inside) {
+                        (false, true) => Some(FeedChange::Entered),
+                        (true, true) => Some(FeedChange::Moved),
+                        (true, false) => Some(FeedChange::Left),
+                        (false, false) => None,
+                    };
+                    if let Some(change) = change {
+                        out.feed.push(FeedEvent {
+                            feed: *feed,
+                            unit: UnitSlot(slot),
+                            change,
+                        });
+                    }
+                }
+                RegionKind::Zone(q) => {
+                    if mem.is_some() || inside {
+                        self.zones_touched.push((*q, inside));
+                    }
+                }
+            }
+            if let Some(k) = kept {
+                new.push(k);
+            }
+        }
+        let idx = self.members.replace(st.member, &mut new);
+        self.scratch = new;
+        idx
     }
 }

@@ -10,13 +10,15 @@ use crate::units::FLAG_HAS_KIND;
 impl Engine {
     // ----- units -------------------------------------------------------
 
-    /// The slot of a unit id, creating the unit on first sight.
-    pub fn unit(&mut self, id: &str) -> UnitSlot {
+    /// The slot of a unit id, creating (interning) the unit on first
+    /// sight; [`Engine::find_unit`] only looks.
+    pub fn intern_unit(&mut self, id: &str) -> UnitSlot {
         self.units.intern(id)
     }
 
-    /// The slot of a numeric device key (its registered id, or its decimal).
-    pub fn unit_by_key(&mut self, key: u64) -> UnitSlot {
+    /// The slot of a numeric device key (its registered id, or its
+    /// decimal), creating the unit on first sight.
+    pub fn intern_key(&mut self, key: u64) -> UnitSlot {
         self.units.intern_key(key)
     }
 

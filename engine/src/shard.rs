@@ -21,7 +21,7 @@ use h3o::{CellIndex, Resolution};
 use hashbrown::HashMap;
 use rstar::{AABB, Envelope, PointDistance, RStarInsertionStrategy, RTree, RTreeObject, RTreeParams};
 
-use crate::safe::cell_geometry;
+use crate::cell_geometry::cell_geometry;
 use crate::shape::Aabb3;
 
 /// Node sizes of the shard trees. Wider than rstar's default (6) so trees

@@ -287,10 +287,10 @@ impl Engine {
         let ids = self.fence_ids();
         w.len(ids.len());
         for id in ids {
-            let Some(&rid) = self.fences.get(&id) else {
+            let Some(&rid) = self.regions.fences.get(&id) else {
                 continue;
             };
-            let Some(Some(r)) = self.regions.get(rid as usize) else {
+            let Some(r) = self.regions.get(rid) else {
                 continue;
             };
             let RegionKind::Fence { detect, dwell_s, .. } = &r.kind else {
@@ -309,7 +309,8 @@ impl Engine {
                 .enumerate()
                 .filter(|(_, st)| st.member != 0)
                 .filter_map(|(i, st)| {
-                    self.members
+                    self.regions
+                        .members
                         .get(st.member)
                         .iter()
                         .find(|m| m.region == rid)
@@ -323,8 +324,8 @@ impl Engine {
                 w.u8(m.flags);
             }
         }
-        w.len(self.rules.len());
-        for r in &self.rules {
+        w.len(self.rules.list.len());
+        for r in &self.rules.list {
             w.str(&r.spec.id);
             w.filter(&r.spec.from);
             w.filter(&r.spec.to);
@@ -435,6 +436,7 @@ impl Engine {
             };
             e.put_fence(spec, i64::MIN, &mut out)?;
             let rid = *e
+                .regions
                 .fences
                 .get(&id)
                 .ok_or_else(|| EngineError::Snapshot("fence lost".into()))?;
@@ -475,7 +477,7 @@ impl Engine {
                 rule.partners.entry(a).or_default().push(b);
                 rule.partners.entry(b).or_default().push(a);
             }
-            e.rules.push(rule);
+            e.rules.list.push(rule);
         }
         if r.pos != bytes.len() {
             return Err(EngineError::Snapshot(format!(

@@ -1,19 +1,18 @@
-//! Standing nearest queries: the answer is kept and re-sent whenever its set
-//! or order changes.
+//! Standing nearest queries, the state: each query's answer and zone, and
+//! which queries a fix may have changed. What opens, re-runs and closes
+//! them is in `continuous`.
 //!
 //! Each query watches a zone (a circle a little wider than its k-th distance)
 //! registered as a region in the same cover index as fences, so a fix only
 //! touches the queries whose zone it is in; a touched query is re-run once at
-//! the next [`Engine::flush`]. With fewer than k matching units anywhere the
-//! zone is the whole world.
+//! the next flush. With fewer than k matching units anywhere the zone is the
+//! whole world.
 
-use crate::alert::Outputs;
-use crate::engine::Engine;
-use crate::error::EngineError;
+use std::collections::HashMap;
+
 use crate::filter::Filter;
-use crate::query::{NearestQuery, Neighbor};
-use crate::region::{Membership, RegionKind};
-use crate::shape::Shape;
+use crate::model::Neighbor;
+use crate::units::UnitState;
 use h3o::Resolution;
 
 /// A standing nearest query's state.
@@ -58,166 +57,54 @@ impl StandingNearest {
     }
 }
 
+/// Every standing query, and which of them to re-run.
+#[derive(Debug, Default)]
+pub(crate) struct StandingQueries {
+    /// Queries by id.
+    pub by_id: HashMap<u32, StandingNearest>,
+    /// Queries whose zone is the whole world (fewer than k matches).
+    pub global: Vec<u32>,
+    /// Queries to re-run at the next flush.
+    pub dirty: Vec<u32>,
+}
+
+impl StandingQueries {
+    /// A fix of `slot` at `(lat, lon)` touched query `q`'s zone (`inside`
+    /// with the filter): marks it for a re-run if its answer may change.
+    pub fn touch_zone(&mut self, q: u32, slot: u32, inside: bool, lat: f64, lon: f64) {
+        if let Some(query) = self.by_id.get_mut(&q)
+            && !query.dirty
+            && query.may_change(slot, inside, lat, lon)
+        {
+            query.dirty = true;
+            self.dirty.push(q);
+        }
+    }
+
+    /// A fix of `slot` (record `st`): marks for a re-run every whole-world
+    /// query it matches.
+    pub fn touch_global(&mut self, slot: u32, st: &UnitState) {
+        for &q in &self.global {
+            if let Some(query) = self.by_id.get_mut(&q)
+                && !query.dirty
+                && query.filter.matches_state(slot, st, i64::MAX)
+            {
+                query.dirty = true;
+                self.dirty.push(q);
+            }
+        }
+    }
+}
+
 /// Zone radius for a k-th distance: wide enough that small changes of the
 /// k-th distance do not move the zone.
-fn zone_radius(kth_m: f64) -> f64 {
+pub(crate) fn zone_radius(kth_m: f64) -> f64 {
     kth_m * 1.25 + 200.0
-}
-
-impl Engine {
-    /// Opens a standing nearest query; returns its id and first answer.
-    ///
-    /// # Errors
-    /// Bad point or `k` of 0.
-    pub fn subscribe_nearest(
-        &mut self,
-        lat: f64,
-        lon: f64,
-        k: usize,
-        filter: Filter,
-        include_stale: bool,
-        now_ms: i64,
-    ) -> Result<(u32, Vec<Neighbor>), EngineError> {
-        crate::shape::Shape::circle(lat, lon, 1.0)?;
-        if k == 0 || k > 10_000 {
-            return Err(EngineError::BadParameter {
-                what: "k",
-                value: k as f64,
-                reason: "must be 1..=10000",
-            });
-        }
-        let q = self.alloc_query_id();
-        self.queries.insert(
-            q,
-            StandingNearest {
-                lat,
-                lon,
-                k,
-                filter,
-                include_stale,
-                results: Vec::new(),
-                zone: None,
-                zone_radius_m: Some(-1.0),
-                dirty: false,
-            },
-        );
-        let mut out = Outputs::default();
-        self.rerun_query(q, &mut out, now_ms);
-        Ok((
-            q,
-            self.queries
-                .get(&q)
-                .map(|s| s.results.clone())
-                .unwrap_or_default(),
-        ))
-    }
-
-    /// The current answer of a standing query.
-    pub fn nearest_results(&self, q: u32) -> Option<&[Neighbor]> {
-        self.queries.get(&q).map(|s| s.results.as_slice())
-    }
-
-    /// Closes a standing query.
-    ///
-    /// # Errors
-    /// [`EngineError::NotFound`].
-    pub fn unsubscribe_nearest(&mut self, q: u32) -> Result<(), EngineError> {
-        let s = self.queries.remove(&q).ok_or_else(|| EngineError::NotFound {
-            what: "nearest query",
-            id: q.to_string(),
-        })?;
-        if let Some(z) = s.zone {
-            self.remove_region(z);
-        }
-        self.global_queries.retain(|&g| g != q);
-        Ok(())
-    }
-
-    pub(crate) fn rerun_query(&mut self, q: u32, out: &mut Outputs, now_ms: i64) {
-        let Some(s) = self.queries.get(&q) else { return };
-        let query = NearestQuery {
-            lat: s.lat,
-            lon: s.lon,
-            k: s.k,
-            filter: s.filter.clone(),
-            max_distance_m: None,
-            include_stale: s.include_stale,
-        };
-        let results = self.nearest(&query, now_ms);
-        let changed =
-            results.len() != s.results.len() || results.iter().zip(&s.results).any(|(a, b)| a.unit != b.unit);
-        let want = (results.len() == s.k).then(|| results.last().map_or(0.0, |n| n.distance_m));
-        let rezone = match (want, s.zone_radius_m) {
-            (None, None) => false,
-            (None, Some(_)) | (Some(_), None) => true,
-            (Some(kth), Some(r)) => kth > r || zone_radius(kth) * 2.0 < r,
-        };
-        if let Some(s) = self.queries.get_mut(&q) {
-            s.results = results;
-            s.dirty = false;
-        }
-        if changed {
-            out.nearest.push(q);
-        }
-        if rezone {
-            self.set_zone(q, want.map(zone_radius));
-        }
-    }
-}
-
-impl Engine {
-    /// Installs a zone region for a standing query of radius `radius_m`
-    /// (`None` = whole world).
-    pub(crate) fn set_zone(&mut self, q: u32, radius_m: Option<f64>) {
-        let Some(query) = self.queries.get(&q) else { return };
-        let (old_zone, lat, lon, filter) = (query.zone, query.lat, query.lon, query.filter.clone());
-        if let Some(z) = old_zone {
-            self.remove_region(z);
-        }
-        self.global_queries.retain(|&g| g != q);
-        let zone = radius_m.and_then(|r| {
-            let shape = Shape::circle(lat, lon, r).ok()?;
-            // Coarse enough that the zone is tens of cells across.
-            let res = zone_resolution(r, self.fine);
-            let region = self
-                .build_region(RegionKind::Zone(q), shape, filter, 0.0, res)
-                .ok()?;
-            Some(self.install_region(region))
-        });
-        match zone {
-            Some(z) => {
-                let Some(Some(region)) = self.regions.get(z as usize).cloned() else {
-                    return;
-                };
-                let slots = self.units_near(&region.shape, 0.0);
-                for &s in &slots {
-                    if self.inside_region(s, &region, i64::MAX) {
-                        let t = self.units.state[s as usize].time_ms;
-                        self.add_membership(
-                            s,
-                            Membership {
-                                region: z,
-                                since_ms: t,
-                                flags: 0,
-                            },
-                        );
-                    }
-                }
-                self.invalidate(Some(&slots));
-                self.scratch_slots = slots;
-            }
-            None => self.global_queries.push(q),
-        }
-        if let Some(query) = self.queries.get_mut(&q) {
-            query.zone = zone;
-            query.zone_radius_m = radius_m;
-        }
-    }
 }
 
 /// The cover resolution of a zone of `radius_m`: cells about a tenth of the
 /// radius, never finer than the fence resolution.
-fn zone_resolution(radius_m: f64, fine: Resolution) -> Resolution {
+pub(crate) fn zone_resolution(radius_m: f64, fine: Resolution) -> Resolution {
     let mut res = fine;
     while let Some(coarser) = res.pred() {
         if coarser.edge_length_m() > radius_m / 10.0 {

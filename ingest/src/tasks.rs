@@ -9,10 +9,9 @@
 //! knows who asked.
 //!
 //! * Queries run before the next chunk of fixes: they wait at most a chunk.
-//! * Bulk work runs a bounded step at a time, in slices of
-//!   [`WriterConfig::bulk_slice`](crate::writer::WriterConfig::bulk_slice)
-//!   while no fixes wait, and between chunks only when it has had no slice
-//!   for [`WriterConfig::bulk_max_wait`](crate::writer::WriterConfig::bulk_max_wait).
+//! * Bulk work runs a bounded step at a time, in slices of the writer's
+//!   `bulk_slice` while no fixes wait, and between chunks only when it has
+//!   had no slice for its `bulk_max_wait`.
 
 use std::time::{Duration, Instant};
 

@@ -341,7 +341,7 @@ impl Applier {
 
 fn resolve(engine: &mut Engine, batch: &IngestBatch, u: &UnitRef) -> UnitSlot {
     match u {
-        UnitRef::Key(k) => engine.unit_by_key(*k),
-        UnitRef::Id(r) => engine.unit(batch.str(r)),
+        UnitRef::Key(k) => engine.intern_key(*k),
+        UnitRef::Id(r) => engine.intern_unit(batch.str(r)),
     }
 }

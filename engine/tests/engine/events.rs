@@ -12,7 +12,7 @@ fn unit_first_seen_inside_a_fence_fires_enter() {
     let mut out = Outputs::default();
     e.put_fence(fence("f", square(-1.5, 50.9, -1.4, 51.0)), T0, &mut out)
         .expect("fence");
-    let u = e.unit("AMB-1");
+    let u = e.intern_unit("AMB-1");
     e.apply(u, &Fix::at(T0, 50.95, -1.45), &mut out);
     assert_eq!(events(&out), vec![("enter".into(), "f".into())]);
     assert_eq!(out.alerts[0].seq, 1);
@@ -24,7 +24,7 @@ fn crossing_out_fires_exit_and_seq_increases() {
     let mut out = Outputs::default();
     e.put_fence(fence("f", square(-1.5, 50.9, -1.4, 51.0)), T0, &mut out)
         .expect("fence");
-    let u = e.unit("AMB-1");
+    let u = e.intern_unit("AMB-1");
     e.apply(u, &Fix::at(T0, 50.95, -1.45), &mut out);
     e.apply(u, &Fix::at(T0 + 1000, 50.95, -1.39), &mut out);
     assert_eq!(
@@ -40,9 +40,9 @@ fn point_exactly_on_the_boundary_is_inside() {
     let mut out = Outputs::default();
     e.put_fence(fence("f", square(-1.5, 50.9, -1.4, 51.0)), T0, &mut out)
         .expect("fence");
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     e.apply(u, &Fix::at(T0, 50.9, -1.45), &mut out);
-    let v = e.unit("B");
+    let v = e.intern_unit("B");
     e.apply(v, &Fix::at(T0, 51.0, -1.4), &mut out);
     assert_eq!(out.alerts.len(), 2, "{out:?}");
 }
@@ -53,7 +53,7 @@ fn older_fix_changes_nothing_and_fires_nothing() {
     let mut out = Outputs::default();
     e.put_fence(fence("f", square(-1.5, 50.9, -1.4, 51.0)), T0, &mut out)
         .expect("fence");
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     assert_eq!(
         e.apply(u, &Fix::at(T0 + 5000, 50.95, -1.39), &mut out),
         Applied::Moved
@@ -72,7 +72,7 @@ fn older_fix_changes_nothing_and_fires_nothing() {
 fn duplicate_fix_is_dropped_and_counted() {
     let mut e = engine();
     let mut out = Outputs::default();
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     e.apply(u, &Fix::at(T0, 50.95, -1.45), &mut out);
     assert_eq!(
         e.apply(u, &Fix::at(T0, 50.96, -1.45), &mut out),
@@ -89,7 +89,7 @@ fn exit_is_not_fired_while_inside_hysteresis_band() {
     let mut f = fence("f", square(-1.5, 50.9, -1.4, 51.0));
     f.hysteresis_m = 50.0;
     e.put_fence(f, T0, &mut out).expect("fence");
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     e.apply(u, &Fix::at(T0, 50.95, -1.41), &mut out);
     // 30 m east of the east edge: inside the band.
     let (lat, lon) = sphere::destination(50.95, -1.4, 90.0, 30.0);
@@ -108,7 +108,7 @@ fn unit_outside_does_not_enter_within_hysteresis_band() {
     let mut f = fence("f", square(-1.5, 50.9, -1.4, 51.0));
     f.hysteresis_m = 50.0;
     e.put_fence(f, T0, &mut out).expect("fence");
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     let (lat, lon) = sphere::destination(50.95, -1.4, 90.0, 30.0);
     e.apply(u, &Fix::at(T0, lat, lon), &mut out);
     assert!(out.alerts.is_empty());
@@ -120,7 +120,7 @@ fn dwell_fires_once_after_dwell_s_on_fixes() {
     let mut out = Outputs::default();
     e.put_fence(fence("f", square(-1.5, 50.9, -1.4, 51.0)), T0, &mut out)
         .expect("fence");
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     for s in 0..=120 {
         e.apply(
             u,
@@ -142,7 +142,7 @@ fn dwell_fires_on_tick_when_the_unit_stops_reporting() {
     let mut out = Outputs::default();
     e.put_fence(fence("f", square(-1.5, 50.9, -1.4, 51.0)), T0, &mut out)
         .expect("fence");
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     e.apply(u, &Fix::at(T0, 50.95, -1.45), &mut out);
     e.tick(T0 + 59_000, &mut out);
     assert_eq!(out.alerts.len(), 1);
@@ -161,7 +161,7 @@ fn the_clock_follows_a_fence_replaced_without_dwell_and_back() {
     let area = square(-1.5, 50.9, -1.4, 51.0);
     e.put_fence(fence("f", area.clone()), T0, &mut out)
         .expect("fence");
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     e.apply(u, &Fix::at(T0, 50.95, -1.45), &mut out);
     let mut quiet = fence("f", area.clone());
     quiet.detect.dwell = false;
@@ -186,7 +186,7 @@ fn leaving_and_reentering_rearms_dwell() {
     let mut out = Outputs::default();
     e.put_fence(fence("f", square(-1.5, 50.9, -1.4, 51.0)), T0, &mut out)
         .expect("fence");
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     e.apply(u, &Fix::at(T0, 50.95, -1.45), &mut out);
     e.apply(u, &Fix::at(T0 + 61_000, 50.95, -1.45), &mut out);
     e.apply(u, &Fix::at(T0 + 62_000, 50.95, -1.3), &mut out);
@@ -200,7 +200,7 @@ fn leaving_and_reentering_rearms_dwell() {
 fn stale_after_silence_then_fresh_on_next_fix() {
     let mut e = engine();
     let mut out = Outputs::default();
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     e.apply(u, &Fix::at(T0, 50.95, -1.45), &mut out);
     e.tick(T0 + 120_000, &mut out);
     assert!(out.alerts.is_empty(), "exactly stale_after is not yet stale");
@@ -217,7 +217,7 @@ fn stale_after_silence_then_fresh_on_next_fix() {
 fn ticking_in_parts_covers_every_unit_exactly_once() {
     let mut e = engine();
     let mut out = Outputs::default();
-    let units: Vec<_> = (0..37).map(|i| e.unit(&format!("U{i}"))).collect();
+    let units: Vec<_> = (0..37).map(|i| e.intern_unit(&format!("U{i}"))).collect();
     for (i, u) in units.iter().enumerate() {
         e.apply(*u, &Fix::at(T0, 50.0 + i as f64 * 0.01, -1.45), &mut out);
     }
@@ -239,10 +239,10 @@ fn stale_after_can_differ_by_agency() {
     cfg.stale_after_by_agency[Agency::Coastguard as usize] = Some(600);
     let mut e = bluelight_engine::Engine::new(cfg).expect("config");
     let mut out = Outputs::default();
-    let boat = e.unit("CG-1");
+    let boat = e.intern_unit("CG-1");
     e.set_meta(boat, Some(Agency::Coastguard), None, None)
         .expect("meta");
-    let car = e.unit("POL-1");
+    let car = e.intern_unit("POL-1");
     e.apply(boat, &Fix::at(T0, 50.0, -1.0), &mut out);
     e.apply(car, &Fix::at(T0, 50.0, -1.1), &mut out);
     e.tick(T0 + 300_000, &mut out);
@@ -254,7 +254,7 @@ fn stale_after_can_differ_by_agency() {
 fn stale_units_are_left_out_of_nearest_unless_asked() {
     let mut e = engine();
     let mut out = Outputs::default();
-    let a = e.unit("A");
+    let a = e.intern_unit("A");
     e.apply(a, &Fix::at(T0, 50.0, -1.0), &mut out);
     e.tick(T0 + 200_000, &mut out);
     let mut q = bluelight_engine::NearestQuery {
@@ -274,7 +274,7 @@ fn stale_units_are_left_out_of_nearest_unless_asked() {
 fn creating_a_fence_sets_membership_silently() {
     let mut e = engine();
     let mut out = Outputs::default();
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     e.apply(u, &Fix::at(T0, 50.95, -1.45), &mut out);
     e.put_fence(fence("f", square(-1.5, 50.9, -1.4, 51.0)), T0, &mut out)
         .expect("fence");
@@ -290,9 +290,9 @@ fn replacing_a_fence_fires_enter_and_exit_for_changed_units_only() {
     let mut out = Outputs::default();
     e.put_fence(fence("f", square(-1.5, 50.9, -1.4, 51.0)), T0, &mut out)
         .expect("fence");
-    let stays = e.unit("STAYS");
-    let leaves = e.unit("LEAVES");
-    let joins = e.unit("JOINS");
+    let stays = e.intern_unit("STAYS");
+    let leaves = e.intern_unit("LEAVES");
+    let joins = e.intern_unit("JOINS");
     e.apply(stays, &Fix::at(T0, 50.95, -1.39 - 0.05), &mut out);
     e.apply(leaves, &Fix::at(T0, 50.95, -1.49), &mut out);
     e.apply(joins, &Fix::at(T0, 50.95, -1.35), &mut out);
@@ -322,7 +322,7 @@ fn removing_a_fence_forgets_members_silently() {
     let mut out = Outputs::default();
     e.put_fence(fence("f", square(-1.5, 50.9, -1.4, 51.0)), T0, &mut out)
         .expect("fence");
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     e.apply(u, &Fix::at(T0, 50.95, -1.45), &mut out);
     out.clear();
     e.remove_fence("f").expect("exists");
@@ -338,10 +338,10 @@ fn fence_filter_limits_which_units_it_applies_to() {
     let mut f = fence("f", square(-1.5, 50.9, -1.4, 51.0));
     f.filter = Filter::agencies(&[Agency::Ambulance]);
     e.put_fence(f, T0, &mut out).expect("fence");
-    let amb = e.unit("AMB");
+    let amb = e.intern_unit("AMB");
     e.set_meta(amb, Some(Agency::Ambulance), None, None)
         .expect("meta");
-    let pol = e.unit("POL");
+    let pol = e.intern_unit("POL");
     e.set_meta(pol, Some(Agency::Police), None, None).expect("meta");
     e.apply(amb, &Fix::at(T0, 50.95, -1.45), &mut out);
     e.apply(pol, &Fix::at(T0, 50.95, -1.45), &mut out);
@@ -356,7 +356,7 @@ fn status_change_out_of_a_fence_filter_fires_exit() {
     let mut f = fence("f", square(-1.5, 50.9, -1.4, 51.0));
     f.filter = Filter::statuses(&[Status::Available]);
     e.put_fence(f, T0, &mut out).expect("fence");
-    let u = e.unit("A");
+    let u = e.intern_unit("A");
     e.apply(
         u,
         &Fix::at(T0, 50.95, -1.45).with_status(Status::Available),
@@ -383,8 +383,8 @@ fn proximity_fires_once_and_rearms_after_separation_beyond_hysteresis() {
         hysteresis_m: 100.0,
     })
     .expect("rule");
-    let sos = e.unit("POL-1");
-    let help = e.unit("POL-2");
+    let sos = e.intern_unit("POL-1");
+    let help = e.intern_unit("POL-2");
     e.set_meta(sos, Some(Agency::Police), None, None).expect("meta");
     e.set_meta(help, Some(Agency::Police), None, None).expect("meta");
     e.apply(
@@ -428,8 +428,8 @@ fn circle_fence_on_the_antimeridian_catches_both_sides() {
         &mut out,
     )
     .expect("fence");
-    let a = e.unit("A");
-    let b = e.unit("B");
+    let a = e.intern_unit("A");
+    let b = e.intern_unit("B");
     e.apply(a, &Fix::at(T0, 0.0, 179.99), &mut out);
     e.apply(b, &Fix::at(T0, 0.0, -179.99), &mut out);
     assert_eq!(out.alerts.len(), 2);
@@ -448,9 +448,9 @@ fn polar_fence_catches_units_at_the_pole() {
         &mut out,
     )
     .expect("fence");
-    let a = e.unit("A");
+    let a = e.intern_unit("A");
     e.apply(a, &Fix::at(T0, 90.0, 0.0), &mut out);
-    let b = e.unit("B");
+    let b = e.intern_unit("B");
     e.apply(b, &Fix::at(T0, 89.95, 123.0), &mut out);
     assert_eq!(out.alerts.len(), 2);
 }
@@ -459,10 +459,10 @@ fn polar_fence_catches_units_at_the_pole() {
 fn history_reads_back_by_window_area_units_and_agency_in_time_order() {
     let mut e = engine();
     let mut out = Outputs::default();
-    let amb = e.unit("AMB");
+    let amb = e.intern_unit("AMB");
     e.set_meta(amb, Some(Agency::Ambulance), None, None)
         .expect("meta");
-    let pol = e.unit("POL");
+    let pol = e.intern_unit("POL");
     e.set_meta(pol, Some(Agency::Police), None, None).expect("meta");
     for i in 0..10 {
         e.apply(

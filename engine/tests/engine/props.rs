@@ -73,7 +73,7 @@ fn load(e: &mut Engine, units: &[TestUnit]) -> Vec<UnitSlot> {
     let mut out = Outputs::default();
     let mut slots = Vec::new();
     for (i, (a, b, s)) in units.iter().enumerate() {
-        let u = e.unit(&format!("U{i}"));
+        let u = e.intern_unit(&format!("U{i}"));
         e.apply(u, &Fix::at(T0, a.0, a.1), &mut out);
         e.apply(u, &Fix::at(T0 + 1000, b.0, b.1).with_status(status(*s)), &mut out);
         slots.push(u);
@@ -255,7 +255,7 @@ proptest! {
         ).expect("fence");
         let mut inside: BTreeSet<UnitSlot> = BTreeSet::new();
         for (w, steps) in walks.iter().enumerate() {
-            let u = e.unit(&format!("W{w}"));
+            let u = e.intern_unit(&format!("W{w}"));
             for (i, &(bearing, r, mode, pick)) in steps.iter().enumerate() {
                 // Some fixes land exactly on a vertex or edge of the fence.
                 let (lat, lon) = if mode == 0 && !verts.is_empty() {
@@ -292,12 +292,12 @@ proptest! {
         let mut out = Outputs::default();
         let shape = Shape::circle(center.0, center.1, size).expect("circle");
         // Some units are there before the feed opens.
-        let pre = e.unit("PRE");
+        let pre = e.intern_unit("PRE");
         e.apply(pre, &Fix::at(T0 - 1, center.0, center.1), &mut out);
         let (feed, snap) = e.subscribe_feed(shape.clone(), Filter::all(), T0).expect("feed");
         let mut model: BTreeSet<UnitSlot> = snap.into_iter().collect();
         for (w, steps) in walks.iter().enumerate() {
-            let u = if w == 0 { pre } else { e.unit(&format!("W{w}")) };
+            let u = if w == 0 { pre } else { e.intern_unit(&format!("W{w}")) };
             for (i, &(b, r)) in steps.iter().enumerate() {
                 let (lat, lon) = sphere::destination(center.0, center.1, b, r * size * 2.0);
                 out.clear();
@@ -325,7 +325,7 @@ proptest! {
         let mut out = Outputs::default();
         let (q, _) = e.subscribe_nearest(center.0, center.1, k, Filter::all(), false, T0).expect("query");
         for (i, &(unit, b, d)) in moves.iter().enumerate() {
-            let u = e.unit(&format!("U{unit}"));
+            let u = e.intern_unit(&format!("U{unit}"));
             let (lat, lon) = sphere::destination(center.0, center.1, b, d);
             e.apply(u, &Fix::at(T0 + i as i64, lat, lon), &mut out);
             e.flush(&mut out);

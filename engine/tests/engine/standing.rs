@@ -10,13 +10,13 @@ const T0: i64 = 1_763_726_400_000;
 fn feed_snapshot_then_entered_moved_left() {
     let mut e = engine();
     let mut out = Outputs::default();
-    let inside = e.unit("IN");
+    let inside = e.intern_unit("IN");
     e.apply(inside, &Fix::at(T0, 50.95, -1.45), &mut out);
     let (feed, snap) = e
         .subscribe_feed(square(-1.5, 50.9, -1.4, 51.0), Filter::all(), T0)
         .expect("feed");
     assert_eq!(snap, vec![inside]);
-    let other = e.unit("OTHER");
+    let other = e.intern_unit("OTHER");
     e.apply(other, &Fix::at(T0, 50.8, -1.45), &mut out);
     assert!(out.feed.is_empty());
     e.apply(other, &Fix::at(T0 + 1000, 50.95, -1.46), &mut out);
@@ -45,8 +45,8 @@ fn feed_snapshot_then_entered_moved_left() {
 fn standing_nearest_updates_when_a_closer_unit_arrives() {
     let mut e = engine();
     let mut out = Outputs::default();
-    let far = e.unit("FAR");
-    let mid = e.unit("MID");
+    let far = e.intern_unit("FAR");
+    let mid = e.intern_unit("MID");
     let (la, lo) = sphere::destination(51.5, -0.1, 45.0, 5000.0);
     e.apply(far, &Fix::at(T0, la, lo), &mut out);
     let (la, lo) = sphere::destination(51.5, -0.1, 200.0, 3000.0);
@@ -58,7 +58,7 @@ fn standing_nearest_updates_when_a_closer_unit_arrives() {
     assert_eq!(first.iter().map(|n| n.unit).collect::<Vec<_>>(), vec![mid, far]);
     out.clear();
     // A unit far away changes nothing.
-    let x = e.unit("X");
+    let x = e.intern_unit("X");
     e.apply(x, &Fix::at(T0, 55.0, -3.0), &mut out);
     e.flush(&mut out);
     assert!(out.nearest.is_empty());
@@ -98,7 +98,7 @@ fn standing_nearest_with_too_few_units_hears_units_anywhere() {
         .subscribe_nearest(0.0, 0.0, 3, Filter::all(), false, T0)
         .expect("query");
     assert!(first.is_empty());
-    let u = e.unit("FAR-AWAY");
+    let u = e.intern_unit("FAR-AWAY");
     e.apply(u, &Fix::at(T0, -60.0, 170.0), &mut out);
     e.flush(&mut out);
     assert_eq!(out.nearest, vec![q]);
@@ -108,13 +108,13 @@ fn standing_nearest_with_too_few_units_hears_units_anywhere() {
 fn area_queries_respect_the_filter() {
     let mut e = engine();
     let mut out = Outputs::default();
-    let a = e.unit("A");
+    let a = e.intern_unit("A");
     e.apply(
         a,
         &Fix::at(T0, 10.0, 10.0).with_status(bluelight_engine::Status::Available),
         &mut out,
     );
-    let b = e.unit("B");
+    let b = e.intern_unit("B");
     e.apply(
         b,
         &Fix::at(T0, 10.0, 10.001).with_status(bluelight_engine::Status::Enroute),
@@ -130,9 +130,9 @@ fn area_queries_respect_the_filter() {
 fn a_kind_filter_never_matches_a_unit_without_a_kind() {
     let mut e = engine();
     let mut out = Outputs::default();
-    let rrv = e.unit("RRV");
+    let rrv = e.intern_unit("RRV");
     e.set_meta(rrv, None, Some("rrv"), None).expect("meta");
-    let plain = e.unit("PLAIN");
+    let plain = e.intern_unit("PLAIN");
     e.apply(rrv, &Fix::at(T0, 10.0, 10.0), &mut out);
     e.apply(plain, &Fix::at(T0, 10.0, 10.0001), &mut out);
     let f = e

@@ -1,4 +1,5 @@
-//! The safe region of a unit: the cap inscribed in its fine H3 cell.
+//! A cell's geometry, and with it the safe region of a unit: the cap
+//! inscribed in its fine H3 cell.
 //!
 //! While a unit's fixes stay in the cap, its fine cell (so its cover
 //! candidates) and its tree anchor cannot change, so a fix skips the H3 lookup
