@@ -125,6 +125,20 @@ impl Tokens {
         Self { by_token }
     }
 
+    /// [`check`](Self::check) with the token of `Authorization` or the
+    /// request's `?token=` parameter.
+    ///
+    /// # Errors
+    /// [`Denied`]: 401 or 403 with the reason.
+    pub fn check_request(
+        &self,
+        headers: &HeaderMap,
+        query: &HashMap<String, String>,
+        scope: Option<Scope>,
+    ) -> Result<Caller, Denied> {
+        self.check(headers, query.get("token").map(String::as_str), scope)
+    }
+
     /// Authorises a request for `scope` (`None`: any valid token).
     ///
     /// # Errors

@@ -198,9 +198,7 @@ fn format_chunk(e: &Engine, records: &[HistoryRecord], format: Format, first: &m
 /// Authorises an export (scope `export`) and parses its query, with the
 /// caller's agency limit folded in.
 fn authorised(s: &AppState, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<Request, Denied> {
-    let who = s
-        .tokens
-        .check(headers, q.get("token").map(String::as_str), Some(Scope::Export))?;
+    let who = s.tokens.check_request(headers, q, Some(Scope::Export))?;
     parse(q, who).map_err(|e| Denied(StatusCode::BAD_REQUEST, e))
 }
 

@@ -237,28 +237,30 @@ pub fn write_feeds(copies: Vec<(String, UnitRows, String)>, mut pool: Vec<UnitRo
 /// (small), which queues them to the session.
 pub fn due_nearest(s: &AppState, session: &Arc<Session>) {
     let now = Instant::now();
+    let mut subs = session.subscriptions.lock();
+    let due_now = |record: &Subscription| matches!(record, Subscription::Nearest { schedule, changed: true, .. } if now >= schedule.due());
+    if !subs.values().any(due_now) {
+        return;
+    }
     // No room on the writer: they stay marked until the session's retry.
     let Some(slot) = s.tasks.query_slot() else {
         return;
     };
     let mut due = Vec::new();
-    for (sub, record) in session.subscriptions.lock().iter_mut() {
-        if let Subscription::Nearest {
-            query,
-            schedule,
-            changed,
-        } = record
-            && *changed
-            && now >= schedule.due()
+    for (sub, record) in subs.iter_mut() {
+        if due_now(record)
+            && let Subscription::Nearest {
+                query,
+                schedule,
+                changed,
+            } = record
         {
             *changed = false;
             schedule.last = now;
             due.push((sub.clone(), *query));
         }
     }
-    if due.is_empty() {
-        return;
-    }
+    drop(subs);
     let session = session.clone();
     slot.run(move |e| {
         for (sub, query) in due {

@@ -16,7 +16,7 @@ use bluelight_ingest::decode::{decode_flatbuffers, decode_json};
 use bluelight_ingest::validate::Reject;
 use serde_json::{Value, json};
 
-use crate::auth::{Caller, Scope};
+use crate::auth::Scope;
 use crate::fence_json::{fence_from_feature, filter_from_json};
 use crate::json::unit_feature;
 use crate::state::AppState;
@@ -24,20 +24,11 @@ use crate::state::AppState;
 type Shared = State<Arc<AppState>>;
 type Params = Query<HashMap<String, String>>;
 
-/// Authorises a request for `scope` (token in the header or `?token=`).
-fn caller(
-    s: &AppState,
-    headers: &HeaderMap,
-    q: &HashMap<String, String>,
-    scope: Scope,
-) -> Result<Caller, crate::auth::Denied> {
-    s.tokens
-        .check(headers, q.get("token").map(String::as_str), Some(scope))
-}
-
+/// Authorises a request for `scope` (token in the header or `?token=`), or
+/// returns the refusal.
 macro_rules! authorise {
     ($s:expr, $headers:expr, $q:expr, $scope:expr) => {
-        match caller(&$s, &$headers, &$q, $scope) {
+        match $s.tokens.check_request(&$headers, &$q, Some($scope)) {
             Ok(c) => c,
             Err(denied) => return denied.into_response(),
         }

@@ -21,10 +21,7 @@ pub async fn metrics(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(denied) = s
-        .tokens
-        .check(&headers, q.get("token").map(String::as_str), Some(Scope::Admin))
-    {
+    if let Err(denied) = s.tokens.check_request(&headers, &q, Some(Scope::Admin)) {
         return denied.into_response();
     }
     let mut m = String::new();

@@ -37,7 +37,7 @@ pub async fn handler(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let who = match s.tokens.check(&headers, q.get("token").map(String::as_str), None) {
+    let who = match s.tokens.check_request(&headers, &q, None) {
         Ok(c) => c,
         Err(denied) => return denied.into_response(),
     };

@@ -27,10 +27,7 @@ pub async fn handler(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(denied) = s
-        .tokens
-        .check(&headers, q.get("token").map(String::as_str), Some(Scope::Ingest))
-    {
+    if let Err(denied) = s.tokens.check_request(&headers, &q, Some(Scope::Ingest)) {
         return denied.into_response();
     }
     ws.max_message_size(4 << 20)
