@@ -338,6 +338,42 @@ mod tests {
         assert_eq!(next_due(&session), Some(t0 + Duration::from_millis(350)));
     }
 
+    /// `max_hz` holds by the runtime's clock: a feed with changes waiting
+    /// is not due before its interval has passed since its last update,
+    /// and is at once after (time advanced, not slept).
+    #[tokio::test(start_paused = true)]
+    async fn a_feed_is_due_once_per_interval() {
+        let session = Session::new(100);
+        session
+            .subscriptions
+            .lock()
+            .insert("p1".into(), feed(500, Instant::now()));
+        let change = |unit: u32| {
+            if let Some(Subscription::Positions { changes, .. }) = session.subscriptions.lock().get_mut("p1")
+            {
+                changes.changed.insert(unit);
+            }
+        };
+        change(1);
+        tokio::time::advance(Duration::from_millis(499)).await;
+        assert!(
+            due_feeds(&session, Instant::now()).is_none(),
+            "not before max_hz allows"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let due = due_feeds(&session, Instant::now()).expect("due after its interval");
+        assert_eq!(due, vec![("p1".to_string(), vec![1], vec![])]);
+        // The next change waits a whole interval from this update.
+        change(2);
+        assert!(due_feeds(&session, Instant::now()).is_none());
+        assert_eq!(
+            next_due(&session),
+            Some(Instant::now() + Duration::from_millis(500))
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(due_feeds(&session, Instant::now()).is_some());
+    }
+
     /// A copy in steps gives what one copy would, and each step stays
     /// within its budget of units.
     #[test]

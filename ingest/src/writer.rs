@@ -41,6 +41,18 @@ impl OutputConsumer for Discard {
     fn consume(&self, _: &Engine, _: &Outputs, _: Option<Instant>) {}
 }
 
+/// Several consumers of the same outputs, in order: the hub, then (with
+/// Redis) the alert outbox. Each is called with the engine still locked.
+pub struct Fanout(pub Vec<Arc<dyn OutputConsumer>>);
+
+impl OutputConsumer for Fanout {
+    fn consume(&self, engine: &Engine, out: &Outputs, received: Option<Instant>) {
+        for c in &self.0 {
+            c.consume(engine, out, received);
+        }
+    }
+}
+
 /// Tuning of the writer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriterConfig {
@@ -343,5 +355,41 @@ fn resolve(engine: &mut Engine, batch: &IngestBatch, u: &UnitRef) -> UnitSlot {
     match u {
         UnitRef::Key(k) => engine.intern_key(*k),
         UnitRef::Id(r) => engine.intern_unit(batch.str(r)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluelight_engine::{EngineConfig, FeedChange, FeedEvent};
+    use parking_lot::Mutex;
+
+    /// Records what it was given, tagged with its name.
+    struct Recorder(&'static str, Arc<Mutex<Vec<(&'static str, usize)>>>);
+
+    impl OutputConsumer for Recorder {
+        fn consume(&self, _: &Engine, out: &Outputs, _: Option<Instant>) {
+            self.1.lock().push((self.0, out.feed.len()));
+        }
+    }
+
+    #[test]
+    fn a_fanout_hands_the_same_outputs_to_every_consumer_in_order() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let fanout = Fanout(vec![
+            Arc::new(Recorder("hub", seen.clone())),
+            Arc::new(Recorder("outbox", seen.clone())),
+        ]);
+        let engine = Engine::new(EngineConfig::default()).expect("engine");
+        let out = Outputs {
+            feed: vec![FeedEvent {
+                feed: 1,
+                unit: UnitSlot(0),
+                change: FeedChange::Moved,
+            }],
+            ..Outputs::default()
+        };
+        fanout.consume(&engine, &out, None);
+        assert_eq!(*seen.lock(), vec![("hub", 1), ("outbox", 1)]);
     }
 }
