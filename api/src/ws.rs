@@ -1,7 +1,7 @@
 //! WebSocket `/v1/ws` (PROTOCOL.md): the socket loop of one session.
 //!
 //! One task per connection: it reads client messages (handled in
-//! [`subscriptions`](crate::subscriptions)) and sends, in order, the
+//! [`crate::subscriptions`]) and sends, in order, the
 //! replies and alerts queued for it, the conflated positions of its feeds
 //! (at most `max_hz`, see [`feeds`](crate::feeds)) and changed nearest
 //! answers. Pings every `ws_ping_s`; a client silent for `ws_idle_s` is

@@ -291,7 +291,7 @@ impl Engine {
 
     /// Opens a positions feed over `shape` for units matching `filter`.
     /// Returns its id and the units inside now (its snapshot), which become
-    /// its members silently; later changes come as [`FeedEvent`]s.
+    /// its members silently; later changes come as [`FeedEvent`](crate::FeedEvent)s.
     ///
     /// # Errors
     /// A cover over the cap.

@@ -1,6 +1,6 @@
-//! The pipeline wired in memory: transports → [`queue`](crate::queue) →
-//! [`writer`](crate::writer) → the [`OutputConsumer`] it is given, plus
-//! the [`tasks`](crate::tasks) others queue for the writer.
+//! The pipeline wired in memory: transports → [`crate::queue`] →
+//! [`crate::writer`] → the [`OutputConsumer`] it is given, plus
+//! the [`crate::tasks`] others queue for the writer.
 //!
 //! A stage between the queue and the writer (a journal) takes the
 //! [`Batches`](crate::queue::Batches) that [`queue::channel`] returns and
