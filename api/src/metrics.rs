@@ -47,6 +47,11 @@ pub async fn metrics(
     }
     let _ = writeln!(
         m,
+        "# HELP bluelight_fix_measurements_cleared_total Speeds, headings and accuracies out of range, kept as unknown (their fixes accepted).\n# TYPE bluelight_fix_measurements_cleared_total counter\nbluelight_fix_measurements_cleared_total {}",
+        c.measurements_cleared.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
         "# HELP bluelight_udp_dropped_total Fixes in UDP datagrams dropped for a full queue."
     );
     let _ = writeln!(m, "# TYPE bluelight_udp_dropped_total counter");

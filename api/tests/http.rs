@@ -470,3 +470,60 @@ fn sigterm_closes_websocket_sessions_with_1001_and_exits_cleanly() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
 }
+
+/// Regression: heading 1e38 was stored as 128°, speed 1e38 as 655.34 m/s,
+/// speed -5 as 0 and accuracy inf as 6553.4 m. Out of range is unknown
+/// (the field is omitted), counted, and the position beside it is kept.
+#[tokio::test]
+async fn out_of_range_measurements_are_kept_as_unknown_not_as_other_values() {
+    let s = server().await;
+    let t = now_ms();
+    let (st, r) = send_json(
+        s.http,
+        "POST",
+        "/v1/fixes",
+        &json!({"fixes":[
+            {"id":"H-1","lat":51.5,"lon":-0.12,"time_ms":t,"heading_deg":1e38,"speed_mps":1e38,"accuracy_m":5},
+            {"id":"S-1","lat":51.6,"lon":-0.12,"time_ms":t,"heading_deg":359.5,"speed_mps":-5},
+        ]}),
+    )
+    .await;
+    assert_eq!((st, &r["accepted"]), (200, &json!(2)), "{r}");
+    let mut fix = Fix::at(t, 51.7, -0.12);
+    fix.accuracy_m = f32::INFINITY;
+    fix.speed_mps = 12.5;
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let frame = encode_flatbuffers(&mut fbb, "t", &[(77, fix)], &[]).to_vec();
+    let (st, body) = http(
+        s.http,
+        "POST",
+        "/v1/fixes",
+        Some("application/x-flatbuffers"),
+        &frame,
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let unit = async |id: &str| get_json(s.http, &format!("/v1/units/{id}")).await.1["properties"].clone();
+    let h = unit("H-1").await;
+    assert_eq!(
+        (h["lat"].as_f64(), h["accuracy_m"].as_f64()),
+        (Some(51.5), Some(5.0)),
+        "{h}"
+    );
+    assert!(
+        h.get("heading_deg").is_none() && h.get("speed_mps").is_none(),
+        "{h}"
+    );
+    let sp = unit("S-1").await;
+    assert_eq!(sp["heading_deg"].as_f64(), Some(359.5), "{sp}");
+    assert!(sp.get("speed_mps").is_none(), "{sp}");
+    let a = unit("77").await;
+    assert_eq!(a["speed_mps"].as_f64(), Some(12.5), "{a}");
+    assert!(a.get("accuracy_m").is_none(), "{a}");
+    let (_, m) = http(s.http, "GET", "/metrics", None, b"").await;
+    let m = String::from_utf8_lossy(&m);
+    assert!(
+        m.contains("\nbluelight_fix_measurements_cleared_total 4\n"),
+        "{m}"
+    );
+}

@@ -142,7 +142,33 @@ pub struct Fix {
     pub status: Status,
 }
 
+/// The fastest speed the engine keeps, m/s (its record holds cm/s in 16
+/// bits); a faster one is not a responder's and is stored as unknown.
+pub const MAX_SPEED_MPS: f32 = 655.0;
+/// The worst accuracy the engine keeps, metres (decimetres in 16 bits).
+pub const MAX_ACCURACY_M: f32 = 6553.0;
+
 impl Fix {
+    /// Makes unknown (NaN) every measurement outside what it can mean:
+    /// speed outside 0..=[`MAX_SPEED_MPS`], heading outside 0..=360,
+    /// accuracy outside 0..=[`MAX_ACCURACY_M`] (infinities included).
+    /// Returns how many it cleared. A wrong heading must show as unknown,
+    /// never as another heading.
+    pub fn clear_out_of_range(&mut self) -> u32 {
+        let mut cleared = 0;
+        for (v, max) in [
+            (&mut self.speed_mps, MAX_SPEED_MPS),
+            (&mut self.heading_deg, 360.0),
+            (&mut self.accuracy_m, MAX_ACCURACY_M),
+        ] {
+            if !v.is_nan() && !(0.0..=max).contains(v) {
+                *v = f32::NAN;
+                cleared += 1;
+            }
+        }
+        cleared
+    }
+
     /// A fix with only a time and a position.
     pub fn at(time_ms: i64, lat: f64, lon: f64) -> Self {
         Self {

@@ -128,9 +128,13 @@ impl UnitState {
     /// Stores a fix's measurements.
     #[inline]
     pub fn set_measurements(&mut self, fix: &Fix) {
-        self.speed = quantise(fix.speed_mps, SPEED_SCALE);
-        self.heading = quantise(fix.heading_deg.rem_euclid(360.0), HEADING_SCALE);
-        self.accuracy = quantise(fix.accuracy_m, ACCURACY_SCALE);
+        // Out of range is unknown, never saturated or wrapped (ingest
+        // clears such values and counts them; this holds for any caller).
+        let mut f = *fix;
+        f.clear_out_of_range();
+        self.speed = quantise(f.speed_mps, SPEED_SCALE);
+        self.heading = quantise(f.heading_deg.rem_euclid(360.0), HEADING_SCALE);
+        self.accuracy = quantise(f.accuracy_m, ACCURACY_SCALE);
     }
 }
 
@@ -407,5 +411,31 @@ mod tests {
         assert_eq!(unquantise(quantise(12.5, SPEED_SCALE), SPEED_SCALE), 12.5);
         assert!((unquantise(quantise(271.234, HEADING_SCALE), HEADING_SCALE) - 271.23).abs() < 1e-3);
         assert_eq!(quantise(-3.0, SPEED_SCALE), 0);
+    }
+
+    #[test]
+    fn out_of_range_measurements_are_unknown_not_saturated_or_wrapped() {
+        let mut st = UnitState::new();
+        let mut fix = Fix::at(0, 51.0, -1.0);
+        fix.heading_deg = 1e38;
+        fix.speed_mps = -5.0;
+        fix.accuracy_m = f32::INFINITY;
+        st.set_measurements(&fix);
+        assert_eq!(
+            (st.heading, st.speed, st.accuracy),
+            (UNKNOWN_U16, UNKNOWN_U16, UNKNOWN_U16)
+        );
+        fix.heading_deg = 360.0;
+        fix.speed_mps = 655.0;
+        fix.accuracy_m = 0.0;
+        st.set_measurements(&fix);
+        assert_eq!(unquantise(st.heading, HEADING_SCALE), 0.0, "360 is north");
+        assert_eq!(unquantise(st.speed, SPEED_SCALE), 655.0);
+        assert_eq!(unquantise(st.accuracy, ACCURACY_SCALE), 0.0);
+        let mut f = Fix::at(0, 51.0, -1.0);
+        f.speed_mps = 700.0;
+        f.heading_deg = -1.0;
+        assert_eq!(f.clear_out_of_range(), 2);
+        assert!(f.speed_mps.is_nan() && f.heading_deg.is_nan() && f.accuracy_m.is_nan());
     }
 }

@@ -52,6 +52,9 @@ pub struct IngestBatch {
     /// When the transport finished reading it: the start of the server's
     /// fix-to-alert latency.
     pub received: Option<Instant>,
+    /// Measurements (speed, heading, accuracy) of accepted fixes that were
+    /// out of range and are kept as unknown.
+    pub measurements_cleared: u32,
 }
 
 impl IngestBatch {
@@ -64,6 +67,7 @@ impl IngestBatch {
         self.index.clear();
         self.errors.clear();
         self.received = None;
+        self.measurements_cleared = 0;
     }
 
     /// Appends text, returning its range.

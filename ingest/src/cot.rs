@@ -99,7 +99,7 @@ pub fn decode_cot(
         x.filter(|v| *v < COT_UNKNOWN && *v >= 0.0)
             .map_or(f32::NAN, |v| v as f32)
     };
-    let fix = Fix {
+    let mut fix = Fix {
         time_ms,
         lat,
         lon,
@@ -112,6 +112,7 @@ pub fn decode_cot(
         out.errors.push((index, r));
         return Ok(());
     }
+    out.measurements_cleared += fix.clear_out_of_range();
     let id = out.push_text(&uid);
     if let Some(k) = kind {
         let kind = out.push_text(&k);

@@ -87,7 +87,7 @@ pub fn decode_flatbuffers(
     }
     if let Some(fixes) = batch.fixes() {
         for (i, f) in fixes.iter().enumerate() {
-            let fix = Fix {
+            let mut fix = Fix {
                 time_ms: f.time_ms(),
                 lat: f.lat(),
                 lon: f.lon(),
@@ -98,6 +98,7 @@ pub fn decode_flatbuffers(
             };
             match v.check(&fix, now_ms) {
                 Ok(()) => {
+                    out.measurements_cleared += fix.clear_out_of_range();
                     out.fixes.push((UnitRef::Key(f.unit()), fix));
                     out.index.push(i as u32);
                 }
@@ -176,7 +177,7 @@ pub fn decode_json(
             out.errors.push((i as u32, Reject::BadField));
             continue;
         }
-        let fix = Fix {
+        let mut fix = Fix {
             time_ms: f.time_ms,
             lat: f.lat,
             lon: f.lon,
@@ -189,6 +190,7 @@ pub fn decode_json(
             out.errors.push((i as u32, r));
             continue;
         }
+        out.measurements_cleared += fix.clear_out_of_range();
         let id = out.push_text(&f.id);
         if agency.is_some() || f.kind.is_some() || f.tags.is_some() {
             let kind = f.kind.as_deref().map(|k| out.push_text(k));

@@ -3,9 +3,10 @@
 //! Cursor-on-Target XML over TCP.
 //!
 //! Every listener has a connection cap, an idle timeout and a maximum frame
-//! size. A garbage or oversized frame on TCP closes that connection with a
-//! logged reason (the stream can no longer be trusted to be in step); other
-//! connections go on. A bad UDP datagram is counted and dropped alone.
+//! size. A TCP frame whose body does not decode is counted and skipped, and
+//! the connection goes on (its length prefix says where the next frame
+//! starts); only a length over the limit or a frame cut short closes it,
+//! with a logged reason. A bad UDP datagram is counted and dropped alone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,7 +106,10 @@ async fn accept_loop<F, Fut>(
 }
 
 /// Reads frames from one connection. `Ok` on a clean close or idle timeout;
-/// `Err(reason)` when a frame was bad.
+/// `Err(reason)` when the stream can no longer be followed (a length over
+/// the limit, or a frame cut short). A frame whose body does not decode is
+/// counted and skipped: its length prefix says where the next one starts,
+/// so the good frames behind it still arrive.
 async fn tcp_connection(
     mut stream: TcpStream,
     queue: &IngestQueue,
@@ -137,7 +141,8 @@ async fn tcp_connection(
         batch.received = Some(std::time::Instant::now());
         if let Err(e) = decode_flatbuffers(&frame, &queue.validation, queue.now_ms(), &mut batch) {
             queue.counters.reject(Reject::BadFrame);
-            return Err(e.to_string());
+            tracing::debug!(error = %e, "skipped a TCP frame that does not decode");
+            continue;
         }
         if queue.send(batch).await.is_err() {
             return Ok(());

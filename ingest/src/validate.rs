@@ -156,6 +156,9 @@ pub struct IngestCounters {
     pub udp_dropped: AtomicU64,
     /// Connections closed for a bad or oversized frame.
     pub connections_closed_bad_frame: AtomicU64,
+    /// Speeds, headings and accuracies out of range, kept as unknown
+    /// (the fix itself is accepted).
+    pub measurements_cleared: AtomicU64,
 }
 
 impl IngestCounters {

@@ -300,6 +300,11 @@ impl Applier {
         for r in &batch.errors {
             self.counters.reject(r.1);
         }
+        if batch.measurements_cleared > 0 {
+            self.counters
+                .measurements_cleared
+                .fetch_add(u64::from(batch.measurements_cleared), Ordering::Relaxed);
+        }
         ApplyReport {
             accepted: 0,
             errors: batch.errors.clone(),
