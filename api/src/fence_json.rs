@@ -15,6 +15,9 @@ pub enum FenceJsonError {
     /// The JSON is not a GeoJSON Feature.
     #[error("not a GeoJSON Feature: {0}")]
     NotFeature(String),
+    /// A polygon whose rings are not as RFC 7946 requires.
+    #[error("invalid polygon: {0}")]
+    BadPolygon(String),
     /// A geometry type fences cannot have.
     #[error("unsupported geometry {0}: use Polygon, MultiPolygon, or Point with properties.radius_m")]
     Geometry(&'static str),
@@ -39,6 +42,15 @@ fn prop_err(key: &str, reason: impl Into<String>) -> FenceJsonError {
 }
 
 fn ring(positions: &[Position]) -> Result<LineString, FenceJsonError> {
+    // RFC 7946 §3.1.6: a ring's last position repeats its first. An open
+    // ring is refused rather than closed silently: its owner may have cut
+    // it short.
+    if positions.len() >= 2 && positions.first() != positions.last() {
+        return Err(FenceJsonError::BadPolygon(format!(
+            "a ring of {} positions is not closed: its last position must repeat its first",
+            positions.len()
+        )));
+    }
     positions
         .iter()
         .map(|p| match p.as_slice() {

@@ -527,3 +527,42 @@ async fn out_of_range_measurements_are_kept_as_unknown_not_as_other_values() {
         "{m}"
     );
 }
+
+/// Regression: a self-intersecting polygon and an unclosed ring were
+/// accepted silently as fences. Both are refused with the reason.
+#[tokio::test]
+async fn invalid_polygons_are_refused_with_the_reason() {
+    let s = server().await;
+    let fence = |ring: Value| json!({"type":"Feature","geometry":{"type":"Polygon","coordinates":[ring]},"properties":{}});
+    let bow_tie = json!([
+        [-1.0, 51.0],
+        [-0.9, 51.1],
+        [-0.9, 51.0],
+        [-1.0, 51.1],
+        [-1.0, 51.0]
+    ]);
+    let (st, v) = send_json(s.http, "PUT", "/v1/fences/bow-tie", &fence(bow_tie)).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("crosses itself")),
+        "{v}"
+    );
+    let open = json!([[-1.0, 51.0], [-0.9, 51.0], [-0.9, 51.1], [-1.0, 51.1]]);
+    let (st, v) = send_json(s.http, "PUT", "/v1/fences/open", &fence(open)).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("not closed")),
+        "{v}"
+    );
+    let (_, list) = get_json(s.http, "/v1/fences").await;
+    assert_eq!(list["features"], json!([]), "nothing was stored");
+    let square = json!([
+        [-1.0, 51.0],
+        [-0.9, 51.0],
+        [-0.9, 51.1],
+        [-1.0, 51.1],
+        [-1.0, 51.0]
+    ]);
+    let (st, v) = send_json(s.http, "PUT", "/v1/fences/square", &fence(square)).await;
+    assert_eq!(st, 201, "{v}");
+}

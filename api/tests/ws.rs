@@ -471,3 +471,57 @@ async fn a_unit_goes_stale_when_the_servers_clock_passes_stale_after() {
         "the alert is timed by the server's clock"
     );
 }
+
+/// Regression: one-shot nearest over WebSocket answered k = -1, 0 and 1e9
+/// with 5, 1 and 1,000 results where HTTP answered 400; standing nearest
+/// did not check k at all. Every one is refused now, naming k.
+#[tokio::test]
+async fn nearest_k_out_of_range_is_refused_on_every_road() {
+    let s = server().await;
+    let mut ws = connect(s.http).await;
+    for (i, k) in [json!(-1), json!(0), json!(1e9), json!(1001), json!("5")]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("q{i}");
+        send(
+            &mut ws,
+            json!({"type":"nearest","id":id,"point":[-0.12,51.5],"k":k}),
+        )
+        .await;
+        let r = recv(&mut ws).await;
+        assert_eq!(
+            (&r["type"], &r["code"], &r["id"]),
+            (&json!("error"), &json!("bad_request"), &json!(id)),
+            "{r}"
+        );
+        assert!(
+            r["message"].as_str().is_some_and(|m| m.contains("k must be")),
+            "{r}"
+        );
+        send(
+            &mut ws,
+            json!({"type":"subscribe","id":id,"stream":"nearest","point":[-0.12,51.5],"k":k}),
+        )
+        .await;
+        let r = recv(&mut ws).await;
+        assert_eq!(
+            (&r["type"], &r["code"]),
+            (&json!("error"), &json!("bad_request")),
+            "{r}"
+        );
+    }
+    let (st, v) = support::get_json(s.http, "/v1/nearest?lon=-0.12&lat=51.5&k=0", None).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|m| m.contains("k must be")),
+        "{v}"
+    );
+    send(
+        &mut ws,
+        json!({"type":"nearest","id":"ok","point":[-0.12,51.5],"k":1000}),
+    )
+    .await;
+    let r = recv(&mut ws).await;
+    assert_eq!((&r["type"], &r["id"]), (&json!("nearest"), &json!("ok")), "{r}");
+}

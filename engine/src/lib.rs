@@ -78,6 +78,7 @@ mod snapshot;
 pub mod sphere;
 mod standing;
 mod units;
+mod validity;
 
 pub use alert::{Alert, AlertEvent, FeedChange, FeedEvent, Outputs};
 pub use clock::{Clock, ManualClock, SystemClock};

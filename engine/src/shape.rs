@@ -95,7 +95,8 @@ impl Shape {
     ///
     /// # Errors
     /// [`EngineError::BadGeometry`] for an empty geometry, a ring of fewer
-    /// than four positions, or coordinates out of range.
+    /// than four positions, coordinates out of range, or a ring that
+    /// crosses itself or another ring of its polygon.
     pub fn polygon(mp: MultiPolygon) -> Result<Self, EngineError> {
         if mp.0.is_empty() {
             return Err(EngineError::BadGeometry("multipolygon has no polygons".into()));
@@ -112,6 +113,7 @@ impl Shape {
                     check_lat_lon(c.y, c.x).map_err(|e| EngineError::BadGeometry(e.to_string()))?;
                 }
             }
+            crate::validity::check_simple(poly).map_err(EngineError::BadGeometry)?;
         }
         let index = IndexedMultiPolygon::new(&mp);
         Ok(Shape::Polygon(Box::new(PolygonShape { source: mp, index })))
