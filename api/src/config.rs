@@ -82,6 +82,14 @@ pub struct Tuning {
     /// The largest frame a device listener accepts (a TCP frame, a UDP
     /// datagram up to 65,535), bytes.
     pub device_max_frame_bytes: usize,
+    /// The largest HTTP request body (`POST /v1/fixes`, fence and rule
+    /// bodies), bytes; a larger one is answered 413 with a JSON error.
+    pub http_max_body_bytes: usize,
+    /// The largest message a `/v1/ws` client may send, bytes (requests are
+    /// small; a polygon area is the largest).
+    pub ws_max_message_bytes: usize,
+    /// The largest message a `/v1/ingest` client may send, bytes.
+    pub ws_ingest_max_message_bytes: usize,
     /// The engine's clock scans every unit once a second in this many
     /// parts, evenly spaced, so it never holds the engine long (a tenth of
     /// a national fleet held it 2–8 ms).
@@ -106,6 +114,9 @@ impl Default for Tuning {
             device_max_connections: 10_000,
             device_idle_s: 120,
             device_max_frame_bytes: 4 << 20,
+            http_max_body_bytes: 2 << 20,
+            ws_max_message_bytes: 1 << 20,
+            ws_ingest_max_message_bytes: 4 << 20,
             clock_parts: 100,
         }
     }
@@ -225,6 +236,9 @@ impl ServeConfig {
             ("device_max_connections", t.device_max_connections),
             ("device_idle_s", t.device_idle_s as usize),
             ("device_max_frame_bytes", t.device_max_frame_bytes),
+            ("http_max_body_bytes", t.http_max_body_bytes),
+            ("ws_max_message_bytes", t.ws_max_message_bytes),
+            ("ws_ingest_max_message_bytes", t.ws_ingest_max_message_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("tuning.{key} must be at least 1")));

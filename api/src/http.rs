@@ -37,6 +37,7 @@ macro_rules! authorise {
 
 /// The router of every HTTP path.
 pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.tuning.http_max_body_bytes;
     Router::new()
         .route("/", get(map_page))
         .route("/healthz", get(healthz))
@@ -56,7 +57,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/ingest", get(crate::ws_ingest::handler))
         .route("/v1/export", get(crate::export::export))
         .route("/v1/export/h3", get(crate::export::export_h3))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(move |r: Response| async move {
+            body_too_large_as_json(r, body_limit)
+        }))
         .with_state(state)
+}
+
+/// axum answers a body over the limit with 413 and plain text; the
+/// contract's errors are JSON, naming the limit and where it is set.
+fn body_too_large_as_json(r: Response, limit: usize) -> Response {
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is over the limit of {limit} bytes (config: tuning.http_max_body_bytes)"
+            ),
+        );
+    }
+    r
 }
 
 /// A 4xx/5xx reply `{"error": "..."}`.

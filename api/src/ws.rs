@@ -44,7 +44,7 @@ pub async fn handler(
     // A small read buffer: tungstenite zero-fills the whole buffer before
     // every read attempt, and client messages are small (128 KiB of memset
     // per poll was 8% of the server's CPU under load).
-    ws.max_message_size(1 << 20)
+    ws.max_message_size(s.tuning.ws_max_message_bytes)
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| run(socket, s, who))
 }

@@ -30,7 +30,7 @@ pub async fn handler(
     if let Err(denied) = s.tokens.check_request(&headers, &q, Some(Scope::Ingest)) {
         return denied.into_response();
     }
-    ws.max_message_size(4 << 20)
+    ws.max_message_size(s.tuning.ws_ingest_max_message_bytes)
         .on_upgrade(move |socket| run(socket, s))
 }
 

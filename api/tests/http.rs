@@ -566,3 +566,25 @@ async fn invalid_polygons_are_refused_with_the_reason() {
     let (st, v) = send_json(s.http, "PUT", "/v1/fences/square", &fence(square)).await;
     assert_eq!(st, 201, "{v}");
 }
+
+/// Regression: a body over the HTTP limit was answered 413 in plain text.
+/// It is the contract's JSON error, naming the limit and its config key.
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_a_json_error_naming_it() {
+    let mut cfg = ServeConfig::default();
+    cfg.tuning.http_max_body_bytes = 64 << 10;
+    let s = support::server_with(cfg).await;
+    let big = vec![b' '; 100 << 10];
+    let (st, body) = http(s.http, "POST", "/v1/fixes", Some("application/json"), &big).await;
+    assert_eq!(st, 413, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).expect("a JSON error");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("65536 bytes") && e.contains("tuning.http_max_body_bytes")),
+        "{v}"
+    );
+    // Under the limit, the same path still works.
+    let (st, _) = send_json(s.http, "POST", "/v1/fixes", &json!({"fixes": []})).await;
+    assert_eq!(st, 200);
+}
