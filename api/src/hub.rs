@@ -103,8 +103,10 @@ pub struct Hub {
     /// Alerts kept for `since_seq`.
     alert_ring: usize,
     next_sub: AtomicU64,
-    /// Sessions closed for being too slow.
+    /// Sessions closed for being too slow for their alerts.
     pub closed_slow: AtomicU64,
+    /// Sessions closed for taking no frame within the send timeout.
+    pub closed_stalled: AtomicU64,
     /// Position updates superseded by a later fix of the same unit before
     /// the feed flushed (conflation at work).
     pub conflated: AtomicU64,
@@ -134,6 +136,7 @@ impl Hub {
             alert_ring: alert_ring.max(1),
             next_sub: AtomicU64::new(0),
             closed_slow: AtomicU64::new(0),
+            closed_stalled: AtomicU64::new(0),
             conflated: AtomicU64::new(0),
             alerts_fired: Default::default(),
         }

@@ -77,6 +77,11 @@ pub async fn metrics(
     );
     let _ = writeln!(
         m,
+        "# HELP bluelight_ws_closed_stalled_total Sessions closed with 1013 for taking no frame within the send timeout (tuning.ws_send_timeout_s).\n# TYPE bluelight_ws_closed_stalled_total counter\nbluelight_ws_closed_stalled_total {}",
+        s.hub.closed_stalled.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
         "# HELP bluelight_positions_conflated_total Position updates superseded by a later fix before the feed flushed.\n# TYPE bluelight_positions_conflated_total counter\nbluelight_positions_conflated_total {}",
         s.hub.conflated.load(Ordering::Relaxed)
     );

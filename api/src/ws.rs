@@ -130,7 +130,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
         // Everything due is written with one flush: a write per frame would
         // cost a system call per alert per subscriber.
         let mut written = 0usize;
-        let mut ok = true;
+        let mut sent: Result<(), SendFailed> = Ok(());
         for (i, m) in queued.into_iter().enumerate() {
             let (text, received, asked) = match m {
                 Outgoing::Text(t) => (t, None, None),
@@ -138,8 +138,8 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
                 Outgoing::Alert(sub, r) => (alert_text(&sub, &r), r.received.filter(|_| i >= replayed), None),
                 Outgoing::Nearest(t, asked) => (t, None, Some(asked)),
             };
-            if queue_frame(&mut tx, text, send_timeout).await.is_err() {
-                ok = false;
+            sent = queue_frame(&mut tx, text, send_timeout).await;
+            if sent.is_err() {
                 break;
             }
             written += 1;
@@ -150,7 +150,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
                 nearest_stamps.push(t);
             }
         }
-        if ok {
+        if sent.is_ok() {
             due_nearest(&s, &session);
             // A feed unsubscribed while its job ran sends nothing more.
             let texts: Vec<String> = {
@@ -162,19 +162,25 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
                     .collect()
             };
             for text in texts {
-                if queue_frame(&mut tx, text, send_timeout).await.is_err() {
-                    ok = false;
+                sent = queue_frame(&mut tx, text, send_timeout).await;
+                if sent.is_err() {
                     break;
                 }
                 written += 1;
             }
         }
-        if ok && written > 0 {
-            ok = matches!(tokio::time::timeout(send_timeout, tx.flush()).await, Ok(Ok(())));
+        if sent.is_ok() && written > 0 {
+            sent = match tokio::time::timeout(send_timeout, tx.flush()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(SendFailed::Closed),
+                Err(_) => Err(SendFailed::TimedOut),
+            };
         }
-        if !ok {
+        if let Err(failed) = sent {
             if session.too_slow.load(Ordering::Relaxed) {
                 close_too_slow(&s, &mut tx, &mut rx).await;
+            } else if failed == SendFailed::TimedOut {
+                close_stalled(&s, &mut tx, send_timeout).await;
             }
             break 'conn;
         }
@@ -235,11 +241,37 @@ async fn close_too_slow(s: &AppState, tx: &mut Tx, rx: &mut Rx) {
     }
 }
 
+/// Why a frame could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendFailed {
+    /// The client took nothing for the send timeout: it is not reading.
+    TimedOut,
+    /// The connection is gone.
+    Closed,
+}
+
 /// Queues a text frame in the socket's buffer (written when it fills or at
-/// the flush); a client that does not take it within `timeout` is gone.
-async fn queue_frame(tx: &mut Tx, text: String, timeout: Duration) -> Result<(), ()> {
+/// the flush); a client that does not take it within `timeout` is stalled.
+async fn queue_frame(tx: &mut Tx, text: String, timeout: Duration) -> Result<(), SendFailed> {
     match tokio::time::timeout(timeout, tx.feed(Message::Text(text.into()))).await {
         Ok(Ok(())) => Ok(()),
-        _ => Err(()),
+        Ok(Err(_)) => Err(SendFailed::Closed),
+        Err(_) => Err(SendFailed::TimedOut),
     }
+}
+
+/// Closes a client that took no frame for the send timeout (a map that
+/// stopped reading): counted, logged, and told with 1013 if the close
+/// frame still gets through (its socket is full, so it may not).
+async fn close_stalled(s: &AppState, tx: &mut Tx, timeout: Duration) {
+    s.hub.closed_stalled.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        timeout_s = timeout.as_secs(),
+        "closing a WebSocket session with 1013: it took no frame within the send timeout"
+    );
+    let frame = CloseFrame {
+        code: 1013,
+        reason: "not reading; reconnect".into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame)))).await;
 }

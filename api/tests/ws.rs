@@ -525,3 +525,84 @@ async fn nearest_k_out_of_range_is_refused_on_every_road() {
     let r = recv(&mut ws).await;
     assert_eq!((&r["type"], &r["id"]), (&json!("nearest"), &json!("ok")), "{r}");
 }
+
+/// Regression: a positions client that stopped reading was dropped after
+/// about 10 s with no close code and no metric. It is closed once it takes
+/// no frame for `ws_send_timeout_s`, counted, and the server goes on.
+#[tokio::test]
+async fn a_map_that_stops_reading_is_closed_and_counted() {
+    let mut cfg = ServeConfig::default();
+    cfg.tuning.ws_send_timeout_s = 1;
+    let s = support::server_with(cfg).await;
+    let t = now_ms();
+    let round = |r: i64| {
+        let fixes: Vec<Value> = (0..3000)
+            .map(|i| {
+                let (row, col) = (f64::from(i % 60), f64::from(i / 60));
+                fix(
+                    &format!("M{i}"),
+                    51.5 + row * 1e-3 + r as f64 * 1e-5,
+                    -0.1 - col * 1e-3,
+                    t + r * 1000,
+                )
+            })
+            .collect();
+        Value::Array(fixes)
+    };
+    assert_eq!(post_fixes(s.http, round(0)).await["accepted"], 3000);
+    // A map with a tiny receive buffer that never reads.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    sock.connect(&s.http.into()).expect("connect");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let stream = TcpStream::from_std(sock.into()).expect("tokio stream");
+    let (mut map, _) = tokio_tungstenite::client_async(
+        format!("ws://{}/v1/ws", s.http),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("ws");
+    send(
+        &mut map,
+        json!({"type":"subscribe","id":"p","stream":"positions","area":{"bbox":[-0.2,51.4,0.0,51.6]},"max_hz":50}),
+    )
+    .await;
+    // Every unit moves, again and again: megabytes of positions it never reads.
+    let start = Instant::now();
+    let mut r = 1;
+    while metric(s.http, "bluelight_ws_closed_stalled_total").await < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the stalled map was never closed"
+        );
+        assert_eq!(post_fixes(s.http, round(r)).await["accepted"], 3000);
+        r += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric(s.http, "bluelight_ws_closed_slow_total").await,
+        0,
+        "not an alerts client"
+    );
+    // Everyone else is served as before.
+    let mut other = connect(s.http).await;
+    send(
+        &mut other,
+        json!({"type":"nearest","id":"q","point":[-0.1,51.5],"k":1}),
+    )
+    .await;
+    assert_eq!(recv(&mut other).await["type"], "nearest");
+    until_sessions(s.http, 1).await;
+}
+
+/// Waits (bounded) until the server holds `n` WebSocket sessions.
+async fn until_sessions(addr: SocketAddr, n: u64) {
+    let start = Instant::now();
+    while metric(addr, "bluelight_ws_sessions").await != n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "sessions never became {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
