@@ -52,6 +52,11 @@ pub async fn metrics(
     );
     let _ = writeln!(
         m,
+        "# HELP bluelight_ingest_accept_errors_total Failed accepts on device listeners (out of file descriptors, most often); each waits 100 ms.\n# TYPE bluelight_ingest_accept_errors_total counter\nbluelight_ingest_accept_errors_total {}",
+        c.accept_errors.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
         "# HELP bluelight_udp_dropped_total Fixes in UDP datagrams dropped for a full queue."
     );
     let _ = writeln!(m, "# TYPE bluelight_udp_dropped_total counter");

@@ -588,3 +588,91 @@ async fn a_body_over_the_limit_is_refused_with_a_json_error_naming_it() {
     let (st, _) = send_json(s.http, "POST", "/v1/fixes", &json!({"fixes": []})).await;
     assert_eq!(st, 200);
 }
+
+/// CPU ticks (user + system) the process has used so far.
+#[cfg(target_os = "linux")]
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces): utime is the
+    // 14th field of the line, stime the 15th.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// Regression: at the file-descriptor limit the device listeners' accept
+/// loop retried at once, spinning a core. It pauses after a failed accept,
+/// counts it, and serves again once descriptors are free.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_file_descriptors_the_accept_loop_pauses_instead_of_spinning() {
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n 64 && exec {} serve --listen 127.0.0.1:0 --ingest 127.0.0.1:0",
+                env!("CARGO_BIN_EXE_bluelight")
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("listening "))
+        .expect("a listening line");
+    let addr = |key: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|a| a.parse().ok())
+            .expect("an address")
+    };
+    let (http_addr, ingest) = (addr("http="), addr("ingest="));
+    // More connections than the server has descriptors left: the kernel
+    // completes them in the backlog, the server's accepts fail.
+    let clients: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(ingest).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(child.id()) - before;
+    drop(clients);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let errors = rt.block_on(async {
+        let start = Instant::now();
+        loop {
+            // Descriptors come back as the closed clients are reaped.
+            if let Ok(Ok((200, body))) = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::spawn(async move { http(http_addr, "GET", "/metrics", None, b"").await }),
+            )
+            .await
+            {
+                let text = String::from_utf8_lossy(&body).into_owned();
+                if let Some(n) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("bluelight_ingest_accept_errors_total "))
+                {
+                    break n.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the server never answered again"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(errors > 0, "the failed accepts are counted");
+    // 100 ticks are a whole core for the second; a spinning loop takes
+    // nearly all of them, a pausing one almost none.
+    assert!(
+        used < 50,
+        "{used} ticks of CPU in one second at the descriptor limit"
+    );
+}

@@ -71,6 +71,9 @@ pub async fn serve_tcp(listener: TcpListener, queue: IngestQueue, limits: Listen
     .await;
 }
 
+/// How long an accept loop waits after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Accepts connections under the cap and runs `conn` on each; a connection
 /// that ends with `Err(reason)` is counted and logged, the others go on.
 async fn accept_loop<F, Fut>(
@@ -88,8 +91,16 @@ async fn accept_loop<F, Fut>(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors (EMFILE) and the like: retrying at
+                // once would spin a core and starve the rest of the server.
+                queue.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(transport = label, error = %e, "cannot accept; retrying in 100 ms");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let counters = queue.counters.clone();
         let task = conn(stream, queue.clone(), limits.clone());

@@ -156,6 +156,9 @@ pub struct IngestCounters {
     pub udp_dropped: AtomicU64,
     /// Connections closed for a bad or oversized frame.
     pub connections_closed_bad_frame: AtomicU64,
+    /// Failed accepts on device listeners (out of file descriptors, most
+    /// often), each followed by a short pause.
+    pub accept_errors: AtomicU64,
     /// Speeds, headings and accuracies out of range, kept as unknown
     /// (the fix itself is accepted).
     pub measurements_cleared: AtomicU64,
