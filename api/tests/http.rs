@@ -37,6 +37,20 @@ async fn send_json(addr: SocketAddr, method: &str, path: &str, v: &Value) -> (u1
     support::send_json(addr, method, path, v, None).await
 }
 
+/// `POST /v1/fixes` of a FlatBuffers `FixBatch` of `fixes` (unit key, fix).
+async fn post_flatbuffers(addr: SocketAddr, fixes: &[(u64, Fix)]) -> (u16, Vec<u8>) {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let frame = encode_flatbuffers(&mut fbb, "t", fixes, &[]).to_vec();
+    http(
+        addr,
+        "POST",
+        "/v1/fixes",
+        Some("application/x-flatbuffers"),
+        &frame,
+    )
+    .await
+}
+
 async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while !cond().await {
@@ -104,16 +118,7 @@ async fn post_fixes_reports_each_refused_fix_and_applies_the_rest() {
         "unknown fields are omitted"
     );
     assert_eq!(unit["geometry"]["coordinates"], json!([-1.4044, 50.9097]));
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let frame = encode_flatbuffers(&mut fbb, "t", &[(42, Fix::at(t, 51.0, -1.0))], &[]).to_vec();
-    let (st, b) = http(
-        s.http,
-        "POST",
-        "/v1/fixes",
-        Some("application/x-flatbuffers"),
-        &frame,
-    )
-    .await;
+    let (st, b) = post_flatbuffers(s.http, &[(42, Fix::at(t, 51.0, -1.0))]).await;
     assert_eq!(st, 200);
     assert_eq!(serde_json::from_slice::<Value>(&b).expect("json")["accepted"], 1);
     assert_eq!(
@@ -492,16 +497,7 @@ async fn out_of_range_measurements_are_kept_as_unknown_not_as_other_values() {
     let mut fix = Fix::at(t, 51.7, -0.12);
     fix.accuracy_m = f32::INFINITY;
     fix.speed_mps = 12.5;
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let frame = encode_flatbuffers(&mut fbb, "t", &[(77, fix)], &[]).to_vec();
-    let (st, body) = http(
-        s.http,
-        "POST",
-        "/v1/fixes",
-        Some("application/x-flatbuffers"),
-        &frame,
-    )
-    .await;
+    let (st, body) = post_flatbuffers(s.http, &[(77, fix)]).await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
     let unit = async |id: &str| get_json(s.http, &format!("/v1/units/{id}")).await.1["properties"].clone();
     let h = unit("H-1").await;

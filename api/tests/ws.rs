@@ -31,6 +31,23 @@ async fn connect(addr: SocketAddr) -> Ws {
     ws
 }
 
+/// A client whose socket takes 4 KiB at most: once that is full, the
+/// server's sends to it stall (a client that does not read).
+async fn connect_with_tiny_receive_buffer(addr: SocketAddr) -> Ws {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    sock.connect(&addr.into()).expect("connect");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let stream = TcpStream::from_std(sock.into()).expect("tokio stream");
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/v1/ws"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("ws");
+    ws
+}
+
 async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.expect("send");
 }
@@ -310,17 +327,7 @@ async fn a_slow_alerts_client_is_closed_with_1013_and_resumes_with_every_alert_e
     .await;
     // A client with a tiny receive buffer that reads nothing: the server's
     // socket fills, then the session's queue.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    sock.set_recv_buffer_size(4096).expect("rcvbuf");
-    sock.connect(&s.http.into()).expect("connect");
-    sock.set_nonblocking(true).expect("nonblocking");
-    let stream = TcpStream::from_std(sock.into()).expect("tokio stream");
-    let (mut slow, _) = tokio_tungstenite::client_async(
-        format!("ws://{}/v1/ws", s.http),
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .expect("ws");
+    let mut slow = connect_with_tiny_receive_buffer(s.http).await;
     send(&mut slow, json!({"type":"subscribe","id":"a","stream":"alerts"})).await;
     // Far more alerts than the server's socket buffer and the session's
     // queue (bluelight_api::config::Tuning::default().session_queue) hold.
@@ -551,17 +558,7 @@ async fn a_map_that_stops_reading_is_closed_and_counted() {
     };
     assert_eq!(post_fixes(s.http, round(0)).await["accepted"], 3000);
     // A map with a tiny receive buffer that never reads.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    sock.set_recv_buffer_size(4096).expect("rcvbuf");
-    sock.connect(&s.http.into()).expect("connect");
-    sock.set_nonblocking(true).expect("nonblocking");
-    let stream = TcpStream::from_std(sock.into()).expect("tokio stream");
-    let (mut map, _) = tokio_tungstenite::client_async(
-        format!("ws://{}/v1/ws", s.http),
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .expect("ws");
+    let mut map = connect_with_tiny_receive_buffer(s.http).await;
     send(
         &mut map,
         json!({"type":"subscribe","id":"p","stream":"positions","area":{"bbox":[-0.2,51.4,0.0,51.6]},"max_hz":50}),
