@@ -82,6 +82,12 @@ pub struct Tuning {
     /// The largest frame a device listener accepts (a TCP frame, a UDP
     /// datagram up to 65,535), bytes.
     pub device_max_frame_bytes: usize,
+    /// An HTTP client must send a whole request head within this, and an
+    /// idle keep-alive connection is closed after it, s (slowloris).
+    pub http_header_timeout_s: u64,
+    /// HTTP connections (WebSockets included) served at once; more wait
+    /// in the kernel's backlog.
+    pub http_max_connections: usize,
     /// The largest HTTP request body (`POST /v1/fixes`, fence and rule
     /// bodies), bytes; a larger one is answered 413 with a JSON error.
     pub http_max_body_bytes: usize,
@@ -114,6 +120,8 @@ impl Default for Tuning {
             device_max_connections: 10_000,
             device_idle_s: 120,
             device_max_frame_bytes: 4 << 20,
+            http_header_timeout_s: 10,
+            http_max_connections: 10_000,
             http_max_body_bytes: 2 << 20,
             ws_max_message_bytes: 1 << 20,
             ws_ingest_max_message_bytes: 4 << 20,
@@ -236,6 +244,8 @@ impl ServeConfig {
             ("device_max_connections", t.device_max_connections),
             ("device_idle_s", t.device_idle_s as usize),
             ("device_max_frame_bytes", t.device_max_frame_bytes),
+            ("http_header_timeout_s", t.http_header_timeout_s as usize),
+            ("http_max_connections", t.http_max_connections),
             ("http_max_body_bytes", t.http_max_body_bytes),
             ("ws_max_message_bytes", t.ws_max_message_bytes),
             ("ws_ingest_max_message_bytes", t.ws_ingest_max_message_bytes),

@@ -10,7 +10,8 @@
 //! * [`config`] — `serve` configuration (TOML file, flags, environment).
 //! * [`server`] — builds the hub, the pipeline and the listeners; the clock.
 //! * [`state`] — what every handler and session shares.
-//! * [`http`] — the HTTP endpoints; [`metrics`] — `/metrics`.
+//! * [`http`] — the HTTP endpoints; [`metrics`] — `/metrics`;
+//!   [`http_serve`] — the HTTP accept loop (header timeout, connection cap).
 //! * [`export`] — history export: points, tracks, H3 aggregates.
 //! * [`json`] — unit objects and Features.
 //! * [`fence_json`] — GeoJSON Features ⇄ fences, and protocol filters.
@@ -40,6 +41,7 @@ pub mod feed_writer;
 pub mod feeds;
 pub mod fence_json;
 pub mod http;
+pub mod http_serve;
 pub mod hub;
 pub mod json;
 pub mod latency;

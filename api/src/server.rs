@@ -129,26 +129,15 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
     };
     let http_listener = TcpListener::bind(cfg.listen).await?;
     let http = http_listener.local_addr()?;
-    // Nagle off: alert and nearest frames are small and must not wait to be
-    // coalesced (it costs tens of milliseconds against a delayed ACK).
-    let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let app = crate::http::router(state.clone());
-    let mut stop = state.shutdown.subscribe();
-    tokio::spawn(async move {
-        let stopping = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(http_listener, app)
-            .with_graceful_shutdown(stopping)
-            .await
-        {
-            tracing::error!(error = %e, "http server stopped");
-        }
-    });
+    tokio::spawn(crate::http_serve::serve(
+        http_listener,
+        crate::http::router(state.clone()),
+        state.shutdown.subscribe(),
+        crate::http_serve::HttpLimits {
+            header_timeout: Duration::from_secs(t.http_header_timeout_s),
+            max_connections: t.http_max_connections,
+        },
+    ));
     tokio::spawn(run_clock(state.clone()));
     Ok(Running {
         http,

@@ -672,3 +672,47 @@ fn out_of_file_descriptors_the_accept_loop_pauses_instead_of_spinning() {
         "{used} ticks of CPU in one second at the descriptor limit"
     );
 }
+
+/// Regression: a client sending one header byte a second (slowloris), or
+/// an idle connection, held its socket for ever. Both are closed once the
+/// header timeout passes; a normal request still works.
+#[tokio::test]
+async fn slow_and_idle_http_connections_are_closed_at_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let mut cfg = ServeConfig::default();
+    cfg.tuning.http_header_timeout_s = 1;
+    let s = support::server_with(cfg).await;
+    let mut idle = TcpStream::connect(s.http).await.expect("connect");
+    let mut slow = TcpStream::connect(s.http).await.expect("connect");
+    let start = Instant::now();
+    let trickle = async {
+        // One byte every 100 ms of a head that never ends, for at most 5 s.
+        for b in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(50)
+        {
+            if slow.write_all(&[*b]).await.is_err() {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(Duration::from_secs(2), slow.read(&mut buf)).await;
+        start.elapsed()
+    };
+    let wait_closed = async {
+        let mut buf = [0u8; 64];
+        // 0 bytes (closed) or an error: either way the server let go.
+        let _ = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+        start.elapsed()
+    };
+    let (slow_closed, idle_closed) = tokio::join!(trickle, wait_closed);
+    assert!(idle_closed < Duration::from_secs(4), "idle held {idle_closed:?}");
+    assert!(
+        slow_closed < Duration::from_secs(4),
+        "slowloris held {slow_closed:?}"
+    );
+    let (st, v) = get_json(s.http, "/healthz").await;
+    assert_eq!((st, &v["status"]), (200, &json!("ok")));
+}
