@@ -120,3 +120,52 @@ pub async fn send_json(
     .await;
     (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
+
+/// The same requests to a server without tokens, and what tests of one
+/// build their fixes with.
+pub mod open {
+    use std::net::SocketAddr;
+
+    use bluelight_engine::Fix;
+    use serde_json::Value;
+
+    /// Now, by the machine's clock (the server's unless a test gives it another).
+    pub fn now_ms() -> i64 {
+        bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock)
+    }
+
+    /// One request without a token.
+    pub async fn http(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        ct: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Vec<u8>) {
+        super::request(addr, method, path, ct, body, None).await
+    }
+
+    /// GET, parsed as JSON.
+    pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
+        super::get_json(addr, path, None).await
+    }
+
+    /// A JSON request, parsed as JSON.
+    pub async fn send_json(addr: SocketAddr, method: &str, path: &str, v: &Value) -> (u16, Value) {
+        super::send_json(addr, method, path, v, None).await
+    }
+
+    /// `POST /v1/fixes` of a FlatBuffers `FixBatch` of `fixes` (unit key, fix).
+    pub async fn post_flatbuffers(addr: SocketAddr, fixes: &[(u64, Fix)]) -> (u16, Vec<u8>) {
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let frame = bluelight_ingest::decode::encode_flatbuffers(&mut fbb, "t", fixes, &[]).to_vec();
+        http(
+            addr,
+            "POST",
+            "/v1/fixes",
+            Some("application/x-flatbuffers"),
+            &frame,
+        )
+        .await
+    }
+}

@@ -1,0 +1,263 @@
+//! Robustness over real sockets: each test pins a reproducer of bad or
+//! hostile input (issue 16) that the server used to mishandle.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bluelight_api::config::ServeConfig;
+use bluelight_api::server::Running;
+use bluelight_engine::Fix;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use support::open::{get_json, http, now_ms, post_flatbuffers, send_json};
+
+async fn server() -> Running {
+    support::server_with(ServeConfig::default()).await
+}
+
+/// Regression: heading 1e38 was stored as 128°, speed 1e38 as 655.34 m/s,
+/// speed -5 as 0 and accuracy inf as 6553.4 m. Out of range is unknown
+/// (the field is omitted), counted, and the position beside it is kept.
+#[tokio::test]
+async fn out_of_range_measurements_are_kept_as_unknown_not_as_other_values() {
+    let s = server().await;
+    let t = now_ms();
+    let (st, r) = send_json(
+        s.http,
+        "POST",
+        "/v1/fixes",
+        &json!({"fixes":[
+            {"id":"H-1","lat":51.5,"lon":-0.12,"time_ms":t,"heading_deg":1e38,"speed_mps":1e38,"accuracy_m":5},
+            {"id":"S-1","lat":51.6,"lon":-0.12,"time_ms":t,"heading_deg":359.5,"speed_mps":-5},
+        ]}),
+    )
+    .await;
+    assert_eq!((st, &r["accepted"]), (200, &json!(2)), "{r}");
+    let mut fix = Fix::at(t, 51.7, -0.12);
+    fix.accuracy_m = f32::INFINITY;
+    fix.speed_mps = 12.5;
+    let (st, body) = post_flatbuffers(s.http, &[(77, fix)]).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let unit = async |id: &str| get_json(s.http, &format!("/v1/units/{id}")).await.1["properties"].clone();
+    let h = unit("H-1").await;
+    assert_eq!(
+        (h["lat"].as_f64(), h["accuracy_m"].as_f64()),
+        (Some(51.5), Some(5.0)),
+        "{h}"
+    );
+    assert!(
+        h.get("heading_deg").is_none() && h.get("speed_mps").is_none(),
+        "{h}"
+    );
+    let sp = unit("S-1").await;
+    assert_eq!(sp["heading_deg"].as_f64(), Some(359.5), "{sp}");
+    assert!(sp.get("speed_mps").is_none(), "{sp}");
+    let a = unit("77").await;
+    assert_eq!(a["speed_mps"].as_f64(), Some(12.5), "{a}");
+    assert!(a.get("accuracy_m").is_none(), "{a}");
+    let (_, m) = http(s.http, "GET", "/metrics", None, b"").await;
+    let m = String::from_utf8_lossy(&m);
+    assert!(
+        m.contains("\nbluelight_fix_measurements_cleared_total 4\n"),
+        "{m}"
+    );
+}
+
+/// Regression: a self-intersecting polygon and an unclosed ring were
+/// accepted silently as fences. Both are refused with the reason.
+#[tokio::test]
+async fn invalid_polygons_are_refused_with_the_reason() {
+    let s = server().await;
+    let fence = |ring: Value| json!({"type":"Feature","geometry":{"type":"Polygon","coordinates":[ring]},"properties":{}});
+    let bow_tie = json!([
+        [-1.0, 51.0],
+        [-0.9, 51.1],
+        [-0.9, 51.0],
+        [-1.0, 51.1],
+        [-1.0, 51.0]
+    ]);
+    let (st, v) = send_json(s.http, "PUT", "/v1/fences/bow-tie", &fence(bow_tie)).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("crosses itself")),
+        "{v}"
+    );
+    let open = json!([[-1.0, 51.0], [-0.9, 51.0], [-0.9, 51.1], [-1.0, 51.1]]);
+    let (st, v) = send_json(s.http, "PUT", "/v1/fences/open", &fence(open)).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("not closed")),
+        "{v}"
+    );
+    let (_, list) = get_json(s.http, "/v1/fences").await;
+    assert_eq!(list["features"], json!([]), "nothing was stored");
+    let square = json!([
+        [-1.0, 51.0],
+        [-0.9, 51.0],
+        [-0.9, 51.1],
+        [-1.0, 51.1],
+        [-1.0, 51.0]
+    ]);
+    let (st, v) = send_json(s.http, "PUT", "/v1/fences/square", &fence(square)).await;
+    assert_eq!(st, 201, "{v}");
+}
+
+/// Regression: a body over the HTTP limit was answered 413 in plain text.
+/// It is the contract's JSON error, naming the limit and its config key.
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_a_json_error_naming_it() {
+    let mut cfg = ServeConfig::default();
+    cfg.tuning.http_max_body_bytes = 64 << 10;
+    let s = support::server_with(cfg).await;
+    let big = vec![b' '; 100 << 10];
+    let (st, body) = http(s.http, "POST", "/v1/fixes", Some("application/json"), &big).await;
+    assert_eq!(st, 413, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).expect("a JSON error");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("65536 bytes") && e.contains("tuning.http_max_body_bytes")),
+        "{v}"
+    );
+    // Under the limit, the same path still works.
+    let (st, _) = send_json(s.http, "POST", "/v1/fixes", &json!({"fixes": []})).await;
+    assert_eq!(st, 200);
+}
+
+/// CPU ticks (user + system) the process has used so far.
+#[cfg(target_os = "linux")]
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces): utime is the
+    // 14th field of the line, stime the 15th.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// Regression: at the file-descriptor limit the device listeners' accept
+/// loop retried at once, spinning a core. It pauses after a failed accept,
+/// counts it, and serves again once descriptors are free.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_file_descriptors_the_accept_loop_pauses_instead_of_spinning() {
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n 64 && exec {} serve --listen 127.0.0.1:0 --ingest 127.0.0.1:0",
+                env!("CARGO_BIN_EXE_bluelight")
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("listening "))
+        .expect("a listening line");
+    let addr = |key: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|a| a.parse().ok())
+            .expect("an address")
+    };
+    let (http_addr, ingest) = (addr("http="), addr("ingest="));
+    // More connections than the server has descriptors left: the kernel
+    // completes them in the backlog, the server's accepts fail.
+    let clients: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(ingest).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(child.id()) - before;
+    drop(clients);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let errors = rt.block_on(async {
+        let start = Instant::now();
+        loop {
+            // Descriptors come back as the closed clients are reaped.
+            if let Ok(Ok((200, body))) = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::spawn(async move { http(http_addr, "GET", "/metrics", None, b"").await }),
+            )
+            .await
+            {
+                let text = String::from_utf8_lossy(&body).into_owned();
+                if let Some(n) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("bluelight_ingest_accept_errors_total "))
+                {
+                    break n.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the server never answered again"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(errors > 0, "the failed accepts are counted");
+    // 100 ticks are a whole core for the second; a spinning loop takes
+    // nearly all of them, a pausing one almost none.
+    assert!(
+        used < 50,
+        "{used} ticks of CPU in one second at the descriptor limit"
+    );
+}
+
+/// Regression: a client sending one header byte a second (slowloris), or
+/// an idle connection, held its socket for ever. Both are closed once the
+/// header timeout passes; a normal request still works.
+#[tokio::test]
+async fn slow_and_idle_http_connections_are_closed_at_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let mut cfg = ServeConfig::default();
+    cfg.tuning.http_header_timeout_s = 1;
+    let s = support::server_with(cfg).await;
+    let mut idle = TcpStream::connect(s.http).await.expect("connect");
+    let mut slow = TcpStream::connect(s.http).await.expect("connect");
+    let start = Instant::now();
+    let trickle = async {
+        // One byte every 100 ms of a head that never ends, for at most 5 s.
+        for b in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(50)
+        {
+            if slow.write_all(&[*b]).await.is_err() {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(Duration::from_secs(2), slow.read(&mut buf)).await;
+        start.elapsed()
+    };
+    let wait_closed = async {
+        let mut buf = [0u8; 64];
+        // 0 bytes (closed) or an error: either way the server let go.
+        let _ = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+        start.elapsed()
+    };
+    let (slow_closed, idle_closed) = tokio::join!(trickle, wait_closed);
+    assert!(idle_closed < Duration::from_secs(4), "idle held {idle_closed:?}");
+    assert!(
+        slow_closed < Duration::from_secs(4),
+        "slowloris held {slow_closed:?}"
+    );
+    let (st, v) = get_json(s.http, "/healthz").await;
+    assert_eq!((st, &v["status"]), (200, &json!("ok")));
+}
