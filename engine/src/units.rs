@@ -9,7 +9,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
 use crate::error::EngineError;
-use crate::model::{Agency, Fix, Status, UnitSlot};
+use crate::model::{Agency, Fix, MAX_ACCURACY_M, MAX_SPEED_MPS, Status, UnitSlot};
 use crate::shard::NONE;
 
 /// `UnitState::time_ms` of a unit that has never reported a position.
@@ -130,11 +130,16 @@ impl UnitState {
     pub fn set_measurements(&mut self, fix: &Fix) {
         // Out of range is unknown, never saturated or wrapped (ingest
         // clears such values and counts them; this holds for any caller).
-        let mut f = *fix;
-        f.clear_out_of_range();
-        self.speed = quantise(f.speed_mps, SPEED_SCALE);
-        self.heading = quantise(f.heading_deg.rem_euclid(360.0), HEADING_SCALE);
-        self.accuracy = quantise(f.accuracy_m, ACCURACY_SCALE);
+        let within = |v: f32, max: f32, scale: f32, q: fn(f32) -> f32| {
+            if (0.0..=max).contains(&v) {
+                quantise(q(v), scale)
+            } else {
+                UNKNOWN_U16
+            }
+        };
+        self.speed = within(fix.speed_mps, MAX_SPEED_MPS, SPEED_SCALE, |v| v);
+        self.heading = within(fix.heading_deg, 360.0, HEADING_SCALE, |v| v.rem_euclid(360.0));
+        self.accuracy = within(fix.accuracy_m, MAX_ACCURACY_M, ACCURACY_SCALE, |v| v);
     }
 }
 
