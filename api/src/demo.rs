@@ -7,17 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bluelight_engine::{Agency, Engine, Filter, NearestQuery, Outputs, Status};
+use bluelight_engine::{Agency, Engine, Filter, NearestQuery, Status};
 use bluelight_ingest::batch::UnitRef;
 use bluelight_ingest::fleet::{Fleet, FleetConfig, SimFix};
 use bluelight_ingest::places;
 
 use crate::config::ServeConfig;
-use crate::fence_json::{feature_id, fence_from_feature};
 use crate::hub::AlertSelect;
 use crate::server;
 use crate::session::{Outgoing, Session};
 use crate::state::AppState;
+use bluelight_ingest::definitions::{FenceDef, feature_id};
+use bluelight_ingest::queue::Command;
 
 /// Sample fences shipped in `data/`.
 pub const SAMPLE_FENCES: &str = include_str!("../../data/fences.geojson");
@@ -56,17 +57,20 @@ pub struct DemoReport {
 ///
 /// # Errors
 /// A sample fence that does not parse (a test guards the shipped file).
-pub fn load_sample_fences(state: &AppState) -> anyhow::Result<usize> {
+pub async fn load_sample_fences(state: &AppState) -> anyhow::Result<usize> {
     let fc: geojson::FeatureCollection = SAMPLE_FENCES.parse().context("data/fences.geojson")?;
-    let mut out = Outputs::default();
-    let mut engine = state.engine.lock();
     for f in &fc.features {
         let id = feature_id(f).context("sample fence without id")?;
-        let spec = fence_from_feature(&mut engine, &id, f).with_context(|| format!("sample fence {id}"))?;
-        engine.put_fence(spec, state.now_ms(), &mut out)?;
+        let def = FenceDef::from_feature(&id, f).with_context(|| format!("sample fence {id}"))?;
+        let command = Command::PutFence {
+            def: Arc::new(def),
+            now_ms: state.now_ms(),
+        };
         state
-            .fence_json
-            .put(&id, serde_json::to_value(f).unwrap_or_default());
+            .queue
+            .change(command)
+            .await?
+            .map_err(|e| anyhow::anyhow!("sample fence {id}: {e}"))?;
     }
     Ok(fc.features.len())
 }
@@ -83,7 +87,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
     };
     let running = server::start(&cfg).await?;
     let state = running.state.clone();
-    let fences = load_sample_fences(&state)?;
+    let fences = load_sample_fences(&state).await?;
     let towns = places::uk()?;
     let start = state.now_ms();
     let fleet_cfg = FleetConfig {

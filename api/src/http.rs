@@ -10,14 +10,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bluelight_engine::{Agency, Engine, Filter, NearestQuery, Outputs, RuleSpec, Shape, Status};
+use bluelight_engine::{Agency, Engine, Filter, NearestQuery, RuleSpec, Shape, Status};
 use bluelight_ingest::batch::IngestBatch;
 use bluelight_ingest::decode::{decode_flatbuffers, decode_json};
+use bluelight_ingest::definitions::{FenceDef, RuleDef};
+use bluelight_ingest::queue::Command;
 use bluelight_ingest::validate::Reject;
 use serde_json::{Value, json};
 
 use crate::auth::Scope;
-use crate::fence_json::{fence_from_feature, filter_from_json};
 use crate::json::unit_feature;
 use crate::state::AppState;
 
@@ -112,10 +113,21 @@ async fn healthz(State(s): Shared) -> Response {
     .into_response()
 }
 
-fn parse_feature(body: &[u8]) -> Result<geojson::Feature, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
-    let gj: geojson::GeoJson = text.parse().map_err(|e| format!("body is not GeoJSON: {e}"))?;
-    geojson::Feature::try_from(gj).map_err(|_| "body must be a GeoJSON Feature".to_string())
+/// A stored definition's JSON (as its owner sent it, with `id` set).
+fn stored(source: Option<&str>) -> Value {
+    source
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Sends a change through the writer (and, with Redis, the journal) and
+/// waits for the engine's answer; `None` once the server is stopping.
+async fn change(s: &AppState, command: Command) -> Option<Result<bool, String>> {
+    s.queue.change(command).await.ok()
+}
+
+fn stopping() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down")
 }
 
 async fn put_fence(
@@ -129,35 +141,29 @@ async fn put_fence(
     if id.is_empty() || id.len() > 200 {
         return bad("fence id must be 1 to 200 characters");
     }
-    let feature = match parse_feature(&body) {
-        Ok(f) => f,
-        Err(e) => return bad(e),
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return bad("body is not UTF-8");
     };
-    let mut out = Outputs::default();
-    let created = {
-        let mut e = s.engine.lock();
-        let spec = match fence_from_feature(&mut e, &id, &feature) {
-            Ok(spec) => spec,
-            Err(err) => return bad(err.to_string()),
-        };
-        let created = match e.put_fence(spec, s.now_ms(), &mut out) {
-            Ok(created) => created,
-            Err(err) => return bad(err.to_string()),
-        };
-        // Enter/exit of a replace go out before any later fix's alerts.
-        s.route(&e, &out);
-        created
+    let def = match FenceDef::parse(&id, text) {
+        Ok(d) => Arc::new(d),
+        Err(e) => return bad(e.to_string()),
     };
-    let stored = s
-        .fence_json
-        .put(&id, serde_json::to_value(&feature).unwrap_or(Value::Null));
+    let command = Command::PutFence {
+        def: def.clone(),
+        now_ms: s.now_ms(),
+    };
+    let created = match change(&s, command).await {
+        Some(Ok(created)) => created,
+        Some(Err(refused)) => return bad(refused),
+        None => return stopping(),
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     tracing::info!(fence = %id, created, "fence stored");
-    (status, axum::Json(stored)).into_response()
+    (status, axum::Json(stored(Some(&def.source)))).into_response()
 }
 
 async fn get_fence(
@@ -167,15 +173,20 @@ async fn get_fence(
     Query(q): Params,
 ) -> Response {
     authorise!(s, headers, q, Scope::Read);
-    match s.fence_json.get(&id) {
-        Some(f) => axum::Json(f).into_response(),
+    let source = s.engine.lock().fence_source(&id);
+    match source {
+        Some(f) => axum::Json(stored(f.as_deref())).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("fence {id:?} not found")),
     }
 }
 
 async fn list_fences(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
     authorise!(s, headers, q, Scope::Read);
-    let features = s.fence_json.sorted();
+    let sources: Vec<_> = {
+        let e = s.engine.lock();
+        e.fence_ids().iter().filter_map(|id| e.fence_source(id)).collect()
+    };
+    let features: Vec<Value> = sources.iter().map(|f| stored(f.as_deref())).collect();
     axum::Json(json!({"type":"FeatureCollection","features":features})).into_response()
 }
 
@@ -186,13 +197,13 @@ async fn delete_fence(
     Query(q): Params,
 ) -> Response {
     authorise!(s, headers, q, Scope::Fences);
-    let removed = s.engine.lock().remove_fence(&id).is_ok();
-    s.fence_json.remove(&id);
-    if removed {
-        tracing::info!(fence = %id, "fence deleted");
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        error(StatusCode::NOT_FOUND, format!("fence {id:?} not found"))
+    match change(&s, Command::RemoveFence(Arc::from(id.as_str()))).await {
+        Some(Ok(_)) => {
+            tracing::info!(fence = %id, "fence deleted");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Some(Err(_)) => error(StatusCode::NOT_FOUND, format!("fence {id:?} not found")),
+        None => stopping(),
     }
 }
 
@@ -204,45 +215,38 @@ async fn put_rule(
     body: Bytes,
 ) -> Response {
     authorise!(s, headers, q, Scope::Fences);
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
-        return bad("body is not JSON");
-    };
-    if v.get("type").and_then(Value::as_str) != Some("proximity") {
-        return bad("type must be \"proximity\"");
+    if id.is_empty() || id.len() > 200 {
+        return bad("rule id must be 1 to 200 characters");
     }
-    let num = |k: &str| v.get(k).and_then(Value::as_f64);
-    let Some(radius_m) = num("radius_m") else {
-        return bad("radius_m must be a number");
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return bad("body is not UTF-8");
     };
-    let hysteresis_m = num("hysteresis_m").unwrap_or(0.0);
-    let created = {
-        let mut e = s.engine.lock();
-        let from = match v.get("from").map(|f| filter_from_json(&mut e, f)).transpose() {
-            Ok(f) => f.unwrap_or_default(),
-            Err(err) => return bad(format!("from: {err}")),
-        };
-        let to = match v.get("to").map(|f| filter_from_json(&mut e, f)).transpose() {
-            Ok(f) => f.unwrap_or_default(),
-            Err(err) => return bad(format!("to: {err}")),
-        };
-        match e.put_rule(RuleSpec {
-            id: id.clone(),
-            from,
-            to,
-            radius_m,
-            hysteresis_m,
-        }) {
-            Ok(c) => c,
-            Err(err) => return bad(err.to_string()),
-        }
+    let def = match RuleDef::parse(&id, text) {
+        Ok(d) => Arc::new(d),
+        Err(e) => return bad(e.to_string()),
     };
-    let stored = s.rule_json.put(&id, v);
+    let created = match change(&s, Command::PutRule(def.clone())).await {
+        Some(Ok(created)) => created,
+        Some(Err(refused)) => return bad(refused),
+        None => return stopping(),
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    (status, axum::Json(stored)).into_response()
+    (status, axum::Json(stored(Some(&def.source)))).into_response()
+}
+
+/// A rule as stored: its owner's JSON, or (for a rule made in code) its
+/// fields.
+fn rule_json(r: &RuleSpec) -> Value {
+    match r.source.as_deref() {
+        Some(src) => stored(Some(src)),
+        None => {
+            json!({"id": r.id, "type": "proximity", "radius_m": r.radius_m, "hysteresis_m": r.hysteresis_m})
+        }
+    }
 }
 
 async fn get_rule(
@@ -252,15 +256,18 @@ async fn get_rule(
     Query(q): Params,
 ) -> Response {
     authorise!(s, headers, q, Scope::Read);
-    match s.rule_json.get(&id) {
-        Some(r) => axum::Json(r).into_response(),
+    let rule = s.engine.lock().rules().into_iter().find(|r| r.id == id);
+    match rule {
+        Some(r) => axum::Json(rule_json(&r)).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("rule {id:?} not found")),
     }
 }
 
 async fn list_rules(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Response {
     authorise!(s, headers, q, Scope::Read);
-    let rules = s.rule_json.sorted();
+    let mut rules = s.engine.lock().rules();
+    rules.sort_by(|a, b| a.id.cmp(&b.id));
+    let rules: Vec<Value> = rules.iter().map(rule_json).collect();
     axum::Json(json!({ "rules": rules })).into_response()
 }
 
@@ -271,12 +278,10 @@ async fn delete_rule(
     Query(q): Params,
 ) -> Response {
     authorise!(s, headers, q, Scope::Fences);
-    let removed = s.engine.lock().remove_rule(&id).is_ok();
-    s.rule_json.remove(&id);
-    if removed {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        error(StatusCode::NOT_FOUND, format!("rule {id:?} not found"))
+    match change(&s, Command::RemoveRule(Arc::from(id.as_str()))).await {
+        Some(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
+        Some(Err(_)) => error(StatusCode::NOT_FOUND, format!("rule {id:?} not found")),
+        None => stopping(),
     }
 }
 

@@ -1,7 +1,5 @@
 //! JSON shapes of PROTOCOL.md: unit objects and unit Features.
 
-use std::collections::HashMap;
-
 use bluelight_engine::{Engine, Neighbor, UnitSlot};
 use serde_json::{Map, Value, json};
 
@@ -275,40 +273,6 @@ pub fn write_nearest(engine: &Engine, member: Option<(&str, &str)>, results: &[N
         out.push('}');
     }
     out.push_str("]}");
-}
-
-/// Definitions as their owners sent them (fences, rules), keyed by id, for
-/// GET: a client reads back exactly what it wrote.
-#[derive(Debug, Default)]
-pub struct StoredJson(parking_lot::Mutex<HashMap<String, Value>>);
-
-impl StoredJson {
-    /// Stores `v` under `id` (setting its `id` member) and returns it.
-    pub fn put(&self, id: &str, mut v: Value) -> Value {
-        if let Value::Object(o) = &mut v {
-            o.insert("id".into(), json!(id));
-        }
-        self.0.lock().insert(id.to_owned(), v.clone());
-        v
-    }
-
-    /// The definition of `id`.
-    pub fn get(&self, id: &str) -> Option<Value> {
-        self.0.lock().get(id).cloned()
-    }
-
-    /// Every definition, by id.
-    pub fn sorted(&self) -> Vec<Value> {
-        let m = self.0.lock();
-        let mut ids: Vec<&String> = m.keys().collect();
-        ids.sort();
-        ids.into_iter().filter_map(|id| m.get(id).cloned()).collect()
-    }
-
-    /// Forgets `id`.
-    pub fn remove(&self, id: &str) {
-        self.0.lock().remove(id);
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //!   [`http_serve`] — the HTTP accept loop (header timeout, connection cap).
 //! * [`export`] — history export: points, tracks, H3 aggregates.
 //! * [`json`] — unit objects and Features.
-//! * [`fence_json`] — GeoJSON Features ⇄ fences, and protocol filters.
 //! * [`protocol`] — request rules shared by HTTP and WebSocket, typed errors.
 //! * [`alert_record`] — an alert serialised once.
 //! * [`hub`] — routes alerts, feed changes and nearest answers to sessions
@@ -39,7 +38,6 @@ pub mod demo;
 pub mod export;
 pub mod feed_writer;
 pub mod feeds;
-pub mod fence_json;
 pub mod http;
 pub mod http_serve;
 pub mod hub;

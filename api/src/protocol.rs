@@ -8,7 +8,7 @@ use bluelight_engine::{Engine, Filter, Shape};
 use geo::MultiPolygon;
 use serde_json::{Value, json};
 
-use crate::fence_json::{filter_from_json, polygon};
+use bluelight_ingest::definitions::{filter_from_json, polygon};
 
 /// The `code` of a WebSocket error (PROTOCOL.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

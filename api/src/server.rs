@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bluelight_engine::{Clock, Engine, EngineConfig, Outputs, SystemClock};
+use bluelight_engine::{Clock, Engine, EngineConfig, SystemClock};
 use bluelight_ingest::pipeline::{self, PipelineConfig};
+use bluelight_ingest::queue::Command;
 use bluelight_ingest::transport::{self, ListenerLimits};
 use bluelight_ingest::validate::ValidationConfig;
 use bluelight_ingest::writer::{OutputConsumer, WriterConfig};
@@ -97,10 +98,7 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         queue: queue.clone(),
         tasks: pipeline.tasks,
         clock,
-        outputs,
         hub,
-        fence_json: crate::json::StoredJson::default(),
-        rule_json: crate::json::StoredJson::default(),
         started: Instant::now(),
         sessions: AtomicU64::new(0),
         shutdown: tokio::sync::watch::channel(false).0,
@@ -152,19 +150,24 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
 /// the engine is never held long: a tenth of a national fleet (30,000
 /// units, each read with its fence memberships) held it 2–8 ms, and every
 /// fix and query behind it waited.
+///
+/// A tick is a command in the writer's queue like a batch of fixes: the
+/// writer runs it in order with them, and a journal records it with its
+/// time, so a replay marks units stale at the same place in the stream.
 async fn run_clock(state: Arc<AppState>) {
-    let parts = state.tuning.clock_parts.max(1) as usize;
-    let mut every = tokio::time::interval(Duration::from_secs(1) / parts as u32);
-    let mut out = Outputs::default();
+    let parts = state.tuning.clock_parts.max(1);
+    let mut every = tokio::time::interval(Duration::from_secs(1) / parts);
     let mut part = 0;
     loop {
         every.tick().await;
-        out.clear();
-        {
-            let mut e = state.engine.lock();
-            e.tick_part(state.now_ms(), part, parts, &mut out);
-            state.route(&e, &out);
+        let tick = Command::Tick {
+            now_ms: state.now_ms(),
+            part,
+            parts,
+        };
+        // A full queue skips a part; the next turn scans it later.
+        if state.queue.try_command(tick) {
+            part = (part + 1) % parts;
         }
-        part = (part + 1) % parts;
     }
 }

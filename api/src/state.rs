@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use bluelight_engine::{Clock, Engine, Outputs, SharedEngine};
+use bluelight_engine::{Clock, SharedEngine};
 use bluelight_ingest::queue::IngestQueue;
 use bluelight_ingest::tasks::WriterTasks;
-use bluelight_ingest::writer::OutputConsumer;
 
 use crate::config::Tuning;
 
@@ -24,16 +23,8 @@ pub struct AppState {
     pub tasks: WriterTasks,
     /// The server's one clock.
     pub clock: Arc<dyn Clock>,
-    /// Where every engine output goes: the writer's consumer, shared, so
-    /// outputs made outside the writer (a fence change, the clock) take
-    /// the same road as a fix's.
-    pub outputs: Arc<dyn OutputConsumer>,
     /// Routes outputs to WebSocket sessions; subscriptions register here.
     pub hub: Arc<crate::hub::Hub>,
-    /// Fences as their owners sent them (GeoJSON Features), for GET.
-    pub fence_json: crate::json::StoredJson,
-    /// Rules as their owners sent them, for GET.
-    pub rule_json: crate::json::StoredJson,
     /// When the server started.
     pub started: Instant,
     /// WebSocket sessions open.
@@ -56,11 +47,5 @@ impl AppState {
     /// Now, by the server's clock.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
-    }
-
-    /// Routes outputs made outside the writer (a fence change, the clock),
-    /// with the engine still locked so they keep their place in order.
-    pub fn route(&self, engine: &Engine, out: &Outputs) {
-        self.outputs.consume(engine, out, None);
     }
 }

@@ -126,6 +126,7 @@ impl World {
                 dwell_s: 300,
                 hysteresis_m: if i % 2 == 0 { 20.0 } else { 0.0 },
                 filter: Filter::all(),
+                source: None,
             };
             engine
                 .put_fence(fence, T0, &mut out)

@@ -148,6 +148,7 @@ impl Engine {
             name: name.clone(),
             detect: spec.detect,
             dwell_s: spec.dwell_s,
+            source: spec.source,
         };
         let region = self.build_region(kind, spec.shape, spec.filter, spec.hysteresis_m, self.fine)?;
         let old = self.regions.fences.get(&spec.id).copied();
@@ -233,7 +234,13 @@ impl Engine {
     /// A fence's definition.
     pub fn fence(&self, id: &str) -> Option<FenceSpec> {
         let r = self.regions.get(*self.regions.fences.get(id)?)?;
-        let RegionKind::Fence { detect, dwell_s, .. } = &r.kind else {
+        let RegionKind::Fence {
+            detect,
+            dwell_s,
+            source,
+            ..
+        } = &r.kind
+        else {
             return None;
         };
         Some(FenceSpec {
@@ -243,7 +250,17 @@ impl Engine {
             dwell_s: *dwell_s,
             hysteresis_m: r.hysteresis_m,
             filter: r.filter.clone(),
+            source: source.clone(),
         })
+    }
+
+    /// A fence's definition as its owner sent it: `None` for an unknown
+    /// fence, `Some(None)` for one made in code.
+    pub fn fence_source(&self, id: &str) -> Option<Option<Arc<str>>> {
+        match &self.regions.get(*self.regions.fences.get(id)?)?.kind {
+            RegionKind::Fence { source, .. } => Some(source.clone()),
+            _ => None,
+        }
     }
 
     /// Fence ids, sorted.

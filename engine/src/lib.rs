@@ -19,6 +19,7 @@
 //!     dwell_s: 0,
 //!     hysteresis_m: 0.0,
 //!     filter: Filter::all(),
+//!     source: None,
 //! };
 //! engine.put_fence(fence, 0, &mut out)?;
 //! let amb = engine.intern_unit("AMB-104");

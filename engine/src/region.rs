@@ -49,6 +49,10 @@ pub struct FenceSpec {
     pub hysteresis_m: f64,
     /// Which units it applies to.
     pub filter: Filter,
+    /// The definition as its owner sent it (the GeoJSON text of a PUT):
+    /// what `GET` answers and a snapshot keeps. `None` for fences made in
+    /// code.
+    pub source: Option<Arc<str>>,
 }
 
 /// What a region is for.
@@ -62,6 +66,8 @@ pub(crate) enum RegionKind {
         detect: Detect,
         /// Seconds inside before `dwell`.
         dwell_s: u32,
+        /// The owner's definition ([`FenceSpec::source`]).
+        source: Option<Arc<str>>,
     },
     /// The area of a positions feed.
     Feed(u32),
@@ -282,6 +288,7 @@ impl Regions {
                     name,
                     detect,
                     dwell_s,
+                    ..
                 } => {
                     let ev = match (mem.is_some(), inside) {
                         (false, true) if detect.enter => Some(AlertEvent::Enter),

@@ -21,6 +21,9 @@ pub struct RuleSpec {
     pub radius_m: f64,
     /// Re-arm only beyond `radius_m + hysteresis_m`.
     pub hysteresis_m: f64,
+    /// The definition as its owner sent it (the JSON of a PUT): what `GET`
+    /// answers and a snapshot keeps. `None` for rules made in code.
+    pub source: Option<Arc<str>>,
 }
 
 /// A rule and its active (fired, not yet separated) pairs.

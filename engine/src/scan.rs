@@ -68,6 +68,7 @@ impl Engine {
                         name,
                         detect,
                         dwell_s,
+                        ..
                     },
                 ..
             }) = self.regions.get(m.region)

@@ -10,6 +10,7 @@
 //! deterministic (fences by id, members by unit, pairs sorted), so equal
 //! engines give equal bytes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use geo::{Coord, LineString, MultiPolygon, Polygon};
@@ -26,7 +27,7 @@ use crate::rules::{Rule, RuleSpec};
 use crate::shape::Shape;
 use crate::units::{FLAG_HAS_KIND, FLAG_STALE};
 
-const MAGIC: &[u8; 8] = b"BLSNAP01";
+const MAGIC: &[u8; 8] = b"BLSNAP02";
 
 struct Writer(Vec<u8>);
 
@@ -58,6 +59,10 @@ impl Writer {
     fn str(&mut self, s: &str) {
         self.len(s.len());
         self.0.extend_from_slice(s.as_bytes());
+    }
+    fn source(&mut self, s: Option<&str>) {
+        self.u8(u8::from(s.is_some()));
+        self.str(s.unwrap_or(""));
     }
     fn filter(&mut self, f: &Filter) {
         let present = u8::from(f.agencies.is_some())
@@ -177,6 +182,11 @@ impl<'a> Reader<'a> {
         let b = self.take(n, w)?;
         String::from_utf8(b.to_vec()).map_err(|_| EngineError::Snapshot(format!("{w}: not UTF-8")))
     }
+    fn source(&mut self, w: &str) -> Result<Option<Arc<str>>, EngineError> {
+        let present = self.u8(w)? != 0;
+        let s = self.str(w)?;
+        Ok(present.then(|| Arc::from(s)))
+    }
     fn slot(&mut self, units: usize, w: &str) -> Result<UnitSlot, EngineError> {
         let s = self.u32(w)?;
         if s as usize >= units {
@@ -284,41 +294,53 @@ impl Engine {
             w.u64(k);
             w.u32(s.0);
         }
-        let ids = self.fence_ids();
-        w.len(ids.len());
-        for id in ids {
-            let Some(&rid) = self.regions.fences.get(&id) else {
+        // Fences in region-id order, which is their order of creation: a
+        // restored engine installs them in that order, so a fix that crosses
+        // several at once fires its alerts in the same order (and `seq`s) as
+        // before the restart.
+        let mut fences: Vec<(u32, &str)> = self
+            .regions
+            .fences
+            .iter()
+            .map(|(id, &r)| (r, id.as_str()))
+            .collect();
+        fences.sort_unstable();
+        // Members of every fence in one pass over the units, not one a fence.
+        let index: HashMap<u32, usize> = fences.iter().enumerate().map(|(i, &(r, _))| (r, i)).collect();
+        let mut members: Vec<Vec<(u32, Membership)>> = vec![Vec::new(); fences.len()];
+        for (i, st) in self.units.state.iter().enumerate() {
+            if st.member == 0 {
                 continue;
-            };
+            }
+            for m in self.regions.members.get(st.member) {
+                if let Some(&f) = index.get(&m.region) {
+                    members[f].push((i as u32, *m));
+                }
+            }
+        }
+        w.len(fences.len());
+        for (&(rid, id), members) in fences.iter().zip(&members) {
             let Some(r) = self.regions.get(rid) else {
                 continue;
             };
-            let RegionKind::Fence { detect, dwell_s, .. } = &r.kind else {
+            let RegionKind::Fence {
+                detect,
+                dwell_s,
+                source,
+                ..
+            } = &r.kind
+            else {
                 continue;
             };
-            w.str(&id);
+            w.str(id);
             w.u8(u8::from(detect.enter) | u8::from(detect.exit) << 1 | u8::from(detect.dwell) << 2);
             w.u32(*dwell_s);
             w.f64(r.hysteresis_m);
             w.filter(&r.filter);
             w.shape(&r.shape);
-            let members: Vec<(u32, Membership)> = self
-                .units
-                .state
-                .iter()
-                .enumerate()
-                .filter(|(_, st)| st.member != 0)
-                .filter_map(|(i, st)| {
-                    self.regions
-                        .members
-                        .get(st.member)
-                        .iter()
-                        .find(|m| m.region == rid)
-                        .map(|m| (i as u32, *m))
-                })
-                .collect();
+            w.source(source.as_deref());
             w.len(members.len());
-            for (slot, m) in members {
+            for &(slot, m) in members {
                 w.u32(slot);
                 w.i64(m.since_ms);
                 w.u8(m.flags);
@@ -331,6 +353,7 @@ impl Engine {
             w.filter(&r.spec.to);
             w.f64(r.spec.radius_m);
             w.f64(r.spec.hysteresis_m);
+            w.source(r.spec.source.as_deref());
             let mut pairs: Vec<(u32, u32)> = r
                 .partners
                 .iter()
@@ -422,6 +445,7 @@ impl Engine {
             let hysteresis_m = r.f64("hysteresis")?;
             let filter = r.filter(nu)?;
             let shape = r.shape()?;
+            let source = r.source("fence source")?;
             let spec = crate::region::FenceSpec {
                 id: id.clone(),
                 shape,
@@ -433,6 +457,7 @@ impl Engine {
                 dwell_s,
                 hysteresis_m,
                 filter,
+                source,
             };
             e.put_fence(spec, i64::MIN, &mut out)?;
             let rid = *e
@@ -467,6 +492,7 @@ impl Engine {
                 to: r.filter(nu)?,
                 radius_m: r.f64("radius")?,
                 hysteresis_m: r.f64("hysteresis")?,
+                source: r.source("rule source")?,
             };
             let mut rule = Rule::new(spec);
             rule.name = Arc::from(rule.spec.id.as_str());

@@ -10,6 +10,8 @@
 //! * [`wire`] — the FlatBuffers schema's generated code.
 //! * [`decode`] — FlatBuffers and JSON decoders (and an encoder).
 //! * [`cot`] — Cursor-on-Target XML events.
+//! * [`definitions`] — fences, proximity rules and filters as their owners
+//!   write them (JSON), parsed here and compiled by the writer.
 //! * [`validate`] — refusal reasons, validation settings, counters.
 //! * [`batch`] — the decoded batch, reused without per-fix allocation.
 //! * [`queue`] — the bounded queue from the transports to the writer.
@@ -30,6 +32,7 @@
 pub mod batch;
 pub mod cot;
 pub mod decode;
+pub mod definitions;
 pub mod fleet;
 pub mod pipeline;
 pub mod places;

@@ -16,6 +16,7 @@ use bluelight_engine::Clock;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::IngestBatch;
+use crate::definitions::{FenceDef, RuleDef};
 use crate::validate::{IngestCounters, Reject, ValidationConfig};
 
 /// What the writer did with a batch (the HTTP reply of `POST /v1/fixes`).
@@ -29,13 +30,55 @@ pub struct ApplyReport {
     pub errors: Vec<(u32, Reject)>,
 }
 
-/// A batch on its way to the writer.
+/// What the writer does, in the order it was queued. Every change to the
+/// engine's durable state is one of these, so the ordered stream of
+/// commands (which a journal records) reproduces the engine exactly: the
+/// same units, fences, memberships and alerts with the same `seq`.
+#[derive(Debug)]
+pub enum Command {
+    /// Fixes and unit metadata.
+    Fixes(IngestBatch),
+    /// Creates or replaces a fence; `now_ms` is the server's clock when it
+    /// was asked (a replay must not read the clock again).
+    PutFence {
+        /// The definition, parsed and checked.
+        def: Arc<FenceDef>,
+        /// The server's time of the change.
+        now_ms: i64,
+    },
+    /// Removes a fence.
+    RemoveFence(Arc<str>),
+    /// Creates or replaces a proximity rule.
+    PutRule(Arc<RuleDef>),
+    /// Removes a proximity rule.
+    RemoveRule(Arc<str>),
+    /// One part of the clock's scan (staleness, dwell, history expiry).
+    Tick {
+        /// The server's time.
+        now_ms: i64,
+        /// Which part, in `0..parts`.
+        part: u32,
+        /// Parts a whole scan is cut into.
+        parts: u32,
+    },
+}
+
+/// Where the writer answers a command, if its sender waits.
+#[derive(Debug)]
+pub enum Reply {
+    /// The report of a [`Command::Fixes`].
+    Applied(oneshot::Sender<ApplyReport>),
+    /// The result of a change: `Ok(created)` or why it was refused.
+    Changed(oneshot::Sender<Result<bool, String>>),
+}
+
+/// A command on its way to the writer.
 #[derive(Debug)]
 pub struct Job {
-    /// The batch.
-    pub batch: IngestBatch,
-    /// Where to send the report, if the sender waits for one.
-    pub reply: Option<oneshot::Sender<ApplyReport>>,
+    /// What to do.
+    pub command: Command,
+    /// Where to answer, if the sender waits.
+    pub reply: Option<Reply>,
 }
 
 /// The queue has closed (the server is shutting down).
@@ -138,7 +181,10 @@ impl IngestQueue {
     pub async fn send(&self, mut batch: IngestBatch) -> Result<(), Stopped> {
         batch.received.get_or_insert_with(Instant::now);
         self.tx
-            .send(Job { batch, reply: None })
+            .send(Job {
+                command: Command::Fixes(batch),
+                reply: None,
+            })
             .await
             .map_err(|_| Stopped)
     }
@@ -152,12 +198,36 @@ impl IngestQueue {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
-                batch,
-                reply: Some(reply),
+                command: Command::Fixes(batch),
+                reply: Some(Reply::Applied(reply)),
             })
             .await
             .map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
+    }
+
+    /// Sends a change (a fence or a rule) and waits for the writer's
+    /// answer: `Ok(created)`, or why the engine refused it.
+    ///
+    /// # Errors
+    /// The queue has closed, or the change was dropped unapplied.
+    pub async fn change(&self, command: Command) -> Result<Result<bool, String>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                command,
+                reply: Some(Reply::Changed(reply)),
+            })
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Queues a command nobody waits for if there is room (the clock's
+    /// ticks: a tick skipped when the writer is behind is made up by the
+    /// next, which scans with a later time).
+    pub fn try_command(&self, command: Command) -> bool {
+        self.tx.try_send(Job { command, reply: None }).is_ok()
     }
 
     /// Sends a batch if the queue has room; otherwise drops it and counts
@@ -165,7 +235,11 @@ impl IngestQueue {
     pub fn try_send(&self, mut batch: IngestBatch) -> bool {
         batch.received.get_or_insert_with(Instant::now);
         let n = batch.fixes.len() as u64;
-        match self.tx.try_send(Job { batch, reply: None }) {
+        let job = Job {
+            command: Command::Fixes(batch),
+            reply: None,
+        };
+        match self.tx.try_send(job) {
             Ok(()) => true,
             Err(_) => {
                 self.counters.udp_dropped.fetch_add(n.max(1), Ordering::Relaxed);

@@ -19,7 +19,7 @@ use bluelight_engine::{Applied, Engine, Outputs, SharedEngine, UnitSlot};
 use parking_lot::MutexGuard;
 
 use crate::batch::{IngestBatch, UnitRef};
-use crate::queue::{ApplyReport, Batches, Job};
+use crate::queue::{ApplyReport, Batches, Command, Job, Reply};
 use crate::tasks::{TaskQueues, run_query};
 use crate::validate::{IngestCounters, Reject, ValidationConfig};
 
@@ -177,12 +177,15 @@ impl Writer {
                 }
                 Work::Stop => break,
             };
-            let report = {
+            let outcome = {
                 let mut engine = self.engine.lock();
-                let received = job.batch.received;
+                let received = match &job.command {
+                    Command::Fixes(b) => b.received,
+                    _ => None,
+                };
                 let (consumer, tasks, cfg) = (&self.consumer, &mut self.tasks, &self.cfg);
                 self.applier
-                    .apply_batch(&mut engine, &job.batch, |engine, out, last| {
+                    .apply(&mut engine, &job.command, |engine, out, last| {
                         consumer.consume(engine, out, received);
                         tasks.run_queries(engine);
                         if tasks.bulk_starved(cfg.bulk_max_wait) {
@@ -194,10 +197,10 @@ impl Writer {
                     })
             };
             prepared = false;
-            if let Some(reply) = job.reply.take() {
-                let _ = reply.send(report);
+            outcome.answer(job.reply.take());
+            if let Command::Fixes(batch) = job.command {
+                self.batches.pool.give_back(batch);
             }
-            self.batches.pool.give_back(job.batch);
         }
     }
 
@@ -234,9 +237,37 @@ impl Writer {
     }
 }
 
-/// Applies batches: metadata first, then fixes in order a chunk at a time,
-/// then the standing queries they touched. Keeps its scratch room between
-/// batches so nothing is allocated per fix.
+/// What applying a command came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The report of a batch of fixes.
+    Applied(ApplyReport),
+    /// A change: `Ok(created)` or why the engine refused it.
+    Changed(Result<bool, String>),
+    /// A tick (nobody waits for it).
+    Ticked,
+}
+
+impl Outcome {
+    /// Sends the outcome to whoever waits for it (a sender that stopped
+    /// waiting is no error).
+    pub fn answer(self, reply: Option<Reply>) {
+        match (self, reply) {
+            (Outcome::Applied(r), Some(Reply::Applied(tx))) => {
+                let _ = tx.send(r);
+            }
+            (Outcome::Changed(r), Some(Reply::Changed(tx))) => {
+                let _ = tx.send(r);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Applies commands: a batch's metadata first, then its fixes in order a
+/// chunk at a time, then the standing queries they touched; a change or a
+/// tick in one go. Keeps its scratch room between batches so nothing is
+/// allocated per fix.
 #[derive(Debug)]
 pub struct Applier {
     validation: Arc<ValidationConfig>,
@@ -257,6 +288,48 @@ impl Applier {
             out: Outputs::default(),
             slots: Vec::with_capacity(chunk),
         }
+    }
+
+    /// Applies `command`, calling `between(engine, outputs, last)` after
+    /// each chunk of fixes (once for a change or a tick) with its outputs.
+    pub fn apply<E: DerefMut<Target = Engine>>(
+        &mut self,
+        engine: &mut E,
+        command: &Command,
+        mut between: impl FnMut(&mut E, &Outputs, bool),
+    ) -> Outcome {
+        let change = match command {
+            Command::Fixes(batch) => return Outcome::Applied(self.apply_batch(engine, batch, between)),
+            Command::Tick { now_ms, part, parts } => {
+                self.out.clear();
+                engine.tick_part(*now_ms, *part as usize, *parts as usize, &mut self.out);
+                between(engine, &self.out, true);
+                return Outcome::Ticked;
+            }
+            Command::PutFence { def, now_ms } => {
+                self.out.clear();
+                let e: &mut Engine = engine;
+                def.compile(e)
+                    .and_then(|spec| e.put_fence(spec, *now_ms, &mut self.out))
+            }
+            Command::RemoveFence(id) => {
+                self.out.clear();
+                engine.remove_fence(id).map(|()| false)
+            }
+            Command::PutRule(def) => {
+                self.out.clear();
+                let e: &mut Engine = engine;
+                def.compile(e).and_then(|spec| e.put_rule(spec))
+            }
+            Command::RemoveRule(id) => {
+                self.out.clear();
+                engine.remove_rule(id).map(|()| false)
+            }
+        };
+        // A change's alerts (a replaced fence's enter and exit) go out
+        // before any later fix's.
+        between(engine, &self.out, true);
+        Outcome::Changed(change.map_err(|e| e.to_string()))
     }
 
     /// Applies `batch`, calling `between(engine, outputs, last)` after each

@@ -381,6 +381,7 @@ fn proximity_fires_once_and_rearms_after_separation_beyond_hysteresis() {
         to: Filter::agencies(&[Agency::Police]),
         radius_m: 500.0,
         hysteresis_m: 100.0,
+        source: None,
     })
     .expect("rule");
     let sos = e.intern_unit("POL-1");

@@ -30,6 +30,7 @@ pub fn fence(id: &str, shape: Shape) -> FenceSpec {
         dwell_s: 60,
         hysteresis_m: 0.0,
         filter: Filter::all(),
+        source: None,
     }
 }
 
