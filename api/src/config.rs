@@ -31,6 +31,14 @@ pub struct ServeConfig {
     /// (Linux `SCHED_FIFO`; needs root or `CAP_SYS_NICE`, else a warning
     /// and normal priority). For a machine that serves bluelight first.
     pub realtime: bool,
+    /// Redis URL (`redis://127.0.0.1:6379/0`): the journal, snapshots and
+    /// the alert outbox, so a restart loses nothing (PROTOCOL.md
+    /// "Durability and followers"). Unset: in memory.
+    pub redis: Option<String>,
+    /// Prefix of every Redis key, so deployments can share one Redis.
+    pub redis_prefix: String,
+    /// Alerts the Redis alerts stream keeps at least.
+    pub alerts_retention: u64,
     /// Tokens (`[[auth.tokens]]`).
     pub auth: AuthConfig,
     /// Queue bounds, chunk sizes and timers (`[tuning]`); the defaults
@@ -100,6 +108,20 @@ pub struct Tuning {
     /// parts, evenly spaced, so it never holds the engine long (a tenth of
     /// a national fleet held it 2–8 ms).
     pub clock_parts: u32,
+    /// With Redis: seconds between snapshots (each trims the journal
+    /// behind it, so Redis holds the state plus this much journal).
+    pub snapshot_every_s: u64,
+    /// With Redis: an acknowledged write (`POST /v1/fixes`, a fence or
+    /// rule change) waits this long for Redis while it is away, then is
+    /// answered 503 "not journaled", ms.
+    pub journal_ack_timeout_ms: u64,
+    /// With Redis: bytes of commands in one journal entry.
+    pub journal_entry_bytes: usize,
+    /// With Redis: journal appends on their way at once.
+    pub journal_in_flight: usize,
+    /// With Redis: alerts a resuming session (`since_seq`) reads from the
+    /// stream at most, beyond the in-memory ring.
+    pub alert_resume_max: usize,
 }
 
 impl Default for Tuning {
@@ -126,6 +148,11 @@ impl Default for Tuning {
             ws_max_message_bytes: 1 << 20,
             ws_ingest_max_message_bytes: 4 << 20,
             clock_parts: 100,
+            snapshot_every_s: 60,
+            journal_ack_timeout_ms: 5000,
+            journal_entry_bytes: 256 * 1024,
+            journal_in_flight: 8,
+            alert_resume_max: 100_000,
         }
     }
 }
@@ -161,6 +188,9 @@ impl Default for ServeConfig {
             history_retention_s: 3600,
             history_max_fixes: 20_000_000,
             realtime: false,
+            redis: None,
+            redis_prefix: "bluelight:".into(),
+            alerts_retention: 1_000_000,
             auth: AuthConfig::default(),
             tuning: Tuning::default(),
         }
@@ -240,6 +270,9 @@ impl ServeConfig {
             ("alert_ring", t.alert_ring),
             ("session_queue", t.session_queue),
             ("clock_parts", t.clock_parts as usize),
+            ("snapshot_every_s", t.snapshot_every_s as usize),
+            ("journal_entry_bytes", t.journal_entry_bytes),
+            ("journal_in_flight", t.journal_in_flight),
             ("ws_ping_s", t.ws_ping_s as usize),
             ("device_max_connections", t.device_max_connections),
             ("device_idle_s", t.device_idle_s as usize),

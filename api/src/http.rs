@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,7 +15,7 @@ use bluelight_engine::{Agency, Engine, Filter, NearestQuery, RuleSpec, Shape, St
 use bluelight_ingest::batch::IngestBatch;
 use bluelight_ingest::decode::{decode_flatbuffers, decode_json};
 use bluelight_ingest::definitions::{FenceDef, RuleDef};
-use bluelight_ingest::queue::Command;
+use bluelight_ingest::queue::{ChangeError, Command};
 use bluelight_ingest::validate::Reject;
 use serde_json::{Value, json};
 
@@ -103,14 +104,22 @@ async fn map_page() -> Response {
 }
 
 async fn healthz(State(s): Shared) -> Response {
-    let e = s.engine.lock();
-    axum::Json(json!({
+    let (units, fences) = {
+        let e = s.engine.lock();
+        (e.unit_count(), e.fence_ids().len())
+    };
+    let mut v = json!({
         "status": "ok",
-        "units": e.unit_count(),
-        "fences": e.fence_ids().len(),
+        "role": "leader",
+        "units": units,
+        "fences": fences,
         "uptime_s": s.started.elapsed().as_secs(),
-    }))
-    .into_response()
+    });
+    if let (Some(j), Some(o)) = (&s.journal, &s.outbox) {
+        let up = j.status.up.load(Ordering::Relaxed) && o.up.load(Ordering::Relaxed);
+        v["redis"] = json!(if up { "ok" } else { "down" });
+    }
+    axum::Json(v).into_response()
 }
 
 /// A stored definition's JSON (as its owner sent it, with `id` set).
@@ -122,7 +131,7 @@ fn stored(source: Option<&str>) -> Value {
 
 /// Sends a change through the writer (and, with Redis, the journal) and
 /// waits for the engine's answer; `None` once the server is stopping.
-async fn change(s: &AppState, command: Command) -> Option<Result<bool, String>> {
+async fn change(s: &AppState, command: Command) -> Option<Result<bool, ChangeError>> {
     s.queue.change(command).await.ok()
 }
 
@@ -154,7 +163,10 @@ async fn put_fence(
     };
     let created = match change(&s, command).await {
         Some(Ok(created)) => created,
-        Some(Err(refused)) => return bad(refused),
+        Some(Err(ChangeError::Refused(why))) => return bad(why),
+        Some(Err(e @ ChangeError::Unjournaled)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
         None => return stopping(),
     };
     let status = if created {
@@ -202,7 +214,8 @@ async fn delete_fence(
             tracing::info!(fence = %id, "fence deleted");
             StatusCode::NO_CONTENT.into_response()
         }
-        Some(Err(_)) => error(StatusCode::NOT_FOUND, format!("fence {id:?} not found")),
+        Some(Err(e @ ChangeError::Unjournaled)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Some(Err(ChangeError::Refused(_))) => error(StatusCode::NOT_FOUND, format!("fence {id:?} not found")),
         None => stopping(),
     }
 }
@@ -227,7 +240,10 @@ async fn put_rule(
     };
     let created = match change(&s, Command::PutRule(def.clone())).await {
         Some(Ok(created)) => created,
-        Some(Err(refused)) => return bad(refused),
+        Some(Err(ChangeError::Refused(why))) => return bad(why),
+        Some(Err(e @ ChangeError::Unjournaled)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
         None => return stopping(),
     };
     let status = if created {
@@ -280,7 +296,8 @@ async fn delete_rule(
     authorise!(s, headers, q, Scope::Fences);
     match change(&s, Command::RemoveRule(Arc::from(id.as_str()))).await {
         Some(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
-        Some(Err(_)) => error(StatusCode::NOT_FOUND, format!("rule {id:?} not found")),
+        Some(Err(e @ ChangeError::Unjournaled)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Some(Err(ChangeError::Refused(_))) => error(StatusCode::NOT_FOUND, format!("rule {id:?} not found")),
         None => stopping(),
     }
 }
@@ -437,6 +454,13 @@ async fn post_fixes(State(s): Shared, headers: HeaderMap, Query(q): Params, body
         return bad(e);
     }
     match s.queue.send_and_report(batch).await {
+        Ok(r) if r.unjournaled => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} fixes were applied in memory but could not be journaled (Redis is unavailable): not acknowledged; send them again later",
+                r.accepted
+            ),
+        ),
         Ok(r) => axum::Json(json!({
             "accepted": r.accepted,
             "rejected": r.errors.len(),

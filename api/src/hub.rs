@@ -46,7 +46,8 @@ pub struct AlertSelect {
 }
 
 impl AlertSelect {
-    fn wants(&self, a: &AlertRecord, engine: &Engine) -> bool {
+    /// Whether the subscription wants alert `a`.
+    pub fn wants(&self, a: &AlertRecord, engine: &Engine) -> bool {
         if self
             .events
             .as_ref()
@@ -140,6 +141,11 @@ impl Hub {
             conflated: AtomicU64::new(0),
             alerts_fired: Default::default(),
         }
+    }
+
+    /// The oldest alert `seq` the ring holds.
+    pub fn oldest_seq(&self) -> Option<u64> {
+        self.routes.lock().ring.front().map(|r| r.seq)
     }
 
     /// A new subscription id.

@@ -16,6 +16,8 @@
 //! * [`json`] — unit objects and Features.
 //! * [`protocol`] — request rules shared by HTTP and WebSocket, typed errors.
 //! * [`alert_record`] — an alert serialised once.
+//! * [`durable`] — start-up with Redis: outbox, snapshot, journal replay.
+//! * [`outbox`] — every alert to the Redis alerts stream and channel.
 //! * [`hub`] — routes alerts, feed changes and nearest answers to sessions
 //!   (the writer's output consumer).
 //! * [`session`] — a connection's outgoing queues and its subscriptions.
@@ -35,6 +37,7 @@ pub mod auth;
 pub mod cli_export;
 pub mod config;
 pub mod demo;
+pub mod durable;
 pub mod export;
 pub mod feed_writer;
 pub mod feeds;
@@ -44,6 +47,7 @@ pub mod hub;
 pub mod json;
 pub mod latency;
 pub mod metrics;
+pub mod outbox;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -192,6 +192,19 @@ struct ServeArgs {
     /// `/metrics` shows `bluelight_realtime_threads`.
     #[arg(long, env = "BLUELIGHT_REALTIME")]
     realtime: bool,
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0: every accepted fix and
+    /// change is journaled before it is applied, snapshots are written
+    /// every minute, every alert goes to the stream PREFIX + "alerts"; a
+    /// restart loses nothing. Without it the server runs in memory.
+    #[arg(long, env = "BLUELIGHT_REDIS")]
+    redis: Option<String>,
+    /// Prefix of every Redis key (default "bluelight:"), so deployments
+    /// can share one Redis.
+    #[arg(long, env = "BLUELIGHT_REDIS_PREFIX")]
+    redis_prefix: Option<String>,
+    /// Alerts the Redis alerts stream keeps at least (default 1,000,000).
+    #[arg(long, env = "BLUELIGHT_ALERTS_RETENTION")]
+    alerts_retention: Option<u64>,
 }
 
 impl ServeArgs {
@@ -216,6 +229,15 @@ impl ServeArgs {
         if let Some(v) = self.history_retention_s {
             c.history_retention_s = v;
         }
+        if self.redis.is_some() {
+            c.redis.clone_from(&self.redis);
+        }
+        if let Some(p) = &self.redis_prefix {
+            c.redis_prefix.clone_from(p);
+        }
+        if let Some(v) = self.alerts_retention {
+            c.alerts_retention = v;
+        }
         if let Some(v) = self.history_max_fixes {
             c.history_max_fixes = v;
         }
@@ -239,10 +261,18 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(http = %running.http, ingest = %running.ingest, "serving");
     shutdown_signal().await;
     tracing::info!("shutdown signal received");
-    println!("shutting down: closing sessions (1001) and draining ingest");
+    // Not println!: a closed stdout (a supervisor gone) must not panic the
+    // shutdown before its final snapshot.
+    say("shutting down: closing sessions (1001), draining ingest, writing a final snapshot with Redis");
     running.shutdown(Duration::from_secs(5)).await;
-    println!("stopped");
+    say("stopped");
     Ok(())
+}
+
+/// A line on stdout, if anyone reads it.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 async fn shutdown_signal() {

@@ -12,7 +12,10 @@ use axum::response::{IntoResponse, Response};
 use bluelight_ingest::validate::Reject;
 
 use crate::auth::Scope;
+use bluelight_ingest::journal::stage::JournalStatus;
+
 use crate::hub::ALERT_EVENTS;
+use crate::outbox::Outbox;
 use crate::state::AppState;
 
 /// The metrics page.
@@ -165,5 +168,90 @@ pub async fn metrics(
             h.dropped_cap
         );
     }
+    if let (Some(j), Some(o)) = (&s.journal, &s.outbox) {
+        redis_metrics(&j.status, o, &mut m);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m).into_response()
+}
+
+/// The journal's and the outbox's state (with `--redis`).
+fn redis_metrics(j: &JournalStatus, o: &Outbox, m: &mut String) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let up = j.up.load(Ordering::Relaxed) && o.up.load(Ordering::Relaxed);
+    for (name, kind, help, value) in [
+        (
+            "bluelight_redis_up",
+            "gauge",
+            "1 when the journal and the outbox have Redis, 0 while it is away.",
+            u64::from(up),
+        ),
+        (
+            "bluelight_journal_entries_total",
+            "counter",
+            "Journal entries appended.",
+            load(&j.entries),
+        ),
+        (
+            "bluelight_journal_bytes_total",
+            "counter",
+            "Bytes appended to the journal.",
+            load(&j.bytes),
+        ),
+        (
+            "bluelight_journal_failures_total",
+            "counter",
+            "Journal appends and snapshot writes Redis did not take.",
+            load(&j.failures),
+        ),
+        (
+            "bluelight_journal_unjournaled_commands_total",
+            "counter",
+            "Commands applied while Redis was away (a snapshot holds them once it is back).",
+            load(&j.unjournaled_commands),
+        ),
+        (
+            "bluelight_journal_not_acknowledged_total",
+            "counter",
+            "Writes answered 503 not journaled: Redis was away past the acknowledgement timeout.",
+            load(&j.not_acknowledged),
+        ),
+        (
+            "bluelight_snapshots_total",
+            "counter",
+            "Snapshots written to Redis.",
+            load(&j.snapshots),
+        ),
+        (
+            "bluelight_snapshot_bytes",
+            "gauge",
+            "Size of the latest snapshot.",
+            load(&j.snapshot_bytes),
+        ),
+        (
+            "bluelight_snapshot_encode_microseconds",
+            "gauge",
+            "Time from asking the writer for the latest snapshot to its bytes.",
+            load(&j.snapshot_encode_us),
+        ),
+        (
+            "bluelight_outbox_appended_seq",
+            "gauge",
+            "The highest alert seq the Redis alerts stream holds.",
+            load(&o.appended_through),
+        ),
+        (
+            "bluelight_outbox_dropped_total",
+            "counter",
+            "Alerts not sent to Redis because the outbox queue was full.",
+            load(&o.dropped),
+        ),
+        (
+            "bluelight_outbox_failures_total",
+            "counter",
+            "Outbox appends Redis did not take (retried).",
+            load(&o.failures),
+        ),
+    ] {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
 }

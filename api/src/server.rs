@@ -45,6 +45,16 @@ impl Running {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // With Redis, a last snapshot, so the next start replays nothing.
+        if let Some(j) = &self.state.journal {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(5));
+            match tokio::time::timeout(left, j.snapshot_now()).await {
+                Ok(true) => tracing::info!("final snapshot written"),
+                _ => tracing::warn!("no final snapshot: the next start replays the journal"),
+            }
+        }
     }
 }
 
@@ -70,28 +80,51 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         history_max_fixes: cfg.history_max_fixes,
         ..EngineConfig::default()
     };
-    let engine = Arc::new(parking_lot::Mutex::new(Engine::new(engine_cfg)?));
     let hub = Arc::new(crate::hub::Hub::new(t.alert_ring));
-    let outputs: Arc<dyn OutputConsumer> = hub.clone();
-    let pipeline = pipeline::start(
-        engine.clone(),
-        PipelineConfig {
-            queue_batches: t.queue_batches,
-            task_queue: t.task_queue,
-            validation: ValidationConfig {
-                max_age_ms: i64::from(cfg.history_retention_s) * 1000,
-                ..ValidationConfig::default()
-            },
-            writer: WriterConfig {
-                chunk: t.writer_chunk,
-                bulk_slice: Duration::from_micros(t.bulk_slice_us),
-                bulk_max_wait: Duration::from_millis(t.bulk_max_wait_ms),
-                realtime: cfg.realtime,
-            },
+    let validation = ValidationConfig {
+        max_age_ms: i64::from(cfg.history_retention_s) * 1000,
+        ..ValidationConfig::default()
+    };
+    let pipeline_cfg = PipelineConfig {
+        queue_batches: t.queue_batches,
+        task_queue: t.task_queue,
+        validation: validation.clone(),
+        writer: WriterConfig {
+            chunk: t.writer_chunk,
+            bulk_slice: Duration::from_micros(t.bulk_slice_us),
+            bulk_max_wait: Duration::from_millis(t.bulk_max_wait_ms),
+            realtime: cfg.realtime,
         },
-        clock.clone(),
-        outputs.clone(),
-    )?;
+    };
+    let (engine, pipeline, journal, outbox) = match &cfg.redis {
+        None => {
+            let engine = Arc::new(parking_lot::Mutex::new(Engine::new(engine_cfg)?));
+            let outputs: Arc<dyn OutputConsumer> = hub.clone();
+            let pipeline = pipeline::start(engine.clone(), pipeline_cfg, clock.clone(), outputs)?;
+            (engine, pipeline, None, None)
+        }
+        Some(url) => {
+            let d = crate::durable::start(url, cfg, engine_cfg, validation, hub.clone()).await?;
+            let (pipeline, handle) = pipeline::start_journaled(
+                d.engine.clone(),
+                pipeline_cfg,
+                clock.clone(),
+                d.outputs,
+                d.conn,
+                d.snapshots,
+                d.next,
+                d.journal,
+            )?;
+            if d.must_snapshot {
+                // The journal had a hole: nothing may be acknowledged until
+                // a snapshot stands in front of what comes next.
+                if !handle.snapshot_now().await {
+                    anyhow::bail!("Redis did not take the snapshot that closes the journal's hole");
+                }
+            }
+            (d.engine, pipeline, Some(handle), Some(d.outbox))
+        }
+    };
     let queue = pipeline.queue;
     let state = Arc::new(AppState {
         engine: engine.clone(),
@@ -107,6 +140,8 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         nearest_latency: crate::latency::LatencyHistogram::default(),
         feed_writer: crate::feed_writer::FeedWriter::start()?,
         tuning: cfg.tuning.clone(),
+        journal,
+        outbox,
     });
     let limits = ListenerLimits {
         max_connections: t.device_max_connections,

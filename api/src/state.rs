@@ -41,6 +41,10 @@ pub struct AppState {
     pub feed_writer: crate::feed_writer::FeedWriter,
     /// Queue bounds, chunk sizes and timers.
     pub tuning: Tuning,
+    /// With Redis: the journal stage.
+    pub journal: Option<bluelight_ingest::journal::stage::JournalHandle>,
+    /// With Redis: the alert outbox.
+    pub outbox: Option<Arc<crate::outbox::Outbox>>,
 }
 
 impl AppState {

@@ -14,6 +14,7 @@ use std::time::Instant;
 use bluelight_engine::{Engine, NearestQuery};
 use serde_json::{Value, json};
 
+use crate::alert_record::AlertRecord;
 use crate::auth::{Caller, Scope};
 use crate::feeds::{nearest_text, spread, units_message};
 use crate::hub::AlertSelect;
@@ -24,15 +25,20 @@ use crate::state::AppState;
 
 /// Handles one client text frame; `read` is when it was read (a one-shot
 /// nearest reply carries it, so its round trip inside the server is timed).
-pub fn handle(s: &AppState, session: &Arc<Session>, text: &str, who: Caller, read: Instant) {
+pub async fn handle(s: &AppState, session: &Arc<Session>, text: &str, who: Caller, read: Instant) {
     let reply = |m: String| session.push(Outgoing::Text(m));
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         return reply(Refusal::bad("not JSON").frame(&Value::Null));
     };
     let id = v.get("id").cloned().unwrap_or(Value::Null);
     let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+    let older = if kind == "subscribe" {
+        older_alerts(s, &v).await
+    } else {
+        Vec::new()
+    };
     let result = match kind {
-        "subscribe" => subscribe(s, session, &v, &id, who),
+        "subscribe" => subscribe(s, session, &v, &id, who, older),
         "nearest" => one_shot_nearest(s, session, &v, &id, who, read),
         "unsubscribe" => unsubscribe(s, session, &v),
         "" => Err(Refusal::bad("every message needs a type")),
@@ -41,6 +47,32 @@ pub fn handle(s: &AppState, session: &Arc<Session>, text: &str, who: Caller, rea
     match result {
         Ok(messages) => messages.into_iter().for_each(reply),
         Err(refusal) => reply(refusal.frame(&id)),
+    }
+}
+
+/// With Redis, the alerts a resuming alerts subscription (`since_seq`)
+/// missed that the in-memory ring no longer holds, from the stream.
+async fn older_alerts(s: &AppState, v: &Value) -> Vec<AlertRecord> {
+    let (Some(outbox), Some("alerts"), Some(since)) = (
+        &s.outbox,
+        v.get("stream").and_then(Value::as_str),
+        v.get("since_seq").and_then(Value::as_u64),
+    ) else {
+        return Vec::new();
+    };
+    let oldest = s.hub.oldest_seq();
+    if oldest.is_some_and(|o| o <= since + 1) {
+        return Vec::new();
+    }
+    match outbox
+        .read(&s.engine, since, oldest, s.tuning.alert_resume_max)
+        .await
+    {
+        Ok(older) => older,
+        Err(e) => {
+            tracing::warn!(error = %e, since, "cannot read older alerts from Redis; resuming from memory");
+            Vec::new()
+        }
     }
 }
 
@@ -58,7 +90,14 @@ fn need(who: Caller, scope: Scope) -> Result<(), Refusal> {
     }
 }
 
-fn subscribe(s: &AppState, session: &Arc<Session>, v: &Value, id: &Value, who: Caller) -> Handled {
+fn subscribe(
+    s: &AppState,
+    session: &Arc<Session>,
+    v: &Value,
+    id: &Value,
+    who: Caller,
+    older: Vec<AlertRecord>,
+) -> Handled {
     let mut e = s.engine.lock();
     let now = tokio::time::Instant::now();
     match v.get("stream").and_then(Value::as_str) {
@@ -126,6 +165,14 @@ fn subscribe(s: &AppState, session: &Arc<Session>, v: &Value, id: &Value, who: C
                 .subscriptions
                 .lock()
                 .insert(sub.clone(), Subscription::Alerts);
+            // From the stream first, then the ring after the last of them.
+            let mut since = since;
+            for r in older {
+                since = since.max(Some(r.seq));
+                if select.wants(&r, &e) {
+                    session.push_replay(Outgoing::Alert(sub.clone(), Arc::new(r)));
+                }
+            }
             s.hub.subscribe_alerts(&e, session, sub, select, since);
             Ok(Vec::new())
         }

@@ -91,7 +91,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     last_heard = tokio::time::Instant::now();
-                    subscriptions::handle(&s, &session, text.as_str(), who, Instant::now());
+                    subscriptions::handle(&s, &session, text.as_str(), who, Instant::now()).await;
                 }
                 Some(Ok(Message::Binary(_))) => {
                     session.push(Outgoing::Text(Refusal::bad("send JSON text frames").frame(&Value::Null)));

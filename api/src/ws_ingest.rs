@@ -3,6 +3,12 @@
 //! transport's. A frame that does not decode gets an error message and is
 //! counted; the connection stays up. A full queue slows the sender
 //! (nothing is lost).
+//!
+//! With `?ack=1` the N-th frame of the connection (from 1) is answered
+//! `{"type":"ack","frame":N,"accepted":A,"rejected":R}` once its fixes are
+//! applied, and with Redis only once they are journaled; acknowledgements
+//! are pipelined (up to 256 outstanding) and come in frame order. A frame
+//! that does not decode is answered with an error whose `id` is N.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,12 +18,14 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bluelight_ingest::decode::{decode_flatbuffers, decode_json};
+use bluelight_ingest::queue::ApplyReport;
 use bluelight_ingest::validate::Reject;
-use futures_util::StreamExt;
-use serde_json::Value;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
 
 use crate::auth::Scope;
-use crate::protocol::Refusal;
+use crate::protocol::{ErrorCode, Refusal};
 use crate::state::AppState;
 
 /// Upgrades `/v1/ingest` for a token with the `ingest` scope.
@@ -30,33 +38,83 @@ pub async fn handler(
     if let Err(denied) = s.tokens.check_request(&headers, &q, Some(Scope::Ingest)) {
         return denied.into_response();
     }
+    let ack = q.get("ack").is_some_and(|v| v == "1" || v == "true");
     ws.max_message_size(s.tuning.ws_ingest_max_message_bytes)
-        .on_upgrade(move |socket| run(socket, s))
+        .on_upgrade(move |socket| run(socket, s, ack))
 }
 
-async fn run(mut socket: WebSocket, s: Arc<AppState>) {
+/// Acknowledgements a connection may have outstanding before it stops
+/// reading (its fixes wait in the queue meanwhile).
+const MAX_PENDING_ACKS: usize = 256;
+
+/// A frame whose report is on its way: its number and where it comes.
+type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Option<ApplyReport>)> + Send>>;
+
+async fn run(socket: WebSocket, s: Arc<AppState>, ack: bool) {
     let queue = &s.queue;
-    while let Some(Ok(msg)) = socket.next().await {
-        let mut batch = queue.batch();
-        let decoded = match &msg {
-            Message::Binary(b) => decode_flatbuffers(b, &queue.validation, queue.now_ms(), &mut batch)
-                .map_err(|e| e.to_string()),
-            Message::Text(t) => decode_json(t.as_str(), &queue.validation, queue.now_ms(), &mut batch)
-                .map_err(|e| e.to_string()),
-            Message::Close(_) => break,
-            _ => continue,
-        };
-        match decoded {
-            Ok(()) => {
-                if queue.send(batch).await.is_err() {
+    let (mut out, mut inp) = socket.split();
+    let mut pending: FuturesOrdered<PendingAck> = FuturesOrdered::new();
+    let mut frame: u64 = 0;
+    let mut reading = true;
+    while reading || !pending.is_empty() {
+        tokio::select! {
+            biased;
+            Some((n, report)) = pending.next(), if !pending.is_empty() => {
+                let m = match report {
+                    Some(r) if r.unjournaled => Refusal {
+                        code: ErrorCode::Overloaded,
+                        message: format!(
+                            "frame {n}: {} fixes were applied in memory but could not be journaled (Redis is unavailable): not acknowledged; send them again later",
+                            r.accepted
+                        ),
+                    }
+                    .frame(&json!(n)),
+                    Some(r) => json!({"type":"ack","frame":n,"accepted":r.accepted,"rejected":r.errors.len()}).to_string(),
+                    None => break,
+                };
+                if out.send(Message::Text(m.into())).await.is_err() {
                     break;
                 }
             }
-            Err(e) => {
-                queue.counters.reject(Reject::BadFrame);
-                let m = Refusal::bad(e).frame(&Value::Null);
-                if socket.send(Message::Text(m.into())).await.is_err() {
-                    break;
+            msg = inp.next(), if reading && pending.len() < MAX_PENDING_ACKS => {
+                let Some(Ok(msg)) = msg else {
+                    reading = false;
+                    continue;
+                };
+                let mut batch = queue.batch();
+                let decoded = match &msg {
+                    Message::Binary(b) => decode_flatbuffers(b, &queue.validation, queue.now_ms(), &mut batch)
+                        .map_err(|e| e.to_string()),
+                    Message::Text(t) => decode_json(t.as_str(), &queue.validation, queue.now_ms(), &mut batch)
+                        .map_err(|e| e.to_string()),
+                    Message::Close(_) => {
+                        reading = false;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                frame += 1;
+                match decoded {
+                    Ok(()) if ack => match queue.send_for_report(batch).await {
+                        Ok(rx) => {
+                            let n = frame;
+                            pending.push_back(Box::pin(async move { (n, rx.await.ok()) }));
+                        }
+                        Err(_) => break,
+                    },
+                    Ok(()) => {
+                        if queue.send(batch).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        queue.counters.reject(Reject::BadFrame);
+                        let id = if ack { json!(frame) } else { Value::Null };
+                        let m = Refusal::bad(e).frame(&id);
+                        if out.send(Message::Text(m.into())).await.is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         }

@@ -33,6 +33,20 @@ impl AlertEvent {
             AlertEvent::Fresh => "fresh",
         }
     }
+
+    /// The event of a protocol name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            AlertEvent::Enter,
+            AlertEvent::Exit,
+            AlertEvent::Dwell,
+            AlertEvent::Proximity,
+            AlertEvent::Stale,
+            AlertEvent::Fresh,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == name)
+    }
 }
 
 /// One alert. `seq` increases by one per alert across the whole engine.

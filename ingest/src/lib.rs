@@ -15,6 +15,8 @@
 //! * [`validate`] — refusal reasons, validation settings, counters.
 //! * [`batch`] — the decoded batch, reused without per-fix allocation.
 //! * [`queue`] — the bounded queue from the transports to the writer.
+//! * [`journal`] — the Redis journal: the stage between the queue and the
+//!   writer, snapshots, and the replay at start-up.
 //! * [`writer`] — the one thread that changes the engine, and the
 //!   [`OutputConsumer`](writer::OutputConsumer) it hands outputs to.
 //! * [`tasks`] — queries and bulk copies the writer runs for others.
@@ -34,6 +36,7 @@ pub mod cot;
 pub mod decode;
 pub mod definitions;
 pub mod fleet;
+pub mod journal;
 pub mod pipeline;
 pub mod places;
 pub mod priority;

@@ -12,6 +12,9 @@ use std::thread::JoinHandle;
 
 use bluelight_engine::{Clock, SharedEngine};
 
+use redis::aio::ConnectionManager;
+
+use crate::journal::stage::{self, JournalConfig, JournalHandle};
 use crate::queue::{self, IngestQueue};
 use crate::tasks::{self, WriterTasks};
 use crate::validate::ValidationConfig;
@@ -51,6 +54,37 @@ pub struct Pipeline {
     pub tasks: WriterTasks,
     /// The writer thread; it ends once every clone of `queue` is dropped.
     pub writer: JoinHandle<()>,
+}
+
+/// Starts the writer over `engine` with the Redis journal between queue
+/// and writer: entries numbered from `next` (what the replay found).
+/// Call on a tokio runtime (the stage is a task).
+///
+/// # Errors
+/// The writer thread cannot be started.
+#[allow(clippy::too_many_arguments, reason = "each piece is wired once, here")]
+pub fn start_journaled(
+    engine: SharedEngine,
+    cfg: PipelineConfig,
+    clock: Arc<dyn Clock>,
+    consumer: Arc<dyn OutputConsumer>,
+    conn: ConnectionManager,
+    snapshots: ConnectionManager,
+    next: u64,
+    journal: JournalConfig,
+) -> std::io::Result<(Pipeline, JournalHandle)> {
+    let (queue, batches) = queue::channel(cfg.queue_batches, cfg.validation, clock);
+    let (batches, handle) = stage::start(conn, snapshots, batches, next, journal);
+    let (tasks, task_queues) = tasks::channel(cfg.task_queue);
+    let writer = writer::spawn(
+        engine,
+        batches,
+        task_queues,
+        consumer,
+        queue.validation.clone(),
+        cfg.writer,
+    )?;
+    Ok((Pipeline { queue, tasks, writer }, handle))
 }
 
 /// Starts the writer over `engine` with nothing between queue and writer.

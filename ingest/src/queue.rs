@@ -28,6 +28,23 @@ pub struct ApplyReport {
     /// Refused fixes: index in the input and reason (decode-time refusals
     /// first, then the writer's).
     pub errors: Vec<(u32, Reject)>,
+    /// With a journal: the fixes were applied in memory but Redis did not
+    /// have them within the acknowledgement timeout, so they are not
+    /// acknowledged as durable (a snapshot will hold them once Redis is
+    /// back, unless the server stops first).
+    pub unjournaled: bool,
+}
+
+/// Why a change (a fence or a rule) was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// The engine refused it: the message says why.
+    #[error("{0}")]
+    Refused(String),
+    /// Applied in memory, but Redis did not have it within the
+    /// acknowledgement timeout.
+    #[error("the change was applied in memory but could not be journaled: Redis is unavailable")]
+    Unjournaled,
 }
 
 /// What the writer does, in the order it was queued. Every change to the
@@ -61,6 +78,10 @@ pub enum Command {
         /// Parts a whole scan is cut into.
         parts: u32,
     },
+    /// Encodes the engine's durable state and sends it back: the journal
+    /// asks for it at a place in the stream, so the snapshot covers
+    /// exactly the commands before it. Changes nothing; never journaled.
+    Snapshot(oneshot::Sender<Vec<u8>>),
 }
 
 /// Where the writer answers a command, if its sender waits.
@@ -68,8 +89,8 @@ pub enum Command {
 pub enum Reply {
     /// The report of a [`Command::Fixes`].
     Applied(oneshot::Sender<ApplyReport>),
-    /// The result of a change: `Ok(created)` or why it was refused.
-    Changed(oneshot::Sender<Result<bool, String>>),
+    /// The result of a change: `Ok(created)` or why it was not acknowledged.
+    Changed(oneshot::Sender<Result<bool, ChangeError>>),
 }
 
 /// A command on its way to the writer.
@@ -133,6 +154,17 @@ pub struct Batches {
 }
 
 impl Batches {
+    /// The far end of a later stage's queue (`rx`), sharing `before`'s pool
+    /// and counters: what a stage between the queue and the writer hands
+    /// the writer.
+    pub fn relay(rx: mpsc::Receiver<Job>, before: &Batches) -> Self {
+        Self {
+            rx,
+            pool: before.pool.clone(),
+            counters: before.counters.clone(),
+        }
+    }
+
     /// The next job, waiting for one; `None` once every sender is gone.
     pub async fn recv(&mut self) -> Option<Job> {
         self.rx.recv().await
@@ -206,12 +238,33 @@ impl IngestQueue {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// Sends a batch and returns where its report will come, without
+    /// waiting for it (a sender that pipelines its acknowledgements).
+    ///
+    /// # Errors
+    /// The queue has closed.
+    pub async fn send_for_report(
+        &self,
+        mut batch: IngestBatch,
+    ) -> Result<oneshot::Receiver<ApplyReport>, Stopped> {
+        batch.received.get_or_insert_with(Instant::now);
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                command: Command::Fixes(batch),
+                reply: Some(Reply::Applied(reply)),
+            })
+            .await
+            .map_err(|_| Stopped)?;
+        Ok(rx)
+    }
+
     /// Sends a change (a fence or a rule) and waits for the writer's
     /// answer: `Ok(created)`, or why the engine refused it.
     ///
     /// # Errors
     /// The queue has closed, or the change was dropped unapplied.
-    pub async fn change(&self, command: Command) -> Result<Result<bool, String>, Stopped> {
+    pub async fn change(&self, command: Command) -> Result<Result<bool, ChangeError>, Stopped> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {

@@ -19,7 +19,7 @@ use bluelight_engine::{Applied, Engine, Outputs, SharedEngine, UnitSlot};
 use parking_lot::MutexGuard;
 
 use crate::batch::{IngestBatch, UnitRef};
-use crate::queue::{ApplyReport, Batches, Command, Job, Reply};
+use crate::queue::{ApplyReport, Batches, ChangeError, Command, Job, Reply};
 use crate::tasks::{TaskQueues, run_query};
 use crate::validate::{IngestCounters, Reject, ValidationConfig};
 
@@ -177,6 +177,13 @@ impl Writer {
                 }
                 Work::Stop => break,
             };
+            if let Command::Snapshot(_) = &job.command {
+                if let Command::Snapshot(tx) = job.command {
+                    let bytes = self.engine.lock().snapshot();
+                    let _ = tx.send(bytes);
+                }
+                continue;
+            }
             let outcome = {
                 let mut engine = self.engine.lock();
                 let received = match &job.command {
@@ -243,7 +250,7 @@ pub enum Outcome {
     /// The report of a batch of fixes.
     Applied(ApplyReport),
     /// A change: `Ok(created)` or why the engine refused it.
-    Changed(Result<bool, String>),
+    Changed(Result<bool, ChangeError>),
     /// A tick (nobody waits for it).
     Ticked,
 }
@@ -325,11 +332,13 @@ impl Applier {
                 self.out.clear();
                 engine.remove_rule(id).map(|()| false)
             }
+            // The writer answers it before applying; a replay has none.
+            Command::Snapshot(_) => return Outcome::Ticked,
         };
         // A change's alerts (a replaced fence's enter and exit) go out
         // before any later fix's.
         between(engine, &self.out, true);
-        Outcome::Changed(change.map_err(|e| e.to_string()))
+        Outcome::Changed(change.map_err(|e| ChangeError::Refused(e.to_string())))
     }
 
     /// Applies `batch`, calling `between(engine, outputs, last)` after each
@@ -381,6 +390,7 @@ impl Applier {
         ApplyReport {
             accepted: 0,
             errors: batch.errors.clone(),
+            unjournaled: false,
         }
     }
 

@@ -5,6 +5,8 @@
 
 use std::net::SocketAddr;
 
+pub mod redis;
+
 use bluelight_api::config::ServeConfig;
 use bluelight_api::server::{Running, start};
 use serde_json::Value;

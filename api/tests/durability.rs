@@ -1,0 +1,499 @@
+//! Durability with Redis (PROTOCOL.md "Durability and followers"): real
+//! `redis-server` processes, the real `bluelight` binary killed with
+//! SIGKILL, and the contract checked against what was acknowledged.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::{RngExt, SeedableRng};
+use redis::Commands;
+use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
+use serde_json::{Value, json};
+use support::open::{get_json, now_ms, send_json};
+use support::redis::{Bluelight, RedisServer, free_port};
+use tokio_tungstenite::tungstenite::Message;
+
+const DEPOT: (f64, f64) = (53.8, -1.5);
+
+fn circle(lat: f64, lon: f64, r: f64) -> Value {
+    json!({"type":"Feature","geometry":{"type":"Point","coordinates":[lon, lat]},"properties":{"radius_m": r}})
+}
+
+fn fix(id: &str, lat: f64, lon: f64, t: i64) -> Value {
+    json!({"id": id, "lat": lat, "lon": lon, "time_ms": t})
+}
+
+async fn post(addr: SocketAddr, fixes: Vec<Value>) -> (u16, Value) {
+    send_json(addr, "POST", "/v1/fixes", &json!({ "fixes": fixes })).await
+}
+
+/// The alerts stream's entries as (seq, event, unit, fence).
+fn stream_alerts(redis: &RedisServer, key: &str) -> Vec<(u64, String, String, String)> {
+    let mut c = redis.conn();
+    let r: StreamRangeReply = c.xrange_all(key).expect("xrange");
+    r.ids
+        .iter()
+        .map(|e| {
+            let f = |k: &str| e.get::<String>(k).unwrap_or_default();
+            (f("seq").parse().expect("seq"), f("event"), f("unit"), f("fence"))
+        })
+        .collect()
+}
+
+/// Waits until the alerts stream holds `n` entries (the outbox appends
+/// in the background).
+async fn until_stream_len(redis: &RedisServer, key: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let len: usize = redis.conn().xlen(key).expect("xlen");
+        if len >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the alerts stream holds {len} alerts, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every alert from a `/v1/ws` alerts subscription resumed at `since`,
+/// until `want` arrived.
+async fn ws_alerts(addr: SocketAddr, since: u64, want: usize) -> Vec<Value> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws"))
+        .await
+        .expect("ws connects");
+    let sub = json!({"type":"subscribe","id":"a","stream":"alerts","since_seq":since});
+    ws.send(Message::Text(sub.to_string().into()))
+        .await
+        .expect("send");
+    let mut alerts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alerts.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(left, ws.next()).await else {
+            panic!("only {} of {want} alerts came: {alerts:?}", alerts.len());
+        };
+        let v: Value = serde_json::from_str(&t).expect("json");
+        match v["type"].as_str() {
+            Some("alert") => alerts.push(v),
+            Some("subscribed") => {}
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    alerts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_units_fences_rules_memberships_and_the_alert_seq() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let mut a = Bluelight::serve(&redis.url(), port, &[]);
+    let (st, stored_fence) = send_json(
+        a.http,
+        "PUT",
+        "/v1/fences/depot",
+        &circle(DEPOT.0, DEPOT.1, 300.0),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let rule =
+        json!({"type":"proximity","from":{"agency":["ambulance"]},"to":{"agency":["police"]},"radius_m":50});
+    assert_eq!(send_json(a.http, "PUT", "/v1/rules/close", &rule).await.0, 201);
+    let t0 = now_ms() - 60_000;
+    let (st, r) = post(a.http, vec![fix("AMB-1", DEPOT.0, DEPOT.1, t0)]).await;
+    assert_eq!((st, r["accepted"].as_u64()), (200, Some(1)), "{r}");
+    a.kill();
+
+    let b = Bluelight::serve(&redis.url(), port, &[]);
+    let (st, unit) = get_json(b.http, "/v1/units/AMB-1").await;
+    assert_eq!(st, 200, "the unit survived: {unit}");
+    assert_eq!(unit["properties"]["time_ms"], json!(t0));
+    assert_eq!(
+        get_json(b.http, "/v1/fences/depot").await.1,
+        stored_fence,
+        "the fence as stored"
+    );
+    let (_, rules) = get_json(b.http, "/v1/rules").await;
+    assert_eq!(rules["rules"][0]["id"], "close", "{rules}");
+    // Still inside: a member, so no second enter; then out: exit, seq 2.
+    assert_eq!(
+        post(b.http, vec![fix("AMB-1", DEPOT.0 + 0.001, DEPOT.1, t0 + 1000)])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        post(b.http, vec![fix("AMB-1", DEPOT.0 + 0.02, DEPOT.1, t0 + 30_000)])
+            .await
+            .0,
+        200
+    );
+    until_stream_len(&redis, "bluelight:alerts", 2).await;
+    let alerts = stream_alerts(&redis, "bluelight:alerts");
+    assert_eq!(
+        alerts,
+        vec![
+            (1, "enter".into(), "AMB-1".into(), "depot".into()),
+            (2, "exit".into(), "AMB-1".into(), "depot".into()),
+        ]
+    );
+    // A client resuming from 0 gets the enter from before the restart
+    // (from the stream) and the exit after it, once each.
+    let got = ws_alerts(b.http, 0, 2).await;
+    let seqs: Vec<u64> = got.iter().filter_map(|a| a["seq"].as_u64()).collect();
+    assert_eq!(seqs, vec![1, 2]);
+    assert!(
+        got[0].get("sub").is_some(),
+        "a resumed alert is addressed to its subscription: {}",
+        got[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_writes_a_snapshot_and_trims_the_journal() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let mut a = Bluelight::serve(&redis.url(), port, &[]);
+    let t0 = now_ms() - 60_000;
+    let fixes: Vec<Value> = (0..500)
+        .map(|i| fix(&format!("U{i}"), 53.0 + f64::from(i) * 0.001, -1.0, t0))
+        .collect();
+    assert_eq!(post(a.http, fixes).await.0, 200);
+    a.terminate();
+    let mut c = redis.conn();
+    let next: u64 = c
+        .hget("bluelight:snapshot", "next")
+        .expect("a snapshot was written");
+    let journal: StreamRangeReply = c.xrange_all("bluelight:journal").expect("xrange");
+    assert!(
+        journal
+            .ids
+            .iter()
+            .all(|e| e.id.split('-').next().and_then(|n| n.parse::<u64>().ok()) >= Some(next)),
+        "the journal before the snapshot is trimmed"
+    );
+    let b = Bluelight::serve(&redis.url(), port, &[]);
+    let (_, h) = get_json(b.http, "/healthz").await;
+    assert_eq!(h["units"], 500, "{h}");
+    assert_eq!(h["redis"], "ok");
+    assert_eq!(h["role"], "leader");
+}
+
+/// Units walking across four fences; each round sends until a SIGKILL at a
+/// random moment, then restarts. What the server acknowledged must all be
+/// there, and the alerts stream must read like one uninterrupted server:
+/// `seq` 1..N with no hole, and per unit and fence enter and exit in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_kills_at_random_moments_lose_no_acknowledged_fix_and_no_alert() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let fences = [(53.80, -1.50), (53.81, -1.50), (53.80, -1.48), (53.81, -1.48)];
+    {
+        let s = Bluelight::serve(&redis.url(), port, &[]);
+        for (i, &(lat, lon)) in fences.iter().enumerate() {
+            let (st, _) = send_json(
+                s.http,
+                "PUT",
+                &format!("/v1/fences/f{i}"),
+                &circle(lat, lon, 500.0),
+            )
+            .await;
+            assert_eq!(st, 201);
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+    let units = 40;
+    let mut pos: Vec<(f64, f64)> = (0..units).map(|_| (53.805, -1.49)).collect();
+    // Inside history's hour, with room for every step of every round.
+    let mut t = now_ms() - 3_500_000;
+    // Per unit: the latest acknowledged fix's time.
+    let mut acked: HashMap<String, i64> = HashMap::new();
+    for round in 0..20 {
+        let mut s = Bluelight::serve(&redis.url(), port, &[]);
+        for (id, &at) in &acked {
+            let (st, u) = get_json(s.http, &format!("/v1/units/{id}")).await;
+            assert_eq!(st, 200, "round {round}: {id} lost");
+            let have = u["properties"]["time_ms"].as_i64().unwrap_or(0);
+            assert!(have >= at, "round {round}: {id} is at {have}, acknowledged {at}");
+        }
+        let kill_at = Instant::now() + Duration::from_millis(rng.random_range(50..400));
+        let http = s.http;
+        while Instant::now() < kill_at {
+            t += 250;
+            let mut batch = Vec::new();
+            let mut last = HashMap::new();
+            for (u, p) in pos.iter_mut().enumerate() {
+                if rng.random_range(0..3) == 0 {
+                    // At most about 30 m/s: well under the implied-speed limit.
+                    p.0 = (p.0 + rng.random_range(-0.00005..0.00005)).clamp(53.79, 53.82);
+                    p.1 = (p.1 + rng.random_range(-0.00008..0.00008)).clamp(-1.52, -1.46);
+                    let id = format!("W{u}");
+                    batch.push(fix(&id, p.0, p.1, t));
+                    last.insert(id, t);
+                }
+            }
+            let sent = tokio::spawn(async move { post(http, batch).await });
+            // A kill while a request is on its way leaves its outcome
+            // unknown: it is neither counted acknowledged nor required.
+            let remaining = kill_at.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, sent).await {
+                Ok(Ok((200, r))) if r["rejected"] == 0 => acked.extend(last),
+                Ok(Ok((st, r))) => panic!("round {round}: a fix was refused ({st}): {r}"),
+                _ => break,
+            }
+        }
+        s.kill();
+    }
+    let s = Bluelight::serve(&redis.url(), port, &[]);
+    let mut inside: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for (id, &at) in &acked {
+        let (_, u) = get_json(s.http, &format!("/v1/units/{id}")).await;
+        assert!(
+            u["properties"]["time_ms"].as_i64().unwrap_or(0) >= at,
+            "{id} after the last restart"
+        );
+        let (lat, lon) = (
+            u["properties"]["lat"].as_f64().expect("lat"),
+            u["properties"]["lon"].as_f64().expect("lon"),
+        );
+        for (i, &(flat, flon)) in fences.iter().enumerate() {
+            let d = haversine_m(lat, lon, flat, flon);
+            // Units within a metre of a boundary are left out of the check.
+            if (d - 500.0).abs() > 1.0 {
+                inside.insert((id.clone(), format!("f{i}")), d < 500.0);
+            }
+        }
+    }
+    assert!(
+        acked.len() >= units / 2,
+        "enough units were acknowledged to mean something: {}",
+        acked.len()
+    );
+    // The outbox of the last start appends what replay made; wait for it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alerts = stream_alerts(&redis, "bluelight:alerts");
+    assert!(
+        alerts.len() > 20,
+        "the walk crossed fences: {} alerts",
+        alerts.len()
+    );
+    for (i, a) in alerts.iter().enumerate() {
+        assert_eq!(
+            a.0,
+            i as u64 + 1,
+            "seq has no hole and no repeat: {:?}",
+            &alerts[i.saturating_sub(2)..=i]
+        );
+    }
+    let mut state: BTreeMap<(String, String), bool> = BTreeMap::new();
+    // Fixes an hour old make their units stale by the server's clock:
+    // stale and fresh come and go, and are checked by `seq` alone.
+    for (seq, event, unit, fence) in alerts.iter().filter(|a| a.1 == "enter" || a.1 == "exit") {
+        let was = state
+            .insert((unit.clone(), fence.clone()), event == "enter")
+            .unwrap_or(false);
+        match event.as_str() {
+            "enter" => assert!(!was, "seq {seq}: {unit} entered {fence} twice"),
+            "exit" => assert!(was, "seq {seq}: {unit} left {fence} without entering"),
+            other => panic!("seq {seq}: unexpected {other}"),
+        }
+    }
+    for (key, is_inside) in &inside {
+        assert_eq!(
+            state.get(key).copied().unwrap_or(false),
+            *is_inside,
+            "{key:?}: the alerts say one thing, the position another"
+        );
+    }
+}
+
+fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let (dp, dl) = ((lat2 - lat1).to_radians(), (lon2 - lon1).to_radians());
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6_371_008.8 * a.sqrt().asin()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_reads_every_alert_once_across_a_restart() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let mut c = redis.conn();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("bluelight:alerts")
+        .arg("cad")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut c)
+        .expect("group");
+    let t0 = now_ms() - 600_000;
+    let mut a = Bluelight::serve(&redis.url(), port, &[]);
+    assert_eq!(
+        send_json(
+            a.http,
+            "PUT",
+            "/v1/fences/depot",
+            &circle(DEPOT.0, DEPOT.1, 300.0)
+        )
+        .await
+        .0,
+        201
+    );
+    let inside: Vec<Value> = (0..30)
+        .map(|i| fix(&format!("A{i}"), DEPOT.0, DEPOT.1, t0))
+        .collect();
+    assert_eq!(post(a.http, inside).await.0, 200);
+    a.kill();
+    let b = Bluelight::serve(&redis.url(), port, &[]);
+    let outside: Vec<Value> = (0..30)
+        .map(|i| fix(&format!("A{i}"), DEPOT.0 + 0.05, DEPOT.1, t0 + 600_000))
+        .collect();
+    assert_eq!(post(b.http, outside).await.0, 200);
+    until_stream_len(&redis, "bluelight:alerts", 60).await;
+    // A CAD system: read as a group member, acknowledge what it handled.
+    let mut seen = Vec::new();
+    let opts = StreamReadOptions::default().group("cad", "desk-1").count(16);
+    loop {
+        let r: StreamReadReply = c
+            .xread_options(&["bluelight:alerts"], &[">"], &opts)
+            .expect("xreadgroup");
+        let ids: Vec<_> = r.keys.iter().flat_map(|k| k.ids.iter()).collect();
+        if ids.is_empty() {
+            break;
+        }
+        for e in ids {
+            seen.push(e.get::<u64>("seq").expect("seq"));
+            let _: u64 = c.xack("bluelight:alerts", "cad", &[&e.id]).expect("xack");
+        }
+    }
+    assert_eq!(seen, (1..=60).collect::<Vec<u64>>());
+    let pending: redis::streams::StreamPendingReply =
+        c.xpending("bluelight:alerts", "cad").expect("xpending");
+    assert_eq!(pending.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_load_never_acknowledges_falsely() {
+    let mut redis = RedisServer::start();
+    let redis_port = redis.port;
+    let port = free_port();
+    let cfg = std::env::temp_dir().join(format!("bluelight-ack-{}.toml", std::process::id()));
+    std::fs::write(&cfg, "[tuning]\njournal_ack_timeout_ms = 500\n").expect("config");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let mut s = Bluelight::serve(&redis.url(), port, &["--config", &cfg]);
+    let t0 = now_ms() - 600_000;
+    let mut acked: HashMap<String, i64> = HashMap::new();
+    let mut refused = 0;
+    let mut t = t0;
+    let send = |s: SocketAddr, t: i64, n: usize| async move {
+        let fixes: Vec<Value> = (0..n)
+            .map(|i| fix(&format!("R{i}"), 53.0 + i as f64 * 0.001, -1.0, t))
+            .collect();
+        post(s, fixes).await
+    };
+    for _ in 0..5 {
+        t += 1000;
+        let (st, _) = send(s.http, t, 20).await;
+        assert_eq!(st, 200);
+        (0..20).for_each(|i| {
+            acked.insert(format!("R{i}"), t);
+        });
+    }
+    redis.kill();
+    for _ in 0..4 {
+        t += 1000;
+        let (st, r) = send(s.http, t, 20).await;
+        match st {
+            200 => (0..20).for_each(|i| {
+                acked.insert(format!("R{i}"), t);
+            }),
+            503 => {
+                refused += 1;
+                assert!(r["error"].as_str().unwrap_or("").contains("journaled"), "{r}");
+            }
+            other => panic!("unexpected {other}: {r}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "with Redis gone, an acknowledged write is refused, not acknowledged"
+    );
+    let (_, h) = get_json(s.http, "/healthz").await;
+    assert_eq!(h["redis"], "down", "{h}");
+    assert_eq!(h["units"], 20, "the server kept serving from memory: {h}");
+    // Redis comes back empty (no persistence): the catch-up snapshot holds
+    // everything the server has.
+    let _redis2 = RedisServer::start_on(redis_port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, h) = get_json(s.http, "/healthz").await;
+        if h["redis"] == "ok" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the journal did not catch up: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t += 1000;
+    let (st, _) = send(s.http, t, 25).await;
+    assert_eq!(st, 200, "acknowledged again once Redis is back");
+    (0..25).for_each(|i| {
+        acked.insert(format!("R{i}"), t);
+    });
+    s.kill();
+    let s = Bluelight::serve(&_redis2.url(), port, &["--config", &cfg]);
+    for (id, &at) in &acked {
+        let (st, u) = get_json(s.http, &format!("/v1/units/{id}")).await;
+        assert_eq!(st, 200, "{id} lost");
+        assert!(
+            u["properties"]["time_ms"].as_i64().unwrap_or(0) >= at,
+            "{id}: {u}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_ingest_acknowledges_each_frame_in_order_once_journaled() {
+    let redis = RedisServer::start();
+    let s = Bluelight::serve(&redis.url(), free_port(), &[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ingest?ack=1", s.http))
+        .await
+        .expect("ws connects");
+    let t = now_ms() - 1000;
+    let good = |id: &str| {
+        json!({"fixes":[fix(id, 53.0, -1.0, t), fix(&format!("{id}-b"), 53.0, -1.0, t)]}).to_string()
+    };
+    for frame in [good("a"), "{not json".to_owned(), good("c")] {
+        ws.send(Message::Text(frame.into())).await.expect("send");
+    }
+    let mut replies = Vec::new();
+    while replies.len() < 3 {
+        let Ok(Some(Ok(Message::Text(m)))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await
+        else {
+            panic!("replies so far: {replies:?}");
+        };
+        replies.push(serde_json::from_str::<Value>(&m).expect("json"));
+    }
+    assert_eq!(
+        replies[0],
+        json!({"type":"ack","frame":1,"accepted":2,"rejected":0})
+    );
+    assert_eq!(
+        (replies[1]["type"].as_str(), replies[1]["id"].as_u64()),
+        (Some("error"), Some(2)),
+        "{}",
+        replies[1]
+    );
+    assert_eq!(
+        replies[2],
+        json!({"type":"ack","frame":3,"accepted":2,"rejected":0})
+    );
+    // Acknowledged means journaled: the journal holds both units' fixes.
+    let entries: usize = redis.conn().xlen("bluelight:journal").expect("xlen");
+    assert!(entries >= 2, "{entries}");
+}

@@ -1,0 +1,146 @@
+//! Start-up with a journal: the latest snapshot, then every journal entry
+//! after it, applied in order by the same [`Applier`] the writer uses and
+//! with the same consumer of outputs (the alert outbox keeps only the
+//! alerts it does not hold yet). Then the stage may start.
+
+use bluelight_engine::{Engine, EngineConfig, EngineError};
+use redis::aio::ConnectionManager;
+use redis::streams::StreamRangeReply;
+use redis::{AsyncCommands, Value};
+
+use super::Keys;
+use super::codec::{self, JournalError};
+use crate::batch::IngestBatch;
+use crate::writer::{Applier, OutputConsumer};
+
+/// Entries read from Redis at a time.
+const PAGE: usize = 256;
+
+/// Why start-up could not recover.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// Redis did not answer.
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The snapshot does not restore.
+    #[error("the snapshot does not restore: {0}")]
+    Snapshot(#[from] EngineError),
+    /// An entry does not decode (a newer version wrote it, or it is damaged).
+    #[error("journal entry {entry}: {error}")]
+    Entry {
+        /// The entry's number.
+        entry: u64,
+        /// What is wrong.
+        error: JournalError,
+    },
+}
+
+/// What start-up found and did.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The engine, as it was after the last journaled command.
+    pub engine: Engine,
+    /// The number the stage gives the next entry.
+    pub next: u64,
+    /// The snapshot's `next`, if there was a snapshot.
+    pub snapshot_next: Option<u64>,
+    /// Entries replayed after the snapshot.
+    pub entries: u64,
+    /// Commands replayed.
+    pub commands: u64,
+    /// The journal had a hole (Redis was away while the old leader
+    /// served): entries after it were not replayed, and a snapshot must be
+    /// written before anything is acknowledged.
+    pub hole_at: Option<u64>,
+}
+
+/// Loads the latest snapshot and replays the journal after it.
+///
+/// # Errors
+/// Redis does not answer, or the snapshot or an entry is unreadable: the
+/// server must not start on a partial state.
+pub async fn recover(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    cfg: EngineConfig,
+    applier: &mut Applier,
+    consumer: &dyn OutputConsumer,
+) -> Result<Recovered, RecoveryError> {
+    let (bytes, next): (Option<Vec<u8>>, Option<u64>) = redis::cmd("HMGET")
+        .arg(&keys.snapshot)
+        .arg("engine")
+        .arg("next")
+        .query_async(conn)
+        .await?;
+    let (mut engine, snapshot_next) = match (bytes, next) {
+        (Some(b), Some(n)) => (Engine::restore(cfg, &b)?, Some(n)),
+        _ => (Engine::new(cfg)?, None),
+    };
+    let mut expected = snapshot_next.unwrap_or(1);
+    let (mut entries, mut commands, mut hole_at) = (0, 0, None);
+    let mut from = format!("{expected}-0");
+    'pages: loop {
+        let page: StreamRangeReply = conn.xrange_count(&keys.journal, &from, "+", PAGE).await?;
+        if page.ids.is_empty() {
+            break;
+        }
+        for entry in &page.ids {
+            let n = entry_number(&entry.id);
+            if n != Some(expected) {
+                hole_at = Some(expected);
+                tracing::error!(
+                    expected,
+                    found = %entry.id,
+                    "the journal has a hole (Redis was away while the last leader served): replay stops before it"
+                );
+                break 'pages;
+            }
+            let Some(Value::BulkString(bytes)) = entry.map.get("c") else {
+                return Err(RecoveryError::Entry {
+                    entry: expected,
+                    error: JournalError::Bad("field c"),
+                });
+            };
+            let decoded =
+                codec::decode(bytes, IngestBatch::default).map_err(|error| RecoveryError::Entry {
+                    entry: expected,
+                    error,
+                })?;
+            for command in &decoded {
+                applier.apply(&mut &mut engine, command, |e, out, _| {
+                    consumer.consume(e, out, None)
+                });
+            }
+            commands += decoded.len() as u64;
+            entries += 1;
+            expected += 1;
+        }
+        if page.ids.len() < PAGE {
+            break;
+        }
+        from = format!("{expected}-0");
+    }
+    // Entry ids must keep rising past anything in the stream (entries after
+    // a hole stay until the next snapshot trims them), and a hole must stay
+    // visible: start past the top with a gap.
+    let top: StreamRangeReply = conn.xrevrange_count(&keys.journal, "+", "-", 1).await?;
+    let top = top.ids.first().and_then(|e| entry_number(&e.id)).unwrap_or(0);
+    let next = if hole_at.is_some() {
+        top + 2
+    } else {
+        expected.max(top + 1)
+    };
+    Ok(Recovered {
+        engine,
+        next,
+        snapshot_next,
+        entries,
+        commands,
+        hole_at,
+    })
+}
+
+/// `n` of an entry id `n-0`.
+fn entry_number(id: &str) -> Option<u64> {
+    id.strip_suffix("-0")?.parse().ok()
+}

@@ -1,0 +1,600 @@
+//! The journal stage: takes jobs from the queue, appends their commands to
+//! the Redis stream, and hands them to the writer once Redis has them.
+//!
+//! * **In order.** Entries get consecutive ids (`n-0`) and are handed on in
+//!   that order; a snapshot is asked of the writer between two entries, so
+//!   it covers exactly the entries before its `next`.
+//! * **Pipelined.** Up to `in_flight` appends are on their way at once on
+//!   one multiplexed connection (Redis runs them in order); jobs wait only
+//!   for their own entry.
+//! * **Redis away.** The first failed append turns the stage *down*: from
+//!   then on jobs go to the writer at once (the server keeps serving from
+//!   memory), but their replies are held, and entry numbers skip one, so a
+//!   replay from an older snapshot sees the hole and stops before it
+//!   instead of applying what comes after without what is missing. Every
+//!   second the stage tries Redis; once it answers, the stage is *catching
+//!   up*: it asks the writer for a snapshot (which covers everything
+//!   applied meanwhile) and journals new entries after it, still holding
+//!   replies; once the snapshot is written, every held reply is answered
+//!   as journaled. A reply held longer than `ack_timeout` is answered "not
+//!   journaled" (`ApplyReport::unjournaled`, [`ChangeError::Unjournaled`]).
+//!   The catch-up is one snapshot, so what the stage holds while Redis is
+//!   away is bounded by the senders waiting for an answer, not by the
+//!   fixes that arrive.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Keys;
+use super::codec;
+use crate::queue::{ApplyReport, Batches, ChangeError, Command, Job, Reply};
+
+/// Tuning of the journal stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalConfig {
+    /// The deployment's keys.
+    pub keys: Keys,
+    /// An entry is closed once it holds this many bytes (more jobs wait
+    /// for the next): big enough that Redis's per-command cost is small
+    /// beside the bytes, small enough that one entry is applied quickly.
+    pub entry_bytes: usize,
+    /// Appends on their way at once.
+    pub in_flight: usize,
+    /// Time between snapshots (each trims the journal behind it).
+    pub snapshot_every: Duration,
+    /// How long a sender waiting for an acknowledgement waits while Redis
+    /// is away before it is told "not journaled".
+    pub ack_timeout: Duration,
+    /// Jobs queued between the stage and the writer.
+    pub writer_queue: usize,
+}
+
+impl JournalConfig {
+    /// Defaults for the keys under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            keys: Keys::new(prefix),
+            entry_bytes: 256 * 1024,
+            in_flight: 8,
+            snapshot_every: Duration::from_secs(60),
+            ack_timeout: Duration::from_secs(5),
+            writer_queue: 64,
+        }
+    }
+}
+
+/// What the journal is doing, for health and metrics.
+#[derive(Debug, Default)]
+pub struct JournalStatus {
+    /// Redis took the last append (or snapshot) and the journal has no hole.
+    pub up: AtomicBool,
+    /// Entries appended.
+    pub entries: AtomicU64,
+    /// Bytes appended.
+    pub bytes: AtomicU64,
+    /// Appends or snapshot writes that failed.
+    pub failures: AtomicU64,
+    /// Commands applied while Redis was away (a snapshot holds them once
+    /// it is back).
+    pub unjournaled_commands: AtomicU64,
+    /// Senders told "not journaled" (their fixes or change are in memory
+    /// only until the next snapshot).
+    pub not_acknowledged: AtomicU64,
+    /// Snapshots written.
+    pub snapshots: AtomicU64,
+    /// Size of the latest snapshot, bytes.
+    pub snapshot_bytes: AtomicU64,
+    /// How long the writer took to encode the latest snapshot, µs.
+    pub snapshot_encode_us: AtomicU64,
+    /// When the latest snapshot was written (ms since the epoch), 0 never.
+    pub snapshot_at_ms: AtomicI64,
+    /// The next entry's number.
+    pub next_entry: AtomicU64,
+}
+
+/// Asks the stage for a snapshot now (shutdown); answers once written.
+#[derive(Debug, Clone)]
+pub struct JournalHandle {
+    tx: mpsc::Sender<oneshot::Sender<bool>>,
+    /// The stage's state.
+    pub status: Arc<JournalStatus>,
+}
+
+impl JournalHandle {
+    /// Writes a snapshot of everything handed to the writer so far and
+    /// trims the journal behind it; `false` if Redis did not take it.
+    pub async fn snapshot_now(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(tx).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+}
+
+/// Starts the stage on the current tokio runtime: jobs from `batches` are
+/// journaled (entries numbered from `next`) and handed on through the
+/// returned `Batches`, which the writer takes.
+pub fn start(
+    conn: ConnectionManager,
+    snapshots: ConnectionManager,
+    batches: Batches,
+    next: u64,
+    cfg: JournalConfig,
+) -> (Batches, JournalHandle) {
+    let (to_writer, writer_rx) = mpsc::channel(cfg.writer_queue.max(1));
+    let (ask_tx, ask_rx) = mpsc::channel(4);
+    let status = Arc::new(JournalStatus::default());
+    status.up.store(true, Ordering::Relaxed);
+    status.next_entry.store(next, Ordering::Relaxed);
+    let out = Batches::relay(writer_rx, &batches);
+    let stage = Stage {
+        conn,
+        snapshots,
+        from: batches,
+        to_writer,
+        asks: ask_rx,
+        cfg,
+        status: status.clone(),
+        next,
+        forwarded: next,
+        mode: Mode::Up,
+        held: VecDeque::new(),
+        snapshot: None,
+        last_snapshot: Instant::now(),
+    };
+    tokio::spawn(stage.run());
+    (out, JournalHandle { tx: ask_tx, status })
+}
+
+/// An append on its way: its entry number, result, and jobs.
+type Append =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (u64, redis::RedisResult<()>, Vec<Job>)> + Send>>;
+
+/// A reply held back while Redis is away.
+struct Held {
+    /// The sender's reply.
+    reply: Reply,
+    /// The writer's answer, taken in its place.
+    answer: HeldAnswer,
+    /// After this the sender is told "not journaled".
+    deadline: Instant,
+    /// The snapshot that holds it must be asked for after this many jobs
+    /// were handed on (its place in the stream).
+    after: u64,
+}
+
+enum HeldAnswer {
+    Applied(oneshot::Receiver<ApplyReport>),
+    Changed(oneshot::Receiver<Result<bool, ChangeError>>),
+}
+
+/// A snapshot asked of the writer, not yet written.
+struct PendingSnapshot {
+    /// Its bytes, when the writer has encoded them.
+    bytes: oneshot::Receiver<Vec<u8>>,
+    /// The first entry it does not cover.
+    next: u64,
+    /// Jobs handed on before it (held replies up to here are covered).
+    covers: u64,
+    /// Asked for when.
+    asked: Instant,
+    /// Who waits for it (shutdown).
+    waiters: Vec<oneshot::Sender<bool>>,
+    /// The write, once under way.
+    write: Option<tokio::task::JoinHandle<bool>>,
+}
+
+/// Whether the journal holds everything handed on.
+enum Mode {
+    /// Every job handed on is journaled, in order, with no hole.
+    Up,
+    /// Redis is away: jobs are handed on unjournaled, replies held.
+    Down {
+        /// When Redis was last tried.
+        tried: Instant,
+    },
+    /// Redis is back and the snapshot that covers the hole is on its way:
+    /// jobs are journaled after it, replies held until it is written.
+    CatchingUp,
+}
+
+struct Stage {
+    conn: ConnectionManager,
+    /// A second connection: a snapshot's tens of megabytes must not sit
+    /// in front of the appends on the same socket.
+    snapshots: ConnectionManager,
+    from: Batches,
+    to_writer: mpsc::Sender<Job>,
+    asks: mpsc::Receiver<oneshot::Sender<bool>>,
+    cfg: JournalConfig,
+    status: Arc<JournalStatus>,
+    /// The next entry's number.
+    next: u64,
+    /// Jobs handed to the writer so far (a position in the stream).
+    forwarded: u64,
+    mode: Mode,
+    held: VecDeque<Held>,
+    snapshot: Option<PendingSnapshot>,
+    last_snapshot: Instant,
+}
+
+impl Stage {
+    async fn run(mut self) {
+        let mut in_flight: FuturesOrdered<Append> = FuturesOrdered::new();
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut open = true;
+        let mut buf = Vec::new();
+        while open || !in_flight.is_empty() {
+            tokio::select! {
+                biased;
+                Some((n, result, jobs)) = in_flight.next(), if !in_flight.is_empty() => {
+                    match result {
+                        Ok(()) => {
+                            self.status.entries.fetch_add(1, Ordering::Relaxed);
+                            if matches!(self.mode, Mode::Up) {
+                                for job in jobs {
+                                    self.hand_on(job).await;
+                                }
+                            } else {
+                                // Appended after a hole: durable once the
+                                // snapshot that covers the hole is written.
+                                for job in jobs {
+                                    self.hand_on_held(job).await;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            self.status.failures.fetch_add(1, Ordering::Relaxed);
+                            if !matches!(self.mode, Mode::Down { .. }) {
+                                tracing::error!(error = %e, entry = n, "Redis did not take a journal entry: serving from memory; acknowledgements wait until a snapshot is written");
+                                self.go_down();
+                            }
+                            for job in jobs {
+                                self.hand_on_held(job).await;
+                            }
+                        }
+                    }
+                }
+                job = self.from.recv(), if open && in_flight.len() < self.cfg.in_flight => {
+                    let Some(job) = job else {
+                        open = false;
+                        continue;
+                    };
+                    let mut jobs = vec![job];
+                    if matches!(self.mode, Mode::Down { .. }) {
+                        while let Some(j) = self.from.try_recv() {
+                            jobs.push(j);
+                        }
+                        for job in jobs {
+                            self.hand_on_held(job).await;
+                        }
+                        continue;
+                    }
+                    // Fill the entry with what waits now.
+                    let mut size = 0;
+                    while size < self.cfg.entry_bytes {
+                        match self.from.try_recv() {
+                            Some(j) => {
+                                size += approx_size(&j.command);
+                                jobs.push(j);
+                            }
+                            None => break,
+                        }
+                    }
+                    codec::encode(jobs.iter().map(|j| &j.command), &mut buf);
+                    let n = self.next;
+                    self.next += 1;
+                    self.status.next_entry.store(self.next, Ordering::Relaxed);
+                    self.status.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    let mut conn = self.conn.clone();
+                    let key = self.cfg.keys.journal.clone();
+                    let bytes = buf.clone();
+                    in_flight.push_back(Box::pin(async move {
+                        let r = redis::cmd("XADD")
+                            .arg(&key)
+                            .arg(format!("{n}-0"))
+                            .arg("c")
+                            .arg(bytes)
+                            .query_async::<()>(&mut conn)
+                            .await;
+                        (n, r, jobs)
+                    }));
+                }
+                Some(waiter) = self.asks.recv() => {
+                    self.ask_snapshot(Some(waiter)).await;
+                }
+                _ = every.tick() => {
+                    self.housekeeping().await;
+                }
+            }
+        }
+        // The queue has closed: a last snapshot, then the writer's queue
+        // closes behind us.
+        self.ask_snapshot(None).await;
+        while self.snapshot.is_some() {
+            self.housekeeping().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Hands a journaled job to the writer.
+    async fn hand_on(&mut self, job: Job) {
+        self.forwarded += 1;
+        let _ = self.to_writer.send(job).await;
+    }
+
+    /// Hands a job to the writer with its reply held until a snapshot
+    /// covers it (Redis away, or an append after a hole).
+    async fn hand_on_held(&mut self, mut job: Job) {
+        self.status.unjournaled_commands.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + self.cfg.ack_timeout;
+        let after = self.forwarded + 1;
+        match job.reply.take() {
+            Some(Reply::Applied(orig)) => {
+                let (tx, rx) = oneshot::channel();
+                job.reply = Some(Reply::Applied(tx));
+                self.held.push_back(Held {
+                    reply: Reply::Applied(orig),
+                    answer: HeldAnswer::Applied(rx),
+                    deadline,
+                    after,
+                });
+            }
+            Some(Reply::Changed(orig)) => {
+                let (tx, rx) = oneshot::channel();
+                job.reply = Some(Reply::Changed(tx));
+                self.held.push_back(Held {
+                    reply: Reply::Changed(orig),
+                    answer: HeldAnswer::Changed(rx),
+                    deadline,
+                    after,
+                });
+            }
+            None => {}
+        }
+        self.hand_on(job).await;
+    }
+
+    fn go_down(&mut self) {
+        self.status.up.store(false, Ordering::Relaxed);
+        self.mode = Mode::Down {
+            tried: Instant::now(),
+        };
+        // The hole a replay must see: no entry takes this number.
+        self.next += 1;
+        self.status.next_entry.store(self.next, Ordering::Relaxed);
+        // A snapshot asked for before the hole may still be written: it
+        // covers only what came before it, which is whole.
+    }
+
+    /// Asks the writer for a snapshot at this place in the stream.
+    async fn ask_snapshot(&mut self, waiter: Option<oneshot::Sender<bool>>) {
+        if let Some(p) = &mut self.snapshot {
+            // One at a time; a waiter gets the next one's result... or this
+            // one's, which covers everything handed on before it was asked.
+            if let Some(w) = waiter {
+                p.waiters.push(w);
+            }
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let _ = self
+            .to_writer
+            .send(Job {
+                command: Command::Snapshot(tx),
+                reply: None,
+            })
+            .await;
+        self.snapshot = Some(PendingSnapshot {
+            bytes: rx,
+            next: self.next,
+            covers: self.forwarded,
+            asked: Instant::now(),
+            waiters: waiter.into_iter().collect(),
+            write: None,
+        });
+    }
+
+    async fn housekeeping(&mut self) {
+        self.answer_held();
+        if let Mode::Down { tried } = &mut self.mode
+            && tried.elapsed() >= Duration::from_secs(1)
+            && self.snapshot.is_none()
+        {
+            *tried = Instant::now();
+            let mut conn = self.conn.clone();
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<String>(&mut conn);
+            if tokio::time::timeout(Duration::from_secs(1), ping)
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                tracing::warn!("Redis answers again: writing a snapshot to catch up the journal");
+                self.mode = Mode::CatchingUp;
+                self.ask_snapshot(None).await;
+            }
+        }
+        if matches!(self.mode, Mode::Up)
+            && self.snapshot.is_none()
+            && self.last_snapshot.elapsed() >= self.cfg.snapshot_every
+        {
+            self.ask_snapshot(None).await;
+        }
+        self.progress_snapshot().await;
+    }
+
+    /// Moves a pending snapshot on: bytes from the writer, then the write.
+    async fn progress_snapshot(&mut self) {
+        let Some(p) = &mut self.snapshot else {
+            return;
+        };
+        if p.write.is_none() {
+            match p.bytes.try_recv() {
+                Ok(bytes) => {
+                    self.status
+                        .snapshot_encode_us
+                        .store(p.asked.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    let conn = self.snapshots.clone();
+                    let keys = self.cfg.keys.clone();
+                    let next = p.next;
+                    let status = self.status.clone();
+                    p.write = Some(tokio::spawn(write_snapshot(conn, keys, bytes, next, status)));
+                }
+                Err(oneshot::error::TryRecvError::Empty) => return,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    // The writer has stopped.
+                    for w in p.waiters.drain(..) {
+                        let _ = w.send(false);
+                    }
+                    self.snapshot = None;
+                    return;
+                }
+            }
+        }
+        let Some(write) = &mut p.write else {
+            return;
+        };
+        if !write.is_finished() {
+            return;
+        }
+        let ok = write.await.unwrap_or(false);
+        let Some(p) = self.snapshot.take() else {
+            return;
+        };
+        for w in p.waiters {
+            let _ = w.send(ok);
+        }
+        self.last_snapshot = Instant::now();
+        if !ok {
+            self.status.failures.fetch_add(1, Ordering::Relaxed);
+            if !matches!(self.mode, Mode::Down { .. }) {
+                tracing::error!("Redis did not take a snapshot: serving from memory");
+                self.go_down();
+            }
+            return;
+        }
+        if matches!(self.mode, Mode::CatchingUp) {
+            // What came before the snapshot is in it, what came after is
+            // journaled after it: everything held is durable.
+            tracing::warn!("the journal has caught up: acknowledgements are durable again");
+            self.mode = Mode::Up;
+            self.status.up.store(true, Ordering::Relaxed);
+            self.release_held(u64::MAX);
+        } else {
+            self.release_held(p.covers);
+        }
+    }
+
+    /// Answers held replies covered by a written snapshot as journaled
+    /// (once the writer has answered them).
+    fn release_held(&mut self, covers: u64) {
+        while self.held.front().is_some_and(|h| h.after <= covers) {
+            if let Some(h) = self.held.pop_front() {
+                h.answer(true);
+            }
+        }
+    }
+
+    /// Answers held replies past their deadline as not journaled.
+    fn answer_held(&mut self) {
+        let now = Instant::now();
+        while self.held.front().is_some_and(|h| h.deadline <= now) {
+            if let Some(h) = self.held.pop_front() {
+                self.status.not_acknowledged.fetch_add(1, Ordering::Relaxed);
+                h.answer(false);
+            }
+        }
+    }
+}
+
+impl Held {
+    /// Passes the writer's answer on when it comes, marked journaled or not.
+    fn answer(self, journaled: bool) {
+        match (self.reply, self.answer) {
+            (Reply::Applied(tx), HeldAnswer::Applied(rx)) => {
+                tokio::spawn(async move {
+                    if let Ok(mut r) = rx.await {
+                        r.unjournaled = !journaled;
+                        let _ = tx.send(r);
+                    }
+                });
+            }
+            (Reply::Changed(tx), HeldAnswer::Changed(rx)) => {
+                tokio::spawn(async move {
+                    if let Ok(r) = rx.await {
+                        let r = match r {
+                            Ok(_) if !journaled => Err(ChangeError::Unjournaled),
+                            r => r,
+                        };
+                        let _ = tx.send(r);
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Writes a snapshot and trims the journal behind it. The snapshot is one
+/// hash written by one command, so a crash leaves the old one or the new
+/// one, never half; the trim comes after, so a crash between them only
+/// leaves entries a replay skips.
+async fn write_snapshot(
+    mut conn: ConnectionManager,
+    keys: Keys,
+    bytes: Vec<u8>,
+    next: u64,
+    status: Arc<JournalStatus>,
+) -> bool {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let len = bytes.len();
+    let written = redis::cmd("HSET")
+        .arg(&keys.snapshot)
+        .arg("engine")
+        .arg(bytes)
+        .arg("next")
+        .arg(next)
+        .arg("time_ms")
+        .arg(now_ms)
+        .query_async::<()>(&mut conn)
+        .await;
+    if let Err(e) = written {
+        tracing::error!(error = %e, "writing the snapshot failed");
+        return false;
+    }
+    status.snapshots.fetch_add(1, Ordering::Relaxed);
+    status.snapshot_bytes.store(len as u64, Ordering::Relaxed);
+    status.snapshot_at_ms.store(now_ms, Ordering::Relaxed);
+    let trimmed = redis::cmd("XTRIM")
+        .arg(&keys.journal)
+        .arg("MINID")
+        .arg(format!("{next}-0"))
+        .query_async::<u64>(&mut conn)
+        .await;
+    match trimmed {
+        Ok(n) => tracing::info!(bytes = len, next, trimmed = n, "snapshot written"),
+        Err(e) => tracing::warn!(error = %e, "trimming the journal failed; the next snapshot trims it"),
+    }
+    true
+}
+
+/// About how many bytes a command takes in an entry.
+fn approx_size(c: &Command) -> usize {
+    match c {
+        Command::Fixes(b) => 16 + b.text.len() + b.fixes.len() * 46 + b.metas.len() * 32,
+        Command::PutFence { def, .. } => def.source.len() + 32,
+        Command::PutRule(def) => def.source.len() + 32,
+        _ => 24,
+    }
+}
