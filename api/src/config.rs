@@ -35,6 +35,10 @@ pub struct ServeConfig {
     /// the alert outbox, so a restart loses nothing (PROTOCOL.md
     /// "Durability and followers"). Unset: in memory.
     pub redis: Option<String>,
+    /// Redis URL of a leader to follow: a read-only replica that tails its
+    /// journal (PROTOCOL.md "Followers"); `POST /v1/admin/promote` makes
+    /// it the leader. Not with `redis`.
+    pub follow: Option<String>,
     /// Prefix of every Redis key, so deployments can share one Redis.
     pub redis_prefix: String,
     /// Alerts the Redis alerts stream keeps at least.
@@ -122,6 +126,10 @@ pub struct Tuning {
     /// With Redis: alerts a resuming session (`since_seq`) reads from the
     /// stream at most, beyond the in-memory ring.
     pub alert_resume_max: usize,
+    /// With Redis: the leader lease's life without renewal, ms. A follower
+    /// can be promoted this long after the leader stopped (the leader
+    /// renews it every fifth of it).
+    pub lease_ms: u64,
 }
 
 impl Default for Tuning {
@@ -153,6 +161,7 @@ impl Default for Tuning {
             journal_entry_bytes: 256 * 1024,
             journal_in_flight: 8,
             alert_resume_max: 100_000,
+            lease_ms: 10_000,
         }
     }
 }
@@ -189,6 +198,7 @@ impl Default for ServeConfig {
             history_max_fixes: 20_000_000,
             realtime: false,
             redis: None,
+            follow: None,
             redis_prefix: "bluelight:".into(),
             alerts_retention: 1_000_000,
             auth: AuthConfig::default(),
@@ -261,6 +271,12 @@ impl ServeConfig {
                 }
             }
         }
+        if self.redis.is_some() && self.follow.is_some() {
+            return Err(ConfigError::Invalid(
+                "redis and follow are exclusive: a server leads (--redis URL) or follows (--follow URL)"
+                    .into(),
+            ));
+        }
         let t = &self.tuning;
         for (key, value) in [
             ("queue_batches", t.queue_batches),
@@ -273,6 +289,7 @@ impl ServeConfig {
             ("snapshot_every_s", t.snapshot_every_s as usize),
             ("journal_entry_bytes", t.journal_entry_bytes),
             ("journal_in_flight", t.journal_in_flight),
+            ("lease_ms", t.lease_ms as usize),
             ("ws_ping_s", t.ws_ping_s as usize),
             ("device_max_connections", t.device_max_connections),
             ("device_idle_s", t.device_idle_s as usize),

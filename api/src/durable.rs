@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bluelight_engine::{EngineConfig, SharedEngine};
 use bluelight_ingest::journal::Keys;
+use bluelight_ingest::journal::lease::Lease;
 use bluelight_ingest::journal::replay::recover;
 use bluelight_ingest::journal::stage::JournalConfig;
 use bluelight_ingest::validate::{IngestCounters, ValidationConfig};
@@ -31,8 +32,12 @@ pub struct Durable {
     pub conn: ConnectionManager,
     /// The snapshots' connection.
     pub snapshots: ConnectionManager,
+    /// A follower's tail's connection (it blocks reading).
+    pub tail: ConnectionManager,
     /// The next entry's number.
     pub next: u64,
+    /// The first entry the replay did not apply.
+    pub resume: u64,
     /// The stage's tuning.
     pub journal: JournalConfig,
     /// The journal had a hole: a snapshot must be written before anything
@@ -50,16 +55,31 @@ async fn connect(client: &redis::Client) -> redis::RedisResult<ConnectionManager
     ConnectionManager::new_with_config(client.clone(), cfg).await
 }
 
-/// Connects, starts the outbox and recovers the engine.
+/// How a server with Redis starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Takes the lease (waiting up to twice its life for a lapsed one),
+    /// journals and snapshots.
+    Leader,
+    /// Tails the journal; writes nothing until promoted.
+    Follower,
+}
+
+/// Connects, starts the outbox and recovers the engine; a leader takes
+/// the lease first, so it never replays a journal another server still
+/// appends to.
 ///
 /// # Errors
-/// Redis unreachable, or a snapshot or journal entry that cannot be read.
+/// Redis unreachable, another leader's lease live past the wait, or a
+/// snapshot or journal entry that cannot be read.
 pub async fn start(
     url: &str,
     cfg: &ServeConfig,
     engine_cfg: EngineConfig,
     validation: ValidationConfig,
     hub: Arc<Hub>,
+    node: String,
+    role: Role,
 ) -> anyhow::Result<Durable> {
     let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {url:?}"))?;
     let mut conn = connect(&client)
@@ -68,12 +88,25 @@ pub async fn start(
     let snapshots = connect(&client)
         .await
         .with_context(|| format!("cannot reach Redis at {url}"))?;
-    let outbox = Outbox::start(connect(&client).await?, &cfg.redis_prefix, cfg.alerts_retention)
-        .await
-        .context("starting the alert outbox")?;
-    let outputs: Arc<dyn OutputConsumer> = Arc::new(Fanout(vec![hub, outbox.clone()]));
     let t = &cfg.tuning;
     let keys = Keys::new(&cfg.redis_prefix);
+    let lease = Lease {
+        key: keys.lease.clone(),
+        me: node,
+        ttl: Duration::from_millis(t.lease_ms),
+    };
+    if role == Role::Leader {
+        take_lease(&mut conn, &lease).await?;
+    }
+    let outbox = Outbox::start(
+        connect(&client).await?,
+        &cfg.redis_prefix,
+        cfg.alerts_retention,
+        role == Role::Leader,
+    )
+    .await
+    .context("starting the alert outbox")?;
+    let outputs: Arc<dyn OutputConsumer> = Arc::new(Fanout(vec![hub, outbox.clone()]));
     let started = Instant::now();
     let mut applier = Applier::new(
         Arc::new(validation),
@@ -97,9 +130,11 @@ pub async fn start(
         engine: Arc::new(parking_lot::Mutex::new(r.engine)),
         outputs,
         outbox,
+        tail: connect(&client).await?,
         conn,
         snapshots,
         next: r.next,
+        resume: r.resume,
         journal: JournalConfig {
             keys,
             entry_bytes: t.journal_entry_bytes,
@@ -107,7 +142,44 @@ pub async fn start(
             snapshot_every: Duration::from_secs(t.snapshot_every_s),
             ack_timeout: Duration::from_millis(t.journal_ack_timeout_ms),
             writer_queue: 64,
+            lease,
         },
-        must_snapshot: r.hole_at.is_some(),
+        must_snapshot: r.hole_at.is_some() && role == Role::Leader,
     })
+}
+
+/// Takes the lease: at once if nobody holds it or this node does (a
+/// restart of the same server), else once it lapses, waiting at most
+/// twice its life for a leader that stopped renewing.
+async fn take_lease(conn: &mut ConnectionManager, lease: &Lease) -> anyhow::Result<()> {
+    let deadline = Instant::now() + lease.ttl * 2;
+    loop {
+        if lease.acquire(conn).await? {
+            return Ok(());
+        }
+        match lease.holder(conn).await? {
+            Some(h) if h.node == lease.me => {
+                // This node's own lease, left by a process that died: the
+                // HTTP address in the id is bound by this process now.
+                let _: () = redis::cmd("SET")
+                    .arg(&lease.key)
+                    .arg(&lease.me)
+                    .arg("PX")
+                    .arg(lease.ttl.as_millis() as u64)
+                    .query_async(conn)
+                    .await?;
+                return Ok(());
+            }
+            Some(h) if Instant::now() >= deadline => anyhow::bail!(
+                "another server leads (node {}, lease for {} ms more): start this one with --follow, or stop that one",
+                h.node,
+                h.ttl_ms
+            ),
+            Some(h) => {
+                tracing::warn!(holder = %h.node, ttl_ms = h.ttl_ms, "waiting for the leader lease to lapse")
+            }
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -55,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/units/{id}", get(get_unit))
         .route("/v1/nearest", get(nearest))
         .route("/v1/fixes", axum::routing::post(post_fixes))
+        .route("/v1/admin/promote", axum::routing::post(crate::promote::promote))
         .route("/v1/ws", get(crate::ws::handler))
         .route("/v1/ingest", get(crate::ws_ingest::handler))
         .route("/v1/export", get(crate::export::export))
@@ -108,15 +109,22 @@ async fn healthz(State(s): Shared) -> Response {
         let e = s.engine.lock();
         (e.unit_count(), e.fence_ids().len())
     };
+    let leading = s.leading.load(Ordering::Relaxed);
     let mut v = json!({
         "status": "ok",
-        "role": "leader",
+        "role": if leading { "leader" } else { "follower" },
         "units": units,
         "fences": fences,
         "uptime_s": s.started.elapsed().as_secs(),
     });
-    if let (Some(j), Some(o)) = (&s.journal, &s.outbox) {
-        let up = j.status.up.load(Ordering::Relaxed) && o.up.load(Ordering::Relaxed);
+    if let Some(r) = &s.redis {
+        let up = match (&r.follower, leading) {
+            (Some(f), false) => {
+                v["lag_ms"] = json!(f.lag_ms.load(Ordering::Relaxed));
+                f.up.load(Ordering::Relaxed)
+            }
+            _ => r.journal.status.up.load(Ordering::Relaxed) && r.outbox.up.load(Ordering::Relaxed),
+        };
         v["redis"] = json!(if up { "ok" } else { "down" });
     }
     axum::Json(v).into_response()
@@ -147,6 +155,9 @@ async fn put_fence(
     body: Bytes,
 ) -> Response {
     authorise!(s, headers, q, Scope::Fences);
+    if let Some(refused) = s.refuse_writes() {
+        return refused;
+    }
     if id.is_empty() || id.len() > 200 {
         return bad("fence id must be 1 to 200 characters");
     }
@@ -209,6 +220,9 @@ async fn delete_fence(
     Query(q): Params,
 ) -> Response {
     authorise!(s, headers, q, Scope::Fences);
+    if let Some(refused) = s.refuse_writes() {
+        return refused;
+    }
     match change(&s, Command::RemoveFence(Arc::from(id.as_str()))).await {
         Some(Ok(_)) => {
             tracing::info!(fence = %id, "fence deleted");
@@ -228,6 +242,9 @@ async fn put_rule(
     body: Bytes,
 ) -> Response {
     authorise!(s, headers, q, Scope::Fences);
+    if let Some(refused) = s.refuse_writes() {
+        return refused;
+    }
     if id.is_empty() || id.len() > 200 {
         return bad("rule id must be 1 to 200 characters");
     }
@@ -294,6 +311,9 @@ async fn delete_rule(
     Query(q): Params,
 ) -> Response {
     authorise!(s, headers, q, Scope::Fences);
+    if let Some(refused) = s.refuse_writes() {
+        return refused;
+    }
     match change(&s, Command::RemoveRule(Arc::from(id.as_str()))).await {
         Some(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
         Some(Err(e @ ChangeError::Unjournaled)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -430,6 +450,9 @@ async fn nearest(State(s): Shared, headers: HeaderMap, Query(q): Params) -> Resp
 
 async fn post_fixes(State(s): Shared, headers: HeaderMap, Query(q): Params, body: Bytes) -> Response {
     authorise!(s, headers, q, Scope::Ingest);
+    if let Some(refused) = s.refuse_writes() {
+        return refused;
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -17,6 +17,8 @@
 //! * [`protocol`] — request rules shared by HTTP and WebSocket, typed errors.
 //! * [`alert_record`] — an alert serialised once.
 //! * [`durable`] — start-up with Redis: outbox, snapshot, journal replay.
+//! * [`follower`] — `--follow`: tails the leader's journal; promotion.
+//! * [`promote`] — `POST /v1/admin/promote`: a follower leads.
 //! * [`outbox`] — every alert to the Redis alerts stream and channel.
 //! * [`hub`] — routes alerts, feed changes and nearest answers to sessions
 //!   (the writer's output consumer).
@@ -41,6 +43,7 @@ pub mod durable;
 pub mod export;
 pub mod feed_writer;
 pub mod feeds;
+pub mod follower;
 pub mod http;
 pub mod http_serve;
 pub mod hub;
@@ -48,6 +51,7 @@ pub mod json;
 pub mod latency;
 pub mod metrics;
 pub mod outbox;
+pub mod promote;
 pub mod protocol;
 pub mod server;
 pub mod session;

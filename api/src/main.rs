@@ -198,6 +198,12 @@ struct ServeArgs {
     /// restart loses nothing. Without it the server runs in memory.
     #[arg(long, env = "BLUELIGHT_REDIS")]
     redis: Option<String>,
+    /// Follow the leader whose Redis this is: a read-only replica that
+    /// tails its journal and serves reads, feeds, nearest, alerts and
+    /// export; writes answer 409; POST /v1/admin/promote makes it the
+    /// leader once the old leader's lease has lapsed.
+    #[arg(long, env = "BLUELIGHT_FOLLOW", conflicts_with = "redis")]
+    follow: Option<String>,
     /// Prefix of every Redis key (default "bluelight:"), so deployments
     /// can share one Redis.
     #[arg(long, env = "BLUELIGHT_REDIS_PREFIX")]
@@ -232,6 +238,9 @@ impl ServeArgs {
         if self.redis.is_some() {
             c.redis.clone_from(&self.redis);
         }
+        if self.follow.is_some() {
+            c.follow.clone_from(&self.follow);
+        }
         if let Some(p) = &self.redis_prefix {
             c.redis_prefix.clone_from(p);
         }
@@ -251,15 +260,27 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     if cfg.auth.tokens.is_empty() {
         println!("no tokens configured: serving loopback only, without authentication");
     }
-    match running.cot {
-        Some(cot) => println!(
-            "listening http={} ingest={} cot={cot}",
-            running.http, running.ingest
-        ),
-        None => println!("listening http={} ingest={}", running.http, running.ingest),
+    if cfg.follow.is_some() {
+        // A follower binds no device listener until it is promoted.
+        println!("listening http={} role=follower", running.http);
+    } else {
+        match running.cot {
+            Some(cot) => println!(
+                "listening http={} ingest={} cot={cot}",
+                running.http, running.ingest
+            ),
+            None => println!("listening http={} ingest={}", running.http, running.ingest),
+        }
     }
     tracing::info!(http = %running.http, ingest = %running.ingest, "serving");
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = running.fenced() => {
+            // Another server leads now: write nothing more, at once.
+            eprintln!("another server took the leader lease: stopping without writing");
+            std::process::exit(3);
+        }
+    }
     tracing::info!("shutdown signal received");
     // Not println!: a closed stdout (a supervisor gone) must not panic the
     // shutdown before its final snapshot.

@@ -168,8 +168,25 @@ pub async fn metrics(
             h.dropped_cap
         );
     }
-    if let (Some(j), Some(o)) = (&s.journal, &s.outbox) {
-        redis_metrics(&j.status, o, &mut m);
+    if let Some(r) = &s.redis {
+        redis_metrics(&r.journal.status, &r.outbox, &mut m);
+        if let Some(f) = &r.follower {
+            let _ = writeln!(
+                m,
+                "# HELP bluelight_follower_lag_seconds How far this follower is behind the leader's journal (0 when it has applied everything).\n# TYPE bluelight_follower_lag_seconds gauge\nbluelight_follower_lag_seconds {}",
+                f.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0
+            );
+            let _ = writeln!(
+                m,
+                "# HELP bluelight_follower_reloads_total Snapshots this follower put in place of its engine (holes in the journal).\n# TYPE bluelight_follower_reloads_total counter\nbluelight_follower_reloads_total {}",
+                f.reloads.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_leader 1 when this server takes writes.\n# TYPE bluelight_leader gauge\nbluelight_leader {}",
+            u8::from(s.leading.load(Ordering::Relaxed))
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m).into_response()
 }

@@ -45,13 +45,28 @@ struct Entry {
     alert: String,
 }
 
+/// Alerts a follower keeps while it does not append (the leader does):
+/// what it made since the leader's outbox last appended must go to the
+/// stream if it is promoted.
+const PARKED: usize = 100_000;
+
+/// Whether the outbox appends, and what it keeps meanwhile.
+#[derive(Debug, Default)]
+struct Parked {
+    active: bool,
+    list: std::collections::VecDeque<Entry>,
+}
+
 /// The outbox: the writer's consumer end and what it has done.
 #[derive(Debug)]
 pub struct Outbox {
     tx: mpsc::Sender<Entry>,
     /// Alerts with a `seq` up to this are in the stream already (found at
     /// start-up): a replay's copies are skipped.
-    held_through: u64,
+    held_through: AtomicU64,
+    /// A follower's outbox parks alerts instead of appending them; the
+    /// lock also keeps `seq` order between the parked and the new.
+    parked: parking_lot::Mutex<Parked>,
     /// The stream's key (and the channel's name).
     key: String,
     /// Read connection (resuming sessions).
@@ -68,7 +83,8 @@ pub struct Outbox {
 
 impl Outbox {
     /// Starts the outbox on `conn` for keys under `prefix`, keeping about
-    /// `retention` alerts in the stream.
+    /// `retention` alerts in the stream; a follower's (`active` false)
+    /// parks alerts until [`Outbox::activate`].
     ///
     /// # Errors
     /// Redis does not answer.
@@ -76,6 +92,7 @@ impl Outbox {
         conn: ConnectionManager,
         prefix: &str,
         retention: u64,
+        active: bool,
     ) -> redis::RedisResult<Arc<Self>> {
         let key = format!("{prefix}alerts");
         let mut c = conn.clone();
@@ -84,7 +101,11 @@ impl Outbox {
         let (tx, rx) = mpsc::channel(QUEUE);
         let outbox = Arc::new(Self {
             tx,
-            held_through,
+            held_through: AtomicU64::new(held_through),
+            parked: parking_lot::Mutex::new(Parked {
+                active,
+                list: Default::default(),
+            }),
             key: key.clone(),
             conn: conn.clone(),
             appended_through: AtomicU64::new(held_through),
@@ -94,6 +115,27 @@ impl Outbox {
         });
         tokio::spawn(append(conn, key, retention, rx, outbox.clone()));
         Ok(outbox)
+    }
+
+    /// A promoted follower's outbox starts appending: what it parked and
+    /// the stream does not hold yet first, in `seq` order.
+    ///
+    /// # Errors
+    /// Redis does not answer.
+    pub async fn activate(&self) -> redis::RedisResult<()> {
+        let mut c = self.conn.clone();
+        let top: StreamRangeReply = c.xrevrange_count(&self.key, "+", "-", 1).await?;
+        let top = top.ids.first().and_then(|e| seq_of(&e.id)).unwrap_or(0);
+        self.held_through.store(top, Ordering::Relaxed);
+        self.appended_through.store(top, Ordering::Relaxed);
+        let mut p = self.parked.lock();
+        p.active = true;
+        for e in std::mem::take(&mut p.list).into_iter().filter(|e| e.seq > top) {
+            if self.tx.try_send(e).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Alerts after `since` and before `until` (exclusive) from the stream,
@@ -149,7 +191,12 @@ impl Outbox {
 
 impl OutputConsumer for Outbox {
     fn consume(&self, engine: &Engine, out: &Outputs, _: Option<Instant>) {
-        for a in out.alerts.iter().filter(|a| a.seq > self.held_through) {
+        if out.alerts.is_empty() {
+            return;
+        }
+        let held_through = self.held_through.load(Ordering::Relaxed);
+        let mut parked = self.parked.lock();
+        for a in out.alerts.iter().filter(|a| a.seq > held_through) {
             let r = AlertRecord::new(engine, a, None);
             let entry = Entry {
                 seq: a.seq,
@@ -161,6 +208,13 @@ impl OutputConsumer for Outbox {
                 rule: a.rule.clone(),
                 alert: format!("{{\"type\":\"alert\",{}}}", r.body),
             };
+            if !parked.active {
+                if parked.list.len() >= PARKED {
+                    parked.list.pop_front();
+                }
+                parked.list.push_back(entry);
+                continue;
+            }
             if self.tx.try_send(entry).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bluelight_engine::{Clock, Engine, EngineConfig, SystemClock};
@@ -19,7 +19,9 @@ use bluelight_ingest::writer::{OutputConsumer, WriterConfig};
 use tokio::net::TcpListener;
 
 use crate::config::ServeConfig;
-use crate::state::AppState;
+use crate::durable::Role;
+use crate::follower::Follower;
+use crate::state::{AppState, Devices};
 
 /// A running server.
 pub struct Running {
@@ -46,7 +48,9 @@ impl Running {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // With Redis, a last snapshot, so the next start replays nothing.
-        if let Some(j) = &self.state.journal {
+        if let Some(j) = self.state.redis.as_ref().map(|r| &r.journal)
+            && self.state.leading.load(Ordering::Relaxed)
+        {
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_secs(5));
@@ -54,6 +58,24 @@ impl Running {
                 Ok(true) => tracing::info!("final snapshot written"),
                 _ => tracing::warn!("no final snapshot: the next start replays the journal"),
             }
+        }
+    }
+}
+
+impl Running {
+    /// Resolves if another server took the leader lease: this one must
+    /// stop writing (the binary exits).
+    pub async fn fenced(&self) {
+        loop {
+            if self
+                .state
+                .redis
+                .as_ref()
+                .is_some_and(|r| r.journal.status.fenced.load(Ordering::Relaxed))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -96,15 +118,39 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
             realtime: cfg.realtime,
         },
     };
-    let (engine, pipeline, journal, outbox) = match &cfg.redis {
+    // Bound first: a node's id names its HTTP address, which no other
+    // live process on this host can hold (so a restarted leader may take
+    // back its own lease at once).
+    let http_listener = TcpListener::bind(cfg.listen).await?;
+    let http = http_listener.local_addr()?;
+    let node = format!("{}:{http}", hostname());
+    let resets = tokio::sync::watch::channel(0u64).0;
+    let durable = match (&cfg.redis, &cfg.follow) {
+        (Some(url), _) => Some((url, Role::Leader)),
+        (None, Some(url)) => Some((url, Role::Follower)),
+        (None, None) => None,
+    };
+    let (engine, pipeline, redis) = match durable {
         None => {
             let engine = Arc::new(parking_lot::Mutex::new(Engine::new(engine_cfg)?));
             let outputs: Arc<dyn OutputConsumer> = hub.clone();
             let pipeline = pipeline::start(engine.clone(), pipeline_cfg, clock.clone(), outputs)?;
-            (engine, pipeline, None, None)
+            (engine, pipeline, None)
         }
-        Some(url) => {
-            let d = crate::durable::start(url, cfg, engine_cfg, validation, hub.clone()).await?;
+        Some((url, role)) => {
+            let d = crate::durable::start(
+                url,
+                cfg,
+                engine_cfg.clone(),
+                validation,
+                hub.clone(),
+                node,
+                role.clone(),
+            )
+            .await?;
+            let lease = d.journal.lease.clone();
+            let keys = d.journal.keys.clone();
+            let lease_conn = d.conn.clone();
             let (pipeline, handle) = pipeline::start_journaled(
                 d.engine.clone(),
                 pipeline_cfg,
@@ -113,18 +159,41 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
                 d.conn,
                 d.snapshots,
                 d.next,
+                role == Role::Follower,
                 d.journal,
             )?;
-            if d.must_snapshot {
-                // The journal had a hole: nothing may be acknowledged until
-                // a snapshot stands in front of what comes next.
-                if !handle.snapshot_now().await {
-                    anyhow::bail!("Redis did not take the snapshot that closes the journal's hole");
+            let follower = match role {
+                Role::Leader => {
+                    lease.clone().keep(lease_conn.clone(), handle.status.clone());
+                    if d.must_snapshot && !handle.snapshot_now().await {
+                        // The journal had a hole: nothing may be acknowledged
+                        // until a snapshot stands in front of what comes next.
+                        anyhow::bail!("Redis did not take the snapshot that closes the journal's hole");
+                    }
+                    None
                 }
-            }
-            (d.engine, pipeline, Some(handle), Some(d.outbox))
+                Role::Follower => Some(Follower::start(
+                    crate::follower::Tail {
+                        conn: d.tail,
+                        keys,
+                        queue: pipeline.queue.clone(),
+                        engine_cfg,
+                        resets: resets.clone(),
+                    },
+                    d.resume,
+                )),
+            };
+            let redis = crate::state::Redis {
+                journal: handle,
+                outbox: d.outbox,
+                follower,
+                lease,
+                conn: lease_conn,
+            };
+            (d.engine, pipeline, Some(redis))
         }
     };
+    let leading = redis.as_ref().is_none_or(|r| r.follower.is_none());
     let queue = pipeline.queue;
     let state = Arc::new(AppState {
         engine: engine.clone(),
@@ -140,28 +209,23 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         nearest_latency: crate::latency::LatencyHistogram::default(),
         feed_writer: crate::feed_writer::FeedWriter::start()?,
         tuning: cfg.tuning.clone(),
-        journal,
-        outbox,
+        leading: AtomicBool::new(leading),
+        redis,
+        resets,
+        devices: Devices {
+            ingest: cfg.ingest,
+            cot_tcp: cfg.cot_tcp,
+        },
+        promoting: tokio::sync::Mutex::new(()),
     });
-    let limits = ListenerLimits {
-        max_connections: t.device_max_connections,
-        idle_timeout: Duration::from_secs(t.device_idle_s),
-        max_frame_bytes: t.device_max_frame_bytes,
+    let (ingest, cot) = if leading {
+        let bound = bind_devices(&state).await?;
+        tokio::spawn(run_clock(state.clone()));
+        bound
+    } else {
+        // A follower binds none: its ingest comes from the journal.
+        (cfg.ingest, None)
     };
-    let (tcp, udp, ingest) = transport::bind_ingest(cfg.ingest).await?;
-    tokio::spawn(transport::serve_tcp(tcp, queue.clone(), limits.clone()));
-    tokio::spawn(transport::serve_udp(udp, queue.clone(), limits.clone()));
-    let cot = match cfg.cot_tcp {
-        Some(addr) => {
-            let l = TcpListener::bind(addr).await?;
-            let bound = l.local_addr()?;
-            tokio::spawn(transport::serve_cot_tcp(l, queue.clone(), limits));
-            Some(bound)
-        }
-        None => None,
-    };
-    let http_listener = TcpListener::bind(cfg.listen).await?;
-    let http = http_listener.local_addr()?;
     tokio::spawn(crate::http_serve::serve(
         http_listener,
         crate::http::router(state.clone()),
@@ -171,13 +235,47 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
             max_connections: t.http_max_connections,
         },
     ));
-    tokio::spawn(run_clock(state.clone()));
     Ok(Running {
         http,
         ingest,
         cot,
         state,
     })
+}
+
+/// Binds the device listeners (UDP and TCP ingest, CoT) and starts serving
+/// them into the queue: at start, or when a follower is promoted.
+///
+/// # Errors
+/// An address that cannot be bound.
+pub async fn bind_devices(state: &Arc<AppState>) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+    let t = &state.tuning;
+    let queue = &state.queue;
+    let limits = ListenerLimits {
+        max_connections: t.device_max_connections,
+        idle_timeout: Duration::from_secs(t.device_idle_s),
+        max_frame_bytes: t.device_max_frame_bytes,
+    };
+    let (tcp, udp, ingest) = transport::bind_ingest(state.devices.ingest).await?;
+    tokio::spawn(transport::serve_tcp(tcp, queue.clone(), limits.clone()));
+    tokio::spawn(transport::serve_udp(udp, queue.clone(), limits.clone()));
+    let cot = match state.devices.cot_tcp {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await?;
+            let bound = l.local_addr()?;
+            tokio::spawn(transport::serve_cot_tcp(l, queue.clone(), limits));
+            Some(bound)
+        }
+        None => None,
+    };
+    Ok((ingest, cot))
+}
+
+/// This machine's name (a node id's first part).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// The engine's clock: staleness, dwell for silent units, history expiry.
@@ -189,7 +287,7 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
 /// A tick is a command in the writer's queue like a batch of fixes: the
 /// writer runs it in order with them, and a journal records it with its
 /// time, so a replay marks units stale at the same place in the stream.
-async fn run_clock(state: Arc<AppState>) {
+pub(crate) async fn run_clock(state: Arc<AppState>) {
     let parts = state.tuning.clock_parts.max(1);
     let mut every = tokio::time::interval(Duration::from_secs(1) / parts);
     let mut part = 0;

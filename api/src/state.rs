@@ -41,13 +41,60 @@ pub struct AppState {
     pub feed_writer: crate::feed_writer::FeedWriter,
     /// Queue bounds, chunk sizes and timers.
     pub tuning: Tuning,
-    /// With Redis: the journal stage.
-    pub journal: Option<bluelight_ingest::journal::stage::JournalHandle>,
-    /// With Redis: the alert outbox.
-    pub outbox: Option<Arc<crate::outbox::Outbox>>,
+    /// Whether this server takes writes: in memory or a leader (false for
+    /// a follower until it is promoted).
+    pub leading: std::sync::atomic::AtomicBool,
+    /// With Redis (`--redis` or `--follow`): the journal, the outbox, the
+    /// lease, and a follower's tail.
+    pub redis: Option<Redis>,
+    /// Bumped when a follower reloads a snapshot: every WebSocket session
+    /// closes (1012) so its subscriptions are made on the new state.
+    pub resets: tokio::sync::watch::Sender<u64>,
+    /// Where the device listeners bind (at start, or on promotion).
+    pub devices: Devices,
+    /// One promotion at a time.
+    pub promoting: tokio::sync::Mutex<()>,
+}
+
+/// The server's Redis side.
+pub struct Redis {
+    /// The journal stage (passing jobs through on a follower).
+    pub journal: bluelight_ingest::journal::stage::JournalHandle,
+    /// The alert outbox (parking alerts on a follower).
+    pub outbox: Arc<crate::outbox::Outbox>,
+    /// A follower's tail; `None` on a leader.
+    pub follower: Option<Arc<crate::follower::Follower>>,
+    /// This node's claim on the leader lease.
+    pub lease: bluelight_ingest::journal::lease::Lease,
+    /// A connection for the lease (promotion, renewal).
+    pub conn: redis::aio::ConnectionManager,
+}
+
+/// Where the device listeners bind.
+#[derive(Debug, Clone, Copy)]
+pub struct Devices {
+    /// UDP and TCP ingest.
+    pub ingest: std::net::SocketAddr,
+    /// Cursor-on-Target TCP, if any.
+    pub cot_tcp: Option<std::net::SocketAddr>,
 }
 
 impl AppState {
+    /// A follower answers writes 409: the refusal, if this is one.
+    pub fn refuse_writes(&self) -> Option<axum::response::Response> {
+        use axum::response::IntoResponse as _;
+        if self.leading.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        Some(
+            (
+                axum::http::StatusCode::CONFLICT,
+                axum::Json(serde_json::json!({"error": "this server is a follower (read-only): send writes to the leader, or promote this one with POST /v1/admin/promote"})),
+            )
+                .into_response(),
+        )
+    }
+
     /// Now, by the server's clock.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()

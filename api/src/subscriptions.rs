@@ -54,7 +54,7 @@ pub async fn handle(s: &AppState, session: &Arc<Session>, text: &str, who: Calle
 /// missed that the in-memory ring no longer holds, from the stream.
 async fn older_alerts(s: &AppState, v: &Value) -> Vec<AlertRecord> {
     let (Some(outbox), Some("alerts"), Some(since)) = (
-        &s.outbox,
+        s.redis.as_ref().map(|r| &r.outbox),
         v.get("stream").and_then(Value::as_str),
         v.get("since_seq").and_then(Value::as_u64),
     ) else {

@@ -69,6 +69,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
     let mut ping = tokio::time::interval(Duration::from_secs(t.ws_ping_s));
     let mut last_heard = tokio::time::Instant::now();
     let mut stop = s.shutdown.subscribe();
+    let mut resets = s.resets.subscribe();
     let mut stamps: Vec<Instant> = Vec::new();
     let mut nearest_stamps: Vec<Instant> = Vec::new();
     // Positions are written on the feeds thread, one job at a time; their
@@ -87,6 +88,13 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
                     let _ = tokio::time::timeout(Duration::from_secs(2), tx.send(Message::Close(Some(frame)))).await;
                     break 'conn;
                 }
+            }
+            _ = resets.changed() => {
+                // A follower put a newer snapshot in place of its engine:
+                // this session's feeds and queries were on the old one.
+                let frame = CloseFrame { code: 1012, reason: "the follower reloaded its state: reconnect and subscribe again".into() };
+                let _ = tokio::time::timeout(Duration::from_secs(2), tx.send(Message::Close(Some(frame)))).await;
+                break 'conn;
             }
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(text))) => {

@@ -38,6 +38,9 @@ pub async fn handler(
     if let Err(denied) = s.tokens.check_request(&headers, &q, Some(Scope::Ingest)) {
         return denied.into_response();
     }
+    if let Some(refused) = s.refuse_writes() {
+        return refused;
+    }
     let ack = q.get("ack").is_some_and(|v| v == "1" || v == "true");
     ws.max_message_size(s.tuning.ws_ingest_max_message_bytes)
         .on_upgrade(move |socket| run(socket, s, ack))

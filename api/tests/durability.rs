@@ -75,8 +75,14 @@ async fn ws_alerts(addr: SocketAddr, since: u64, want: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while alerts.len() < want {
         let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(left, ws.next()).await else {
-            panic!("only {} of {want} alerts came: {alerts:?}", alerts.len());
+        let t = match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!(
+                "only {} of {want} alerts came (last seq {:?}), then {other:?}",
+                alerts.len(),
+                alerts.last().map(|a: &Value| a["seq"].clone())
+            ),
         };
         let v: Value = serde_json::from_str(&t).expect("json");
         match v["type"].as_str() {
@@ -496,4 +502,220 @@ async fn websocket_ingest_acknowledges_each_frame_in_order_once_journaled() {
     // Acknowledged means journaled: the journal holds both units' fixes.
     let entries: usize = redis.conn().xlen("bluelight:journal").expect("xlen");
     assert!(entries >= 2, "{entries}");
+}
+
+/// The units a server holds, by id, as (time_ms, lat, lon).
+async fn units(addr: SocketAddr) -> BTreeMap<String, (i64, f64, f64)> {
+    let (_, fc) = get_json(addr, "/v1/units").await;
+    fc["features"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    let p = &f["properties"];
+                    (
+                        p["id"].as_str().unwrap_or("").to_owned(),
+                        (
+                            p["time_ms"].as_i64().unwrap_or(0),
+                            p["lat"].as_f64().unwrap_or(0.0),
+                            p["lon"].as_f64().unwrap_or(0.0),
+                        ),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `follower` holds what `leader` holds.
+async fn until_converged(leader: SocketAddr, follower: SocketAddr) -> BTreeMap<String, (i64, f64, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (l, f) = (units(leader).await, units(follower).await);
+        if l == f && !l.is_empty() {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not converge: leader {} units, follower {}",
+            l.len(),
+            f.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_converges_to_the_leader_serves_reads_and_feeds_and_refuses_writes() {
+    let redis = RedisServer::start();
+    let leader = Bluelight::serve(&redis.url(), free_port(), &[]);
+    assert_eq!(
+        send_json(
+            leader.http,
+            "PUT",
+            "/v1/fences/depot",
+            &circle(DEPOT.0, DEPOT.1, 300.0)
+        )
+        .await
+        .0,
+        201
+    );
+    let t0 = now_ms() - 60_000;
+    let before: Vec<Value> = (0..50)
+        .map(|i| fix(&format!("B{i}"), DEPOT.0, DEPOT.1 + f64::from(i) * 0.00005, t0))
+        .collect();
+    assert_eq!(post(leader.http, before).await.0, 200);
+    // A follower started after the leader has history: snapshot (none
+    // yet) and journal, then the tail.
+    let follower = Bluelight::follow(&redis.url(), free_port(), &[]);
+    let after: Vec<Value> = (0..50)
+        .map(|i| fix(&format!("B{i}"), DEPOT.0 + 0.05, DEPOT.1, t0 + 60_000))
+        .collect();
+    assert_eq!(post(leader.http, after).await.0, 200);
+    let held = until_converged(leader.http, follower.http).await;
+    assert_eq!(held.len(), 50);
+    let (_, h) = get_json(follower.http, "/healthz").await;
+    assert_eq!(
+        (h["role"].as_str(), h["redis"].as_str()),
+        (Some("follower"), Some("ok")),
+        "{h}"
+    );
+    assert!(h["lag_ms"].as_i64().is_some_and(|l| l < 1000), "{h}");
+    assert_eq!(follower.ingest, None, "a follower binds no ingest listener");
+    // Writes are the leader's.
+    let (st, e) = post(follower.http, vec![fix("X", 53.0, -1.0, t0)]).await;
+    assert_eq!(st, 409, "{e}");
+    assert!(e["error"].as_str().unwrap_or("").contains("follower"), "{e}");
+    assert_eq!(
+        send_json(follower.http, "PUT", "/v1/fences/x", &circle(53.0, -1.0, 10.0))
+            .await
+            .0,
+        409
+    );
+    // The same alerts with the same seq: 50 enters, then 50 exits.
+    let got = ws_alerts(follower.http, 0, 100).await;
+    let seqs: Vec<u64> = got.iter().filter_map(|a| a["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=100).collect::<Vec<u64>>());
+    until_stream_len(&redis, "bluelight:alerts", 100).await;
+    let stream = stream_alerts(&redis, "bluelight:alerts");
+    for (a, s) in got.iter().zip(&stream) {
+        assert_eq!(
+            (a["event"].as_str(), a["unit"]["id"].as_str()),
+            (Some(s.1.as_str()), Some(s.2.as_str()))
+        );
+    }
+    // A dispatch map on the follower: a snapshot of the units in view.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", follower.http))
+        .await
+        .expect("ws");
+    let sub =
+        json!({"type":"subscribe","id":"p","stream":"positions","area":{"bbox":[-1.6, 53.7, -1.4, 53.9]}});
+    ws.send(Message::Text(sub.to_string().into()))
+        .await
+        .expect("send");
+    let snapshot = loop {
+        let t = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("no snapshot: {other:?}"),
+        };
+        let v: Value = serde_json::from_str(&t).expect("json");
+        if v["type"] == "snapshot" {
+            break v;
+        }
+    };
+    assert_eq!(snapshot["units"].as_array().map(Vec::len), Some(50), "{snapshot}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_is_promoted_once_the_killed_leaders_lease_lapses_and_carries_on() {
+    let redis = RedisServer::start();
+    let cfg = std::env::temp_dir().join(format!("bluelight-lease-{}.toml", std::process::id()));
+    std::fs::write(&cfg, "[tuning]\nlease_ms = 1500\n").expect("config");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let leader_port = free_port();
+    let mut leader = Bluelight::serve(&redis.url(), leader_port, &["--config", &cfg]);
+    let follower = Bluelight::follow(&redis.url(), free_port(), &["--config", &cfg]);
+    assert_eq!(
+        send_json(
+            leader.http,
+            "PUT",
+            "/v1/fences/depot",
+            &circle(DEPOT.0, DEPOT.1, 300.0)
+        )
+        .await
+        .0,
+        201
+    );
+    let t0 = now_ms() - 60_000;
+    let inside: Vec<Value> = (0..20)
+        .map(|i| fix(&format!("P{i}"), DEPOT.0, DEPOT.1, t0))
+        .collect();
+    assert_eq!(post(leader.http, inside).await.0, 200);
+    until_converged(leader.http, follower.http).await;
+    // While the leader lives, its lease stands.
+    let (st, e) = send_json(follower.http, "POST", "/v1/admin/promote", &json!({})).await;
+    assert_eq!(st, 409, "{e}");
+    assert!(e["error"].as_str().unwrap_or("").contains("lease"), "{e}");
+    leader.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let promoted = loop {
+        let (st, v) = send_json(follower.http, "POST", "/v1/admin/promote", &json!({})).await;
+        if st == 200 {
+            break v;
+        }
+        assert_eq!(st, 409, "{v}");
+        assert!(Instant::now() < deadline, "the lease never lapsed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(promoted["role"], "leader", "{promoted}");
+    let (_, h) = get_json(follower.http, "/healthz").await;
+    assert_eq!(h["role"], "leader", "{h}");
+    // It takes writes now, memberships intact: leaving fires exits, seq on.
+    let outside: Vec<Value> = (0..20)
+        .map(|i| fix(&format!("P{i}"), DEPOT.0 + 0.05, DEPOT.1, t0 + 60_000))
+        .collect();
+    let (st, r) = post(follower.http, outside).await;
+    assert_eq!(st, 200, "{r}");
+    until_stream_len(&redis, "bluelight:alerts", 40).await;
+    let stream = stream_alerts(&redis, "bluelight:alerts");
+    let events: Vec<(u64, &str)> = stream.iter().map(|a| (a.0, a.1.as_str())).collect();
+    let want: Vec<(u64, &str)> = (1..=40)
+        .map(|s| (s, if s <= 20 { "enter" } else { "exit" }))
+        .collect();
+    assert_eq!(events, want);
+    // Its device listener is bound: a fix over TCP ingest lands.
+    let ingest: SocketAddr = promoted["ingest"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("ingest address");
+    assert!(
+        std::net::TcpStream::connect(ingest).is_ok(),
+        "ingest bound at {ingest}"
+    );
+    // The old leader, restarted, finds the new one's lease and gives up.
+    let mut old = std::process::Command::new(env!("CARGO_BIN_EXE_bluelight"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{leader_port}"),
+            "--ingest",
+            "127.0.0.1:0",
+        ])
+        .args(["--redis", &redis.url(), "--config", &cfg])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let out = tokio::task::spawn_blocking(move || {
+        let status = old.wait().expect("exits");
+        let mut err = String::new();
+        use std::io::Read as _;
+        let _ = old.stderr.take().map(|mut e| e.read_to_string(&mut err));
+        (status, err)
+    })
+    .await
+    .expect("join");
+    assert!(!out.0.success(), "a second leader must not start");
+    assert!(out.1.contains("another server leads"), "{}", out.1);
 }

@@ -95,6 +95,7 @@ pub use region::{Detect, FenceSpec};
 pub use registry::UnitBorrowed;
 pub use rules::RuleSpec;
 pub use shape::{Circle, Shape};
+pub use snapshot::Frozen;
 pub use units::MAX_TAGS;
 
 mod filter;

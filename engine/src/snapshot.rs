@@ -6,6 +6,11 @@
 //! their active pairs, and the alert `seq`. Feeds and standing queries belong
 //! to client sessions and are not in it; history is the journal's business.
 //!
+//! Taken in two steps: [`Engine::freeze`] copies the state out (flat
+//! vectors, a few copies: the only step that needs the engine, so the
+//! writer waits for a copy, not for the encoding), and [`Frozen::encode`]
+//! makes the bytes anywhere.
+//!
 //! Format: little-endian, length-prefixed, `MAGIC` first. Encoding is
 //! deterministic (fences by id, members by unit, pairs sorted), so equal
 //! engines give equal bytes.
@@ -25,7 +30,7 @@ use crate::model::UnitSlot;
 use crate::region::{Detect, Membership, RegionKind};
 use crate::rules::{Rule, RuleSpec};
 use crate::shape::Shape;
-use crate::units::{FLAG_HAS_KIND, FLAG_STALE};
+use crate::units::{FLAG_HAS_KIND, FLAG_STALE, UnitState};
 
 const MAGIC: &[u8; 8] = b"BLSNAP02";
 
@@ -45,9 +50,6 @@ impl Writer {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn i64(&mut self, v: i64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn f32(&mut self, v: f32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn f64(&mut self, v: f64) {
@@ -161,9 +163,6 @@ impl<'a> Reader<'a> {
     fn i64(&mut self, w: &str) -> Result<i64, EngineError> {
         Ok(i64::from_le_bytes(self.arr(w)?))
     }
-    fn f32(&mut self, w: &str) -> Result<f32, EngineError> {
-        Ok(f32::from_le_bytes(self.arr(w)?))
-    }
     fn f64(&mut self, w: &str) -> Result<f64, EngineError> {
         Ok(f64::from_le_bytes(self.arr(w)?))
     }
@@ -261,53 +260,152 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl Engine {
-    /// Encodes the engine's durable state (see the module docs).
-    pub fn snapshot(&self) -> Vec<u8> {
-        let mut w = Writer(Vec::with_capacity(64 + self.units.len() * 64));
+/// A fence as a snapshot holds it.
+#[derive(Debug, Clone)]
+struct FrozenFence {
+    id: String,
+    detect: Detect,
+    dwell_s: u32,
+    hysteresis_m: f64,
+    filter: Filter,
+    shape: Shape,
+    source: Option<Arc<str>>,
+    /// (unit slot, membership), by slot.
+    members: Vec<(u32, Membership)>,
+}
+
+/// The engine's durable state copied out of it: flat vectors copied in
+/// one go, so the writer is held for the copy (tens of milliseconds for a
+/// million units) and not for the encoding, which runs anywhere after.
+#[derive(Debug, Clone)]
+pub struct Frozen {
+    seq: u64,
+    kind_names: Vec<String>,
+    tag_names: Vec<String>,
+    state: Vec<UnitState>,
+    ids: Vec<u8>,
+    id_end: Vec<u32>,
+    keys: Vec<(u64, UnitSlot)>,
+    fences: Vec<FrozenFence>,
+    rules: Vec<(RuleSpec, Vec<(u32, u32)>)>,
+    /// How long the copy held the engine.
+    took: std::time::Duration,
+}
+
+impl Frozen {
+    /// How long [`Engine::freeze`] held the engine for it.
+    pub fn took(&self) -> std::time::Duration {
+        self.took
+    }
+
+    /// Units it holds.
+    pub fn units(&self) -> usize {
+        self.state.len()
+    }
+
+    /// The alert `seq` it holds.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn id(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.id_end[i - 1] as usize };
+        &self.ids[start..self.id_end[i] as usize]
+    }
+
+    /// Encodes it (see the module docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(64 + self.ids.len() + self.state.len() * 64));
         w.0.extend_from_slice(MAGIC);
         w.u64(self.seq);
-        w.len(self.units.kind_names.len());
-        self.units.kind_names.iter().for_each(|k| w.str(k));
-        w.len(self.units.tag_names.len());
-        self.units.tag_names.iter().for_each(|t| w.str(t));
-        w.len(self.units.len());
-        for (i, st) in self.units.state.iter().enumerate() {
-            w.str(self.units.id(UnitSlot(i as u32)));
+        w.len(self.kind_names.len());
+        self.kind_names.iter().for_each(|k| w.str(k));
+        w.len(self.tag_names.len());
+        self.tag_names.iter().for_each(|t| w.str(t));
+        w.len(self.state.len());
+        for (i, st) in self.state.iter().enumerate() {
+            let id = self.id(i);
+            w.len(id.len());
+            w.0.extend_from_slice(id);
             w.u8(st.agency);
             w.u8(st.status);
             w.u8(st.flags & (FLAG_STALE | FLAG_HAS_KIND));
             w.u16(st.kind);
             w.u64(st.tags);
             w.i64(st.time_ms);
-            let fix = self.units.fix(UnitSlot(i as u32));
             w.f64(st.lat);
             w.f64(st.lon);
-            w.f32(fix.map_or(f32::NAN, |f| f.speed_mps));
-            w.f32(fix.map_or(f32::NAN, |f| f.heading_deg));
-            w.f32(fix.map_or(f32::NAN, |f| f.accuracy_m));
+            // Quantised as the engine keeps them: restored exactly.
+            w.u16(st.speed);
+            w.u16(st.heading);
+            w.u16(st.accuracy);
         }
-        let mut keys: Vec<(u64, UnitSlot)> = self.units.keys().collect();
-        keys.sort_unstable();
-        w.len(keys.len());
-        for (k, s) in keys {
+        w.len(self.keys.len());
+        for &(k, s) in &self.keys {
             w.u64(k);
             w.u32(s.0);
         }
+        w.len(self.fences.len());
+        for f in &self.fences {
+            w.str(&f.id);
+            w.u8(u8::from(f.detect.enter) | u8::from(f.detect.exit) << 1 | u8::from(f.detect.dwell) << 2);
+            w.u32(f.dwell_s);
+            w.f64(f.hysteresis_m);
+            w.filter(&f.filter);
+            w.shape(&f.shape);
+            w.source(f.source.as_deref());
+            w.len(f.members.len());
+            for &(slot, m) in &f.members {
+                w.u32(slot);
+                w.i64(m.since_ms);
+                w.u8(m.flags);
+            }
+        }
+        w.len(self.rules.len());
+        for (spec, pairs) in &self.rules {
+            w.str(&spec.id);
+            w.filter(&spec.from);
+            w.filter(&spec.to);
+            w.f64(spec.radius_m);
+            w.f64(spec.hysteresis_m);
+            w.source(spec.source.as_deref());
+            w.len(pairs.len());
+            for &(a, b) in pairs {
+                w.u32(a);
+                w.u32(b);
+            }
+        }
+        w.0
+    }
+}
+
+impl Engine {
+    /// Encodes the engine's durable state (see the module docs): [`freeze`]
+    /// then [`Frozen::encode`].
+    ///
+    /// [`freeze`]: Engine::freeze
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.freeze().encode()
+    }
+
+    /// Copies the durable state out, to be encoded elsewhere: the only part
+    /// of a snapshot that needs the engine.
+    pub fn freeze(&self) -> Frozen {
+        let started = std::time::Instant::now();
         // Fences in region-id order, which is their order of creation: a
         // restored engine installs them in that order, so a fix that crosses
         // several at once fires its alerts in the same order (and `seq`s) as
         // before the restart.
-        let mut fences: Vec<(u32, &str)> = self
+        let mut order: Vec<(u32, &str)> = self
             .regions
             .fences
             .iter()
             .map(|(id, &r)| (r, id.as_str()))
             .collect();
-        fences.sort_unstable();
+        order.sort_unstable();
         // Members of every fence in one pass over the units, not one a fence.
-        let index: HashMap<u32, usize> = fences.iter().enumerate().map(|(i, &(r, _))| (r, i)).collect();
-        let mut members: Vec<Vec<(u32, Membership)>> = vec![Vec::new(); fences.len()];
+        let index: HashMap<u32, usize> = order.iter().enumerate().map(|(i, &(r, _))| (r, i)).collect();
+        let mut members: Vec<Vec<(u32, Membership)>> = vec![Vec::new(); order.len()];
         for (i, st) in self.units.state.iter().enumerate() {
             if st.member == 0 {
                 continue;
@@ -318,55 +416,61 @@ impl Engine {
                 }
             }
         }
-        w.len(fences.len());
-        for (&(rid, id), members) in fences.iter().zip(&members) {
-            let Some(r) = self.regions.get(rid) else {
-                continue;
-            };
-            let RegionKind::Fence {
-                detect,
-                dwell_s,
-                source,
-                ..
-            } = &r.kind
-            else {
-                continue;
-            };
-            w.str(id);
-            w.u8(u8::from(detect.enter) | u8::from(detect.exit) << 1 | u8::from(detect.dwell) << 2);
-            w.u32(*dwell_s);
-            w.f64(r.hysteresis_m);
-            w.filter(&r.filter);
-            w.shape(&r.shape);
-            w.source(source.as_deref());
-            w.len(members.len());
-            for &(slot, m) in members {
-                w.u32(slot);
-                w.i64(m.since_ms);
-                w.u8(m.flags);
-            }
+        let fences = order
+            .iter()
+            .zip(members)
+            .filter_map(|(&(rid, id), members)| {
+                let r = self.regions.get(rid)?;
+                let RegionKind::Fence {
+                    detect,
+                    dwell_s,
+                    source,
+                    ..
+                } = &r.kind
+                else {
+                    return None;
+                };
+                Some(FrozenFence {
+                    id: id.to_owned(),
+                    detect: *detect,
+                    dwell_s: *dwell_s,
+                    hysteresis_m: r.hysteresis_m,
+                    filter: r.filter.clone(),
+                    shape: r.shape.clone(),
+                    source: source.clone(),
+                    members,
+                })
+            })
+            .collect();
+        let mut keys: Vec<(u64, UnitSlot)> = self.units.keys().collect();
+        keys.sort_unstable();
+        let rules = self
+            .rules
+            .list
+            .iter()
+            .map(|r| {
+                let mut pairs: Vec<(u32, u32)> = r
+                    .partners
+                    .iter()
+                    .flat_map(|(&a, l)| l.iter().filter(move |&&b| a < b).map(move |&b| (a, b)))
+                    .collect();
+                pairs.sort_unstable();
+                (r.spec.clone(), pairs)
+            })
+            .collect();
+        let (ids, id_end) = self.units.id_arena();
+        Frozen {
+            seq: self.seq,
+            kind_names: self.units.kind_names.clone(),
+            tag_names: self.units.tag_names.clone(),
+            state: self.units.state.clone(),
+            ids: ids.as_bytes().to_vec(),
+            id_end: id_end.to_vec(),
+            keys,
+            fences,
+            rules,
+            took: started.elapsed(),
         }
-        w.len(self.rules.list.len());
-        for r in &self.rules.list {
-            w.str(&r.spec.id);
-            w.filter(&r.spec.from);
-            w.filter(&r.spec.to);
-            w.f64(r.spec.radius_m);
-            w.f64(r.spec.hysteresis_m);
-            w.source(r.spec.source.as_deref());
-            let mut pairs: Vec<(u32, u32)> = r
-                .partners
-                .iter()
-                .flat_map(|(&a, l)| l.iter().filter(move |&&b| a < b).map(move |&b| (a, b)))
-                .collect();
-            pairs.sort_unstable();
-            w.len(pairs.len());
-            for (a, b) in pairs {
-                w.u32(a);
-                w.u32(b);
-            }
-        }
-        w.0
     }
 
     /// Rebuilds an engine from [`Engine::snapshot`] bytes.
@@ -409,11 +513,9 @@ impl Engine {
             st.time_ms = r.i64("time")?;
             let lat = r.f64("lat")?;
             let lon = r.f64("lon")?;
-            let mut m = crate::model::Fix::at(st.time_ms, lat, lon);
-            m.speed_mps = r.f32("speed")?;
-            m.heading_deg = r.f32("heading")?;
-            m.accuracy_m = r.f32("accuracy")?;
-            st.set_measurements(&m);
+            st.speed = r.u16("speed")?;
+            st.heading = r.u16("heading")?;
+            st.accuracy = r.u16("accuracy")?;
             st.lat = lat;
             st.lon = lon;
             if e.units.state[i].seen() && (!(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon))

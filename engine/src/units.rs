@@ -181,6 +181,12 @@ impl UnitTable {
         &self.id_bytes[start..self.id_end[i] as usize]
     }
 
+    /// Every id, concatenated, and where each ends (a snapshot copies them
+    /// in two moves).
+    pub fn id_arena(&self) -> (&str, &[u32]) {
+        (&self.id_bytes, &self.id_end)
+    }
+
     /// The slot of an id, if known.
     pub fn find(&self, id: &str) -> Option<UnitSlot> {
         let h = self.hasher.hash_one(id);

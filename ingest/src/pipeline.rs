@@ -57,7 +57,8 @@ pub struct Pipeline {
 }
 
 /// Starts the writer over `engine` with the Redis journal between queue
-/// and writer: entries numbered from `next` (what the replay found).
+/// and writer: entries numbered from `next` (what the replay found); a
+/// follower's (`follow`) journals nothing until it is told to lead.
 /// Call on a tokio runtime (the stage is a task).
 ///
 /// # Errors
@@ -71,10 +72,11 @@ pub fn start_journaled(
     conn: ConnectionManager,
     snapshots: ConnectionManager,
     next: u64,
+    follow: bool,
     journal: JournalConfig,
 ) -> std::io::Result<(Pipeline, JournalHandle)> {
     let (queue, batches) = queue::channel(cfg.queue_batches, cfg.validation, clock);
-    let (batches, handle) = stage::start(conn, snapshots, batches, next, journal);
+    let (batches, handle) = stage::start(conn, snapshots, batches, next, follow, journal);
     let (tasks, task_queues) = tasks::channel(cfg.task_queue);
     let writer = writer::spawn(
         engine,

@@ -78,10 +78,17 @@ pub enum Command {
         /// Parts a whole scan is cut into.
         parts: u32,
     },
-    /// Encodes the engine's durable state and sends it back: the journal
-    /// asks for it at a place in the stream, so the snapshot covers
-    /// exactly the commands before it. Changes nothing; never journaled.
-    Snapshot(oneshot::Sender<Vec<u8>>),
+    /// Copies the engine's durable state out ([`Engine::freeze`]) and
+    /// sends it back: the journal asks for it at a place in the stream, so
+    /// the snapshot covers exactly the commands before it. Changes nothing;
+    /// never journaled.
+    ///
+    /// [`Engine::freeze`]: bluelight_engine::Engine::freeze
+    Snapshot(oneshot::Sender<bluelight_engine::Frozen>),
+    /// Puts another engine in place of the writer's (a follower that found
+    /// a hole in the journal reloads the leader's newer snapshot). Never
+    /// journaled.
+    Replace(Box<bluelight_engine::Engine>),
 }
 
 /// Where the writer answers a command, if its sender waits.
@@ -274,6 +281,18 @@ impl IngestQueue {
             .await
             .map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
+    }
+
+    /// Queues a command nobody waits for, waiting for room (a follower
+    /// applying the leader's journal).
+    ///
+    /// # Errors
+    /// The queue has closed.
+    pub async fn send_command(&self, command: Command) -> Result<(), Stopped> {
+        self.tx
+            .send(Job { command, reply: None })
+            .await
+            .map_err(|_| Stopped)
     }
 
     /// Queues a command nobody waits for if there is room (the clock's

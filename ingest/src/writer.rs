@@ -177,12 +177,18 @@ impl Writer {
                 }
                 Work::Stop => break,
             };
-            if let Command::Snapshot(_) = &job.command {
-                if let Command::Snapshot(tx) = job.command {
-                    let bytes = self.engine.lock().snapshot();
-                    let _ = tx.send(bytes);
+            match job.command {
+                Command::Snapshot(tx) => {
+                    let frozen = self.engine.lock().freeze();
+                    let _ = tx.send(frozen);
+                    continue;
                 }
-                continue;
+                Command::Replace(new) => {
+                    *self.engine.lock() = *new;
+                    prepared = false;
+                    continue;
+                }
+                command => job.command = command,
             }
             let outcome = {
                 let mut engine = self.engine.lock();
@@ -332,8 +338,8 @@ impl Applier {
                 self.out.clear();
                 engine.remove_rule(id).map(|()| false)
             }
-            // The writer answers it before applying; a replay has none.
-            Command::Snapshot(_) => return Outcome::Ticked,
+            // The writer answers these before applying; a replay has none.
+            Command::Snapshot(_) | Command::Replace(_) => return Outcome::Ticked,
         };
         // A change's alerts (a replaced fence's enter and exit) go out
         // before any later fix's.

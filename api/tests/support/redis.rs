@@ -96,33 +96,48 @@ impl Drop for RedisServer {
     }
 }
 
+/// Where a test server's log goes (warnings and errors): a failing
+/// test's story.
+fn log_file(http_port: u16) -> Stdio {
+    let path = std::env::temp_dir().join(format!("bluelight-test-{http_port}.log"));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 /// The `bluelight` binary serving, killed (SIGKILL) when dropped.
 pub struct Bluelight {
     child: Child,
     /// HTTP address.
     pub http: SocketAddr,
-    /// UDP and TCP ingest address.
-    pub ingest: SocketAddr,
+    /// UDP and TCP ingest address (none on a follower).
+    pub ingest: Option<SocketAddr>,
 }
 
 impl Bluelight {
     /// `bluelight serve --redis URL` with `flags`, on fixed ports (a
     /// restarted server keeps its addresses) or free ones.
     pub fn serve(redis: &str, http_port: u16, flags: &[&str]) -> Self {
+        Self::spawn(&["--redis", redis], http_port, flags)
+    }
+
+    /// `bluelight serve --follow URL`: a follower (its `ingest` is unbound
+    /// until it is promoted).
+    pub fn follow(redis: &str, http_port: u16, flags: &[&str]) -> Self {
+        Self::spawn(&["--follow", redis], http_port, flags)
+    }
+
+    fn spawn(role: &[&str], http_port: u16, flags: &[&str]) -> Self {
         let listen = format!("127.0.0.1:{http_port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bluelight"))
-            .args([
-                "serve",
-                "--listen",
-                &listen,
-                "--ingest",
-                "127.0.0.1:0",
-                "--redis",
-                redis,
-            ])
+            .args(["serve", "--listen", &listen, "--ingest", "127.0.0.1:0"])
+            .args(role)
             .args(flags)
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log_file(http_port))
             .spawn()
             .expect("bluelight starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -134,17 +149,28 @@ impl Bluelight {
             .expect("a listening line (the server started)");
         // Keep reading, as a terminal would: the server prints at shutdown.
         std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-        let addr = |key: &str| -> SocketAddr {
+        let addr = |key: &str| -> Option<SocketAddr> {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
                 .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("{key}ADDR in {line:?}"))
         };
         Self {
-            http: addr("http="),
+            http: addr("http=").unwrap_or_else(|| panic!("http=ADDR in {line:?}")),
             ingest: addr("ingest="),
             child,
         }
+    }
+
+    /// Waits for it to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Kills it at once (SIGKILL): no final snapshot, no draining.

@@ -14,11 +14,14 @@
 //! * [`plan`] — flags, presets, the resolved plan.
 //! * [`world`] — fleet, fences, the truth, the alerts owed, the sender.
 //! * [`clients`] — WebSocket clients: alerts, positions, nearest.
+//! * [`journal`] — `--redis`: the server journals to a redis-server of
+//!   loadgen's own.
 //! * [`redis_geo`] — the Redis GEO comparison.
 //! * [`server`] — the server process, `/metrics`, `/proc`.
 //! * [`report`] — JSON and Markdown.
 
 pub mod clients;
+pub mod journal;
 pub mod plan;
 pub mod redis_geo;
 pub mod report;
@@ -80,6 +83,8 @@ pub struct Outcome {
     pub cpu_before: Option<f64>,
     /// The Redis comparison.
     pub redis: Option<redis_geo::RedisRun>,
+    /// With `--redis`: Redis's CPU seconds during the load, and its memory.
+    pub journal: Option<(f64, serde_json::Value)>,
     /// Units the fleet registered.
     pub registered: usize,
 }
@@ -101,6 +106,11 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
     let plan = opts.plan()?;
     std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
     let towns = Arc::new(bluelight_ingest::places::uk()?);
+    let redis = if plan.journal {
+        Some(journal::RedisProcess::start()?)
+    } else {
+        None
+    };
     let mut srv = match (opts.server, opts.ingest) {
         (Some(http), Some(ingest)) => server::Server {
             http,
@@ -109,8 +119,15 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
         },
         _ => {
             let bin = server::find_binary(opts.bluelight.as_deref())?;
-            let flags: &[&str] = if opts.realtime { &["--realtime"] } else { &[] };
-            server::start(&bin, &opts.out.join("server.log"), flags)?
+            let mut flags: Vec<String> = Vec::new();
+            if opts.realtime {
+                flags.push("--realtime".into());
+            }
+            if let Some(r) = &redis {
+                flags.extend(["--redis".into(), r.url()]);
+            }
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            server::start(&bin, &opts.out.join("server.log"), &flags)?
         }
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -138,8 +155,13 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
         })
         .enable_all()
         .build()?;
+    let redis_cpu_before = redis.as_ref().and_then(journal::RedisProcess::cpu_s);
     let mut outcome = rt.block_on(run_bluelight(&plan, &srv, opts, &towns, bulk.handle()))?;
     drop(bulk);
+    if let Some(r) = &redis {
+        let cpu = r.cpu_s().unwrap_or(0.0) - redis_cpu_before.unwrap_or(0.0);
+        outcome.journal = Some((cpu, r.memory()));
+    }
     outcome.usage = srv.usage();
     srv.stop();
     if let Some(url) = &plan.redis {
@@ -383,6 +405,7 @@ async fn run_bluelight(
         usage: None,
         cpu_before,
         redis: None,
+        journal: None,
         registered,
     };
     for t in alert_tasks {

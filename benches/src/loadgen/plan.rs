@@ -96,6 +96,11 @@ pub struct Options {
     /// threads got it.
     #[arg(long)]
     pub realtime: bool,
+    /// Start the server with `--redis` against a redis-server of loadgen's
+    /// own (append-only file, fsync every second): the journal's cost, to
+    /// set beside the same run in memory.
+    #[arg(long, conflicts_with = "server")]
+    pub redis: bool,
     /// A token with every scope, for a server that has tokens.
     #[arg(long, env = "BLUELIGHT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -149,6 +154,8 @@ pub struct Plan {
     pub seed: u64,
     /// Redis URL for the comparison.
     pub redis: Option<String>,
+    /// The server journals to Redis (`--redis`).
+    pub journal: bool,
 }
 
 impl Plan {
@@ -195,6 +202,7 @@ impl Options {
             transport: self.transport,
             seed: self.seed,
             redis,
+            journal: self.redis,
         })
     }
 }

@@ -305,6 +305,20 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "not_compared": "fences and alerts, positions feeds, standing nearest: Redis GEO has none",
         })
     });
+    let journal = o.journal.as_ref().map(|(cpu_s, memory)| {
+        json!({
+            "redis_cpu_percent_of_one_core": cpu_s / (o.seconds + 3.0) * 100.0,
+            "redis": memory,
+            "journal_entries": diff(o, "bluelight_journal_entries_total"),
+            "journal_mib_per_s": diff(o, "bluelight_journal_bytes_total") / o.seconds / 1048576.0,
+            "journal_failures": diff(o, "bluelight_journal_failures_total"),
+            "snapshots": o.metrics_after.get("bluelight_snapshots_total"),
+            "snapshot_mib": o.metrics_after.get("bluelight_snapshot_bytes").map(|b| b / 1048576.0),
+            "snapshot_copy_ms": o.metrics_after.get("bluelight_snapshot_copy_microseconds").map(|u| u / 1000.0),
+            "snapshot_encode_ms": o.metrics_after.get("bluelight_snapshot_encode_microseconds").map(|u| u / 1000.0),
+            "outbox_dropped": o.metrics_after.get("bluelight_outbox_dropped_total"),
+        })
+    });
     let passed = failures.is_empty();
     let report = json!({
         "passed": passed,
@@ -324,6 +338,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         "loadgen_realtime_threads": bluelight_ingest::priority::realtime_threads(),
         "bluelight": bluelight,
         "redis_geo": redis,
+        "journal": journal,
     });
     let md = markdown(&report);
     (report, md, passed)
@@ -391,6 +406,16 @@ fn markdown(r: &Value) -> String {
          the warm-up's own figures are in their rows. Every check covers the whole run.\n\n",
         f(&p["warmup_s"])
     ));
+    if !r["journal"].is_null() {
+        let j = &r["journal"];
+        s.push_str(&format!(
+            "Journal on (`bluelight serve --redis`, redis-server with an append-only file, fsync every second): {} MiB/s journaled in {} entries, {} failures; Redis at {} % of one core, {} MiB used (journal {} MiB, snapshot {} MiB, alerts {} MiB); {} snapshots, the last {} MiB: the writer held {} ms for the copy, encoded in {} ms off it; outbox dropped {}.\n\n",
+            f(&j["journal_mib_per_s"]), f(&j["journal_entries"]), f(&j["journal_failures"]),
+            f(&j["redis_cpu_percent_of_one_core"]), f(&j["redis"]["used_memory_mib"]),
+            f(&j["redis"]["journal_mib"]), f(&j["redis"]["snapshot_mib"]), f(&j["redis"]["alerts_mib"]),
+            f(&j["snapshots"]), f(&j["snapshot_mib"]), f(&j["snapshot_copy_ms"]), f(&j["snapshot_encode_ms"]), f(&j["outbox_dropped"]),
+        ));
+    }
     if let Some(fs) = r["failures"].as_array().filter(|a| !a.is_empty()) {
         s.push_str("## Failures\n\n");
         for x in fs {

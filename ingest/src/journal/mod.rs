@@ -15,16 +15,19 @@
 //! * [`codec`] — an entry's bytes.
 //! * [`stage`] — the stage itself: appends, periodic snapshots, trimming,
 //!   and what it does while Redis is away.
+//! * [`lease`] — one leader at a time, checked by Redis on every write.
 //! * [`replay`] — start-up: the latest snapshot, then the journal after it.
 //!
 //! ## Keys (under the prefix; the server's own, PROTOCOL.md)
 //!
 //! * `journal` — a stream; entry `n-0` holds the commands of the n-th
-//!   append, in field `c`.
+//!   append in field `c`, and the leader's time of the append in `t`.
+//! * `leader` — the lease: the leader's node id, with a time to live.
 //! * `snapshot` — a hash: `engine` (the engine's snapshot), `next` (the
 //!   first journal entry it does not cover), `seq`, `time_ms`.
 
 pub mod codec;
+pub mod lease;
 pub mod replay;
 pub mod stage;
 

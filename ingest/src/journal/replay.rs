@@ -42,6 +42,8 @@ pub struct Recovered {
     pub engine: Engine,
     /// The number the stage gives the next entry.
     pub next: u64,
+    /// The first entry not applied (where a follower tails from).
+    pub resume: u64,
     /// The snapshot's `next`, if there was a snapshot.
     pub snapshot_next: Option<u64>,
     /// Entries replayed after the snapshot.
@@ -133,6 +135,7 @@ pub async fn recover(
     Ok(Recovered {
         engine,
         next,
+        resume: expected,
         snapshot_next,
         entries,
         commands,

@@ -32,8 +32,11 @@ use futures_util::stream::FuturesOrdered;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
+use bluelight_engine::Frozen;
+
 use super::Keys;
 use super::codec;
+use super::lease::Lease;
 use crate::queue::{ApplyReport, Batches, ChangeError, Command, Job, Reply};
 
 /// Tuning of the journal stage.
@@ -54,13 +57,18 @@ pub struct JournalConfig {
     pub ack_timeout: Duration,
     /// Jobs queued between the stage and the writer.
     pub writer_queue: usize,
+    /// This node's claim on the leader lease: every append and snapshot
+    /// checks it in Redis.
+    pub lease: Lease,
 }
 
 impl JournalConfig {
     /// Defaults for the keys under `prefix`.
     pub fn new(prefix: &str) -> Self {
+        let keys = Keys::new(prefix);
         Self {
-            keys: Keys::new(prefix),
+            lease: Lease::new(keys.lease.clone(), Duration::from_secs(10)),
+            keys,
             entry_bytes: 256 * 1024,
             in_flight: 8,
             snapshot_every: Duration::from_secs(60),
@@ -91,18 +99,36 @@ pub struct JournalStatus {
     pub snapshots: AtomicU64,
     /// Size of the latest snapshot, bytes.
     pub snapshot_bytes: AtomicU64,
-    /// How long the writer took to encode the latest snapshot, µs.
+    /// How long copying the state out for the latest snapshot held the
+    /// writer, µs.
+    pub snapshot_copy_us: AtomicU64,
+    /// How long encoding the latest snapshot took (off the writer), µs.
     pub snapshot_encode_us: AtomicU64,
     /// When the latest snapshot was written (ms since the epoch), 0 never.
     pub snapshot_at_ms: AtomicI64,
     /// The next entry's number.
     pub next_entry: AtomicU64,
+    /// Another server holds the leader lease: this one must stop writing.
+    pub fenced: AtomicBool,
+    /// A follower: the stage hands jobs on without journaling them (they
+    /// come from the journal).
+    pub following: AtomicBool,
 }
 
-/// Asks the stage for a snapshot now (shutdown); answers once written.
+/// What can be asked of a running stage.
+#[derive(Debug)]
+enum Ask {
+    /// A snapshot now; answered once written.
+    Snapshot(oneshot::Sender<bool>),
+    /// Stop following and journal from entry `next` on (a promoted
+    /// follower, which holds the lease now).
+    Lead(u64, oneshot::Sender<()>),
+}
+
+/// Asks the stage for a snapshot now (shutdown), or to lead.
 #[derive(Debug, Clone)]
 pub struct JournalHandle {
-    tx: mpsc::Sender<oneshot::Sender<bool>>,
+    tx: mpsc::Sender<Ask>,
     /// The stage's state.
     pub status: Arc<JournalStatus>,
 }
@@ -112,21 +138,32 @@ impl JournalHandle {
     /// trims the journal behind it; `false` if Redis did not take it.
     pub async fn snapshot_now(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(tx).await.is_err() {
+        if self.tx.send(Ask::Snapshot(tx)).await.is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
+    }
+
+    /// A follower's stage starts journaling, entries numbered from `next`
+    /// (past everything the journal holds); the caller holds the lease.
+    pub async fn lead(&self, next: u64) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Ask::Lead(next, tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 }
 
 /// Starts the stage on the current tokio runtime: jobs from `batches` are
 /// journaled (entries numbered from `next`) and handed on through the
-/// returned `Batches`, which the writer takes.
+/// returned `Batches`, which the writer takes. A follower's stage
+/// (`follow`) hands jobs on unjournaled until [`JournalHandle::lead`].
 pub fn start(
     conn: ConnectionManager,
     snapshots: ConnectionManager,
     batches: Batches,
     next: u64,
+    follow: bool,
     cfg: JournalConfig,
 ) -> (Batches, JournalHandle) {
     let (to_writer, writer_rx) = mpsc::channel(cfg.writer_queue.max(1));
@@ -134,6 +171,7 @@ pub fn start(
     let status = Arc::new(JournalStatus::default());
     status.up.store(true, Ordering::Relaxed);
     status.next_entry.store(next, Ordering::Relaxed);
+    status.following.store(follow, Ordering::Relaxed);
     let out = Batches::relay(writer_rx, &batches);
     let stage = Stage {
         conn,
@@ -145,7 +183,7 @@ pub fn start(
         status: status.clone(),
         next,
         forwarded: next,
-        mode: Mode::Up,
+        mode: if follow { Mode::Follow } else { Mode::Up },
         held: VecDeque::new(),
         snapshot: None,
         last_snapshot: Instant::now(),
@@ -178,14 +216,12 @@ enum HeldAnswer {
 
 /// A snapshot asked of the writer, not yet written.
 struct PendingSnapshot {
-    /// Its bytes, when the writer has encoded them.
-    bytes: oneshot::Receiver<Vec<u8>>,
+    /// The state, when the writer has copied it out.
+    frozen: oneshot::Receiver<Frozen>,
     /// The first entry it does not cover.
     next: u64,
     /// Jobs handed on before it (held replies up to here are covered).
     covers: u64,
-    /// Asked for when.
-    asked: Instant,
     /// Who waits for it (shutdown).
     waiters: Vec<oneshot::Sender<bool>>,
     /// The write, once under way.
@@ -204,6 +240,9 @@ enum Mode {
     /// Redis is back and the snapshot that covers the hole is on its way:
     /// jobs are journaled after it, replies held until it is written.
     CatchingUp,
+    /// A follower: jobs come from the journal and are handed on as they
+    /// are.
+    Follow,
 }
 
 struct Stage {
@@ -213,7 +252,7 @@ struct Stage {
     snapshots: ConnectionManager,
     from: Batches,
     to_writer: mpsc::Sender<Job>,
-    asks: mpsc::Receiver<oneshot::Sender<bool>>,
+    asks: mpsc::Receiver<Ask>,
     cfg: JournalConfig,
     status: Arc<JournalStatus>,
     /// The next entry's number.
@@ -270,6 +309,15 @@ impl Stage {
                         continue;
                     };
                     let mut jobs = vec![job];
+                    if matches!(self.mode, Mode::Follow) {
+                        while let Some(j) = self.from.try_recv() {
+                            jobs.push(j);
+                        }
+                        for job in jobs {
+                            self.hand_on(job).await;
+                        }
+                        continue;
+                    }
                     if matches!(self.mode, Mode::Down { .. }) {
                         while let Some(j) = self.from.try_recv() {
                             jobs.push(j);
@@ -296,22 +344,38 @@ impl Stage {
                     self.status.next_entry.store(self.next, Ordering::Relaxed);
                     self.status.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
                     let mut conn = self.conn.clone();
-                    let key = self.cfg.keys.journal.clone();
+                    let (journal, lease, me) = (self.cfg.keys.journal.clone(), self.cfg.lease.key.clone(), self.cfg.lease.me.clone());
                     let bytes = buf.clone();
                     in_flight.push_back(Box::pin(async move {
-                        let r = redis::cmd("XADD")
-                            .arg(&key)
+                        // EVAL, not EVALSHA: a script Redis does not know yet
+                        // is loaded and retried one call at a time, which
+                        // would let a later entry overtake an earlier one.
+                        let r = redis::cmd("EVAL")
+                            .arg(super::lease::APPEND)
+                            .arg(2)
+                            .arg(lease)
+                            .arg(journal)
+                            .arg(me)
                             .arg(format!("{n}-0"))
-                            .arg("c")
                             .arg(bytes)
+                            .arg(now_ms())
                             .query_async::<()>(&mut conn)
                             .await;
                         (n, r, jobs)
                     }));
                 }
-                Some(waiter) = self.asks.recv() => {
-                    self.ask_snapshot(Some(waiter)).await;
-                }
+                Some(ask) = self.asks.recv() => match ask {
+                    Ask::Snapshot(waiter) => self.ask_snapshot(Some(waiter)).await,
+                    Ask::Lead(next, done) => {
+                        self.next = self.next.max(next);
+                        self.status.next_entry.store(self.next, Ordering::Relaxed);
+                        self.status.following.store(false, Ordering::Relaxed);
+                        self.mode = Mode::Up;
+                        self.last_snapshot = Instant::now();
+                        tracing::warn!(next = self.next, "leading: journaling from here");
+                        let _ = done.send(());
+                    }
+                },
                 _ = every.tick() => {
                     self.housekeeping().await;
                 }
@@ -319,6 +383,9 @@ impl Stage {
         }
         // The queue has closed: a last snapshot, then the writer's queue
         // closes behind us.
+        if matches!(self.mode, Mode::Follow) {
+            return;
+        }
         self.ask_snapshot(None).await;
         while self.snapshot.is_some() {
             self.housekeeping().await;
@@ -378,6 +445,13 @@ impl Stage {
 
     /// Asks the writer for a snapshot at this place in the stream.
     async fn ask_snapshot(&mut self, waiter: Option<oneshot::Sender<bool>>) {
+        if matches!(self.mode, Mode::Follow) {
+            // A follower writes nothing.
+            if let Some(w) = waiter {
+                let _ = w.send(false);
+            }
+            return;
+        }
         if let Some(p) = &mut self.snapshot {
             // One at a time; a waiter gets the next one's result... or this
             // one's, which covers everything handed on before it was asked.
@@ -395,10 +469,9 @@ impl Stage {
             })
             .await;
         self.snapshot = Some(PendingSnapshot {
-            bytes: rx,
+            frozen: rx,
             next: self.next,
             covers: self.forwarded,
-            asked: Instant::now(),
             waiters: waiter.into_iter().collect(),
             write: None,
         });
@@ -438,16 +511,28 @@ impl Stage {
             return;
         };
         if p.write.is_none() {
-            match p.bytes.try_recv() {
-                Ok(bytes) => {
+            match p.frozen.try_recv() {
+                Ok(frozen) => {
                     self.status
-                        .snapshot_encode_us
-                        .store(p.asked.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        .snapshot_copy_us
+                        .store(frozen.took().as_micros() as u64, Ordering::Relaxed);
                     let conn = self.snapshots.clone();
                     let keys = self.cfg.keys.clone();
+                    let lease = self.cfg.lease.clone();
                     let next = p.next;
                     let status = self.status.clone();
-                    p.write = Some(tokio::spawn(write_snapshot(conn, keys, bytes, next, status)));
+                    p.write = Some(tokio::spawn(async move {
+                        let started = Instant::now();
+                        // Encoding a national fleet takes a core for a
+                        // few hundred milliseconds: off the runtime.
+                        let Ok(bytes) = tokio::task::spawn_blocking(move || frozen.encode()).await else {
+                            return false;
+                        };
+                        status
+                            .snapshot_encode_us
+                            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        write_snapshot(conn, keys, &lease, bytes, next, status).await
+                    }));
                 }
                 Err(oneshot::error::TryRecvError::Empty) => return,
                 Err(oneshot::error::TryRecvError::Closed) => {
@@ -544,49 +629,53 @@ impl Held {
     }
 }
 
-/// Writes a snapshot and trims the journal behind it. The snapshot is one
-/// hash written by one command, so a crash leaves the old one or the new
-/// one, never half; the trim comes after, so a crash between them only
-/// leaves entries a replay skips.
+/// Writes a snapshot and trims the journal behind it, if this node holds
+/// the lease. One script: the snapshot is one hash written by one command,
+/// so a crash leaves the old one or the new one, never half; the trim
+/// comes after it, so a crash between them only leaves entries a replay
+/// skips.
 async fn write_snapshot(
     mut conn: ConnectionManager,
     keys: Keys,
+    lease: &Lease,
     bytes: Vec<u8>,
     next: u64,
     status: Arc<JournalStatus>,
 ) -> bool {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = now_ms();
     let len = bytes.len();
-    let written = redis::cmd("HSET")
-        .arg(&keys.snapshot)
-        .arg("engine")
+    let written = redis::Script::new(super::lease::SNAPSHOT)
+        .key(&lease.key)
+        .key(&keys.snapshot)
+        .key(&keys.journal)
+        .arg(&lease.me)
         .arg(bytes)
-        .arg("next")
         .arg(next)
-        .arg("time_ms")
         .arg(now_ms)
-        .query_async::<()>(&mut conn)
-        .await;
-    if let Err(e) = written {
-        tracing::error!(error = %e, "writing the snapshot failed");
-        return false;
-    }
-    status.snapshots.fetch_add(1, Ordering::Relaxed);
-    status.snapshot_bytes.store(len as u64, Ordering::Relaxed);
-    status.snapshot_at_ms.store(now_ms, Ordering::Relaxed);
-    let trimmed = redis::cmd("XTRIM")
-        .arg(&keys.journal)
-        .arg("MINID")
         .arg(format!("{next}-0"))
-        .query_async::<u64>(&mut conn)
+        .invoke_async::<u64>(&mut conn)
         .await;
-    match trimmed {
-        Ok(n) => tracing::info!(bytes = len, next, trimmed = n, "snapshot written"),
-        Err(e) => tracing::warn!(error = %e, "trimming the journal failed; the next snapshot trims it"),
+    match written {
+        Ok(trimmed) => {
+            status.snapshots.fetch_add(1, Ordering::Relaxed);
+            status.snapshot_bytes.store(len as u64, Ordering::Relaxed);
+            status.snapshot_at_ms.store(now_ms, Ordering::Relaxed);
+            tracing::info!(bytes = len, next, trimmed, "snapshot written");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "writing the snapshot failed");
+            false
+        }
     }
-    true
+}
+
+/// Now, by the machine's clock (entry and snapshot times, for operators
+/// and followers' lag).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// About how many bytes a command takes in an entry.

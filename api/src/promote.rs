@@ -1,0 +1,91 @@
+//! `POST /v1/admin/promote` (scope `admin`): a follower becomes the leader
+//! once the old leader's lease has lapsed (409 while it is live). It takes
+//! the lease first, so the old leader can append nothing more; applies the
+//! journal to its end; then its stage journals, its outbox appends (what it
+//! made that the old leader's outbox had not yet appended goes first), its
+//! clock runs and its ingest listeners are bound.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::Scope;
+use crate::state::AppState;
+
+fn reply(status: StatusCode, v: serde_json::Value) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+/// The promotion.
+pub async fn promote(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(denied) = s.tokens.check_request(&headers, &q, Some(Scope::Admin)) {
+        return denied.into_response();
+    }
+    let _one = s.promoting.lock().await;
+    if s.leading.load(Ordering::Relaxed) {
+        return reply(StatusCode::OK, json!({"role": "leader"}));
+    }
+    let Some(r) = &s.redis else {
+        return reply(StatusCode::OK, json!({"role": "leader"}));
+    };
+    let Some(follower) = &r.follower else {
+        return reply(StatusCode::OK, json!({"role": "leader"}));
+    };
+    let mut conn = r.conn.clone();
+    match r.lease.acquire(&mut conn).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let holder = r.lease.holder(&mut conn).await.ok().flatten();
+            let (node, ttl) = holder.map_or((String::new(), 0), |h| (h.node, h.ttl_ms));
+            return reply(
+                StatusCode::CONFLICT,
+                json!({"error": format!("the leader's lease is live (node {node}, {ttl} ms more): stop the leader or wait for its lease to lapse")}),
+            );
+        }
+        Err(e) => {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": format!("Redis did not answer: {e}")}),
+            );
+        }
+    }
+    // The lease is ours: nobody else appends. Apply the rest, then lead.
+    let Ok(next) = follower.finish().await else {
+        return reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": "the follower's tail has stopped"}),
+        );
+    };
+    r.journal.lead(next).await;
+    r.lease.clone().keep(conn, r.journal.status.clone());
+    if let Err(e) = r.outbox.activate().await {
+        tracing::error!(error = %e, "the outbox could not start appending; it retries with the next alert");
+    }
+    s.leading.store(true, Ordering::Relaxed);
+    let (ingest, cot) = match crate::server::bind_devices(&s).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "promoted, but the device listeners could not be bound");
+            return reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"role": "leader", "error": format!("the device listeners could not be bound: {e}")}),
+            );
+        }
+    };
+    tokio::spawn(crate::server::run_clock(s.clone()));
+    tracing::warn!(next, %ingest, "promoted: this server leads");
+    let mut v = json!({"role": "leader", "ingest": ingest.to_string(), "next_entry": next});
+    if let Some(c) = cot {
+        v["cot"] = json!(c.to_string());
+    }
+    reply(StatusCode::OK, v)
+}
