@@ -21,13 +21,13 @@ use std::sync::Arc;
 use geo::{Coord, LineString, MultiPolygon, Polygon};
 use h3o::CellIndex;
 
-use crate::alert::Outputs;
 use crate::config::EngineConfig;
+use crate::cover::CoverCell;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::filter::Filter;
 use crate::model::UnitSlot;
-use crate::region::{Detect, Membership, RegionKind};
+use crate::region::{Detect, Membership, Region, RegionKind};
 use crate::rules::{Rule, RuleSpec};
 use crate::shape::Shape;
 use crate::units::{FLAG_HAS_KIND, FLAG_STALE, UnitState};
@@ -270,6 +270,9 @@ struct FrozenFence {
     filter: Filter,
     shape: Shape,
     source: Option<Arc<str>>,
+    /// Its H3 cover: kept, so a restore installs it instead of computing
+    /// it again (a thousand detailed fences: seconds).
+    cover: Vec<CoverCell>,
     /// (unit slot, membership), by slot.
     members: Vec<(u32, Membership)>,
 }
@@ -354,6 +357,11 @@ impl Frozen {
             w.filter(&f.filter);
             w.shape(&f.shape);
             w.source(f.source.as_deref());
+            w.len(f.cover.len());
+            for &(cell, interior) in &f.cover {
+                w.u64(u64::from(cell));
+                w.u8(u8::from(interior));
+            }
             w.len(f.members.len());
             for &(slot, m) in &f.members {
                 w.u32(slot);
@@ -438,6 +446,7 @@ impl Engine {
                     filter: r.filter.clone(),
                     shape: r.shape.clone(),
                     source: source.clone(),
+                    cover: r.cover.clone(),
                     members,
                 })
             })
@@ -532,14 +541,11 @@ impl Engine {
             let id = e.units.id(s).to_owned();
             e.units.register_key(k, &id);
         }
-        for i in 0..nu {
-            let st = e.units.state[i];
-            if st.seen() {
-                e.refresh_slot(i as u32);
-            }
-        }
+        // Units are placed in the index after the fences are installed: a
+        // fence installed over placed units would look for its members
+        // among them, and the snapshot's memberships are the truth anyway
+        // (a million units under a thousand fences: seconds, not minutes).
         let nf = r.len("fences")?;
-        let mut out = Outputs::default();
         for _ in 0..nf {
             let id = r.str("fence id")?;
             let d = r.u8("detect")?;
@@ -547,30 +553,41 @@ impl Engine {
             let hysteresis_m = r.f64("hysteresis")?;
             let filter = r.filter(nu)?;
             let shape = r.shape()?;
+            if !(hysteresis_m.is_finite() && (0.0..=100_000.0).contains(&hysteresis_m)) {
+                return Err(EngineError::Snapshot(format!("fence {id:?}: bad hysteresis")));
+            }
             let source = r.source("fence source")?;
-            let spec = crate::region::FenceSpec {
-                id: id.clone(),
-                shape,
+            let nc = r.len("cover")?;
+            let cover = (0..nc)
+                .map(|_| {
+                    let v = r.u64("cover cell")?;
+                    let cell = CellIndex::try_from(v).map_err(|_| EngineError::BadCell(format!("{v:x}")))?;
+                    Ok((cell, r.u8("cover interior")? != 0))
+                })
+                .collect::<Result<Vec<CoverCell>, EngineError>>()?;
+            let kind = RegionKind::Fence {
+                name: Arc::from(id.as_str()),
                 detect: Detect {
                     enter: d & 1 != 0,
                     exit: d & 2 != 0,
                     dwell: d & 4 != 0,
                 },
                 dwell_s,
-                hysteresis_m,
-                filter,
                 source,
             };
-            e.put_fence(spec, i64::MIN, &mut out)?;
-            let rid = *e
-                .regions
-                .fences
-                .get(&id)
-                .ok_or_else(|| EngineError::Snapshot("fence lost".into()))?;
-            // The snapshot's memberships are the truth, not a recomputation.
-            for s in e.fence_members(&id) {
-                e.take_membership(s.0, rid);
+            if e.regions.fences.contains_key(&id) {
+                return Err(EngineError::Snapshot(format!("fence {id:?} twice")));
             }
+            // No unit is placed yet: installing fires nothing and finds no
+            // member; the snapshot's memberships follow.
+            let rid = e.install_region(Region {
+                kind,
+                shape,
+                filter,
+                hysteresis_m,
+                cover,
+            });
+            e.regions.fences.insert(id, rid);
             let nm = r.len("members")?;
             for _ in 0..nm {
                 let s = r.slot(nu, "member")?;
@@ -612,6 +629,11 @@ impl Engine {
                 "{} trailing bytes",
                 bytes.len() - r.pos
             )));
+        }
+        for i in 0..nu {
+            if e.units.state[i].seen() {
+                e.refresh_slot(i as u32);
+            }
         }
         Ok(e)
     }

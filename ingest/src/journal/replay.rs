@@ -11,7 +11,11 @@ use redis::{AsyncCommands, Value};
 use super::Keys;
 use super::codec::{self, JournalError};
 use crate::batch::IngestBatch;
+use crate::queue::Command;
 use crate::writer::{Applier, OutputConsumer};
+
+/// A page of decoded entries (number, commands), or why reading stopped.
+type PageResult = Result<Vec<(u64, Vec<Command>)>, RecoveryError>;
 
 /// Entries read from Redis at a time.
 const PAGE: usize = 256;
@@ -80,34 +84,22 @@ pub async fn recover(
     };
     let mut expected = snapshot_next.unwrap_or(1);
     let (mut entries, mut commands, mut hole_at) = (0, 0, None);
-    let mut from = format!("{expected}-0");
-    'pages: loop {
-        let page: StreamRangeReply = conn.xrange_count(&keys.journal, &from, "+", PAGE).await?;
-        if page.ids.is_empty() {
-            break;
-        }
-        for entry in &page.ids {
-            let n = entry_number(&entry.id);
-            if n != Some(expected) {
+    // Pages are read and decoded by a task of their own while the engine
+    // applies the one before: Redis's time and the decoding overlap the
+    // engine's.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<PageResult>(2);
+    let reader = tokio::spawn(read_pages(conn.clone(), keys.journal.clone(), expected, tx));
+    'pages: while let Some(page) = rx.recv().await {
+        for (n, decoded) in page? {
+            if n != expected {
                 hole_at = Some(expected);
                 tracing::error!(
                     expected,
-                    found = %entry.id,
+                    found = n,
                     "the journal has a hole (Redis was away while the last leader served): replay stops before it"
                 );
                 break 'pages;
             }
-            let Some(Value::BulkString(bytes)) = entry.map.get("c") else {
-                return Err(RecoveryError::Entry {
-                    entry: expected,
-                    error: JournalError::Bad("field c"),
-                });
-            };
-            let decoded =
-                codec::decode(bytes, IngestBatch::default).map_err(|error| RecoveryError::Entry {
-                    entry: expected,
-                    error,
-                })?;
             for command in &decoded {
                 applier.apply(&mut &mut engine, command, |e, out, _| {
                     consumer.consume(e, out, None)
@@ -117,11 +109,8 @@ pub async fn recover(
             entries += 1;
             expected += 1;
         }
-        if page.ids.len() < PAGE {
-            break;
-        }
-        from = format!("{expected}-0");
     }
+    reader.abort();
     // Entry ids must keep rising past anything in the stream (entries after
     // a hole stay until the next snapshot trims them), and a hole must stay
     // visible: start past the top with a gap.
@@ -141,6 +130,53 @@ pub async fn recover(
         commands,
         hole_at,
     })
+}
+
+/// Reads and decodes the journal from entry `from` on, a page at a time,
+/// until its end (or the receiver stops listening).
+async fn read_pages(
+    mut conn: ConnectionManager,
+    journal: String,
+    from: u64,
+    tx: tokio::sync::mpsc::Sender<PageResult>,
+) {
+    let mut from = format!("{from}-0");
+    loop {
+        let page: StreamRangeReply = match conn.xrange_count(&journal, &from, "+", PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let full = page.ids.len() == PAGE;
+        let mut decoded = Vec::with_capacity(page.ids.len());
+        for entry in &page.ids {
+            let Some(n) = entry_number(&entry.id) else {
+                continue;
+            };
+            let Some(Value::BulkString(bytes)) = entry.map.get("c") else {
+                let _ = tx
+                    .send(Err(RecoveryError::Entry {
+                        entry: n,
+                        error: JournalError::Bad("field c"),
+                    }))
+                    .await;
+                return;
+            };
+            match codec::decode(bytes, IngestBatch::default) {
+                Ok(c) => decoded.push((n, c)),
+                Err(error) => {
+                    let _ = tx.send(Err(RecoveryError::Entry { entry: n, error })).await;
+                    return;
+                }
+            }
+            from = format!("{}-0", n + 1);
+        }
+        if tx.send(Ok(decoded)).await.is_err() || !full {
+            return;
+        }
+    }
 }
 
 /// `n` of an entry id `n-0`.
