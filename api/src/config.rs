@@ -113,7 +113,8 @@ pub struct Tuning {
     /// a national fleet held it 2–8 ms).
     pub clock_parts: u32,
     /// With Redis: seconds between snapshots (each trims the journal
-    /// behind it, so Redis holds the state plus this much journal).
+    /// behind it); one comes sooner once the journal since the last
+    /// outgrows it, so Redis holds about twice the state.
     pub snapshot_every_s: u64,
     /// With Redis: an acknowledged write (`POST /v1/fixes`, a fence or
     /// rule change) waits this long for Redis while it is away, then is

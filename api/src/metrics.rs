@@ -245,9 +245,15 @@ fn redis_metrics(j: &JournalStatus, o: &Outbox, m: &mut String) {
             load(&j.snapshot_bytes),
         ),
         (
+            "bluelight_snapshot_copy_microseconds",
+            "gauge",
+            "How long copying the state out for the latest snapshot held the writer.",
+            load(&j.snapshot_copy_us),
+        ),
+        (
             "bluelight_snapshot_encode_microseconds",
             "gauge",
-            "Time from asking the writer for the latest snapshot to its bytes.",
+            "Encoding the latest snapshot, off the writer.",
             load(&j.snapshot_encode_us),
         ),
         (

@@ -120,6 +120,7 @@ impl Engine {
             filter,
             hysteresis_m,
             cover,
+            frozen: None,
         })
     }
 
@@ -150,7 +151,8 @@ impl Engine {
             dwell_s: spec.dwell_s,
             source: spec.source,
         };
-        let region = self.build_region(kind, spec.shape, spec.filter, spec.hysteresis_m, self.fine)?;
+        let mut region = self.build_region(kind, spec.shape, spec.filter, spec.hysteresis_m, self.fine)?;
+        region.frozen = Some(crate::snapshot::fence_static_part(&region));
         let old = self.regions.fences.get(&spec.id).copied();
         let new_id = self.install_region(region);
         self.regions.fences.insert(spec.id, new_id);

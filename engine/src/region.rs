@@ -88,6 +88,11 @@ pub(crate) struct Region {
     pub hysteresis_m: f64,
     /// Its cover, kept to remove it from the index.
     pub cover: Vec<CoverCell>,
+    /// A fence's unchanging part (filter, shape, source, cover) encoded as
+    /// a snapshot holds it, once, when it is installed: a snapshot then
+    /// copies a pointer, not thousands of cells and vertices, while it
+    /// holds the writer.
+    pub frozen: Option<Arc<[u8]>>,
 }
 
 /// `Membership::flags`: the dwell alert of this stay has fired.

@@ -267,12 +267,10 @@ struct FrozenFence {
     detect: Detect,
     dwell_s: u32,
     hysteresis_m: f64,
-    filter: Filter,
-    shape: Shape,
-    source: Option<Arc<str>>,
-    /// Its H3 cover: kept, so a restore installs it instead of computing
-    /// it again (a thousand detailed fences: seconds).
-    cover: Vec<CoverCell>,
+    /// Filter, shape, source and H3 cover, encoded when the fence was
+    /// installed (the cover is kept so a restore installs it instead of
+    /// computing it again: a thousand detailed fences, seconds).
+    fixed: Arc<[u8]>,
     /// (unit slot, membership), by slot.
     members: Vec<(u32, Membership)>,
 }
@@ -317,7 +315,9 @@ impl Frozen {
     }
 
     /// Encodes it (see the module docs).
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(mut self) -> Vec<u8> {
+        // Sorted here, off the writer: a million keys take tens of ms.
+        self.keys.sort_unstable();
         let mut w = Writer(Vec::with_capacity(64 + self.ids.len() + self.state.len() * 64));
         w.0.extend_from_slice(MAGIC);
         w.u64(self.seq);
@@ -354,14 +354,7 @@ impl Frozen {
             w.u8(u8::from(f.detect.enter) | u8::from(f.detect.exit) << 1 | u8::from(f.detect.dwell) << 2);
             w.u32(f.dwell_s);
             w.f64(f.hysteresis_m);
-            w.filter(&f.filter);
-            w.shape(&f.shape);
-            w.source(f.source.as_deref());
-            w.len(f.cover.len());
-            for &(cell, interior) in &f.cover {
-                w.u64(u64::from(cell));
-                w.u8(u8::from(interior));
-            }
+            w.0.extend_from_slice(&f.fixed);
             w.len(f.members.len());
             for &(slot, m) in &f.members {
                 w.u32(slot);
@@ -385,6 +378,25 @@ impl Frozen {
         }
         w.0
     }
+}
+
+/// A fence's unchanging part as a snapshot holds it: filter, shape,
+/// source, cover.
+pub(crate) fn fence_static_part(r: &Region) -> Arc<[u8]> {
+    let mut w = Writer(Vec::with_capacity(64 + r.cover.len() * 9));
+    w.filter(&r.filter);
+    w.shape(&r.shape);
+    let source = match &r.kind {
+        RegionKind::Fence { source, .. } => source.as_deref(),
+        _ => None,
+    };
+    w.source(source);
+    w.len(r.cover.len());
+    for &(cell, interior) in &r.cover {
+        w.u64(u64::from(cell));
+        w.u8(u8::from(interior));
+    }
+    Arc::from(w.0)
 }
 
 impl Engine {
@@ -429,13 +441,7 @@ impl Engine {
             .zip(members)
             .filter_map(|(&(rid, id), members)| {
                 let r = self.regions.get(rid)?;
-                let RegionKind::Fence {
-                    detect,
-                    dwell_s,
-                    source,
-                    ..
-                } = &r.kind
-                else {
+                let RegionKind::Fence { detect, dwell_s, .. } = &r.kind else {
                     return None;
                 };
                 Some(FrozenFence {
@@ -443,16 +449,12 @@ impl Engine {
                     detect: *detect,
                     dwell_s: *dwell_s,
                     hysteresis_m: r.hysteresis_m,
-                    filter: r.filter.clone(),
-                    shape: r.shape.clone(),
-                    source: source.clone(),
-                    cover: r.cover.clone(),
+                    fixed: r.frozen.clone().unwrap_or_else(|| fence_static_part(r)),
                     members,
                 })
             })
             .collect();
-        let mut keys: Vec<(u64, UnitSlot)> = self.units.keys().collect();
-        keys.sort_unstable();
+        let keys: Vec<(u64, UnitSlot)> = self.units.keys().collect();
         let rules = self
             .rules
             .list
@@ -551,6 +553,7 @@ impl Engine {
             let d = r.u8("detect")?;
             let dwell_s = r.u32("dwell")?;
             let hysteresis_m = r.f64("hysteresis")?;
+            let fixed_from = r.pos;
             let filter = r.filter(nu)?;
             let shape = r.shape()?;
             if !(hysteresis_m.is_finite() && (0.0..=100_000.0).contains(&hysteresis_m)) {
@@ -580,12 +583,14 @@ impl Engine {
             }
             // No unit is placed yet: installing fires nothing and finds no
             // member; the snapshot's memberships follow.
+            let fixed: Arc<[u8]> = Arc::from(bytes.get(fixed_from..r.pos).unwrap_or_default());
             let rid = e.install_region(Region {
                 kind,
                 shape,
                 filter,
                 hysteresis_m,
                 cover,
+                frozen: Some(fixed),
             });
             e.regions.fences.insert(id, rid);
             let nm = r.len("members")?;

@@ -39,6 +39,14 @@ use super::codec;
 use super::lease::Lease;
 use crate::queue::{ApplyReport, Batches, ChangeError, Command, Job, Reply};
 
+/// A snapshot is not asked for on size alone before this much journal
+/// (a small fleet's snapshot is tiny; one a few seconds is waste).
+const MIN_JOURNAL_BEFORE_SNAPSHOT: u64 = 16 << 20;
+
+/// Snapshots on size alone come no closer than this: each holds the
+/// writer for its copy (tens of milliseconds at a million units).
+const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Tuning of the journal stage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalConfig {
@@ -50,7 +58,8 @@ pub struct JournalConfig {
     pub entry_bytes: usize,
     /// Appends on their way at once.
     pub in_flight: usize,
-    /// Time between snapshots (each trims the journal behind it).
+    /// Time between snapshots (each trims the journal behind it); one is
+    /// also taken once the journal since the last outgrows it (and 16 MiB).
     pub snapshot_every: Duration,
     /// How long a sender waiting for an acknowledgement waits while Redis
     /// is away before it is told "not journaled".
@@ -187,6 +196,7 @@ pub fn start(
         held: VecDeque::new(),
         snapshot: None,
         last_snapshot: Instant::now(),
+        journal_since_snapshot: 0,
     };
     tokio::spawn(stage.run());
     (out, JournalHandle { tx: ask_tx, status })
@@ -263,6 +273,8 @@ struct Stage {
     held: VecDeque<Held>,
     snapshot: Option<PendingSnapshot>,
     last_snapshot: Instant,
+    /// Bytes journaled since the last snapshot was asked for.
+    journal_since_snapshot: u64,
 }
 
 impl Stage {
@@ -343,6 +355,7 @@ impl Stage {
                     self.next += 1;
                     self.status.next_entry.store(self.next, Ordering::Relaxed);
                     self.status.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    self.journal_since_snapshot += buf.len() as u64;
                     let mut conn = self.conn.clone();
                     let (journal, lease, me) = (self.cfg.keys.journal.clone(), self.cfg.lease.key.clone(), self.cfg.lease.me.clone());
                     let bytes = buf.clone();
@@ -461,6 +474,7 @@ impl Stage {
             return;
         }
         let (tx, rx) = oneshot::channel();
+        self.journal_since_snapshot = 0;
         let _ = self
             .to_writer
             .send(Job {
@@ -496,9 +510,20 @@ impl Stage {
                 self.ask_snapshot(None).await;
             }
         }
+        // Every `snapshot_every`, and sooner once the journal since the
+        // last snapshot outgrows it: Redis then holds at most about twice
+        // the state (a national fleet at 1 Hz journals a snapshot's worth
+        // in seconds).
+        let outgrown = self.journal_since_snapshot
+            >= self
+                .status
+                .snapshot_bytes
+                .load(Ordering::Relaxed)
+                .max(MIN_JOURNAL_BEFORE_SNAPSHOT)
+            && self.last_snapshot.elapsed() >= MIN_SNAPSHOT_INTERVAL;
         if matches!(self.mode, Mode::Up)
             && self.snapshot.is_none()
-            && self.last_snapshot.elapsed() >= self.cfg.snapshot_every
+            && (self.last_snapshot.elapsed() >= self.cfg.snapshot_every || outgrown)
         {
             self.ask_snapshot(None).await;
         }
