@@ -15,7 +15,7 @@ use bluelight_engine::{Clock, SharedEngine};
 use redis::aio::ConnectionManager;
 
 use crate::journal::stage::{self, JournalConfig, JournalHandle};
-use crate::queue::{self, IngestQueue};
+use crate::queue::{self, Batches, IngestQueue};
 use crate::tasks::{self, WriterTasks};
 use crate::validate::ValidationConfig;
 use crate::writer::{self, OutputConsumer, WriterConfig};
@@ -75,18 +75,9 @@ pub fn start_journaled(
     follow: bool,
     journal: JournalConfig,
 ) -> std::io::Result<(Pipeline, JournalHandle)> {
-    let (queue, batches) = queue::channel(cfg.queue_batches, cfg.validation, clock);
+    let (queue, batches) = queue::channel(cfg.queue_batches, cfg.validation.clone(), clock);
     let (batches, handle) = stage::start(conn, snapshots, batches, next, follow, journal);
-    let (tasks, task_queues) = tasks::channel(cfg.task_queue);
-    let writer = writer::spawn(
-        engine,
-        batches,
-        task_queues,
-        consumer,
-        queue.validation.clone(),
-        cfg.writer,
-    )?;
-    Ok((Pipeline { queue, tasks, writer }, handle))
+    Ok((with_writer(engine, &cfg, queue, batches, consumer)?, handle))
 }
 
 /// Starts the writer over `engine` with nothing between queue and writer.
@@ -99,7 +90,18 @@ pub fn start(
     clock: Arc<dyn Clock>,
     consumer: Arc<dyn OutputConsumer>,
 ) -> std::io::Result<Pipeline> {
-    let (queue, batches) = queue::channel(cfg.queue_batches, cfg.validation, clock);
+    let (queue, batches) = queue::channel(cfg.queue_batches, cfg.validation.clone(), clock);
+    with_writer(engine, &cfg, queue, batches, consumer)
+}
+
+/// The writer and its task queues on `batches`.
+fn with_writer(
+    engine: SharedEngine,
+    cfg: &PipelineConfig,
+    queue: IngestQueue,
+    batches: Batches,
+    consumer: Arc<dyn OutputConsumer>,
+) -> std::io::Result<Pipeline> {
     let (tasks, task_queues) = tasks::channel(cfg.task_queue);
     let writer = writer::spawn(
         engine,
@@ -107,7 +109,7 @@ pub fn start(
         task_queues,
         consumer,
         queue.validation.clone(),
-        cfg.writer,
+        cfg.writer.clone(),
     )?;
     Ok(Pipeline { queue, tasks, writer })
 }

@@ -232,17 +232,8 @@ impl IngestQueue {
     ///
     /// # Errors
     /// The queue has closed, or the batch was dropped unapplied.
-    pub async fn send_and_report(&self, mut batch: IngestBatch) -> Result<ApplyReport, Stopped> {
-        batch.received.get_or_insert_with(Instant::now);
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job {
-                command: Command::Fixes(batch),
-                reply: Some(Reply::Applied(reply)),
-            })
-            .await
-            .map_err(|_| Stopped)?;
-        rx.await.map_err(|_| Stopped)
+    pub async fn send_and_report(&self, batch: IngestBatch) -> Result<ApplyReport, Stopped> {
+        self.send_for_report(batch).await?.await.map_err(|_| Stopped)
     }
 
     /// Sends a batch and returns where its report will come, without
