@@ -15,7 +15,6 @@
 //! deterministic (fences by id, members by unit, pairs sorted), so equal
 //! engines give equal bytes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use geo::{Coord, LineString, MultiPolygon, Polygon};
@@ -423,16 +422,26 @@ impl Engine {
             .map(|(id, &r)| (r, id.as_str()))
             .collect();
         order.sort_unstable();
-        // Members of every fence in one pass over the units, not one a fence.
-        let index: HashMap<u32, usize> = order.iter().enumerate().map(|(i, &(r, _))| (r, i)).collect();
+        // Members of every fence in one pass over the units, not one a fence;
+        // region ids are list indices, so a flat table says which fence (if
+        // any) a membership is of, without hashing (feeds' memberships are
+        // most of them).
+        let mut index: Vec<u32> = vec![u32::MAX; self.regions.list.len()];
+        for (i, &(r, _)) in order.iter().enumerate() {
+            if let Some(x) = index.get_mut(r as usize) {
+                *x = i as u32;
+            }
+        }
         let mut members: Vec<Vec<(u32, Membership)>> = vec![Vec::new(); order.len()];
         for (i, st) in self.units.state.iter().enumerate() {
             if st.member == 0 {
                 continue;
             }
             for m in self.regions.members.get(st.member) {
-                if let Some(&f) = index.get(&m.region) {
-                    members[f].push((i as u32, *m));
+                if let Some(&f) = index.get(m.region as usize)
+                    && f != u32::MAX
+                {
+                    members[f as usize].push((i as u32, *m));
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Recovery after a crash: a snapshot of 1M units, then 10M fixes
 //! journaled after it, replayed the way `bluelight serve --redis` starts.
 //!
-//! `cargo run --release -p bluelight-benches --bin recovery [UNITS] [FIXES] [FENCES]`
+//! `cargo run --release -p bluelight-benches --bin recovery [UNITS] [FIXES] [FENCES] [FEEDS]`
 //!
 //! Starts its own `redis-server` (append-only file, fsync every second),
 //! writes the snapshot and the journal as the server's journal stage
@@ -31,12 +31,13 @@ fn main() -> anyhow::Result<()> {
     let units: usize = args.next().map_or(Ok(1_000_000), |a| a.parse())?;
     let fixes: usize = args.next().map_or(Ok(10_000_000), |a| a.parse())?;
     let fences: usize = args.next().map_or(Ok(1_000), |a| a.parse())?;
+    let feeds: usize = args.next().map_or(Ok(0), |a| a.parse())?;
     eprintln!("recovery: building {units} units and {fences} fences");
     let mut world = World::with_history(
         WorldSpec {
             units,
             fences,
-            feeds: 0,
+            feeds,
             seed: 11,
         },
         0,
