@@ -136,13 +136,12 @@ pub async fn start(
         next: r.next,
         resume: r.resume,
         journal: JournalConfig {
-            keys,
             entry_bytes: t.journal_entry_bytes,
             in_flight: t.journal_in_flight,
             snapshot_every: Duration::from_secs(t.snapshot_every_s),
             ack_timeout: Duration::from_millis(t.journal_ack_timeout_ms),
-            writer_queue: 64,
             lease,
+            ..JournalConfig::new(&cfg.redis_prefix)
         },
         must_snapshot: r.hole_at.is_some() && role == Role::Leader,
     })
