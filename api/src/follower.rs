@@ -37,8 +37,6 @@ pub struct Follower {
     /// How far behind the leader it is: now minus the leader's time of the
     /// last entry applied, 0 when it has applied everything, ms.
     pub lag_ms: AtomicI64,
-    /// The next entry it applies.
-    pub next: AtomicU64,
     /// Times it put a newer snapshot in place of its engine.
     pub reloads: AtomicU64,
     /// Whether it reads the journal (false while Redis is away).
@@ -67,7 +65,6 @@ impl Follower {
     pub fn start(tail: Tail, next: u64) -> Arc<Self> {
         let f = Arc::new(Self {
             lag_ms: AtomicI64::new(0),
-            next: AtomicU64::new(next),
             reloads: AtomicU64::new(0),
             up: AtomicBool::new(true),
             promote: parking_lot::Mutex::new(None),
@@ -177,7 +174,6 @@ async fn apply(f: &Follower, t: &mut Tail, page: &[StreamId], expected: &mut u64
                 Some(next) => {
                     *expected = next;
                     f.reloads.fetch_add(1, Ordering::Relaxed);
-                    f.next.store(next, Ordering::Relaxed);
                 }
                 None => return false,
             }
@@ -209,7 +205,6 @@ async fn apply(f: &Follower, t: &mut Tail, page: &[StreamId], expected: &mut u64
             f.lag_ms.store((now_ms() - at).max(0), Ordering::Relaxed);
         }
         *expected += 1;
-        f.next.store(*expected, Ordering::Relaxed);
     }
     true
 }

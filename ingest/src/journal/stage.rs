@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -113,15 +113,8 @@ pub struct JournalStatus {
     pub snapshot_copy_us: AtomicU64,
     /// How long encoding the latest snapshot took (off the writer), µs.
     pub snapshot_encode_us: AtomicU64,
-    /// When the latest snapshot was written (ms since the epoch), 0 never.
-    pub snapshot_at_ms: AtomicI64,
-    /// The next entry's number.
-    pub next_entry: AtomicU64,
     /// Another server holds the leader lease: this one must stop writing.
     pub fenced: AtomicBool,
-    /// A follower: the stage hands jobs on without journaling them (they
-    /// come from the journal).
-    pub following: AtomicBool,
 }
 
 /// What can be asked of a running stage.
@@ -179,8 +172,6 @@ pub fn start(
     let (ask_tx, ask_rx) = mpsc::channel(4);
     let status = Arc::new(JournalStatus::default());
     status.up.store(true, Ordering::Relaxed);
-    status.next_entry.store(next, Ordering::Relaxed);
-    status.following.store(follow, Ordering::Relaxed);
     let out = Batches::relay(writer_rx, &batches);
     let stage = Stage {
         conn,
@@ -353,7 +344,6 @@ impl Stage {
                     codec::encode(jobs.iter().map(|j| &j.command), &mut buf);
                     let n = self.next;
                     self.next += 1;
-                    self.status.next_entry.store(self.next, Ordering::Relaxed);
                     self.status.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
                     self.journal_since_snapshot += buf.len() as u64;
                     let mut conn = self.conn.clone();
@@ -381,8 +371,6 @@ impl Stage {
                     Ask::Snapshot(waiter) => self.ask_snapshot(Some(waiter)).await,
                     Ask::Lead(next, done) => {
                         self.next = self.next.max(next);
-                        self.status.next_entry.store(self.next, Ordering::Relaxed);
-                        self.status.following.store(false, Ordering::Relaxed);
                         self.mode = Mode::Up;
                         self.last_snapshot = Instant::now();
                         tracing::warn!(next = self.next, "leading: journaling from here");
@@ -451,7 +439,6 @@ impl Stage {
         };
         // The hole a replay must see: no entry takes this number.
         self.next += 1;
-        self.status.next_entry.store(self.next, Ordering::Relaxed);
         // A snapshot asked for before the hole may still be written: it
         // covers only what came before it, which is whole.
     }
@@ -684,7 +671,6 @@ async fn write_snapshot(
         Ok(trimmed) => {
             status.snapshots.fetch_add(1, Ordering::Relaxed);
             status.snapshot_bytes.store(len as u64, Ordering::Relaxed);
-            status.snapshot_at_ms.store(now_ms, Ordering::Relaxed);
             tracing::info!(bytes = len, next, trimmed, "snapshot written");
             true
         }
