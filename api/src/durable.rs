@@ -107,15 +107,24 @@ pub async fn start(
     .await
     .context("starting the alert outbox")?;
     let outputs: Arc<dyn OutputConsumer> = Arc::new(Fanout(vec![hub, outbox.clone()]));
+    let history_retention = Duration::from_secs(u64::from(engine_cfg.history_retention_s));
+    let history_max_fixes = engine_cfg.history_max_fixes as u64;
     let started = Instant::now();
     let mut applier = Applier::new(
         Arc::new(validation),
         Arc::new(IngestCounters::default()),
         t.writer_chunk,
     );
-    let r = recover(&mut conn, &keys, engine_cfg, &mut applier, outputs.as_ref())
-        .await
-        .context("recovering from Redis")?;
+    let r = recover(
+        &mut conn,
+        &keys,
+        engine_cfg,
+        &mut applier,
+        outputs.as_ref(),
+        role == Role::Leader,
+    )
+    .await
+    .context("recovering from Redis")?;
     tracing::info!(
         units = r.engine.unit_count(),
         fences = r.engine.fence_ids().len(),
@@ -141,6 +150,8 @@ pub async fn start(
             snapshot_every: Duration::from_secs(t.snapshot_every_s),
             ack_timeout: Duration::from_millis(t.journal_ack_timeout_ms),
             lease,
+            history_retention,
+            history_max_fixes,
             ..JournalConfig::new(&cfg.redis_prefix)
         },
         must_snapshot: r.hole_at.is_some() && role == Role::Leader,

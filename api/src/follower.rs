@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bluelight_engine::{Engine, EngineConfig};
+use bluelight_engine::EngineConfig;
 use bluelight_ingest::batch::IngestBatch;
 use bluelight_ingest::journal::Keys;
 use bluelight_ingest::journal::codec;
+use bluelight_ingest::journal::replay::load_snapshot;
 use bluelight_ingest::queue::{Command, IngestQueue};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
@@ -213,17 +214,11 @@ async fn apply(f: &Follower, t: &mut Tail, page: &[StreamId], expected: &mut u64
 /// place of the engine, and closes the sessions; returns its `next`.
 async fn reload(t: &mut Tail, found: u64) -> Option<u64> {
     loop {
-        let got: redis::RedisResult<(Option<Vec<u8>>, Option<u64>)> = redis::cmd("HMGET")
-            .arg(&t.keys.snapshot)
-            .arg("engine")
-            .arg("next")
-            .query_async(&mut t.conn)
-            .await;
-        if let Ok((Some(bytes), Some(next))) = got
-            && next >= found
-        {
-            match Engine::restore(t.engine_cfg.clone(), &bytes) {
-                Ok(engine) => {
+        // The cheap question first: restoring a national fleet takes seconds.
+        let next: redis::RedisResult<Option<u64>> = t.conn.hget(&t.keys.snapshot, "next").await;
+        if matches!(next, Ok(Some(n)) if n >= found) {
+            match load_snapshot(&mut t.conn, &t.keys, t.engine_cfg.clone()).await {
+                Ok(Some((engine, next))) if next >= found => {
                     t.queue
                         .send_command(Command::Replace(Box::new(engine)))
                         .await
@@ -235,6 +230,7 @@ async fn reload(t: &mut Tail, found: u64) -> Option<u64> {
                     );
                     return Some(next);
                 }
+                Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "the leader's snapshot does not restore"),
             }
         }

@@ -245,6 +245,12 @@ fn redis_metrics(j: &JournalStatus, o: &Outbox, m: &mut String) {
             load(&j.snapshot_bytes),
         ),
         (
+            "bluelight_history_segment_bytes",
+            "gauge",
+            "Size of the history segment written with the latest snapshot (the fixes history took since the one before).",
+            load(&j.history_segment_bytes),
+        ),
+        (
             "bluelight_snapshot_copy_microseconds",
             "gauge",
             "How long copying the state out for the latest snapshot held the writer.",

@@ -190,6 +190,90 @@ async fn a_graceful_stop_writes_a_snapshot_and_trims_the_journal() {
     assert_eq!(h["role"], "leader");
 }
 
+/// Every fix in history as (unit, time), from a GeoJSON export.
+async fn history(addr: SocketAddr, from_ms: i64) -> Vec<(String, i64)> {
+    let (st, fc) = get_json(addr, &format!("/v1/export?from_ms={from_ms}&to_ms={}", now_ms())).await;
+    assert_eq!(st, 200, "{fc}");
+    let mut got: Vec<(String, i64)> = fc["features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .map(|f| {
+            let p = &f["properties"];
+            (
+                p["id"].as_str().unwrap_or("").to_owned(),
+                p["time_ms"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_survives_restarts_from_snapshot_segments_and_the_journal() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let t0 = now_ms() - 1_200_000;
+    // Five units, ten fixes each a minute apart: history across buckets.
+    let batch = |from: i64, n: i64| -> Vec<Value> {
+        (0..5)
+            .flat_map(|u| {
+                (from..from + n)
+                    .map(move |i| fix(&format!("H{u}"), 53.0 + i as f64 * 1e-4, -1.0, t0 + i * 60_000))
+            })
+            .collect()
+    };
+    let mut want: Vec<(String, i64)> = (0..5)
+        .flat_map(|u| (0..16).map(move |i| (format!("H{u}"), t0 + i * 60_000)))
+        .collect();
+    want.sort();
+    let mut a = Bluelight::serve(&redis.url(), port, &[]);
+    assert_eq!(post(a.http, batch(0, 10)).await.0, 200);
+    // A graceful stop: the snapshot's history segment holds the 50.
+    a.terminate();
+    let mut c = redis.conn();
+    let list: String = c.hget("bluelight:snapshot", "history").expect("a segment list");
+    let first: Vec<&str> = list.split(',').collect();
+    assert_eq!(first.len(), 1, "{list}");
+    assert!(first[0].contains(":50:"), "{list}");
+    // Six more a unit, then SIGKILL: those are only in the journal.
+    let mut b = Bluelight::serve(&redis.url(), port, &[]);
+    assert_eq!(history(b.http, t0).await.len(), 50);
+    assert_eq!(post(b.http, batch(10, 6)).await.0, 200);
+    b.kill();
+    let mut c2 = Bluelight::serve(&redis.url(), port, &[]);
+    assert_eq!(history(c2.http, t0).await, want, "segment, then journal");
+    // Its snapshot adds a segment of the 30 it replayed: no fix twice.
+    c2.terminate();
+    let list: String = c.hget("bluelight:snapshot", "history").expect("a segment list");
+    assert_eq!(list.split(',').count(), 2, "{list}");
+    let d = Bluelight::serve(&redis.url(), port, &[]);
+    assert_eq!(history(d.http, t0).await, want, "two segments");
+    // A damaged segment costs its fixes, not the start: the state is whole.
+    drop(d);
+    let id = list
+        .split(',')
+        .next()
+        .and_then(|s| s.split(':').next())
+        .expect("an id");
+    let _: () = c.set(format!("bluelight:history:{id}"), "damaged").expect("set");
+    // With a cap of 30 fixes, the newer segment alone fills history: the
+    // next snapshot lists it alone and deletes the older one.
+    let cfg = std::env::temp_dir().join(format!("bluelight-history-{}.toml", std::process::id()));
+    std::fs::write(&cfg, "history_max_fixes = 30\n").expect("config");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let mut e = Bluelight::serve(&redis.url(), port, &["--config", &cfg]);
+    assert_eq!(history(e.http, t0).await.len(), 30, "the other segment's");
+    let (_, h) = get_json(e.http, "/healthz").await;
+    assert_eq!(h["units"], 5, "{h}");
+    e.terminate();
+    let last: String = c.hget("bluelight:snapshot", "history").expect("a segment list");
+    assert_eq!(last.split(',').count(), 1, "{last}");
+    let exists: bool = c.exists(format!("bluelight:history:{id}")).expect("exists");
+    assert!(!exists, "the dropped segment is deleted");
+}
+
 /// Units walking across four fences; each round sends until a SIGKILL at a
 /// random moment, then restarts. What the server acknowledged must all be
 /// there, and the alerts stream must read like one uninterrupted server:
@@ -718,4 +802,12 @@ async fn a_follower_is_promoted_once_the_killed_leaders_lease_lapses_and_carries
     .expect("join");
     assert!(!out.0.success(), "a second leader must not start");
     assert!(out.1.contains("another server leads"), "{}", out.1);
+    // History is whole across the failover: the promoted follower logged
+    // nothing while it followed, so its first snapshot writes all of it.
+    let mut promoted = follower;
+    let port = promoted.http.port();
+    promoted.terminate();
+    let again = Bluelight::serve(&redis.url(), port, &["--config", &cfg]);
+    let kept = history(again.http, t0).await;
+    assert_eq!(kept.len(), 40, "{kept:?}");
 }

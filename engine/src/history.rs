@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 
+use crate::history_log::HistoryLog;
 use crate::model::{Fix, UnitSlot};
 
 /// Width of a bucket, milliseconds.
@@ -81,6 +82,9 @@ pub(crate) struct History {
     spare: Vec<Vec<HistoryRecord>>,
     /// The chunk [`History::prepare`] is writing, a step at a time.
     preparing: Option<Vec<HistoryRecord>>,
+    /// What it took since the log was last taken, while a journal makes
+    /// history durable (see `history_log`).
+    log: Option<HistoryLog>,
 }
 
 impl History {
@@ -92,11 +96,45 @@ impl History {
             stats: HistoryStats::default(),
             spare: Vec::new(),
             preparing: None,
+            log: None,
         }
     }
 
-    /// Appends a fix.
+    /// Appends a fix (and logs it, while logging).
     pub fn push(&mut self, unit: UnitSlot, fix: &Fix) {
+        if self.max_fixes == 0 {
+            return;
+        }
+        if let Some(log) = &mut self.log {
+            log.push(unit, fix);
+        }
+        self.push_unlogged(unit, fix);
+    }
+
+    /// Starts logging, unless it already is.
+    pub fn start_log(&mut self) {
+        if self.max_fixes > 0 && self.log.is_none() {
+            self.log = Some(HistoryLog::default());
+        }
+    }
+
+    /// The log so far, and a fresh one from here; with `whole`, every
+    /// record held, oldest bucket first, instead.
+    pub fn take_log(&mut self, whole: bool) -> HistoryLog {
+        let taken = self.log.take().unwrap_or_default();
+        self.start_log();
+        if !whole {
+            return taken;
+        }
+        let mut all = HistoryLog::default();
+        for r in self.buckets.iter().flat_map(Bucket::records) {
+            all.push(r.unit, &r.fix);
+        }
+        all
+    }
+
+    /// Appends a fix without logging it.
+    pub fn push_unlogged(&mut self, unit: UnitSlot, fix: &Fix) {
         if self.max_fixes == 0 {
             return;
         }

@@ -4,7 +4,8 @@
 //! fences with their memberships (entry times and dwell state, so a restart
 //! neither re-fires nor forgets an enter or a dwell), proximity rules with
 //! their active pairs, and the alert `seq`. Feeds and standing queries belong
-//! to client sessions and are not in it; history is the journal's business.
+//! to client sessions and are not in it; history goes in segments of its own
+//! (`history_log`).
 //!
 //! Taken in two steps: [`Engine::freeze`] copies the state out (flat
 //! vectors, a few copies: the only step that needs the engine, so the

@@ -79,12 +79,20 @@ pub enum Command {
         parts: u32,
     },
     /// Copies the engine's durable state out ([`Engine::freeze`]) and
-    /// sends it back: the journal asks for it at a place in the stream, so
-    /// the snapshot covers exactly the commands before it. Changes nothing;
-    /// never journaled.
+    /// sends it back with what history took since the last one: the
+    /// journal asks for it at a place in the stream, so the snapshot covers
+    /// exactly the commands before it. Changes no state; never journaled.
     ///
     /// [`Engine::freeze`]: bluelight_engine::Engine::freeze
-    Snapshot(oneshot::Sender<bluelight_engine::Frozen>),
+    Snapshot {
+        /// History whole, not only what it took since the last snapshot
+        /// ([`Engine::take_history_log`]).
+        ///
+        /// [`Engine::take_history_log`]: bluelight_engine::Engine::take_history_log
+        whole_history: bool,
+        /// Where the copy goes.
+        reply: oneshot::Sender<(bluelight_engine::Frozen, bluelight_engine::HistoryLog)>,
+    },
     /// Puts another engine in place of the writer's (a follower that found
     /// a hole in the journal reloads the leader's newer snapshot). Never
     /// journaled.

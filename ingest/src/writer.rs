@@ -178,9 +178,12 @@ impl Writer {
                 Work::Stop => break,
             };
             match job.command {
-                Command::Snapshot(tx) => {
-                    let frozen = self.engine.lock().freeze();
-                    let _ = tx.send(frozen);
+                Command::Snapshot { whole_history, reply } => {
+                    let mut engine = self.engine.lock();
+                    let frozen = engine.freeze();
+                    let history = engine.take_history_log(whole_history);
+                    drop(engine);
+                    let _ = reply.send((frozen, history));
                     continue;
                 }
                 Command::Replace(new) => {
@@ -339,7 +342,7 @@ impl Applier {
                 engine.remove_rule(id).map(|()| false)
             }
             // The writer answers these before applying; a replay has none.
-            Command::Snapshot(_) | Command::Replace(_) => return Outcome::Ticked,
+            Command::Snapshot { .. } | Command::Replace(_) => return Outcome::Ticked,
         };
         // A change's alerts (a replaced fence's enter and exit) go out
         // before any later fix's.

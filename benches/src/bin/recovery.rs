@@ -117,7 +117,15 @@ fn main() -> anyhow::Result<()> {
             256,
         );
         let t = Instant::now();
-        let r = recover(&mut conn, &keys, EngineConfig::default(), &mut applier, &Discard).await?;
+        let r = recover(
+            &mut conn,
+            &keys,
+            EngineConfig::default(),
+            &mut applier,
+            &Discard,
+            true,
+        )
+        .await?;
         anyhow::Ok((t.elapsed(), r))
     })?;
     anyhow::ensure!(

@@ -92,7 +92,7 @@ pub fn encode<'a>(commands: impl IntoIterator<Item = &'a Command>, out: &mut Vec
                 w.u32(*part);
                 w.u32(*parts);
             }
-            Command::Snapshot(_) | Command::Replace(_) => {}
+            Command::Snapshot { .. } | Command::Replace(_) => {}
         }
     }
 }

@@ -17,6 +17,7 @@
 //!   and what it does while Redis is away.
 //! * [`lease`] — one leader at a time, checked by Redis on every write.
 //! * [`replay`] — start-up: the latest snapshot, then the journal after it.
+//! * `history` — which history segments go with the snapshots.
 //!
 //! ## Keys (under the prefix; the server's own, PROTOCOL.md)
 //!
@@ -24,9 +25,15 @@
 //!   append in field `c`, and the leader's time of the append in `t`.
 //! * `leader` — the lease: the leader's node id, with a time to live.
 //! * `snapshot` — a hash: `engine` (the engine's snapshot), `next` (the
-//!   first journal entry it does not cover), `seq`, `time_ms`.
+//!   first journal entry it does not cover), `time_ms`, and `history`: the
+//!   history segments that go with it, oldest first, as `id:count:newest_ms`
+//!   separated by commas.
+//! * `history:ID` — a history segment: the fixes history took between two
+//!   snapshots (`bluelight_engine::HistoryLog`), deleted once retention or
+//!   the history cap has passed all of it.
 
 pub mod codec;
+mod history;
 pub mod lease;
 pub mod replay;
 pub mod stage;
@@ -40,6 +47,43 @@ pub struct Keys {
     pub snapshot: String,
     /// The leader's lease.
     pub lease: String,
+    /// History segments: this and the segment's id.
+    pub history: String,
+}
+
+/// A history segment a snapshot lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Its id (key `history:ID`); ids rise.
+    pub id: u64,
+    /// Records it holds.
+    pub count: u64,
+    /// The latest device time among them.
+    pub newest_ms: i64,
+}
+
+impl Segment {
+    /// A snapshot's `history` field; malformed items are left out (a
+    /// segment not read is history not restored, never a wrong state).
+    pub fn parse_list(s: &str) -> Vec<Segment> {
+        s.split(',')
+            .filter_map(|item| {
+                let mut parts = item.split(':');
+                let id = parts.next()?.parse().ok()?;
+                let count = parts.next()?.parse().ok()?;
+                let newest_ms = parts.next()?.parse().ok()?;
+                Some(Segment { id, count, newest_ms })
+            })
+            .collect()
+    }
+
+    /// The `history` field for a list.
+    pub fn format_list(list: &[Segment]) -> String {
+        list.iter()
+            .map(|s| format!("{}:{}:{}", s.id, s.count, s.newest_ms))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 impl Keys {
@@ -49,6 +93,7 @@ impl Keys {
             journal: format!("{prefix}journal"),
             snapshot: format!("{prefix}snapshot"),
             lease: format!("{prefix}leader"),
+            history: format!("{prefix}history:"),
         }
     }
 }

@@ -8,8 +8,8 @@ use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Value};
 
-use super::Keys;
 use super::codec::{self, JournalError};
+use super::{Keys, Segment};
 use crate::batch::IngestBatch;
 use crate::queue::Command;
 use crate::writer::{Applier, OutputConsumer};
@@ -60,7 +60,9 @@ pub struct Recovered {
     pub hole_at: Option<u64>,
 }
 
-/// Loads the latest snapshot and replays the journal after it.
+/// Loads the latest snapshot and replays the journal after it. A leader
+/// (`log_history`) logs what history takes in the replay, so its next
+/// snapshot's history segment holds it.
 ///
 /// # Errors
 /// Redis does not answer, or the snapshot or an entry is unreadable: the
@@ -71,17 +73,15 @@ pub async fn recover(
     cfg: EngineConfig,
     applier: &mut Applier,
     consumer: &dyn OutputConsumer,
+    log_history: bool,
 ) -> Result<Recovered, RecoveryError> {
-    let (bytes, next): (Option<Vec<u8>>, Option<u64>) = redis::cmd("HMGET")
-        .arg(&keys.snapshot)
-        .arg("engine")
-        .arg("next")
-        .query_async(conn)
-        .await?;
-    let (mut engine, snapshot_next) = match (bytes, next) {
-        (Some(b), Some(n)) => (Engine::restore(cfg, &b)?, Some(n)),
-        _ => (Engine::new(cfg)?, None),
+    let (mut engine, snapshot_next) = match load_snapshot(conn, keys, cfg.clone()).await? {
+        Some((engine, next)) => (engine, Some(next)),
+        None => (Engine::new(cfg)?, None),
     };
+    if log_history {
+        engine.log_history();
+    }
     let mut expected = snapshot_next.unwrap_or(1);
     let (mut entries, mut commands, mut hole_at) = (0, 0, None);
     // Pages are read and decoded by a task of their own while the engine
@@ -130,6 +130,50 @@ pub async fn recover(
         commands,
         hole_at,
     })
+}
+
+/// The latest snapshot, restored with the history segments it lists, and
+/// its `next`; `None` when there is none yet.
+///
+/// A segment that is missing or does not read is left out, loudly: history
+/// is then short, but the state is whole, and refusing to start over it
+/// would keep a control room blind.
+///
+/// # Errors
+/// Redis does not answer, or the snapshot does not restore.
+pub async fn load_snapshot(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    cfg: EngineConfig,
+) -> Result<Option<(Engine, u64)>, RecoveryError> {
+    let (bytes, next, history): (Option<Vec<u8>>, Option<u64>, Option<String>) = redis::cmd("HMGET")
+        .arg(&keys.snapshot)
+        .arg("engine")
+        .arg("next")
+        .arg("history")
+        .query_async(conn)
+        .await?;
+    let (Some(bytes), Some(next)) = (bytes, next) else {
+        return Ok(None);
+    };
+    let mut engine = Engine::restore(cfg, &bytes)?;
+    drop(bytes);
+    for segment in Segment::parse_list(history.as_deref().unwrap_or("")) {
+        let key = format!("{}{}", keys.history, segment.id);
+        let bytes: Option<Vec<u8>> = conn.get(&key).await?;
+        match bytes.map(|b| engine.restore_history(&b)) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::error!(%key, error = %e, "a history segment does not read: its fixes are not in history")
+            }
+            None => tracing::error!(
+                %key,
+                count = segment.count,
+                "a history segment is missing: its fixes are not in history"
+            ),
+        }
+    }
+    Ok(Some((engine, next)))
 }
 
 /// Reads and decodes the journal from entry `from` on, a page at a time,

@@ -32,11 +32,13 @@ use futures_util::stream::FuturesOrdered;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
-use bluelight_engine::Frozen;
+use bluelight_engine::{Frozen, HistoryLog};
+use redis::AsyncCommands;
 
-use super::Keys;
 use super::codec;
+use super::history::Segments;
 use super::lease::Lease;
+use super::{Keys, Segment};
 use crate::queue::{ApplyReport, Batches, ChangeError, Command, Job, Reply};
 
 /// A snapshot is not asked for on size alone before this much journal
@@ -69,6 +71,10 @@ pub struct JournalConfig {
     /// This node's claim on the leader lease: every append and snapshot
     /// checks it in Redis.
     pub lease: Lease,
+    /// How long history keeps a fix (the engine's), so segments past it go.
+    pub history_retention: Duration,
+    /// The most fixes history holds (the engine's), so segments past it go.
+    pub history_max_fixes: u64,
 }
 
 impl JournalConfig {
@@ -83,6 +89,8 @@ impl JournalConfig {
             snapshot_every: Duration::from_secs(60),
             ack_timeout: Duration::from_secs(5),
             writer_queue: 64,
+            history_retention: Duration::from_secs(3600),
+            history_max_fixes: 20_000_000,
         }
     }
 }
@@ -108,6 +116,8 @@ pub struct JournalStatus {
     pub snapshots: AtomicU64,
     /// Size of the latest snapshot, bytes.
     pub snapshot_bytes: AtomicU64,
+    /// Size of the latest snapshot's history segment, bytes.
+    pub history_segment_bytes: AtomicU64,
     /// How long copying the state out for the latest snapshot held the
     /// writer, µs.
     pub snapshot_copy_us: AtomicU64,
@@ -173,7 +183,14 @@ pub fn start(
     let status = Arc::new(JournalStatus::default());
     status.up.store(true, Ordering::Relaxed);
     let out = Batches::relay(writer_rx, &batches);
+    let segments = Segments {
+        list: Vec::new(),
+        whole: true,
+        retention_ms: cfg.history_retention.as_millis() as i64,
+        max_fixes: cfg.history_max_fixes,
+    };
     let stage = Stage {
+        segments,
         conn,
         snapshots,
         from: batches,
@@ -217,8 +234,12 @@ enum HeldAnswer {
 
 /// A snapshot asked of the writer, not yet written.
 struct PendingSnapshot {
-    /// The state, when the writer has copied it out.
-    frozen: oneshot::Receiver<Frozen>,
+    /// The state and the history log, when the writer has copied them out.
+    frozen: oneshot::Receiver<(Frozen, HistoryLog)>,
+    /// Whether it asked for history whole.
+    whole_history: bool,
+    /// The segment list once written.
+    segments: Vec<Segment>,
     /// The first entry it does not cover.
     next: u64,
     /// Jobs handed on before it (held replies up to here are covered).
@@ -266,10 +287,15 @@ struct Stage {
     last_snapshot: Instant,
     /// Bytes journaled since the last snapshot was asked for.
     journal_since_snapshot: u64,
+    /// The history segments in Redis.
+    segments: Segments,
 }
 
 impl Stage {
     async fn run(mut self) {
+        if !matches!(self.mode, Mode::Follow) {
+            self.read_segments().await;
+        }
         let mut in_flight: FuturesOrdered<Append> = FuturesOrdered::new();
         let mut every = tokio::time::interval(Duration::from_millis(100));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -370,6 +396,9 @@ impl Stage {
                 Some(ask) = self.asks.recv() => match ask {
                     Ask::Snapshot(waiter) => self.ask_snapshot(Some(waiter)).await,
                     Ask::Lead(next, done) => {
+                        // It logged no history while following.
+                        self.read_segments().await;
+                        self.segments.whole = false;
                         self.next = self.next.max(next);
                         self.mode = Mode::Up;
                         self.last_snapshot = Instant::now();
@@ -443,6 +472,21 @@ impl Stage {
         // covers only what came before it, which is whole.
     }
 
+    /// The segment list the latest snapshot wrote (a leader holding the
+    /// lease is the only writer of it). Unread, the list starts empty and
+    /// history is written whole next time.
+    async fn read_segments(&mut self) {
+        let list: redis::RedisResult<Option<String>> =
+            self.snapshots.hget(&self.cfg.keys.snapshot, "history").await;
+        match list {
+            Ok(list) => self.segments.list = Segment::parse_list(list.as_deref().unwrap_or("")),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the history segments: the next snapshot writes history whole");
+                self.segments.whole = false;
+            }
+        }
+    }
+
     /// Asks the writer for a snapshot at this place in the stream.
     async fn ask_snapshot(&mut self, waiter: Option<oneshot::Sender<bool>>) {
         if matches!(self.mode, Mode::Follow) {
@@ -462,15 +506,21 @@ impl Stage {
         }
         let (tx, rx) = oneshot::channel();
         self.journal_since_snapshot = 0;
+        let whole_history = !self.segments.whole;
         let _ = self
             .to_writer
             .send(Job {
-                command: Command::Snapshot(tx),
+                command: Command::Snapshot {
+                    whole_history,
+                    reply: tx,
+                },
                 reply: None,
             })
             .await;
         self.snapshot = Some(PendingSnapshot {
             frozen: rx,
+            whole_history,
+            segments: Vec::new(),
             next: self.next,
             covers: self.forwarded,
             waiters: waiter.into_iter().collect(),
@@ -524,26 +574,36 @@ impl Stage {
         };
         if p.write.is_none() {
             match p.frozen.try_recv() {
-                Ok(frozen) => {
+                Ok((frozen, history)) => {
                     self.status
                         .snapshot_copy_us
                         .store(frozen.took().as_micros() as u64, Ordering::Relaxed);
+                    let (id, segments) = self.segments.after(&history, p.whole_history, now_ms());
+                    let write = SnapshotWrite {
+                        list: Segment::format_list(&segments),
+                        segment_id: id,
+                        next: p.next,
+                    };
+                    p.segments = segments;
                     let conn = self.snapshots.clone();
                     let keys = self.cfg.keys.clone();
                     let lease = self.cfg.lease.clone();
-                    let next = p.next;
                     let status = self.status.clone();
                     p.write = Some(tokio::spawn(async move {
                         let started = Instant::now();
                         // Encoding a national fleet takes a core for a
                         // few hundred milliseconds: off the runtime.
-                        let Ok(bytes) = tokio::task::spawn_blocking(move || frozen.encode()).await else {
+                        let encode = move || {
+                            let segment = (!history.is_empty()).then(|| history.encode());
+                            (frozen.encode(), segment)
+                        };
+                        let Ok((bytes, segment)) = tokio::task::spawn_blocking(encode).await else {
                             return false;
                         };
                         status
                             .snapshot_encode_us
                             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                        write_snapshot(conn, keys, &lease, bytes, next, status).await
+                        write_snapshot(conn, keys, &lease, bytes, segment, write, status).await
                     }));
                 }
                 Err(oneshot::error::TryRecvError::Empty) => return,
@@ -571,7 +631,11 @@ impl Stage {
             let _ = w.send(ok);
         }
         self.last_snapshot = Instant::now();
-        if !ok {
+        // A failed write's history log is gone with it.
+        self.segments.whole = ok;
+        if ok {
+            self.segments.list = p.segments;
+        } else {
             self.status.failures.fetch_add(1, Ordering::Relaxed);
             if !matches!(self.mode, Mode::Down { .. }) {
                 tracing::error!("Redis did not take a snapshot: serving from memory");
@@ -641,37 +705,64 @@ impl Held {
     }
 }
 
-/// Writes a snapshot and trims the journal behind it, if this node holds
-/// the lease. One script: the snapshot is one hash written by one command,
-/// so a crash leaves the old one or the new one, never half; the trim
-/// comes after it, so a crash between them only leaves entries a replay
-/// skips.
+/// Where a snapshot goes besides its bytes.
+struct SnapshotWrite {
+    /// The first entry it does not cover.
+    next: u64,
+    /// Its history segment's id (written if it has one).
+    segment_id: u64,
+    /// Its list of segments, as the hash holds it.
+    list: String,
+}
+
+/// Writes a snapshot with its history segment and trims the journal
+/// behind it, if this node holds the lease. One script: the snapshot is
+/// one hash written by one command, so a crash leaves the old one or the
+/// new one, never half (and a segment the hash does not list yet is
+/// harmless); the trim comes after it, so a crash between them only leaves
+/// entries a replay skips.
 async fn write_snapshot(
     mut conn: ConnectionManager,
     keys: Keys,
     lease: &Lease,
     bytes: Vec<u8>,
-    next: u64,
+    segment: Option<Vec<u8>>,
+    w: SnapshotWrite,
     status: Arc<JournalStatus>,
 ) -> bool {
     let now_ms = now_ms();
     let len = bytes.len();
+    let segment_len = segment.as_ref().map_or(0, Vec::len);
+    let next = w.next;
     let written = redis::Script::new(super::lease::SNAPSHOT)
         .key(&lease.key)
         .key(&keys.snapshot)
         .key(&keys.journal)
+        .key(format!("{}{}", keys.history, w.segment_id))
         .arg(&lease.me)
         .arg(bytes)
         .arg(next)
         .arg(now_ms)
         .arg(format!("{next}-0"))
+        .arg(segment.unwrap_or_default())
+        .arg(&w.list)
+        .arg(&keys.history)
         .invoke_async::<u64>(&mut conn)
         .await;
     match written {
         Ok(trimmed) => {
             status.snapshots.fetch_add(1, Ordering::Relaxed);
             status.snapshot_bytes.store(len as u64, Ordering::Relaxed);
-            tracing::info!(bytes = len, next, trimmed, "snapshot written");
+            status
+                .history_segment_bytes
+                .store(segment_len as u64, Ordering::Relaxed);
+            tracing::info!(
+                bytes = len,
+                history_bytes = segment_len,
+                next,
+                trimmed,
+                "snapshot written"
+            );
             true
         }
         Err(e) => {
