@@ -242,7 +242,12 @@ impl Engine {
         let Ok(ll) = LatLng::new(st.lat, st.lon) else {
             return;
         };
-        let h3 = ll.to_cell(self.fine);
+        self.move_to_cell(slot, ll.to_cell(self.fine));
+    }
+
+    /// Puts a unit in the fine cell `h3` (which must hold its position).
+    fn move_to_cell(&mut self, slot: u32, h3: CellIndex) {
+        let st = self.units.state[slot as usize];
         if st.cell != NONE && self.index.cells[st.cell as usize].cell == u64::from(h3) {
             return;
         }
@@ -292,9 +297,34 @@ impl Engine {
         }
     }
 
-    /// Refresh for restore: places a unit in its shard and cover cell.
-    pub(crate) fn refresh_slot(&mut self, slot: u32) {
-        self.refresh(slot);
+    /// Places a restored unit in its shard and cover cell: in `stored`,
+    /// the fine cell the snapshot gives, when it holds the unit. Only the
+    /// units outside the cell's inscribed cap (about a tenth) need the H3
+    /// lookup to tell; without a stored cell, every unit does.
+    pub(crate) fn place_restored(&mut self, slot: u32, stored: u64) {
+        let Some(h3) = CellIndex::try_from(stored)
+            .ok()
+            .filter(|c| c.resolution() == self.fine)
+        else {
+            self.refresh(slot);
+            return;
+        };
+        self.move_to_cell(slot, h3);
+        let st = &self.units.state[slot as usize];
+        let c = &self.index.cells[st.cell as usize];
+        let a = c.anchor.map(f64::from);
+        if sphere::chord2(st.xyz(), a) <= f64::from(c.inscribed_c2) {
+            return;
+        }
+        let holds = LatLng::new(st.lat, st.lon).is_ok_and(|ll| ll.to_cell(self.fine) == h3);
+        if !holds {
+            self.refresh(slot);
+        }
+    }
+
+    /// The fine cell a unit is in (0 when it has none), for snapshots.
+    pub(crate) fn fine_cells(&self) -> Vec<u64> {
+        self.index.cells.iter().map(|c| c.cell).collect()
     }
 
     /// Looks up again the candidates of the cells of `slots` (or of every

@@ -148,6 +148,10 @@ pub(crate) struct ShardedIndex {
     /// Chord bound on the distance between any unit and its cell's centre,
     /// plus f32 rounding of centres and query points.
     pub slack: f64,
+    /// While a restore places every unit: each shard's entries, for one
+    /// bulk load at the end instead of an insert each (several times
+    /// faster, and better packed trees).
+    pending: Option<Vec<Vec<Entry>>>,
 }
 
 /// f32 rounding of a unit vector moves it by less than this chord.
@@ -205,12 +209,49 @@ impl ShardedIndex {
             return;
         }
         let (anchor, shard, key) = (c.anchor, c.shard, c.cell);
-        if let Some(s) = self.shards.get_mut(shard as usize) {
+        if let Some(pending) = &mut self.pending {
+            // A restore that placed a unit in the wrong cell (rare: only
+            // a snapshot's stored cell that does not hold the unit).
+            if let Some(p) = pending.get_mut(shard as usize) {
+                p.retain(|e| e.cell != idx);
+            }
+        } else if let Some(s) = self.shards.get_mut(shard as usize) {
             s.tree.remove(&Entry { p: anchor, cell: idx });
         }
         self.cell_by_h3.remove(&key);
         self.free_cells.push(idx);
         self.cells[idx as usize].cell = 0;
+    }
+
+    /// Defers tree inserts until [`ShardedIndex::end_bulk`], with room
+    /// for `cells` occupied cells. Only for an index with no cells yet.
+    pub fn begin_bulk(&mut self, cells: usize) {
+        self.cells.reserve(cells);
+        self.cell_by_h3.reserve(cells);
+        self.pending = Some(Vec::new());
+    }
+
+    /// Builds every tree from the cells placed since
+    /// [`ShardedIndex::begin_bulk`].
+    pub fn end_bulk(&mut self) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        for (shard, entries) in self.shards.iter_mut().zip(pending) {
+            shard.tree = RTree::bulk_load_with_params(entries);
+        }
+        let boxes = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                Some(ShardBox {
+                    env: s.env?,
+                    shard: u32::try_from(i).ok()?,
+                })
+            })
+            .collect();
+        self.top = RTree::bulk_load(boxes);
     }
 
     /// Occupied cells.
@@ -232,7 +273,16 @@ impl ShardedIndex {
                 i
             }
         };
+        let shards = self.shards.len();
         let shard = &mut self.shards[idx as usize];
+        if let Some(pending) = &mut self.pending {
+            pending.resize_with(shards, Vec::new);
+            pending[idx as usize].push(Entry { p, cell });
+            let mut env = shard.env.unwrap_or_else(|| AABB::from_point(p));
+            env.merge(&AABB::from_point(p));
+            shard.env = Some(env);
+            return idx;
+        }
         shard.tree.insert(Entry { p, cell });
         let grown = match shard.env {
             Some(env) if env.contains_point(&p) => None,

@@ -32,7 +32,10 @@ use crate::rules::{Rule, RuleSpec};
 use crate::shape::Shape;
 use crate::units::{FLAG_HAS_KIND, FLAG_STALE, UnitState};
 
-const MAGIC: &[u8; 8] = b"BLSNAP02";
+const MAGIC: &[u8; 8] = b"BLSNAP03";
+
+/// The format before each unit carried its fine cell: still read.
+const MAGIC_02: &[u8; 8] = b"BLSNAP02";
 
 struct Writer(Vec<u8>);
 
@@ -289,6 +292,9 @@ pub struct Frozen {
     keys: Vec<(u64, UnitSlot)>,
     fences: Vec<FrozenFence>,
     rules: Vec<(RuleSpec, Vec<(u32, u32)>)>,
+    /// The H3 cell of each occupied cell entry (units name theirs by
+    /// entry): a restore places units without an H3 lookup each.
+    cells: Vec<u64>,
     /// How long the copy held the engine.
     took: std::time::Duration,
 }
@@ -342,6 +348,7 @@ impl Frozen {
             w.u16(st.speed);
             w.u16(st.heading);
             w.u16(st.accuracy);
+            w.u64(self.cells.get(st.cell as usize).copied().unwrap_or(0));
         }
         w.len(self.keys.len());
         for &(k, s) in &self.keys {
@@ -490,6 +497,7 @@ impl Engine {
             keys,
             fences,
             rules,
+            cells: self.fine_cells(),
             took: started.elapsed(),
         }
     }
@@ -502,11 +510,15 @@ impl Engine {
     pub fn restore(cfg: EngineConfig, bytes: &[u8]) -> Result<Self, EngineError> {
         let mut e = Engine::new(cfg)?;
         let mut r = Reader { buf: bytes, pos: 0 };
-        if r.take(MAGIC.len(), "magic")? != MAGIC {
-            return Err(EngineError::Snapshot(
-                "not a bluelight snapshot (bad magic)".into(),
-            ));
-        }
+        let with_cells = match r.take(MAGIC.len(), "magic")? {
+            m if m == MAGIC => true,
+            m if m == MAGIC_02 => false,
+            _ => {
+                return Err(EngineError::Snapshot(
+                    "not a bluelight snapshot (bad magic)".into(),
+                ));
+            }
+        };
         e.seq = r.u64("seq")?;
         let nk = r.len("kinds")?;
         for _ in 0..nk {
@@ -519,6 +531,12 @@ impl Engine {
             e.units.intern_tag(&t)?;
         }
         let nu = r.len("units")?;
+        // Each unit takes at least 40 bytes: a count the bytes cannot hold
+        // reserves nothing.
+        if nu <= bytes.len() / 40 {
+            e.units.reserve(nu, nu * 8, nu);
+        }
+        let mut cells: Vec<u64> = Vec::with_capacity(if with_cells { nu.min(bytes.len() / 40) } else { 0 });
         for i in 0..nu {
             let id = r.str("unit id")?;
             let slot = e.units.intern(&id);
@@ -539,6 +557,9 @@ impl Engine {
             st.accuracy = r.u16("accuracy")?;
             st.lat = lat;
             st.lon = lon;
+            if with_cells {
+                cells.push(r.u64("unit cell")?);
+            }
             if e.units.state[i].seen() && (!(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon))
             {
                 return Err(EngineError::Snapshot(format!(
@@ -550,8 +571,7 @@ impl Engine {
         for _ in 0..nkeys {
             let k = r.u64("key")?;
             let s = r.slot(nu, "key slot")?;
-            let id = e.units.id(s).to_owned();
-            e.units.register_key(k, &id);
+            e.units.register_key_of(k, s);
         }
         // Units are placed in the index after the fences are installed: a
         // fence installed over placed units would look for its members
@@ -645,11 +665,13 @@ impl Engine {
                 bytes.len() - r.pos
             )));
         }
+        e.index.begin_bulk(nu);
         for i in 0..nu {
             if e.units.state[i].seen() {
-                e.refresh_slot(i as u32);
+                e.place_restored(i as u32, cells.get(i).copied().unwrap_or(0));
             }
         }
+        e.index.end_bulk();
         Ok(e)
     }
 }

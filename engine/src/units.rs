@@ -187,6 +187,22 @@ impl UnitTable {
         (&self.id_bytes, &self.id_end)
     }
 
+    /// Room for `units` more units and `keys` more keys (a restore knows
+    /// both, and growing a million-entry table by doubling costs seconds).
+    pub fn reserve(&mut self, units: usize, id_bytes: usize, keys: usize) {
+        self.state.reserve(units);
+        self.id_end.reserve(units);
+        self.keys.reserve(units);
+        self.id_bytes.reserve(id_bytes);
+        let (bytes, ends, hasher) = (&self.id_bytes, &self.id_end, &self.hasher);
+        self.by_id.reserve(units, |&s| {
+            let i = s as usize;
+            let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+            hasher.hash_one(&bytes[start..ends[i] as usize])
+        });
+        self.by_key.reserve(keys, |&(k, _)| hasher.hash_one(k));
+    }
+
     /// The slot of an id, if known.
     pub fn find(&self, id: &str) -> Option<UnitSlot> {
         let h = self.hasher.hash_one(id);
@@ -235,15 +251,21 @@ impl UnitTable {
     /// `UnitInfo`). A unit has one key: registering another replaces it.
     pub fn register_key(&mut self, key: u64, id: &str) -> UnitSlot {
         let slot = self.intern(id);
+        self.register_key_of(key, slot);
+        slot
+    }
+
+    /// Registers `key` for an existing slot (a restore: the snapshot has
+    /// the slot, so no id is looked up again).
+    pub fn register_key_of(&mut self, key: u64, slot: UnitSlot) {
         if let Some(old) = self.find_key(key) {
             if old == slot {
-                return slot;
+                return;
             }
             self.drop_key(old);
         }
         self.drop_key(slot);
         self.set_key(slot, key);
-        slot
     }
 
     fn find_key(&self, key: u64) -> Option<UnitSlot> {

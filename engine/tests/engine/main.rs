@@ -2,5 +2,6 @@
 
 mod events;
 mod props;
+mod snapshot;
 mod standing;
 mod support;
