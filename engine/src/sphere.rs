@@ -59,6 +59,19 @@ pub fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     chord2_to_m(chord2(to_vec3(lat1, lon1), to_vec3(lat2, lon2)))
 }
 
+/// A bound no smaller than [`distance_m`], without trigonometry: the path
+/// along the meridian, then along the parallel (never longer at any
+/// latitude than at the equator), is at least as long as the great circle.
+/// For checks that most points pass by far (a responder's next fix is
+/// nowhere near an impossible speed): the exact distance only when the
+/// bound is not enough.
+#[inline]
+pub fn distance_upper_bound_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let dlon = (lon2 - lon1).abs();
+    let dlon = if dlon > 180.0 { 360.0 - dlon } else { dlon };
+    ((lat2 - lat1).abs() + dlon).to_radians() * EARTH_RADIUS_M
+}
+
 /// The point reached from `(lat, lon)` going `distance_m` along `bearing_deg`.
 pub fn destination(lat: f64, lon: f64, bearing_deg: f64, distance_m: f64) -> (f64, f64) {
     let d = distance_m / EARTH_RADIUS_M;
@@ -137,6 +150,25 @@ mod tests {
     fn distance_across_the_antimeridian_is_short() {
         let d = distance_m(0.0, 179.999, 0.0, -179.999);
         assert!((d - 222.39).abs() < 0.1, "{d}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_cheap_bound_is_never_below_the_distance(
+            lat1 in -90.0f64..=90.0, lon1 in -180.0f64..=180.0,
+            lat2 in -90.0f64..=90.0, lon2 in -180.0f64..=180.0,
+            near in proptest::bool::ANY,
+        ) {
+            // Half the cases a few metres apart, where the bound is used.
+            let (lat2, lon2) = if near {
+                ((lat1 + lat2 * 1e-4).clamp(-90.0, 90.0), wrap_lon(lon1 + lon2 * 1e-4))
+            } else {
+                (lat2, lon2)
+            };
+            let d = distance_m(lat1, lon1, lat2, lon2);
+            let b = distance_upper_bound_m(lat1, lon1, lat2, lon2);
+            proptest::prop_assert!(b >= d * (1.0 - 1e-12) - 1e-6, "{} < {}", b, d);
+        }
     }
 
     #[test]
