@@ -43,6 +43,12 @@ pub struct ServeConfig {
     pub redis_prefix: String,
     /// Alerts the Redis alerts stream keeps at least.
     pub alerts_retention: u64,
+    /// With `redis`: keep history in Redis too, so a restart has the
+    /// history within retention (each snapshot writes what history took
+    /// since the last, 41 bytes a fix, up to `history_max_fixes`). Off:
+    /// Redis holds only the state, the journal and the alerts, and a
+    /// restart's history starts at its latest snapshot.
+    pub durable_history: bool,
     /// Tokens (`[[auth.tokens]]`).
     pub auth: AuthConfig,
     /// Queue bounds, chunk sizes and timers (`[tuning]`); the defaults
@@ -202,6 +208,7 @@ impl Default for ServeConfig {
             follow: None,
             redis_prefix: "bluelight:".into(),
             alerts_retention: 1_000_000,
+            durable_history: true,
             auth: AuthConfig::default(),
             tuning: Tuning::default(),
         }

@@ -121,7 +121,7 @@ pub async fn start(
         engine_cfg,
         &mut applier,
         outputs.as_ref(),
-        role == Role::Leader,
+        role == Role::Leader && cfg.durable_history,
     )
     .await
     .context("recovering from Redis")?;
@@ -152,6 +152,7 @@ pub async fn start(
             lease,
             history_retention,
             history_max_fixes,
+            durable_history: cfg.durable_history,
             ..JournalConfig::new(&cfg.redis_prefix)
         },
         must_snapshot: r.hole_at.is_some() && role == Role::Leader,

@@ -211,6 +211,11 @@ struct ServeArgs {
     /// Alerts the Redis alerts stream keeps at least (default 1,000,000).
     #[arg(long, env = "BLUELIGHT_ALERTS_RETENTION")]
     alerts_retention: Option<u64>,
+    /// With --redis: keep history in Redis too, so a restart has the
+    /// history within retention (default true; up to about 41 bytes a fix
+    /// of --history-max-fixes in Redis).
+    #[arg(long, env = "BLUELIGHT_DURABLE_HISTORY")]
+    durable_history: Option<bool>,
 }
 
 impl ServeArgs {
@@ -246,6 +251,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.alerts_retention {
             c.alerts_retention = v;
+        }
+        if let Some(v) = self.durable_history {
+            c.durable_history = v;
         }
         if let Some(v) = self.history_max_fixes {
             c.history_max_fixes = v;

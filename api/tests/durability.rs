@@ -272,6 +272,14 @@ async fn history_survives_restarts_from_snapshot_segments_and_the_journal() {
     assert_eq!(last.split(',').count(), 1, "{last}");
     let exists: bool = c.exists(format!("bluelight:history:{id}")).expect("exists");
     assert!(!exists, "the dropped segment is deleted");
+    // Durable history turned off: the next snapshot lists none and
+    // deletes what there was.
+    let mut f = Bluelight::serve(&redis.url(), port, &["--durable-history", "false"]);
+    f.terminate();
+    let list: String = c.hget("bluelight:snapshot", "history").expect("a segment list");
+    assert_eq!(list, "");
+    let left: Vec<String> = c.keys("bluelight:history:*").expect("keys");
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Units walking across four fences; each round sends until a SIGKILL at a

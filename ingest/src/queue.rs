@@ -47,6 +47,19 @@ pub enum ChangeError {
     Unjournaled,
 }
 
+/// Which history a snapshot carries ([`Engine::take_history_log`]).
+///
+/// [`Engine::take_history_log`]: bluelight_engine::Engine::take_history_log
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotHistory {
+    /// None (history is not kept durable).
+    None,
+    /// What history took since the last snapshot.
+    SinceLast,
+    /// All of it (the segments written so far are not known to be whole).
+    Whole,
+}
+
 /// What the writer does, in the order it was queued. Every change to the
 /// engine's durable state is one of these, so the ordered stream of
 /// commands (which a journal records) reproduces the engine exactly: the
@@ -85,11 +98,8 @@ pub enum Command {
     ///
     /// [`Engine::freeze`]: bluelight_engine::Engine::freeze
     Snapshot {
-        /// History whole, not only what it took since the last snapshot
-        /// ([`Engine::take_history_log`]).
-        ///
-        /// [`Engine::take_history_log`]: bluelight_engine::Engine::take_history_log
-        whole_history: bool,
+        /// Which history goes with it.
+        history: SnapshotHistory,
         /// Where the copy goes.
         reply: oneshot::Sender<(bluelight_engine::Frozen, bluelight_engine::HistoryLog)>,
     },

@@ -15,11 +15,11 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bluelight_engine::{Applied, Engine, Outputs, SharedEngine, UnitSlot};
+use bluelight_engine::{Applied, Engine, HistoryLog, Outputs, SharedEngine, UnitSlot};
 use parking_lot::MutexGuard;
 
 use crate::batch::{IngestBatch, UnitRef};
-use crate::queue::{ApplyReport, Batches, ChangeError, Command, Job, Reply};
+use crate::queue::{ApplyReport, Batches, ChangeError, Command, Job, Reply, SnapshotHistory};
 use crate::tasks::{TaskQueues, run_query};
 use crate::validate::{IngestCounters, Reject, ValidationConfig};
 
@@ -178,10 +178,14 @@ impl Writer {
                 Work::Stop => break,
             };
             match job.command {
-                Command::Snapshot { whole_history, reply } => {
+                Command::Snapshot { history, reply } => {
                     let mut engine = self.engine.lock();
                     let frozen = engine.freeze();
-                    let history = engine.take_history_log(whole_history);
+                    let history = match history {
+                        SnapshotHistory::None => HistoryLog::default(),
+                        SnapshotHistory::SinceLast => engine.take_history_log(false),
+                        SnapshotHistory::Whole => engine.take_history_log(true),
+                    };
                     drop(engine);
                     let _ = reply.send((frozen, history));
                     continue;

@@ -126,6 +126,7 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
             if let Some(r) = &redis {
                 flags.extend(["--redis".into(), r.url()]);
             }
+            flags.extend(opts.server_flags.iter().cloned());
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
             server::start(&bin, &opts.out.join("server.log"), &flags)?
         }

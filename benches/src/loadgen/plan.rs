@@ -96,6 +96,10 @@ pub struct Options {
     /// threads got it.
     #[arg(long)]
     pub realtime: bool,
+    /// A flag for `bluelight serve` when loadgen starts it, e.g.
+    /// `--server-flag=--history-max-fixes=0`; repeatable.
+    #[arg(long = "server-flag", value_name = "FLAG", allow_hyphen_values = true)]
+    pub server_flags: Vec<String>,
     /// Start the server with `--redis` against a redis-server of loadgen's
     /// own (append-only file, fsync every second): the journal's cost, to
     /// set beside the same run in memory.

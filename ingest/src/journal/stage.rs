@@ -39,7 +39,7 @@ use super::codec;
 use super::history::Segments;
 use super::lease::Lease;
 use super::{Keys, Segment};
-use crate::queue::{ApplyReport, Batches, ChangeError, Command, Job, Reply};
+use crate::queue::{ApplyReport, Batches, ChangeError, Command, Job, Reply, SnapshotHistory};
 
 /// A snapshot is not asked for on size alone before this much journal
 /// (a small fleet's snapshot is tiny; one a few seconds is waste).
@@ -75,6 +75,8 @@ pub struct JournalConfig {
     pub history_retention: Duration,
     /// The most fixes history holds (the engine's), so segments past it go.
     pub history_max_fixes: u64,
+    /// Whether snapshots carry history segments (else they delete any).
+    pub durable_history: bool,
 }
 
 impl JournalConfig {
@@ -91,6 +93,7 @@ impl JournalConfig {
             writer_queue: 64,
             history_retention: Duration::from_secs(3600),
             history_max_fixes: 20_000_000,
+            durable_history: true,
         }
     }
 }
@@ -236,8 +239,8 @@ enum HeldAnswer {
 struct PendingSnapshot {
     /// The state and the history log, when the writer has copied them out.
     frozen: oneshot::Receiver<(Frozen, HistoryLog)>,
-    /// Whether it asked for history whole.
-    whole_history: bool,
+    /// Which history it asked for.
+    history: SnapshotHistory,
     /// The segment list once written.
     segments: Vec<Segment>,
     /// The first entry it does not cover.
@@ -506,20 +509,21 @@ impl Stage {
         }
         let (tx, rx) = oneshot::channel();
         self.journal_since_snapshot = 0;
-        let whole_history = !self.segments.whole;
+        let history = match (self.cfg.durable_history, self.segments.whole) {
+            (false, _) => SnapshotHistory::None,
+            (true, true) => SnapshotHistory::SinceLast,
+            (true, false) => SnapshotHistory::Whole,
+        };
         let _ = self
             .to_writer
             .send(Job {
-                command: Command::Snapshot {
-                    whole_history,
-                    reply: tx,
-                },
+                command: Command::Snapshot { history, reply: tx },
                 reply: None,
             })
             .await;
         self.snapshot = Some(PendingSnapshot {
             frozen: rx,
-            whole_history,
+            history,
             segments: Vec::new(),
             next: self.next,
             covers: self.forwarded,
@@ -578,7 +582,14 @@ impl Stage {
                     self.status
                         .snapshot_copy_us
                         .store(frozen.took().as_micros() as u64, Ordering::Relaxed);
-                    let (id, segments) = self.segments.after(&history, p.whole_history, now_ms());
+                    let (id, segments) = match p.history {
+                        // No history kept: the list empties, and the
+                        // script deletes what an earlier run wrote.
+                        SnapshotHistory::None => (0, Vec::new()),
+                        h => self
+                            .segments
+                            .after(&history, h == SnapshotHistory::Whole, now_ms()),
+                    };
                     let write = SnapshotWrite {
                         list: Segment::format_list(&segments),
                         segment_id: id,
