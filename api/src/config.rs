@@ -45,7 +45,7 @@ pub struct ServeConfig {
     pub alerts_retention: u64,
     /// With `redis`: keep history in Redis too, so a restart has the
     /// history within retention (each snapshot writes what history took
-    /// since the last, 41 bytes a fix, up to `history_max_fixes`). Off:
+    /// since the last, about 17-29 bytes a fix, up to `history_max_fixes`). Off:
     /// Redis holds only the state, the journal and the alerts, and a
     /// restart's history starts at its latest snapshot.
     pub durable_history: bool,

@@ -212,7 +212,7 @@ struct ServeArgs {
     #[arg(long, env = "BLUELIGHT_ALERTS_RETENTION")]
     alerts_retention: Option<u64>,
     /// With --redis: keep history in Redis too, so a restart has the
-    /// history within retention (default true; up to about 41 bytes a fix
+    /// history within retention (default true; about 17-29 bytes a fix
     /// of --history-max-fixes in Redis).
     #[arg(long, env = "BLUELIGHT_DURABLE_HISTORY")]
     durable_history: Option<bool>,
