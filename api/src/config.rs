@@ -49,6 +49,11 @@ pub struct ServeConfig {
     /// Redis holds only the state, the journal and the alerts, and a
     /// restart's history starts at its latest snapshot.
     pub durable_history: bool,
+    /// Subscriptions one WebSocket session may hold at once (PROTOCOL.md
+    /// "Limits"); one more is refused with `overloaded`. Each holds state
+    /// in the engine and a route in the hub, so a client cannot pile them
+    /// up without bound.
+    pub max_subscriptions: usize,
     /// Tokens (`[[auth.tokens]]`).
     pub auth: AuthConfig,
     /// Queue bounds, chunk sizes and timers (`[tuning]`); the defaults
@@ -209,6 +214,7 @@ impl Default for ServeConfig {
             redis_prefix: "bluelight:".into(),
             alerts_retention: 1_000_000,
             durable_history: true,
+            max_subscriptions: 256,
             auth: AuthConfig::default(),
             tuning: Tuning::default(),
         }
@@ -283,6 +289,11 @@ impl ServeConfig {
             return Err(ConfigError::Invalid(
                 "redis and follow are exclusive: a server leads (--redis URL) or follows (--follow URL)"
                     .into(),
+            ));
+        }
+        if self.max_subscriptions == 0 {
+            return Err(ConfigError::Invalid(
+                "max_subscriptions must be at least 1".into(),
             ));
         }
         let t = &self.tuning;

@@ -113,6 +113,8 @@ pub struct Hub {
     pub conflated: AtomicU64,
     /// Alerts fired, by event (indexed like [`ALERT_EVENTS`]).
     pub alerts_fired: [AtomicU64; 6],
+    /// Subscriptions refused because the session held `max_subscriptions`.
+    pub subscriptions_refused: AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -140,6 +142,7 @@ impl Hub {
             closed_stalled: AtomicU64::new(0),
             conflated: AtomicU64::new(0),
             alerts_fired: Default::default(),
+            subscriptions_refused: AtomicU64::new(0),
         }
     }
 

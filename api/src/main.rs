@@ -216,6 +216,10 @@ struct ServeArgs {
     /// of --history-max-fixes in Redis).
     #[arg(long, env = "BLUELIGHT_DURABLE_HISTORY")]
     durable_history: Option<bool>,
+    /// Subscriptions one WebSocket session may hold (default 256); one
+    /// more is refused with `overloaded`.
+    #[arg(long)]
+    max_subscriptions: Option<usize>,
 }
 
 impl ServeArgs {
@@ -254,6 +258,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.durable_history {
             c.durable_history = v;
+        }
+        if let Some(v) = self.max_subscriptions {
+            c.max_subscriptions = v;
         }
         if let Some(v) = self.history_max_fixes {
             c.history_max_fixes = v;

@@ -90,6 +90,12 @@ pub async fn metrics(
     );
     let _ = writeln!(
         m,
+        "# HELP bluelight_ws_subscriptions_refused_total Subscriptions refused (overloaded) because the session held max_subscriptions.\n# TYPE bluelight_ws_subscriptions_refused_total counter\nbluelight_ws_subscriptions_refused_total {}\n# HELP bluelight_ws_max_subscriptions Subscriptions one session may hold.\n# TYPE bluelight_ws_max_subscriptions gauge\nbluelight_ws_max_subscriptions {}",
+        s.hub.subscriptions_refused.load(Ordering::Relaxed),
+        s.max_subscriptions
+    );
+    let _ = writeln!(
+        m,
         "# HELP bluelight_positions_conflated_total Position updates superseded by a later fix before the feed flushed.\n# TYPE bluelight_positions_conflated_total counter\nbluelight_positions_conflated_total {}",
         s.hub.conflated.load(Ordering::Relaxed)
     );

@@ -77,6 +77,14 @@ impl Refusal {
         }
     }
 
+    /// `overloaded`: a limit of the session's (it names the limit).
+    pub fn limit(message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::Overloaded,
+            message: message.into(),
+        }
+    }
+
     /// The WebSocket error frame, repeating the request's `id`.
     pub fn frame(&self, id: &Value) -> String {
         error_frame(id, self.code, &self.message)

@@ -217,6 +217,7 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
             cot_tcp: cfg.cot_tcp,
         },
         promoting: tokio::sync::Mutex::new(()),
+        max_subscriptions: cfg.max_subscriptions,
     });
     let (ingest, cot) = if leading {
         let bound = bind_devices(&state).await?;

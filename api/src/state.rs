@@ -54,6 +54,8 @@ pub struct AppState {
     pub devices: Devices,
     /// One promotion at a time.
     pub promoting: tokio::sync::Mutex<()>,
+    /// Subscriptions one WebSocket session may hold.
+    pub max_subscriptions: usize,
 }
 
 /// The server's Redis side.

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bluelight_engine::{Engine, NearestQuery};
@@ -32,6 +33,16 @@ pub async fn handle(s: &AppState, session: &Arc<Session>, text: &str, who: Calle
     };
     let id = v.get("id").cloned().unwrap_or(Value::Null);
     let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+    // One reader per session: nothing subscribes between this and the
+    // insert below.
+    let held = session.subscriptions.lock().len();
+    if kind == "subscribe" && held >= s.max_subscriptions {
+        s.hub.subscriptions_refused.fetch_add(1, Ordering::Relaxed);
+        let refusal = Refusal::limit(format!(
+            "this session holds {held} subscriptions, the most max_subscriptions allows: unsubscribe one first"
+        ));
+        return reply(refusal.frame(&id));
+    }
     let older = if kind == "subscribe" {
         older_alerts(s, &v).await
     } else {

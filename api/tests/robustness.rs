@@ -261,3 +261,70 @@ async fn slow_and_idle_http_connections_are_closed_at_the_header_timeout() {
     let (st, v) = get_json(s.http, "/healthz").await;
     assert_eq!((st, &v["status"]), (200, &json!("ok")));
 }
+
+/// PROTOCOL.md "Limits": a session holds at most `max_subscriptions`
+/// (default 256); one more is refused `overloaded`, naming the limit, and
+/// the session goes on: once one is unsubscribed, another is taken.
+#[tokio::test]
+async fn one_subscription_past_max_subscriptions_is_refused_overloaded() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", s.http))
+        .await
+        .expect("connects");
+    async fn ask(
+        ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+        v: Value,
+    ) -> Value {
+        ws.send(Message::Text(v.to_string().into())).await.expect("send");
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("json"),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no reply: {other:?}"),
+            }
+        }
+    }
+    let mut subs = Vec::new();
+    for i in 0..256 {
+        let r = ask(&mut ws, json!({"type":"subscribe","id":i,"stream":"alerts"})).await;
+        assert_eq!(r["type"], "subscribed", "subscription {i}: {r}");
+        subs.push(r["sub"].clone());
+    }
+    let r = ask(
+        &mut ws,
+        json!({"type":"subscribe","id":"one-more","stream":"alerts"}),
+    )
+    .await;
+    assert_eq!(
+        (&r["type"], &r["code"], &r["id"]),
+        (&json!("error"), &json!("overloaded"), &json!("one-more")),
+        "{r}"
+    );
+    assert!(
+        r["message"].as_str().unwrap_or("").contains("max_subscriptions"),
+        "{r}"
+    );
+    let (_, metrics) = http(s.http, "GET", "/metrics", None, b"").await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("bluelight_ws_subscriptions_refused_total 1"),
+        "{metrics}"
+    );
+    // A one-shot nearest is not a subscription: still answered.
+    let r = ask(
+        &mut ws,
+        json!({"type":"nearest","id":"q","point":[-0.12,51.5],"k":1}),
+    )
+    .await;
+    assert_eq!(r["type"], "nearest", "{r}");
+    let r = ask(&mut ws, json!({"type":"unsubscribe","sub":subs[0]})).await;
+    assert_eq!(r["type"], "unsubscribed", "{r}");
+    let r = ask(
+        &mut ws,
+        json!({"type":"subscribe","id":"again","stream":"alerts"}),
+    )
+    .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+}
