@@ -165,9 +165,16 @@ async fn put_fence(
         return bad("body is not UTF-8");
     };
     let def = match FenceDef::parse(&id, text) {
-        Ok(d) => Arc::new(d),
+        Ok(d) => d,
         Err(e) => return bad(e.to_string()),
     };
+    // The cover of a large area takes seconds: here, on a blocking
+    // thread, not on the writer with every fix waiting behind it.
+    let cfg = s.engine.lock().config().clone();
+    let Ok(def) = tokio::task::spawn_blocking(move || def.covered(&cfg)).await else {
+        return stopping();
+    };
+    let def = Arc::new(def);
     let command = Command::PutFence {
         def: def.clone(),
         now_ms: s.now_ms(),

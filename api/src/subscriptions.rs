@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bluelight_engine::{Engine, NearestQuery};
+use bluelight_engine::{Cover, Engine, NearestQuery, Shape};
 use serde_json::{Value, json};
 
 use crate::alert_record::AlertRecord;
@@ -48,8 +48,14 @@ pub async fn handle(s: &AppState, session: &Arc<Session>, text: &str, who: Calle
     } else {
         Vec::new()
     };
+    let stream = v.get("stream").and_then(Value::as_str);
+    let area = if kind == "subscribe" && stream == Some("positions") && who.has(Scope::Read) {
+        Some(positions_area(s, &v).await)
+    } else {
+        None
+    };
     let result = match kind {
-        "subscribe" => subscribe(s, session, &v, &id, who, older),
+        "subscribe" => subscribe(s, session, &v, &id, who, older, area),
         "nearest" => one_shot_nearest(s, session, &v, &id, who, read),
         "unsubscribe" => unsubscribe(s, session, &v),
         "" => Err(Refusal::bad("every message needs a type")),
@@ -87,6 +93,26 @@ async fn older_alerts(s: &AppState, v: &Value) -> Vec<AlertRecord> {
     }
 }
 
+/// A positions subscription's area and its cover, computed on a blocking
+/// thread: the cover of a large area takes seconds, and the engine is held
+/// only to install it (every fix waits while it is held).
+async fn positions_area(s: &AppState, v: &Value) -> Result<(Shape, Option<Cover>), Refusal> {
+    let (shape, cfg) = {
+        let e = s.engine.lock();
+        (protocol::area(&e, v)?, e.config().clone())
+    };
+    let computed = tokio::task::spawn_blocking(move || {
+        let cover = Cover::compute(&shape, &cfg, 0.0);
+        (shape, cover)
+    })
+    .await;
+    match computed {
+        Ok((shape, Ok(cover))) => Ok((shape, Some(cover))),
+        Ok((_, Err(e))) => Err(Refusal::bad(e.to_string())),
+        Err(_) => Err(Refusal::overloaded()),
+    }
+}
+
 /// Frames to send in reply, or why not.
 type Handled = Result<Vec<String>, Refusal>;
 
@@ -108,17 +134,21 @@ fn subscribe(
     id: &Value,
     who: Caller,
     older: Vec<AlertRecord>,
+    area: Option<Result<(Shape, Option<Cover>), Refusal>>,
 ) -> Handled {
     let mut e = s.engine.lock();
     let now = tokio::time::Instant::now();
     match v.get("stream").and_then(Value::as_str) {
         Some("positions") => {
             need(who, Scope::Read)?;
-            let shape = protocol::area(&e, v)?;
+            let (shape, cover) = match area {
+                Some(prepared) => prepared?,
+                None => (protocol::area(&e, v)?, None),
+            };
             let f = who.limit(protocol::filter(&mut e, v)?);
             let every = protocol::max_hz(v, 1.0)?;
             let (feed, snapshot) = e
-                .subscribe_feed(shape, f, s.now_ms())
+                .subscribe_feed_with_cover(shape, cover.as_ref(), f, s.now_ms())
                 .map_err(|err| Refusal::bad(err.to_string()))?;
             let sub = s.hub.sub_id("p");
             session.subscriptions.lock().insert(

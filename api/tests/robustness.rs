@@ -328,3 +328,95 @@ async fn one_subscription_past_max_subscriptions_is_refused_overloaded() {
     .await;
     assert_eq!(r["type"], "subscribed", "{r}");
 }
+
+/// Posts fixes of one unit, one at a time, until `done` finishes; returns
+/// how many and the slowest reply.
+async fn fixes_until(
+    addr: SocketAddr,
+    done: &tokio::task::JoinHandle<Duration>,
+    unit: &str,
+) -> (u32, Duration) {
+    let t = now_ms();
+    let mut slowest = Duration::ZERO;
+    let mut posted = 0u32;
+    while !done.is_finished() && posted < 500 {
+        let start = Instant::now();
+        let fix = json!({"id":unit,"lat":51.5,"lon":-0.12 + f64::from(posted) * 1e-5,"time_ms":t + i64::from(posted) * 1000});
+        let (st, r) = send_json(addr, "POST", "/v1/fixes", &json!({ "fixes": [fix] })).await;
+        assert_eq!((st, &r["accepted"]), (200, &json!(1)), "{r}");
+        slowest = slowest.max(start.elapsed());
+        posted += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (posted, slowest)
+}
+
+/// A polygon a few hundred kilometres across: its cover at the fence
+/// resolution takes about a second in a debug build.
+fn large_polygon() -> Value {
+    json!({"type":"Polygon","coordinates":[[[-10.0,50.0],[10.0,50.0],[10.0,52.0],[-10.0,52.0],[-10.0,50.0]]]})
+}
+
+/// Regression: a positions subscription or a fence over a large area (the
+/// issue's: a polygon across the antimeridian, read the long way round)
+/// held the engine for seconds while its cover was computed, and every fix
+/// waited (here: one fix in a second, waiting 970 ms). Covers are computed
+/// on a blocking thread now and the engine is held only to install them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_area_is_covered_without_holding_up_fixes() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", s.http))
+        .await
+        .expect("connects");
+    let sub = json!({"type":"subscribe","id":"big","stream":"positions","area":{"polygon": large_polygon()}});
+    let asked = Instant::now();
+    ws.send(Message::Text(sub.to_string().into()))
+        .await
+        .expect("send");
+    let reply = tokio::spawn(async move {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("json");
+                    if v["id"] == "big" {
+                        assert_eq!(v["type"], "subscribed", "{v}");
+                        return asked.elapsed();
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("no reply: {other:?}"),
+            }
+        }
+    });
+    let (posted, slowest) = fixes_until(s.http, &reply, "CAR-1").await;
+    let took = reply.await.expect("join");
+    assert!(
+        posted >= 3,
+        "the cover took {took:?}: too short to overlap fixes ({posted} posted)"
+    );
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a fix waited {slowest:?} beside a {took:?} subscription"
+    );
+    // The same area as a fence.
+    let addr = s.http;
+    let put = tokio::spawn(async move {
+        let asked = Instant::now();
+        let fence = json!({"type":"Feature","geometry": large_polygon(),"properties":{}});
+        let (st, r) = send_json(addr, "PUT", "/v1/fences/big", &fence).await;
+        assert_eq!(st, 201, "{r}");
+        asked.elapsed()
+    });
+    let (posted, slowest) = fixes_until(s.http, &put, "CAR-2").await;
+    let took = put.await.expect("join");
+    assert!(
+        posted >= 3,
+        "the fence took {took:?}: too short to overlap fixes ({posted} posted)"
+    );
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a fix waited {slowest:?} beside a {took:?} fence"
+    );
+}

@@ -26,6 +26,56 @@ const COVER_LEVELS: u8 = 6;
 /// One cover cell: `true` = interior.
 pub(crate) type CoverCell = (CellIndex, bool);
 
+/// A fence's or feed's cover, computed apart from the engine: it depends
+/// only on the shape, the band and the configuration, and a large area
+/// takes seconds, which must not be spent holding the engine (every fix
+/// would wait). Hand it to [`Engine::put_fence_with_cover`] or
+/// [`Engine::subscribe_feed_with_cover`].
+///
+/// [`Engine::put_fence_with_cover`]: crate::Engine::put_fence_with_cover
+/// [`Engine::subscribe_feed_with_cover`]: crate::Engine::subscribe_feed_with_cover
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cover {
+    pub(crate) cells: Vec<CoverCell>,
+    /// What it was computed for: an engine uses it only if these match.
+    pub(crate) res: Resolution,
+    pub(crate) band_m: f64,
+    pub(crate) max_cells: usize,
+}
+
+impl Cover {
+    /// The cover of `shape` (with a boundary band of `band_m`, a fence's
+    /// hysteresis; 0 for a feed) as an engine of configuration `cfg`
+    /// would compute it.
+    ///
+    /// # Errors
+    /// [`EngineError::CoverTooLarge`] past `cfg.max_cover_cells`, and a bad
+    /// `cfg.fence_res`.
+    pub fn compute(shape: &Shape, cfg: &crate::EngineConfig, band_m: f64) -> Result<Self, EngineError> {
+        let res = Resolution::try_from(cfg.fence_res).map_err(|_| EngineError::BadParameter {
+            what: "fence_res",
+            value: f64::from(cfg.fence_res),
+            reason: "must be an H3 resolution, 0..=15",
+        })?;
+        Ok(Self {
+            cells: compute_cover(shape, res, band_m, cfg.max_cover_cells, true)?,
+            res,
+            band_m,
+            max_cells: cfg.max_cover_cells,
+        })
+    }
+
+    /// Cells it holds.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+}
+
 /// Computes the cover of `shape` down to `fine`, with boundary cells widened
 /// so every point within `band_m` outside the shape is in a boundary cell.
 ///

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use h3o::{LatLng, Resolution};
 
 use crate::alert::{Alert, AlertEvent, Outputs};
-use crate::cover::compute_cover;
+use crate::cover::{Cover, compute_cover};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::filter::Filter;
@@ -107,13 +107,37 @@ impl Engine {
         hysteresis_m: f64,
         res: Resolution,
     ) -> Result<Region, EngineError> {
-        let cover = compute_cover(
-            &shape,
-            res,
-            hysteresis_m,
-            self.cfg.max_cover_cells,
-            res == self.fine,
-        )?;
+        self.build_region_covered(kind, shape, filter, hysteresis_m, res, None)
+    }
+
+    /// [`Engine::build_region`] with a cover computed elsewhere, used if it
+    /// was computed for the same resolution, band and cap (else computed
+    /// here).
+    fn build_region_covered(
+        &self,
+        kind: RegionKind,
+        shape: Shape,
+        filter: Filter,
+        hysteresis_m: f64,
+        res: Resolution,
+        cover: Option<&Cover>,
+    ) -> Result<Region, EngineError> {
+        let fits = |c: &Cover| {
+            c.res == res
+                && c.band_m == hysteresis_m
+                && c.max_cells == self.cfg.max_cover_cells
+                && res == self.fine
+        };
+        let cover = match cover {
+            Some(c) if fits(c) => c.cells.clone(),
+            _ => compute_cover(
+                &shape,
+                res,
+                hysteresis_m,
+                self.cfg.max_cover_cells,
+                res == self.fine,
+            )?,
+        };
         Ok(Region {
             kind,
             shape,
@@ -137,6 +161,22 @@ impl Engine {
         now_ms: i64,
         out: &mut Outputs,
     ) -> Result<bool, EngineError> {
+        self.put_fence_with_cover(spec, None, now_ms, out)
+    }
+
+    /// [`Engine::put_fence`] with its cover computed elsewhere
+    /// ([`Cover::compute`] of the spec's shape and hysteresis), so the
+    /// engine is held only to install it.
+    ///
+    /// # Errors
+    /// As [`Engine::put_fence`].
+    pub fn put_fence_with_cover(
+        &mut self,
+        spec: FenceSpec,
+        cover: Option<&Cover>,
+        now_ms: i64,
+        out: &mut Outputs,
+    ) -> Result<bool, EngineError> {
         if !(spec.hysteresis_m.is_finite() && spec.hysteresis_m >= 0.0 && spec.hysteresis_m <= 100_000.0) {
             return Err(EngineError::BadParameter {
                 what: "hysteresis_m",
@@ -151,7 +191,8 @@ impl Engine {
             dwell_s: spec.dwell_s,
             source: spec.source,
         };
-        let mut region = self.build_region(kind, spec.shape, spec.filter, spec.hysteresis_m, self.fine)?;
+        let mut region =
+            self.build_region_covered(kind, spec.shape, spec.filter, spec.hysteresis_m, self.fine, cover)?;
         region.frozen = Some(crate::snapshot::fence_static_part(&region));
         let old = self.regions.fences.get(&spec.id).copied();
         let new_id = self.install_region(region);
@@ -320,9 +361,25 @@ impl Engine {
         filter: Filter,
         now_ms: i64,
     ) -> Result<(u32, Vec<UnitSlot>), EngineError> {
+        self.subscribe_feed_with_cover(shape, None, filter, now_ms)
+    }
+
+    /// [`Engine::subscribe_feed`] with its cover computed elsewhere
+    /// ([`Cover::compute`] of the shape, band 0).
+    ///
+    /// # Errors
+    /// As [`Engine::subscribe_feed`].
+    pub fn subscribe_feed_with_cover(
+        &mut self,
+        shape: Shape,
+        cover: Option<&Cover>,
+        filter: Filter,
+        now_ms: i64,
+    ) -> Result<(u32, Vec<UnitSlot>), EngineError> {
         let feed = self.next_id;
         self.next_id += 1;
-        let region = self.build_region(RegionKind::Feed(feed), shape, filter, 0.0, self.fine)?;
+        let region =
+            self.build_region_covered(RegionKind::Feed(feed), shape, filter, 0.0, self.fine, cover)?;
         let id = self.install_region(region);
         self.regions.feeds.insert(feed, id);
         let Some(region) = self.regions.get(id).cloned() else {

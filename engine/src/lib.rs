@@ -85,6 +85,7 @@ mod validity;
 pub use alert::{Alert, AlertEvent, FeedChange, FeedEvent, Outputs};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::EngineConfig;
+pub use cover::Cover;
 pub use engine::{Applied, Engine, EngineCounters};
 pub use error::EngineError;
 pub use filter::Filter;

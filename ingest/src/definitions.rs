@@ -15,7 +15,9 @@
 
 use std::sync::Arc;
 
-use bluelight_engine::{Agency, Detect, Engine, EngineError, FenceSpec, Filter, RuleSpec, Shape, Status};
+use bluelight_engine::{
+    Agency, Cover, Detect, Engine, EngineConfig, EngineError, FenceSpec, Filter, RuleSpec, Shape, Status,
+};
 use geo::{Coord, LineString, MultiPolygon, Polygon};
 use geojson::{Feature, GeometryValue, JsonObject, JsonValue, Position};
 use thiserror::Error;
@@ -107,9 +109,25 @@ pub struct FenceDef {
     pub filter: FilterDef,
     /// The Feature as stored: the owner's, with `id` set.
     pub source: Arc<str>,
+    /// Its cover, when computed where it arrived ([`FenceDef::covered`]),
+    /// so the writer only installs it. Never journaled: a replay computes
+    /// it again (the same, it depends only on the shape).
+    pub cover: Option<Arc<Cover>>,
 }
 
 impl FenceDef {
+    /// With its cover computed for an engine of configuration `cfg`:
+    /// seconds for a large area, so call it off the runtime's threads
+    /// (`spawn_blocking`) and never holding the engine. A cover over the
+    /// cap is left for the writer, which refuses the fence with the reason.
+    #[must_use]
+    pub fn covered(mut self, cfg: &EngineConfig) -> Self {
+        self.cover = Cover::compute(&self.shape, cfg, self.hysteresis_m)
+            .ok()
+            .map(Arc::new);
+        self
+    }
+
     /// Parses a fence from GeoJSON text, with `id` from the URL.
     ///
     /// # Errors
@@ -236,6 +254,7 @@ fn fence_from_feature(id: &str, f: &Feature, source: Arc<str>) -> Result<FenceDe
         hysteresis_m,
         filter,
         source,
+        cover: None,
     })
 }
 

@@ -329,8 +329,9 @@ impl Applier {
             Command::PutFence { def, now_ms } => {
                 self.out.clear();
                 let e: &mut Engine = engine;
-                def.compile(e)
-                    .and_then(|spec| e.put_fence(spec, *now_ms, &mut self.out))
+                def.compile(e).and_then(|spec| {
+                    e.put_fence_with_cover(spec, def.cover.as_deref(), *now_ms, &mut self.out)
+                })
             }
             Command::RemoveFence(id) => {
                 self.out.clear();
