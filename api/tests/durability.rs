@@ -183,9 +183,20 @@ async fn a_graceful_stop_writes_a_snapshot_and_trims_the_journal() {
             .all(|e| e.id.split('-').next().and_then(|n| n.parse::<u64>().ok()) >= Some(next)),
         "the journal before the snapshot is trimmed"
     );
+    let staged: bool = c.exists("bluelight:snapshot:staging").expect("exists");
+    assert!(!staged, "the staged bytes were put in place");
+    // The layout of before (the engine's bytes in the hash) is still read;
+    // and a history segment no snapshot lists (its leader died before
+    // listing it) is deleted when a leader starts.
+    let bytes: Vec<u8> = c.get("bluelight:snapshot:engine").expect("the snapshot's bytes");
+    let _: () = c.hset("bluelight:snapshot", "engine", bytes).expect("hset");
+    let _: () = c.del("bluelight:snapshot:engine").expect("del");
+    let _: () = c.set("bluelight:history:999", "orphan").expect("set");
     let b = Bluelight::serve(&redis.url(), port, &[]);
     let (_, h) = get_json(b.http, "/healthz").await;
     assert_eq!(h["units"], 500, "{h}");
+    let orphan: bool = c.exists("bluelight:history:999").expect("exists");
+    assert!(!orphan, "the unlisted segment is deleted");
     assert_eq!(h["redis"], "ok");
     assert_eq!(h["role"], "leader");
 }

@@ -55,10 +55,12 @@ fn main() -> anyhow::Result<()> {
         "recovery: a snapshot holds the writer {held_ms:.1} ms (the copy), then encodes in {:.0} ms off it",
         encode_s * 1000.0
     );
+    redis::cmd("SET")
+        .arg(&keys.snapshot_engine)
+        .arg(&snapshot)
+        .query::<()>(&mut sync)?;
     redis::cmd("HSET")
         .arg(&keys.snapshot)
-        .arg("engine")
-        .arg(&snapshot)
         .arg("next")
         .arg(1)
         .query::<()>(&mut sync)?;

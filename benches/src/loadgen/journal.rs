@@ -80,12 +80,25 @@ impl RedisProcess {
                 .flatten()
                 .map(|b| b / 1048576.0)
         };
+        let journal = usage("bluelight:journal");
+        let snapshot = [usage("bluelight:snapshot"), usage("bluelight:snapshot:engine")]
+            .into_iter()
+            .flatten()
+            .sum::<f64>();
+        let alerts = usage("bluelight:alerts");
+        let segments: Vec<String> = redis::cmd("KEYS")
+            .arg("bluelight:history:*")
+            .query(&mut c)
+            .unwrap_or_default();
+        let history: f64 = segments.iter().filter_map(|k| usage(k)).sum();
         json!({
             "used_memory_mib": used.map(|b| b / 1048576.0),
             "journal_entries": entries,
-            "journal_mib": usage("bluelight:journal"),
-            "snapshot_mib": usage("bluelight:snapshot"),
-            "alerts_mib": usage("bluelight:alerts"),
+            "journal_mib": journal,
+            "snapshot_mib": snapshot,
+            "alerts_mib": alerts,
+            "history_mib": history,
+            "history_segments": segments.len(),
         })
     }
 }

@@ -409,10 +409,11 @@ fn markdown(r: &Value) -> String {
     if !r["journal"].is_null() {
         let j = &r["journal"];
         s.push_str(&format!(
-            "Journal on (`bluelight serve --redis`, redis-server with an append-only file, fsync every second): {} MiB/s journaled in {} entries, {} failures; Redis at {} % of one core, {} MiB used (journal {} MiB, snapshot {} MiB, alerts {} MiB); {} snapshots, the last {} MiB: the writer held {} ms for the copy, encoded in {} ms off it; outbox dropped {}.\n\n",
+            "Journal on (`bluelight serve --redis`, redis-server with an append-only file, fsync every second): {} MiB/s journaled in {} entries, {} failures; Redis at {} % of one core, {} MiB used (journal {} MiB, snapshot {} MiB, alerts {} MiB, history {} MiB in {} segments); {} snapshots, the last {} MiB: the writer held {} ms for the copy, encoded in {} ms off it; outbox dropped {}.\n\n",
             f(&j["journal_mib_per_s"]), f(&j["journal_entries"]), f(&j["journal_failures"]),
             f(&j["redis_cpu_percent_of_one_core"]), f(&j["redis"]["used_memory_mib"]),
             f(&j["redis"]["journal_mib"]), f(&j["redis"]["snapshot_mib"]), f(&j["redis"]["alerts_mib"]),
+            f(&j["redis"]["history_mib"]), f(&j["redis"]["history_segments"]),
             f(&j["snapshots"]), f(&j["snapshot_mib"]), f(&j["snapshot_copy_ms"]), f(&j["snapshot_encode_ms"]), f(&j["outbox_dropped"]),
         ));
     }

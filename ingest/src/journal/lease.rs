@@ -36,29 +36,30 @@ end
 return redis.call('XADD', KEYS[2], ARGV[2], 'c', ARGV[3], 't', ARGV[4])
 ";
 
-/// Writes a snapshot, its new history segment (`ARGV[6]`, if not empty)
-/// and its list of segments (`ARGV[7]`), deletes the segments the old list
-/// had and the new one has not (keys `ARGV[8]` + id), and trims the
-/// journal behind it, if this node holds the lease. The old list is read
-/// here, not remembered by the server, so a write the server thought had
-/// failed leaves no segment behind for ever.
+/// Makes the staged snapshot (`KEYS[4]`, written a piece at a time) the
+/// snapshot (`KEYS[5]`), records where it covers to (`ARGV[2]`) and its
+/// list of history segments (`ARGV[5]`, each written before), deletes the
+/// segments the old list had and the new one has not (keys `ARGV[6]` +
+/// id), and trims the journal behind it, if this node holds the lease.
+/// The old list is read here, not remembered by the server, so a write
+/// the server thought had failed leaves no segment behind for ever. Every
+/// step is O(1) in the snapshot's size but the trim and the deletes.
 pub(crate) const SNAPSHOT: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('NOTLEADER this server does not hold the leader lease')
 end
-if ARGV[6] ~= '' then
-  redis.call('SET', KEYS[4], ARGV[6])
-end
+redis.call('RENAME', KEYS[4], KEYS[5])
 local keep = {}
-for id in string.gmatch(ARGV[7], '([^:,]+):[^,]*') do keep[id] = true end
+for id in string.gmatch(ARGV[5], '([^:,]+):[^,]*') do keep[id] = true end
 local old = redis.call('HGET', KEYS[2], 'history')
 if old then
   for id in string.gmatch(old, '([^:,]+):[^,]*') do
-    if not keep[id] then redis.call('DEL', ARGV[8] .. id) end
+    if not keep[id] then redis.call('DEL', ARGV[6] .. id) end
   end
 end
-redis.call('HSET', KEYS[2], 'engine', ARGV[2], 'next', ARGV[3], 'time_ms', ARGV[4], 'history', ARGV[7])
-return redis.call('XTRIM', KEYS[3], 'MINID', ARGV[5])
+redis.call('HDEL', KEYS[2], 'engine')
+redis.call('HSET', KEYS[2], 'next', ARGV[2], 'time_ms', ARGV[3], 'history', ARGV[5])
+return redis.call('XTRIM', KEYS[3], 'MINID', ARGV[4])
 ";
 
 /// This node's claim on the lease.

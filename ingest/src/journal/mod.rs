@@ -24,10 +24,14 @@
 //! * `journal` — a stream; entry `n-0` holds the commands of the n-th
 //!   append in field `c`, and the leader's time of the append in `t`.
 //! * `leader` — the lease: the leader's node id, with a time to live.
-//! * `snapshot` — a hash: `engine` (the engine's snapshot), `next` (the
-//!   first journal entry it does not cover), `time_ms`, and `history`: the
-//!   history segments that go with it, oldest first, as `id:count:newest_ms`
-//!   separated by commas.
+//! * `snapshot` — a hash: `next` (the first journal entry the snapshot
+//!   does not cover), `time_ms`, and `history`: the history segments that
+//!   go with it, oldest first, as `id:count:newest_ms` separated by commas.
+//! * `snapshot:engine` — the engine's snapshot bytes (an older layout kept
+//!   them in the hash's `engine` field: still read).
+//! * `snapshot:staging` — the next snapshot's bytes while they are written,
+//!   a megabyte at a time, so Redis never holds every client's appends
+//!   behind one command of tens of megabytes.
 //! * `history:ID` — a history segment: the fixes history took between two
 //!   snapshots (`bluelight_engine::HistoryLog`), deleted once retention or
 //!   the history cap has passed all of it.
@@ -43,8 +47,12 @@ pub mod stage;
 pub struct Keys {
     /// The journal stream.
     pub journal: String,
-    /// The snapshot hash.
+    /// The snapshot hash (where it covers to, its history segments).
     pub snapshot: String,
+    /// The snapshot's engine bytes.
+    pub snapshot_engine: String,
+    /// Where the next snapshot's bytes are written, a piece at a time.
+    pub snapshot_staging: String,
     /// The leader's lease.
     pub lease: String,
     /// History segments: this and the segment's id.
@@ -92,6 +100,8 @@ impl Keys {
         Self {
             journal: format!("{prefix}journal"),
             snapshot: format!("{prefix}snapshot"),
+            snapshot_engine: format!("{prefix}snapshot:engine"),
+            snapshot_staging: format!("{prefix}snapshot:staging"),
             lease: format!("{prefix}leader"),
             history: format!("{prefix}history:"),
         }

@@ -146,14 +146,21 @@ pub async fn load_snapshot(
     keys: &Keys,
     cfg: EngineConfig,
 ) -> Result<Option<(Engine, u64)>, RecoveryError> {
-    let (bytes, next, history): (Option<Vec<u8>>, Option<u64>, Option<String>) = redis::cmd("HMGET")
+    let (next, history, legacy): (Option<u64>, Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
         .arg(&keys.snapshot)
-        .arg("engine")
         .arg("next")
         .arg("history")
+        .arg("engine")
         .query_async(conn)
         .await?;
-    let (Some(bytes), Some(next)) = (bytes, next) else {
+    let Some(next) = next else {
+        return Ok(None);
+    };
+    let bytes = match legacy {
+        Some(b) => Some(b),
+        None => conn.get(&keys.snapshot_engine).await?,
+    };
+    let Some(bytes) = bytes else {
         return Ok(None);
     };
     let mut engine = Engine::restore(cfg, &bytes)?;
