@@ -71,6 +71,10 @@ impl RedisProcess {
             .find_map(|l| l.strip_prefix("used_memory:"))
             .and_then(|v| v.trim().parse::<f64>().ok());
         let entries: Option<u64> = redis::cmd("XLEN").arg("bluelight:journal").query(&mut c).ok();
+        let segments: Vec<String> = redis::cmd("KEYS")
+            .arg("bluelight:history:*")
+            .query(&mut c)
+            .unwrap_or_default();
         let mut usage = |key: &str| -> Option<f64> {
             redis::cmd("MEMORY")
                 .arg("USAGE")
@@ -86,10 +90,6 @@ impl RedisProcess {
             .flatten()
             .sum::<f64>();
         let alerts = usage("bluelight:alerts");
-        let segments: Vec<String> = redis::cmd("KEYS")
-            .arg("bluelight:history:*")
-            .query(&mut c)
-            .unwrap_or_default();
         let history: f64 = segments.iter().filter_map(|k| usage(k)).sum();
         json!({
             "used_memory_mib": used.map(|b| b / 1048576.0),
