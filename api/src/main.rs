@@ -272,6 +272,10 @@ impl ServeArgs {
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let running = bluelight_api::server::start(&cfg).await?;
+    // Before the line that says it is up: a SIGTERM sent the moment it is
+    // read must reach the graceful stop (its final snapshot), not kill the
+    // process as an unhandled signal does.
+    let stop = shutdown_signal();
     if cfg.auth.tokens.is_empty() {
         println!("no tokens configured: serving loopback only, without authentication");
     }
@@ -289,7 +293,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     tracing::info!(http = %running.http, ingest = %running.ingest, "serving");
     tokio::select! {
-        () = shutdown_signal() => {}
+        () = stop => {}
         () = running.fenced() => {
             // Another server leads now: write nothing more, at once.
             eprintln!("another server took the leader lease: stopping without writing");
@@ -311,25 +315,24 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stdout(), "{line}");
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
+    let signals = (
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+    );
+    async move {
+        #[cfg(unix)]
+        if let (Ok(mut int), Ok(mut term)) = signals {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
