@@ -1,7 +1,10 @@
 //! `GET /v1/export` and `GET /v1/export/h3`: history for analysts.
 //!
-//! Points are streamed a minute of history at a time (the engine is locked
-//! only to copy that minute), so memory stays flat however large the window.
+//! Points are streamed a minute of history at a time: the minute's records
+//! are copied out of the engine a bounded slice at a time (about a
+//! millisecond's hold each), then sorted and formatted without it, so
+//! neither a large window nor a busy minute holds up the fixes, and memory
+//! holds one minute however large the window.
 //! `shape=tracks` builds one LineString per unit and so holds one coordinate
 //! pair per fix; the H3 aggregate holds one counter per cell.
 
@@ -13,7 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bluelight_engine::{Agency, Engine, HistoryQuery, HistoryRecord, Shape, UnitSlot};
+use bluelight_engine::{Agency, Engine, HistoryCursor, HistoryQuery, HistoryRecord, Shape, UnitSlot};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -21,6 +24,10 @@ use crate::auth::{Caller, Denied, Scope};
 use crate::state::AppState;
 
 const MINUTE_MS: i64 = 60_000;
+
+/// Records read from history (or units named) per hold of the engine:
+/// about a millisecond's work.
+const SLICE: usize = 65_536;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Format {
@@ -135,10 +142,28 @@ fn num(x: f32) -> String {
     if x.is_nan() { String::new() } else { x.to_string() }
 }
 
+/// Units' ids and agencies, copied out of the engine as an export meets
+/// them, so rows are formatted without holding it.
+type Names = HashMap<UnitSlot, (Arc<str>, Option<Agency>)>;
+
+/// Adds the units of `records` that `names` lacks (holding the engine).
+fn learn_names(e: &Engine, records: &[HistoryRecord], names: &mut Names) {
+    for r in records {
+        names
+            .entry(r.unit)
+            .or_insert_with(|| (Arc::from(e.unit_id(r.unit)), e.unit_agency(r.unit)));
+    }
+}
+
+fn name_of(names: &Names, u: UnitSlot) -> (&str, Option<Agency>) {
+    names.get(&u).map_or(("", None), |(id, a)| (id, *a))
+}
+
 /// One fix as a unit-object-like JSON value.
-fn record_json(e: &Engine, r: &HistoryRecord) -> Value {
+fn record_json(names: &Names, r: &HistoryRecord) -> Value {
+    let (id, agency) = name_of(names, r.unit);
     let mut o = serde_json::Map::new();
-    o.insert("id".into(), json!(e.unit_id(r.unit)));
+    o.insert("id".into(), json!(id));
     o.insert("time_ms".into(), json!(r.fix.time_ms));
     o.insert("lat".into(), json!(r.fix.lat));
     o.insert("lon".into(), json!(r.fix.lon));
@@ -151,19 +176,19 @@ fn record_json(e: &Engine, r: &HistoryRecord) -> Value {
             o.insert(k.into(), json!(x));
         }
     }
-    if let Some(a) = e.unit_agency(r.unit) {
+    if let Some(a) = agency {
         o.insert("agency".into(), json!(a.as_str()));
     }
     o.insert("status".into(), json!(r.fix.status.as_str()));
     Value::Object(o)
 }
 
-fn format_chunk(e: &Engine, records: &[HistoryRecord], format: Format, first: &mut bool) -> String {
+fn format_chunk(names: &Names, records: &[HistoryRecord], format: Format, first: &mut bool) -> String {
     let mut out = String::new();
     for r in records {
         match format {
             Format::GeoJson => {
-                let props = record_json(e, r);
+                let props = record_json(names, r);
                 let f = json!({"type":"Feature","geometry":{"type":"Point","coordinates":[r.fix.lon, r.fix.lat]},"properties":props});
                 if !*first {
                     out.push(',');
@@ -171,14 +196,15 @@ fn format_chunk(e: &Engine, records: &[HistoryRecord], format: Format, first: &m
                 out.push_str(&f.to_string());
             }
             Format::Ndjson => {
-                out.push_str(&record_json(e, r).to_string());
+                out.push_str(&record_json(names, r).to_string());
                 out.push('\n');
             }
             Format::Csv => {
-                let agency = e.unit_agency(r.unit).map_or("", |a| a.as_str());
+                let (id, agency) = name_of(names, r.unit);
+                let agency = agency.map_or("", |a| a.as_str());
                 out.push_str(&format!(
                     "{},{},{},{},{},{},{},{},{}\n",
-                    csv_field(e.unit_id(r.unit)),
+                    csv_field(id),
                     r.fix.time_ms,
                     r.fix.lat,
                     r.fix.lon,
@@ -218,7 +244,7 @@ pub async fn export(
         Some(other) => return bad(format!("shape {other:?}: use points or tracks")),
     };
     if tracks {
-        return export_tracks(&s, &r);
+        return export_tracks(s, r).await;
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
     let content_type = match r.format {
@@ -245,18 +271,25 @@ pub async fn export(
             Some((lo, hi)) => (r.from_ms.max(lo), r.to_ms.min(hi)),
             None => (1, 0),
         };
+        let mut names = Names::new();
+        let mut records = Vec::new();
         while at <= to {
             let end = at.saturating_add(MINUTE_MS - 1).min(to);
-            let text = {
-                let e = state.engine.lock();
-                let mut text = String::new();
-                e.history_query(&query(&e, &r, at, end), |chunk| {
-                    text.push_str(&format_chunk(&e, chunk, r.format, &mut first))
-                });
-                text
-            };
-            if !text.is_empty() && tx.blocking_send(Ok(Bytes::from(text))).is_err() {
-                return;
+            // The minute's records, copied out a slice at a time: the
+            // engine is held about a millisecond at once, never for the
+            // minute's sorting or formatting (at `national` a minute is
+            // 3.6M fixes: seconds of formatting every fix used to wait for).
+            let q = query(&state.engine.lock(), &r, at, end);
+            records.clear();
+            for_each_slice(&state, &q, |slice| records.extend_from_slice(slice));
+            // Nearly in order already (fixes arrive about in time order).
+            records.sort_by_key(|x| (x.fix.time_ms, x.unit));
+            for rows in records.chunks(SLICE) {
+                learn_all_names(&state, rows, &mut names);
+                let text = format_chunk(&names, rows, r.format, &mut first);
+                if tx.blocking_send(Ok(Bytes::from(text))).is_err() {
+                    return;
+                }
             }
             at = end.saturating_add(1);
             if end == i64::MAX {
@@ -282,43 +315,76 @@ pub async fn export(
 /// fixes of the window's minutes, before the area, unit and agency filters).
 pub const FIXES_AT_MOST: &str = "x-bluelight-fixes-at-most";
 
+/// Calls `f` with the records `q` matches, unsorted, a slice at a time,
+/// each copied out of the engine in about a millisecond's hold (handed
+/// over fairly, so the writer goes next).
+fn for_each_slice(s: &AppState, q: &HistoryQuery, mut f: impl FnMut(&[HistoryRecord])) {
+    let mut cursor = HistoryCursor::new();
+    let mut slice = Vec::with_capacity(SLICE);
+    loop {
+        slice.clear();
+        let e = s.engine.lock();
+        let done = e.history_slice(q, &mut cursor, SLICE, &mut slice);
+        parking_lot::MutexGuard::unlock_fair(e);
+        f(&slice);
+        if done {
+            return;
+        }
+    }
+}
+
+/// [`learn_names`] for many records, a slice per hold of the engine.
+fn learn_all_names(s: &AppState, records: &[HistoryRecord], names: &mut Names) {
+    for rows in records.chunks(SLICE) {
+        let e = s.engine.lock();
+        learn_names(&e, rows, names);
+        parking_lot::MutexGuard::unlock_fair(e);
+    }
+}
+
 fn tokio_stream_from(
     mut rx: mpsc::Receiver<Result<Bytes, Infallible>>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-fn export_tracks(s: &AppState, r: &Request) -> Response {
-    let e = s.engine.lock();
-    let mut tracks: HashMap<UnitSlot, Vec<[f64; 2]>> = HashMap::new();
-    let mut order: Vec<UnitSlot> = Vec::new();
-    e.history_query(&query(&e, r, r.from_ms, r.to_ms), |chunk| {
-        for rec in chunk {
-            let t = tracks.entry(rec.unit).or_default();
-            if t.is_empty() {
-                order.push(rec.unit);
-            }
-            t.push([rec.fix.lon, rec.fix.lat]);
-        }
-    });
-    order.sort_by(|a, b| e.unit_id(*a).cmp(e.unit_id(*b)));
-    let features: Vec<Value> = order
-        .iter()
-        .map(|u| {
-            let mut coords = tracks.remove(u).unwrap_or_default();
-            // A LineString needs two positions: a lone fix repeats itself.
-            if coords.len() == 1 {
-                coords.push(coords[0]);
-            }
-            json!({"type":"Feature","id":e.unit_id(*u),"geometry":{"type":"LineString","coordinates":coords},
-                   "properties":{"id":e.unit_id(*u),"fixes":coords.len(),"agency":e.unit_agency(*u).map(|a| a.as_str())}})
-        })
-        .collect();
-    match r.format {
-        Format::GeoJson => {
-            axum::Json(json!({"type":"FeatureCollection","features":features})).into_response()
-        }
-        _ => bad("shape=tracks is GeoJSON only"),
+async fn export_tracks(s: Arc<AppState>, r: Request) -> Response {
+    if r.format != Format::GeoJson {
+        return bad("shape=tracks is GeoJSON only");
+    }
+    // The whole window's fixes are read (tracks hold one position per fix),
+    // a slice at a time, and put in order off the runtime.
+    let built = tokio::task::spawn_blocking(move || {
+        let q = query(&s.engine.lock(), &r, r.from_ms, r.to_ms);
+        let mut records = Vec::new();
+        for_each_slice(&s, &q, |slice| records.extend_from_slice(slice));
+        records.sort_by_key(|x| (x.unit, x.fix.time_ms));
+        let mut names = Names::new();
+        learn_all_names(&s, &records, &mut names);
+        let mut features: Vec<Value> = records
+            .chunk_by(|a, b| a.unit == b.unit)
+            .map(|fixes| {
+                let (id, agency) = name_of(&names, fixes[0].unit);
+                let mut coords: Vec<[f64; 2]> = fixes.iter().map(|x| [x.fix.lon, x.fix.lat]).collect();
+                // A LineString needs two positions: a lone fix repeats itself.
+                if coords.len() == 1 {
+                    coords.push(coords[0]);
+                }
+                json!({"type":"Feature","id":id,"geometry":{"type":"LineString","coordinates":coords},
+                       "properties":{"id":id,"fixes":coords.len(),"agency":agency.map(|a| a.as_str())}})
+            })
+            .collect();
+        features.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        json!({"type":"FeatureCollection","features":features})
+    })
+    .await;
+    match built {
+        Ok(fc) => axum::Json(fc).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "the server is stopping"})),
+        )
+            .into_response(),
     }
 }
 
@@ -340,11 +406,13 @@ pub async fn export_h3(
         Some(Some(res)) => res,
         _ => return bad("res must be an H3 resolution 0..=15"),
     };
-    let mut cells: HashMap<h3o::CellIndex, (u64, HashSet<UnitSlot>)> = HashMap::new();
-    {
-        let e = s.engine.lock();
-        e.history_query(&query(&e, &r, r.from_ms, r.to_ms), |chunk| {
-            for rec in chunk {
+    // Read a slice at a time and counted off the runtime: an H3 lookup a
+    // fix is seconds for a full retention, none of it holding the engine.
+    let counted = tokio::task::spawn_blocking(move || {
+        let q = query(&s.engine.lock(), &r, r.from_ms, r.to_ms);
+        let mut cells: HashMap<h3o::CellIndex, (u64, HashSet<UnitSlot>)> = HashMap::new();
+        for_each_slice(&s, &q, |slice| {
+            for rec in slice {
                 if let Ok(ll) = h3o::LatLng::new(rec.fix.lat, rec.fix.lon) {
                     let c = cells.entry(ll.to_cell(res)).or_default();
                     c.0 += 1;
@@ -352,11 +420,20 @@ pub async fn export_h3(
                 }
             }
         });
-    }
-    let mut rows: Vec<(h3o::CellIndex, u64, usize)> =
-        cells.into_iter().map(|(c, (n, u))| (c, n, u.len())).collect();
-    rows.sort_by_key(|r| u64::from(r.0));
-    match r.format {
+        let mut rows: Vec<(h3o::CellIndex, u64, usize)> =
+            cells.into_iter().map(|(c, (n, u))| (c, n, u.len())).collect();
+        rows.sort_by_key(|r| u64::from(r.0));
+        (rows, r.format)
+    })
+    .await;
+    let Ok((rows, format)) = counted else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "the server is stopping"})),
+        )
+            .into_response();
+    };
+    match format {
         Format::Csv => {
             let mut out = String::from("h3,fixes,units\n");
             for (c, n, u) in rows {

@@ -171,6 +171,9 @@ async fn put_fence(
     // The cover of a large area takes seconds: here, on a blocking
     // thread, not on the writer with every fix waiting behind it.
     let cfg = s.engine.lock().config().clone();
+    let Ok(_turn) = s.covers.acquire().await else {
+        return stopping();
+    };
     let Ok(def) = tokio::task::spawn_blocking(move || def.covered(&cfg)).await else {
         return stopping();
     };

@@ -23,6 +23,12 @@ use crate::durable::Role;
 use crate::follower::Follower;
 use crate::state::{AppState, Devices};
 
+/// Covers computed at once (see `AppState::covers`): every core but the
+/// writer's, at least one.
+fn covers_at_once() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 /// A running server.
 pub struct Running {
     /// The HTTP address bound.
@@ -218,6 +224,7 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         },
         promoting: tokio::sync::Mutex::new(()),
         max_subscriptions: cfg.max_subscriptions,
+        covers: tokio::sync::Semaphore::new(covers_at_once()),
     });
     let (ingest, cot) = if leading {
         let bound = bind_devices(&state).await?;

@@ -56,6 +56,10 @@ pub struct AppState {
     pub promoting: tokio::sync::Mutex<()>,
     /// Subscriptions one WebSocket session may hold.
     pub max_subscriptions: usize,
+    /// Covers computed at once (fences, positions feeds): each may take a
+    /// core for seconds, so a burst of large areas queues here instead of
+    /// taking every core from the writer.
+    pub covers: tokio::sync::Semaphore,
 }
 
 /// The server's Redis side.

@@ -101,6 +101,9 @@ async fn positions_area(s: &AppState, v: &Value) -> Result<(Shape, Option<Cover>
         let e = s.engine.lock();
         (protocol::area(&e, v)?, e.config().clone())
     };
+    let Ok(_turn) = s.covers.acquire().await else {
+        return Err(Refusal::overloaded());
+    };
     let computed = tokio::task::spawn_blocking(move || {
         let cover = Cover::compute(&shape, &cfg, 0.0);
         (shape, cover)

@@ -60,6 +60,31 @@ impl Bucket {
     }
 }
 
+/// Where [`History::copy_slice`] goes on from: a bucket (by its start)
+/// and a record in it. Buckets only grow at the end, so a record's place
+/// stays put while the bucket lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    bucket_ms: i64,
+    index: usize,
+}
+
+impl HistoryCursor {
+    /// From the start.
+    pub fn new() -> Self {
+        Self {
+            bucket_ms: i64::MIN,
+            index: 0,
+        }
+    }
+}
+
+impl Default for HistoryCursor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// History counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HistoryStats {
@@ -252,6 +277,54 @@ impl History {
         &self.stats
     }
 
+    /// Copies into `out`, unsorted, the records in `[from_ms, to_ms]` for
+    /// which `keep` holds, going on from `cursor` and reading at most
+    /// `budget` records: a caller holding the engine for it holds it a
+    /// bounded time, then calls again. Returns whether it reached the end.
+    pub fn copy_slice(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        mut keep: impl FnMut(&HistoryRecord) -> bool,
+        cursor: &mut HistoryCursor,
+        budget: usize,
+        out: &mut Vec<HistoryRecord>,
+    ) -> bool {
+        let mut read = 0;
+        for b in &self.buckets {
+            if b.start_ms + BUCKET_MS <= from_ms || b.start_ms > to_ms || b.start_ms < cursor.bucket_ms {
+                continue;
+            }
+            if b.start_ms > cursor.bucket_ms {
+                // A new bucket (or the one the cursor was in has gone).
+                *cursor = HistoryCursor {
+                    bucket_ms: b.start_ms,
+                    index: 0,
+                };
+            }
+            let len = b.len();
+            while cursor.index < len {
+                if read >= budget {
+                    return false;
+                }
+                let (c, i) = (cursor.index / CHUNK, cursor.index % CHUNK);
+                let chunk = &b.chunks[c];
+                let end = chunk.len().min(i + (budget - read));
+                for r in &chunk[i..end] {
+                    if r.fix.time_ms >= from_ms && r.fix.time_ms <= to_ms && keep(r) {
+                        out.push(*r);
+                    }
+                }
+                read += end - i;
+                cursor.index += end - i;
+            }
+            // Past this bucket: a later call starts at the next one.
+            cursor.bucket_ms = b.start_ms + 1;
+            cursor.index = 0;
+        }
+        true
+    }
+
     /// Calls `f` once per bucket overlapping `[from_ms, to_ms]` with its
     /// matching records sorted by time (then unit), oldest bucket first. So
     /// the whole output is in time order, and a caller can stream it bucket by
@@ -374,6 +447,38 @@ mod tests {
             |c| times.extend(c.iter().map(|r| r.fix.time_ms)),
         );
         assert_eq!(times, vec![60_000, 120_000]);
+    }
+
+    #[test]
+    fn slices_of_any_budget_copy_what_a_query_reads() {
+        let mut h = History::new(3600, 1_000_000);
+        // Three buckets, chunks crossed, a late fix into the first.
+        for i in 0..(CHUNK as i64 * 2 + 500) {
+            h.push(UnitSlot((i % 7) as u32), &Fix::at(i * 5, 1.0, 1.0));
+        }
+        h.push(UnitSlot(3), &Fix::at(10, 1.0, 1.0));
+        let keep = |r: &HistoryRecord| r.unit.0 != 2;
+        let (from, to) = (1_000, 150_000);
+        let mut want = Vec::new();
+        h.for_each_chunk(from, to, keep, |c| want.extend_from_slice(c));
+        for budget in [1, 999, CHUNK, CHUNK + 1, usize::MAX] {
+            let mut got = Vec::new();
+            let mut cursor = HistoryCursor::new();
+            let mut calls = 0;
+            while !h.copy_slice(from, to, keep, &mut cursor, budget, &mut got) {
+                calls += 1;
+                assert!(calls < 1_000_000, "no progress at budget {budget}");
+            }
+            got.sort_by_key(|r| (r.fix.time_ms, r.unit));
+            // By key: unknown measurements are NaN, never equal to themselves.
+            let key = |v: &[HistoryRecord]| v.iter().map(|r| (r.unit, r.fix.time_ms)).collect::<Vec<_>>();
+            assert!(
+                key(&got) == key(&want),
+                "budget {budget}: {} of {} records",
+                got.len(),
+                want.len()
+            );
+        }
     }
 
     #[test]

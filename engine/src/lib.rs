@@ -89,7 +89,7 @@ pub use cover::Cover;
 pub use engine::{Applied, Engine, EngineCounters};
 pub use error::EngineError;
 pub use filter::Filter;
-pub use history::{HistoryRecord, HistoryStats};
+pub use history::{HistoryCursor, HistoryRecord, HistoryStats};
 pub use history_log::HistoryLog;
 pub use model::Neighbor;
 pub use model::{Agency, Fix, Status, UnitSlot, UnitView};
@@ -129,6 +129,28 @@ impl Engine {
     /// handed to `f` a chunk (about a minute) at a time so a caller can stream
     /// a large window without holding it.
     pub fn history_query(&self, q: &HistoryQuery, f: impl FnMut(&[HistoryRecord])) {
+        self.history
+            .for_each_chunk(q.from_ms, q.to_ms, self.history_filter(q), f);
+    }
+
+    /// [`Engine::history_query`]'s records unsorted, a bounded slice at a
+    /// time: copies into `out` those found reading at most `budget`
+    /// records from `cursor` on, and returns whether it reached the end.
+    /// So a caller can copy a large window out holding the engine a
+    /// millisecond or so at a time, then sort and format it without it.
+    pub fn history_slice(
+        &self,
+        q: &HistoryQuery,
+        cursor: &mut HistoryCursor,
+        budget: usize,
+        out: &mut Vec<HistoryRecord>,
+    ) -> bool {
+        self.history
+            .copy_slice(q.from_ms, q.to_ms, self.history_filter(q), cursor, budget, out)
+    }
+
+    /// Whether a record matches `q`'s units, agencies and area.
+    fn history_filter<'a>(&'a self, q: &'a HistoryQuery) -> impl FnMut(&HistoryRecord) -> bool + 'a {
         let mut units = q.units.clone();
         if let Some(u) = &mut units {
             u.sort_unstable();
@@ -137,21 +159,16 @@ impl Engine {
             .agencies
             .as_ref()
             .map(|a| a.iter().fold(0u8, |m, x| m | (1 << *x as u8)));
-        self.history.for_each_chunk(
-            q.from_ms,
-            q.to_ms,
-            |r| {
-                units.as_ref().is_none_or(|u| u.binary_search(&r.unit).is_ok())
-                    && agencies.is_none_or(|m| {
-                        self.units
-                            .state
-                            .get(r.unit.index())
-                            .is_some_and(|st| m & (1 << st.agency) != 0)
-                    })
-                    && q.area.as_ref().is_none_or(|a| a.contains(r.fix.lat, r.fix.lon))
-            },
-            f,
-        );
+        move |r| {
+            units.as_ref().is_none_or(|u| u.binary_search(&r.unit).is_ok())
+                && agencies.is_none_or(|m| {
+                    self.units
+                        .state
+                        .get(r.unit.index())
+                        .is_some_and(|st| m & (1 << st.agency) != 0)
+                })
+                && q.area.as_ref().is_none_or(|a| a.contains(r.fix.lat, r.fix.lon))
+        }
     }
 
     /// Recent fixes in `[from_ms, to_ms]` for which `keep` holds, in time
