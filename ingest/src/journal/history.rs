@@ -3,8 +3,6 @@
 //! since the one before as a new segment, and the list drops segments
 //! once retention or the history cap has passed all of them.
 
-use bluelight_engine::HistoryLog;
-
 use super::Segment;
 
 /// The segments Redis holds and whether they are all of history.
@@ -24,19 +22,12 @@ pub(crate) struct Segments {
 }
 
 impl Segments {
-    /// The list after a snapshot that adds `log` (written as segment
-    /// `id`, unless empty), at `now_ms`; with `replaces`, `log` is all of
-    /// history and the old segments go.
-    pub fn after(&self, log: &HistoryLog, replaces: bool, now_ms: i64) -> (u64, Vec<Segment>) {
-        let id = self.list.iter().map(|s| s.id).max().map_or(1, |m| m + 1);
+    /// The list after a snapshot that adds segment `added` (if any), at
+    /// `now_ms`; with `replaces`, `added` is all of history and the old
+    /// segments go.
+    pub fn after(&self, added: Option<Segment>, replaces: bool, now_ms: i64) -> Vec<Segment> {
         let mut list = if replaces { Vec::new() } else { self.list.clone() };
-        if let Some(newest_ms) = log.newest_ms() {
-            list.push(Segment {
-                id,
-                count: log.len() as u64,
-                newest_ms,
-            });
-        }
+        list.extend(added);
         let cutoff = now_ms.saturating_sub(self.retention_ms);
         let mut held: u64 = list.iter().map(|s| s.count).sum();
         let gone = list
@@ -51,47 +42,35 @@ impl Segments {
             })
             .count();
         list.drain(..gone);
-        (id, list)
+        list
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bluelight_engine::{Engine, EngineConfig, Fix, Outputs, UnitSlot};
-
-    fn log_of(times: &[i64]) -> HistoryLog {
-        let mut e = Engine::new(EngineConfig::default()).expect("engine");
-        e.intern_unit("U");
-        e.log_history();
-        let mut out = Outputs::default();
-        for &t in times {
-            e.apply(UnitSlot(0), &Fix::at(t, 1.0, 1.0), &mut out);
-        }
-        e.take_history_log(false)
-    }
 
     fn seg(id: u64, count: u64, newest_ms: i64) -> Segment {
         Segment { id, count, newest_ms }
     }
 
     #[test]
-    fn a_snapshot_adds_a_segment_with_the_next_id() {
+    fn a_snapshot_adds_its_segment_at_the_end() {
         let s = Segments {
             list: vec![seg(3, 10, 5_000)],
             whole: true,
             retention_ms: 3_600_000,
             max_fixes: 1_000,
         };
-        let (id, list) = s.after(&log_of(&[6_000, 7_000]), false, 10_000);
-        assert_eq!(id, 4);
-        assert_eq!(list, vec![seg(3, 10, 5_000), seg(4, 2, 7_000)]);
+        let list = s.after(Some(seg(9, 2, 7_000)), false, 10_000);
+        assert_eq!(list, vec![seg(3, 10, 5_000), seg(9, 2, 7_000)]);
         // Nothing new: no segment.
-        let (_, list) = s.after(&HistoryLog::default(), false, 10_000);
-        assert_eq!(list, vec![seg(3, 10, 5_000)]);
+        assert_eq!(s.after(None, false, 10_000), vec![seg(3, 10, 5_000)]);
         // Whole history replaces the list.
-        let (id, list) = s.after(&log_of(&[6_000]), true, 10_000);
-        assert_eq!(list, vec![seg(id, 1, 6_000)]);
+        assert_eq!(
+            s.after(Some(seg(10, 1, 6_000)), true, 10_000),
+            vec![seg(10, 1, 6_000)]
+        );
     }
 
     #[test]
@@ -103,12 +82,11 @@ mod tests {
             max_fixes: 9,
         };
         // At 100 s, segment 1 (newest 1 s) is past 60 s of retention; 2 is not.
-        let (_, list) = s.after(&HistoryLog::default(), false, 100_000);
-        assert_eq!(list.iter().map(|s| s.id).collect::<Vec<_>>(), vec![2, 3]);
+        let ids = |l: Vec<Segment>| l.iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.after(None, false, 100_000)), vec![2, 3]);
         // With a new segment of 5, segments 2, 3 and it hold 15: without 2
         // they still hold 10, a full cap, so 2 goes; without 3 only 5, so 3
         // stays.
-        let (id, list) = s.after(&log_of(&[95_000, 96_000, 97_000, 98_000, 99_000]), false, 100_000);
-        assert_eq!(list.iter().map(|s| s.id).collect::<Vec<_>>(), vec![3, id]);
+        assert_eq!(ids(s.after(Some(seg(4, 5, 99_000)), false, 100_000)), vec![3, 4]);
     }
 }

@@ -32,6 +32,7 @@
 //! * `snapshot:staging` — the next snapshot's bytes while they are written,
 //!   a megabyte at a time, so Redis never holds every client's appends
 //!   behind one command of tens of megabytes.
+//! * `history_seq` — the counter segment ids come from.
 //! * `history:ID` — a history segment: the fixes history took between two
 //!   snapshots (`bluelight_engine::HistoryLog`), deleted once retention or
 //!   the history cap has passed all of it.
@@ -57,6 +58,8 @@ pub struct Keys {
     pub lease: String,
     /// History segments: this and the segment's id.
     pub history: String,
+    /// The counter history segments take their ids from.
+    pub history_seq: String,
 }
 
 /// A history segment a snapshot lists.
@@ -104,6 +107,7 @@ impl Keys {
             snapshot_staging: format!("{prefix}snapshot:staging"),
             lease: format!("{prefix}leader"),
             history: format!("{prefix}history:"),
+            history_seq: format!("{prefix}history_seq"),
         }
     }
 }

@@ -241,16 +241,14 @@ struct PendingSnapshot {
     frozen: oneshot::Receiver<(Frozen, HistoryLog)>,
     /// Which history it asked for.
     history: SnapshotHistory,
-    /// The segment list once written.
-    segments: Vec<Segment>,
     /// The first entry it does not cover.
     next: u64,
     /// Jobs handed on before it (held replies up to here are covered).
     covers: u64,
     /// Who waits for it (shutdown).
     waiters: Vec<oneshot::Sender<bool>>,
-    /// The write, once under way.
-    write: Option<tokio::task::JoinHandle<bool>>,
+    /// The write, once under way: the new segment list once written.
+    write: Option<tokio::task::JoinHandle<Option<Vec<Segment>>>>,
 }
 
 /// Whether the journal holds everything handed on.
@@ -546,7 +544,6 @@ impl Stage {
         self.snapshot = Some(PendingSnapshot {
             frozen: rx,
             history,
-            segments: Vec::new(),
             next: self.next,
             covers: self.forwarded,
             waiters: waiter.into_iter().collect(),
@@ -604,20 +601,12 @@ impl Stage {
                     self.status
                         .snapshot_copy_us
                         .store(frozen.took().as_micros() as u64, Ordering::Relaxed);
-                    let (id, segments) = match p.history {
-                        // No history kept: the list empties, and the
-                        // script deletes what an earlier run wrote.
-                        SnapshotHistory::None => (0, Vec::new()),
-                        h => self
-                            .segments
-                            .after(&history, h == SnapshotHistory::Whole, now_ms()),
-                    };
                     let write = SnapshotWrite {
-                        list: Segment::format_list(&segments),
-                        segment_id: id,
                         next: p.next,
+                        history: p.history,
+                        segments: self.segments.clone(),
+                        added: history.newest_ms().map(|n| (history.len() as u64, n)),
                     };
-                    p.segments = segments;
                     let conn = self.snapshots.clone();
                     let keys = self.cfg.keys.clone();
                     let lease = self.cfg.lease.clone();
@@ -628,9 +617,7 @@ impl Stage {
                         // few hundred milliseconds: off the runtime, on a
                         // thread of its own at the bulk priority, so on
                         // a machine short of cores the writer, the
-                        // sessions and the ingest go first (measured at
-                        // `national --redis`: at the same priority the
-                        // encoding pushed fix-to-alert p99 to 440 ms).
+                        // sessions and the ingest go first.
                         let (tx, rx) = oneshot::channel();
                         let spawned = std::thread::Builder::new()
                             .name("bluelight-snapshot".into())
@@ -640,10 +627,10 @@ impl Stage {
                                 let _ = tx.send((frozen.encode(), segment));
                             });
                         if spawned.is_err() {
-                            return false;
+                            return None;
                         }
                         let Ok((bytes, segment)) = rx.await else {
-                            return false;
+                            return None;
                         };
                         status
                             .snapshot_encode_us
@@ -668,7 +655,8 @@ impl Stage {
         if !write.is_finished() {
             return;
         }
-        let ok = write.await.unwrap_or(false);
+        let written = write.await.ok().flatten();
+        let ok = written.is_some();
         let Some(p) = self.snapshot.take() else {
             return;
         };
@@ -678,8 +666,8 @@ impl Stage {
         self.last_snapshot = Instant::now();
         // A failed write's history log is gone with it.
         self.segments.whole = ok;
-        if ok {
-            self.segments.list = p.segments;
+        if let Some(list) = written {
+            self.segments.list = list;
         } else {
             self.status.failures.fetch_add(1, Ordering::Relaxed);
             if !matches!(self.mode, Mode::Down { .. }) {
@@ -754,27 +742,24 @@ impl Held {
 struct SnapshotWrite {
     /// The first entry it does not cover.
     next: u64,
-    /// Its history segment's id (written if it has one).
-    segment_id: u64,
-    /// Its list of segments, as the hash holds it.
-    list: String,
+    /// Which history it carries.
+    history: SnapshotHistory,
+    /// The segments before it.
+    segments: Segments,
+    /// Its history segment's records and newest time, if it has one.
+    added: Option<(u64, i64)>,
 }
 
-/// Bytes a piece of a snapshot or a segment is written in: Redis serves
-/// every client's appends between two pieces, so a piece is a stall of a
-/// millisecond, where one command of the whole took hundreds (measured at
-/// `national --redis`: fix-to-alert p99 158 -> 375-438 ms once history
-/// segments made it ~50 MB).
-const PIECE: usize = 1 << 20;
-
 /// Writes a snapshot with its history segment and trims the journal
-/// behind it, if this node holds the lease. The bytes go a piece at a
-/// time to a staging key (and the segment to its own key), then one
-/// script, O(1) in their size, checks the lease, puts the staged bytes in
-/// place and lists the segment: a crash leaves the old snapshot or the new
-/// one, never half (and a segment no snapshot lists is deleted when a
-/// leader next starts); the trim comes last, so a crash before it only
-/// leaves entries a replay skips.
+/// behind it, if this node holds the lease; returns the segment list then
+/// in Redis. The bytes go a piece at a time to a staging key (and the
+/// segment to its own key, its id from a counter in Redis, so no two
+/// leaders ever write the same one), then one script, O(1) in their size,
+/// checks the lease, puts the staged bytes in place and lists the segment:
+/// a crash leaves the old snapshot or the new one, never half (and a
+/// segment no snapshot lists is deleted when a leader next starts); the
+/// trim comes last, so a crash before it only leaves entries a replay
+/// skips.
 async fn write_snapshot(
     mut conn: ConnectionManager,
     keys: Keys,
@@ -783,37 +768,46 @@ async fn write_snapshot(
     segment: Option<Vec<u8>>,
     w: SnapshotWrite,
     status: Arc<JournalStatus>,
-) -> bool {
+) -> Option<Vec<Segment>> {
     let now_ms = now_ms();
     let len = bytes.len();
     let segment_len = segment.as_ref().map_or(0, Vec::len);
     let next = w.next;
-    let segment_key = format!("{}{}", keys.history, w.segment_id);
-    let mut staged = write_pieces(&mut conn, &keys.snapshot_staging, &bytes).await;
-    if let (Ok(()), Some(segment)) = (&staged, &segment) {
-        staged = write_pieces(&mut conn, &segment_key, segment).await;
+    let written: redis::RedisResult<(u64, Vec<Segment>)> = async {
+        write_pieces(&mut conn, &keys.snapshot_staging, &bytes).await?;
+        let added = match (w.added, &segment) {
+            (Some((count, newest_ms)), Some(segment)) => {
+                let id: u64 = conn.incr(&keys.history_seq, 1).await?;
+                write_pieces(&mut conn, &format!("{}{id}", keys.history), segment).await?;
+                Some(Segment { id, count, newest_ms })
+            }
+            _ => None,
+        };
+        let list = match w.history {
+            // No history kept: the list empties, and the script deletes
+            // what an earlier run wrote.
+            SnapshotHistory::None => Vec::new(),
+            h => w.segments.after(added, h == SnapshotHistory::Whole, now_ms),
+        };
+        let trimmed = redis::Script::new(super::lease::SNAPSHOT)
+            .key(&lease.key)
+            .key(&keys.snapshot)
+            .key(&keys.journal)
+            .key(&keys.snapshot_staging)
+            .key(&keys.snapshot_engine)
+            .arg(&lease.me)
+            .arg(next)
+            .arg(now_ms)
+            .arg(format!("{next}-0"))
+            .arg(Segment::format_list(&list))
+            .arg(&keys.history)
+            .invoke_async::<u64>(&mut conn)
+            .await?;
+        Ok((trimmed, list))
     }
-    let written = match staged {
-        Ok(()) => {
-            redis::Script::new(super::lease::SNAPSHOT)
-                .key(&lease.key)
-                .key(&keys.snapshot)
-                .key(&keys.journal)
-                .key(&keys.snapshot_staging)
-                .key(&keys.snapshot_engine)
-                .arg(&lease.me)
-                .arg(next)
-                .arg(now_ms)
-                .arg(format!("{next}-0"))
-                .arg(&w.list)
-                .arg(&keys.history)
-                .invoke_async::<u64>(&mut conn)
-                .await
-        }
-        Err(e) => Err(e),
-    };
+    .await;
     match written {
-        Ok(trimmed) => {
+        Ok((trimmed, list)) => {
             status.snapshots.fetch_add(1, Ordering::Relaxed);
             status.snapshot_bytes.store(len as u64, Ordering::Relaxed);
             status
@@ -826,14 +820,21 @@ async fn write_snapshot(
                 trimmed,
                 "snapshot written"
             );
-            true
+            Some(list)
         }
         Err(e) => {
             tracing::error!(error = %e, "writing the snapshot failed");
-            false
+            None
         }
     }
 }
+
+/// Bytes a piece of a snapshot or a segment is written in: Redis serves
+/// every client's appends between two pieces, so a piece is a stall of a
+/// millisecond, where one command of the whole took hundreds (measured at
+/// `national --redis`: fix-to-alert p99 375-438 -> 191 ms once snapshots
+/// and their segments, ~50 MB, went in pieces).
+const PIECE: usize = 1 << 20;
 
 /// Writes `bytes` to `key` (replacing it) a [`PIECE`] at a time.
 async fn write_pieces(conn: &mut ConnectionManager, key: &str, bytes: &[u8]) -> redis::RedisResult<()> {
