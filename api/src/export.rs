@@ -256,6 +256,8 @@ pub async fn export(
     let most = s.engine.lock().history_count_upper_bound(r.from_ms, r.to_ms);
     let state = s.clone();
     tokio::task::spawn_blocking(move || {
+        // Bulk work: the writer and the sessions go first.
+        bluelight_ingest::priority::lower_this_thread();
         let head = match r.format {
             Format::GeoJson => "{\"type\":\"FeatureCollection\",\"features\":[".to_owned(),
             Format::Csv => "id,time_ms,lat,lon,speed_mps,heading_deg,accuracy_m,status,agency\n".to_owned(),
@@ -355,6 +357,7 @@ async fn export_tracks(s: Arc<AppState>, r: Request) -> Response {
     // The whole window's fixes are read (tracks hold one position per fix),
     // a slice at a time, and put in order off the runtime.
     let built = tokio::task::spawn_blocking(move || {
+        bluelight_ingest::priority::lower_this_thread();
         let q = query(&s.engine.lock(), &r, r.from_ms, r.to_ms);
         let mut records = Vec::new();
         for_each_slice(&s, &q, |slice| records.extend_from_slice(slice));
@@ -409,6 +412,7 @@ pub async fn export_h3(
     // Read a slice at a time and counted off the runtime: an H3 lookup a
     // fix is seconds for a full retention, none of it holding the engine.
     let counted = tokio::task::spawn_blocking(move || {
+        bluelight_ingest::priority::lower_this_thread();
         let q = query(&s.engine.lock(), &r, r.from_ms, r.to_ms);
         let mut cells: HashMap<h3o::CellIndex, (u64, HashSet<UnitSlot>)> = HashMap::new();
         for_each_slice(&s, &q, |slice| {

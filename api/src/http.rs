@@ -174,7 +174,11 @@ async fn put_fence(
     let Ok(_turn) = s.covers.acquire().await else {
         return stopping();
     };
-    let Ok(def) = tokio::task::spawn_blocking(move || def.covered(&cfg)).await else {
+    let covering = move || {
+        bluelight_ingest::priority::lower_this_thread();
+        def.covered(&cfg)
+    };
+    let Ok(def) = tokio::task::spawn_blocking(covering).await else {
         return stopping();
     };
     let def = Arc::new(def);

@@ -105,6 +105,7 @@ async fn positions_area(s: &AppState, v: &Value) -> Result<(Shape, Option<Cover>
         return Err(Refusal::overloaded());
     };
     let computed = tokio::task::spawn_blocking(move || {
+        bluelight_ingest::priority::lower_this_thread();
         let cover = Cover::compute(&shape, &cfg, 0.0);
         (shape, cover)
     })
