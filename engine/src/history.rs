@@ -127,9 +127,7 @@ impl History {
 
     /// Appends a fix (and logs it, while logging).
     pub fn push(&mut self, unit: UnitSlot, fix: &Fix) {
-        if self.max_fixes == 0 {
-            return;
-        }
+        // A log is only started when history keeps fixes.
         if let Some(log) = &mut self.log {
             log.push(unit, fix);
         }
