@@ -195,6 +195,11 @@ async fn a_graceful_stop_writes_a_snapshot_and_trims_the_journal() {
     let b = Bluelight::serve(&redis.url(), port, &[]);
     let (_, h) = get_json(b.http, "/healthz").await;
     assert_eq!(h["units"], 500, "{h}");
+    // The stage cleans up as it starts, beside serving: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.exists::<_, bool>("bluelight:history:999").expect("exists") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let orphan: bool = c.exists("bluelight:history:999").expect("exists");
     assert!(!orphan, "the unlisted segment is deleted");
     assert_eq!(h["redis"], "ok");
