@@ -18,6 +18,14 @@ pub struct ServeConfig {
     pub ingest: SocketAddr,
     /// Cursor-on-Target TCP address (conventionally port 8087); off when unset.
     pub cot_tcp: Option<SocketAddr>,
+    /// Cursor-on-Target UDP address: one XML event a datagram; off when unset.
+    pub cot_udp: Option<SocketAddr>,
+    /// NMEA 0183 TCP address (conventionally port 10110); off when unset.
+    pub nmea_tcp: Option<SocketAddr>,
+    /// NMEA 0183 UDP address; off when unset.
+    pub nmea_udp: Option<SocketAddr>,
+    /// TETRA LIP UDP address (reports from an SDS gateway); off when unset.
+    pub lip_udp: Option<SocketAddr>,
     /// Serve a non-loopback address without tokens.
     pub insecure: bool,
     /// Seconds without a fix before a unit is stale.
@@ -204,6 +212,10 @@ impl Default for ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9600)),
             ingest: SocketAddr::from(([127, 0, 0, 1], 9601)),
             cot_tcp: None,
+            cot_udp: None,
+            nmea_tcp: None,
+            nmea_udp: None,
+            lip_udp: None,
             insecure: false,
             stale_after_s: 120,
             history_retention_s: 3600,
@@ -275,6 +287,10 @@ impl ServeConfig {
                 ("listen", Some(self.listen)),
                 ("ingest", Some(self.ingest)),
                 ("cot_tcp", self.cot_tcp),
+                ("cot_udp", self.cot_udp),
+                ("nmea_tcp", self.nmea_tcp),
+                ("nmea_udp", self.nmea_udp),
+                ("lip_udp", self.lip_udp),
             ] {
                 if let Some(a) = addr
                     && !a.ip().is_loopback()

@@ -108,7 +108,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoReport> {
             .hub
             .subscribe_alerts(&e, &console, "console".into(), AlertSelect::default(), None);
     }
-    println!("listening http={} ingest={}", running.http, running.ingest);
+    println!("listening http={} {}", running.http, running.devices);
     println!(
         "bluelight demo: {} simulated units around {} towns, {} sample fences, speed x{}",
         opts.units,

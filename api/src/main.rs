@@ -170,6 +170,21 @@ struct ServeArgs {
     /// Cursor-on-Target TCP address (conventionally port 8087).
     #[arg(long, env = "BLUELIGHT_COT_TCP")]
     cot_tcp: Option<SocketAddr>,
+    /// Cursor-on-Target UDP address: one XML event a datagram.
+    #[arg(long, env = "BLUELIGHT_COT_UDP")]
+    cot_udp: Option<SocketAddr>,
+    /// NMEA 0183 TCP address (conventionally port 10110): RMC and GGA
+    /// lines, the unit named first by $PBLU,ID,<unit id>.
+    #[arg(long, env = "BLUELIGHT_NMEA_TCP")]
+    nmea_tcp: Option<SocketAddr>,
+    /// NMEA 0183 UDP address: each datagram names its unit with $PBLU
+    /// first.
+    #[arg(long, env = "BLUELIGHT_NMEA_UDP")]
+    nmea_udp: Option<SocketAddr>,
+    /// TETRA LIP UDP address: each datagram is the sender's ISSI (3 bytes,
+    /// big-endian) then a LIP PDU, as an SDS gateway forwards them.
+    #[arg(long, env = "BLUELIGHT_LIP_UDP")]
+    lip_udp: Option<SocketAddr>,
     /// Serve non-loopback addresses without tokens.
     #[arg(long, env = "BLUELIGHT_INSECURE")]
     insecure: bool,
@@ -234,8 +249,16 @@ impl ServeArgs {
         if let Some(a) = self.ingest {
             c.ingest = a;
         }
-        if self.cot_tcp.is_some() {
-            c.cot_tcp = self.cot_tcp;
+        for (flag, key) in [
+            (self.cot_tcp, &mut c.cot_tcp),
+            (self.cot_udp, &mut c.cot_udp),
+            (self.nmea_tcp, &mut c.nmea_tcp),
+            (self.nmea_udp, &mut c.nmea_udp),
+            (self.lip_udp, &mut c.lip_udp),
+        ] {
+            if flag.is_some() {
+                *key = flag;
+            }
         }
         c.insecure |= self.insecure;
         if let Some(v) = self.stale_after_s {
@@ -283,15 +306,9 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         // A follower binds no device listener until it is promoted.
         println!("listening http={} role=follower", running.http);
     } else {
-        match running.cot {
-            Some(cot) => println!(
-                "listening http={} ingest={} cot={cot}",
-                running.http, running.ingest
-            ),
-            None => println!("listening http={} ingest={}", running.http, running.ingest),
-        }
+        println!("listening http={} {}", running.http, running.devices);
     }
-    tracing::info!(http = %running.http, ingest = %running.ingest, "serving");
+    tracing::info!(http = %running.http, devices = %running.devices, "serving");
     tokio::select! {
         () = stop => {}
         () = running.fenced() => {

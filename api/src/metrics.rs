@@ -55,6 +55,11 @@ pub async fn metrics(
     );
     let _ = writeln!(
         m,
+        "# HELP bluelight_ingest_ignored_total Well-formed device messages that carry no fix, passed over (NMEA sentences other than RMC and GGA, LIP PDUs other than location reports).\n# TYPE bluelight_ingest_ignored_total counter\nbluelight_ingest_ignored_total {}",
+        c.ignored.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
         "# HELP bluelight_ingest_accept_errors_total Failed accepts on device listeners (out of file descriptors, most often); each waits 100 ms.\n# TYPE bluelight_ingest_accept_errors_total counter\nbluelight_ingest_accept_errors_total {}",
         c.accept_errors.load(Ordering::Relaxed)
     );

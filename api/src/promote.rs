@@ -71,7 +71,7 @@ pub async fn promote(
         tracing::error!(error = %e, "the outbox could not start appending; it retries with the next alert");
     }
     s.leading.store(true, Ordering::Relaxed);
-    let (ingest, cot) = match crate::server::bind_devices(&s).await {
+    let devices = match crate::server::bind_devices(&s).await {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "promoted, but the device listeners could not be bound");
@@ -82,10 +82,10 @@ pub async fn promote(
         }
     };
     tokio::spawn(crate::server::run_clock(s.clone()));
-    tracing::warn!(next, %ingest, "promoted: this server leads");
-    let mut v = json!({"role": "leader", "ingest": ingest.to_string(), "next_entry": next});
-    if let Some(c) = cot {
-        v["cot"] = json!(c.to_string());
+    tracing::warn!(next, %devices, "promoted: this server leads");
+    let mut v = json!({"role": "leader", "next_entry": next});
+    for (name, addr) in devices.named() {
+        v[name] = json!(addr.to_string());
     }
     reply(StatusCode::OK, v)
 }

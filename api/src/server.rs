@@ -33,10 +33,8 @@ fn covers_at_once() -> usize {
 pub struct Running {
     /// The HTTP address bound.
     pub http: SocketAddr,
-    /// The UDP and TCP ingest address bound.
-    pub ingest: SocketAddr,
-    /// The CoT address bound, if any.
-    pub cot: Option<SocketAddr>,
+    /// The device listeners bound (a follower's: as configured, none bound).
+    pub devices: Devices,
     /// Shared state (for tests and `demo`).
     pub state: Arc<AppState>,
 }
@@ -218,21 +216,18 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         leading: AtomicBool::new(leading),
         redis,
         resets,
-        devices: Devices {
-            ingest: cfg.ingest,
-            cot_tcp: cfg.cot_tcp,
-        },
+        devices: Devices::of(cfg),
         promoting: tokio::sync::Mutex::new(()),
         max_subscriptions: cfg.max_subscriptions,
         covers: tokio::sync::Semaphore::new(covers_at_once()),
     });
-    let (ingest, cot) = if leading {
+    let devices = if leading {
         let bound = bind_devices(&state).await?;
         tokio::spawn(run_clock(state.clone()));
         bound
     } else {
         // A follower binds none: its ingest comes from the journal.
-        (cfg.ingest, None)
+        state.devices
     };
     tokio::spawn(crate::http_serve::serve(
         http_listener,
@@ -243,20 +238,16 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
             max_connections: t.http_max_connections,
         },
     ));
-    Ok(Running {
-        http,
-        ingest,
-        cot,
-        state,
-    })
+    Ok(Running { http, devices, state })
 }
 
-/// Binds the device listeners (UDP and TCP ingest, CoT) and starts serving
-/// them into the queue: at start, or when a follower is promoted.
+/// Binds the device listeners (UDP and TCP ingest, CoT, NMEA, LIP) and
+/// starts serving them into the queue: at start, or when a follower is
+/// promoted. Returns the addresses bound.
 ///
 /// # Errors
 /// An address that cannot be bound.
-pub async fn bind_devices(state: &Arc<AppState>) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+pub async fn bind_devices(state: &Arc<AppState>) -> anyhow::Result<Devices> {
     let t = &state.tuning;
     let queue = &state.queue;
     let limits = ListenerLimits {
@@ -264,19 +255,57 @@ pub async fn bind_devices(state: &Arc<AppState>) -> anyhow::Result<(SocketAddr, 
         idle_timeout: Duration::from_secs(t.device_idle_s),
         max_frame_bytes: t.device_max_frame_bytes,
     };
-    let (tcp, udp, ingest) = transport::bind_ingest(state.devices.ingest).await?;
+    let want = state.devices;
+    let (tcp, udp, ingest) = transport::bind_ingest(want.ingest).await?;
     tokio::spawn(transport::serve_tcp(tcp, queue.clone(), limits.clone()));
     tokio::spawn(transport::serve_udp(udp, queue.clone(), limits.clone()));
-    let cot = match state.devices.cot_tcp {
-        Some(addr) => {
-            let l = TcpListener::bind(addr).await?;
-            let bound = l.local_addr()?;
-            tokio::spawn(transport::serve_cot_tcp(l, queue.clone(), limits));
-            Some(bound)
-        }
-        None => None,
+    let mut bound = Devices {
+        ingest,
+        cot_tcp: None,
+        cot_udp: None,
+        nmea_tcp: None,
+        nmea_udp: None,
+        lip_udp: None,
     };
-    Ok((ingest, cot))
+    let (q, l) = (|| queue.clone(), || limits.clone());
+    if let Some(a) = want.cot_tcp {
+        let listener = bind_stream(a).await?;
+        bound.cot_tcp = Some(listener.local_addr()?);
+        tokio::spawn(transport::serve_cot_tcp(listener, q(), l()));
+    }
+    if let Some(a) = want.nmea_tcp {
+        let listener = bind_stream(a).await?;
+        bound.nmea_tcp = Some(listener.local_addr()?);
+        tokio::spawn(transport::serve_nmea_tcp(listener, q(), l()));
+    }
+    if let Some(a) = want.cot_udp {
+        let socket = bind_datagram(a)?;
+        bound.cot_udp = Some(socket.local_addr()?);
+        tokio::spawn(transport::serve_cot_udp(socket, q(), l()));
+    }
+    if let Some(a) = want.nmea_udp {
+        let socket = bind_datagram(a)?;
+        bound.nmea_udp = Some(socket.local_addr()?);
+        tokio::spawn(transport::serve_nmea_udp(socket, q(), l()));
+    }
+    if let Some(a) = want.lip_udp {
+        let socket = bind_datagram(a)?;
+        bound.lip_udp = Some(socket.local_addr()?);
+        tokio::spawn(transport::serve_lip_udp(socket, q(), l()));
+    }
+    Ok(bound)
+}
+
+async fn bind_stream(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind TCP {addr}: {e}"))
+}
+
+fn bind_datagram(addr: SocketAddr) -> anyhow::Result<tokio::net::UdpSocket> {
+    transport::bind_udp(addr)
+        .map(|(socket, _)| socket)
+        .map_err(|e| anyhow::anyhow!("cannot bind UDP {addr}: {e}"))
 }
 
 /// This machine's name (a node id's first part).

@@ -76,13 +76,64 @@ pub struct Redis {
     pub conn: redis::aio::ConnectionManager,
 }
 
-/// Where the device listeners bind.
-#[derive(Debug, Clone, Copy)]
+/// The device listeners: where they are configured to bind, or where they
+/// are bound (port 0 resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Devices {
     /// UDP and TCP ingest.
     pub ingest: std::net::SocketAddr,
     /// Cursor-on-Target TCP, if any.
     pub cot_tcp: Option<std::net::SocketAddr>,
+    /// Cursor-on-Target UDP, if any.
+    pub cot_udp: Option<std::net::SocketAddr>,
+    /// NMEA 0183 TCP, if any.
+    pub nmea_tcp: Option<std::net::SocketAddr>,
+    /// NMEA 0183 UDP, if any.
+    pub nmea_udp: Option<std::net::SocketAddr>,
+    /// TETRA LIP UDP, if any.
+    pub lip_udp: Option<std::net::SocketAddr>,
+}
+
+impl Devices {
+    /// The configured listeners.
+    pub fn of(cfg: &crate::config::ServeConfig) -> Self {
+        Self {
+            ingest: cfg.ingest,
+            cot_tcp: cfg.cot_tcp,
+            cot_udp: cfg.cot_udp,
+            nmea_tcp: cfg.nmea_tcp,
+            nmea_udp: cfg.nmea_udp,
+            lip_udp: cfg.lip_udp,
+        }
+    }
+
+    /// Each listener by its name on the start-up line (PROTOCOL.md
+    /// "Device interop"), `ingest` first.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, std::net::SocketAddr)> {
+        [
+            ("ingest", Some(self.ingest)),
+            ("cot", self.cot_tcp),
+            ("cot-udp", self.cot_udp),
+            ("nmea-tcp", self.nmea_tcp),
+            ("nmea-udp", self.nmea_udp),
+            ("lip-udp", self.lip_udp),
+        ]
+        .into_iter()
+        .filter_map(|(name, addr)| addr.map(|a| (name, a)))
+    }
+}
+
+/// `ingest=ADDR cot=ADDR ...`, as the start-up line names them.
+impl std::fmt::Display for Devices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, addr)) in self.named().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{name}={addr}")?;
+        }
+        Ok(())
+    }
 }
 
 impl AppState {

@@ -120,7 +120,7 @@ async fn fences_are_created_replaced_listed_and_deleted_and_a_crossing_counts_an
     // A fix over real TCP ingest crosses into it.
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
     let frame = encode_flatbuffers(&mut fbb, "t", &[(7, Fix::at(now_ms(), 50.9334, -1.4337))], &[]).to_vec();
-    let mut conn = TcpStream::connect(s.ingest).await.expect("ingest");
+    let mut conn = TcpStream::connect(s.devices.ingest).await.expect("ingest");
     conn.write_all(&(frame.len() as u32).to_le_bytes())
         .await
         .expect("write");

@@ -130,8 +130,8 @@ pub fn decode_cot(
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time (`2025-11-21T10:15:30.123Z`
-/// or with a `±hh:mm` offset). Hand-written for this one format (days from
-/// the civil date by Howard Hinnant's algorithm) rather than a date crate.
+/// or with a `±hh:mm` offset). Hand-written for this one format rather than
+/// a date crate.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
@@ -172,12 +172,7 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * mm + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = crate::calendar::days_from_civil(y, mo, d);
     Some(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + ms)
 }
 

@@ -10,10 +10,13 @@
 //! * [`wire`] — the FlatBuffers schema's generated code.
 //! * [`decode`] — FlatBuffers and JSON decoders (and an encoder).
 //! * [`cot`] — Cursor-on-Target XML events.
+//! * [`nmea`] — NMEA 0183 RMC and GGA sentences.
+//! * [`lip`] — TETRA LIP location reports.
 //! * [`definitions`] — fences, proximity rules and filters as their owners
 //!   write them (JSON), parsed here and compiled by the writer.
 //! * [`validate`] — refusal reasons, validation settings, counters.
 //! * [`batch`] — the decoded batch, reused without per-fix allocation.
+//! * [`calendar`] — civil dates and days since the epoch.
 //! * [`queue`] — the bounded queue from the transports to the writer.
 //! * [`journal`] — the Redis journal: the stage between the queue and the
 //!   writer, snapshots, and the replay at start-up.
@@ -32,11 +35,14 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod batch;
+pub mod calendar;
 pub mod cot;
 pub mod decode;
 pub mod definitions;
 pub mod fleet;
 pub mod journal;
+pub mod lip;
+pub mod nmea;
 pub mod pipeline;
 pub mod places;
 pub mod priority;

@@ -1,6 +1,6 @@
 //! Transports: UDP (one `FixBatch` a datagram), TCP (a stream of frames,
-//! each a 4-byte little-endian length and a `FixBatch`), and
-//! Cursor-on-Target XML over TCP.
+//! each a 4-byte little-endian length and a `FixBatch`), Cursor-on-Target
+//! XML over TCP, NMEA 0183 over TCP and UDP, and TETRA LIP over UDP.
 //!
 //! Every listener has a connection cap, an idle timeout and a maximum frame
 //! size. A TCP frame whose body does not decode is counted and skipped, and
@@ -17,7 +17,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
+use crate::batch::IngestBatch;
 use crate::decode::decode_flatbuffers;
+use crate::nmea::{NmeaError, NmeaSession, Sentence};
 use crate::queue::IngestQueue;
 use crate::validate::Reject;
 
@@ -44,17 +46,106 @@ impl Default for ListenerLimits {
 
 /// Serves UDP until the socket fails or the queue closes.
 pub async fn serve_udp(socket: UdpSocket, queue: IngestQueue, limits: ListenerLimits) {
+    udp_loop(socket, queue, limits, |datagram, queue, batch| {
+        if decode_flatbuffers(datagram, &queue.validation, queue.now_ms(), batch).is_err() {
+            queue.counters.reject(Reject::BadFrame);
+        }
+    })
+    .await;
+}
+
+/// Serves NMEA 0183 over UDP (`--nmea-udp`): each datagram names its unit
+/// with `$PBLU` first, then its sentences.
+pub async fn serve_nmea_udp(socket: UdpSocket, queue: IngestQueue, limits: ListenerLimits) {
+    udp_loop(socket, queue, limits, |datagram, queue, batch| {
+        let mut session = NmeaSession::whole();
+        let (v, now) = (&queue.validation, queue.now_ms());
+        for (i, line) in datagram.split(|b| *b == b'\n').enumerate() {
+            count_nmea(queue, session.line(line, i as u32, v, now, batch));
+        }
+        session.flush(v, now, batch);
+    })
+    .await;
+}
+
+/// Serves TETRA LIP over UDP (`--lip-udp`): each datagram is the sender's
+/// ISSI (3 bytes, big-endian) and one LIP PDU.
+pub async fn serve_lip_udp(socket: UdpSocket, queue: IngestQueue, limits: ListenerLimits) {
+    udp_loop(
+        socket,
+        queue,
+        limits,
+        |datagram, queue, batch| match crate::lip::decode_lip(
+            datagram,
+            0,
+            &queue.validation,
+            queue.now_ms(),
+            batch,
+        ) {
+            Ok(crate::lip::Pdu::Location) => {}
+            Ok(crate::lip::Pdu::Ignored) => {
+                queue.counters.ignored.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                queue.counters.reject(e.reason());
+                tracing::debug!(error = %e, "refused a LIP datagram");
+            }
+        },
+    )
+    .await;
+}
+
+/// Serves Cursor-on-Target over UDP (`--cot-udp`): one XML `<event>` a
+/// datagram.
+pub async fn serve_cot_udp(socket: UdpSocket, queue: IngestQueue, limits: ListenerLimits) {
+    udp_loop(socket, queue, limits, |datagram, queue, batch| {
+        let decoded = std::str::from_utf8(datagram)
+            .map_err(|e| e.to_string())
+            .and_then(|xml| {
+                crate::cot::decode_cot(xml, 0, &queue.validation, queue.now_ms(), batch)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = decoded {
+            queue.counters.reject(Reject::BadFrame);
+            tracing::debug!(error = %e, "refused a CoT datagram");
+        }
+    })
+    .await;
+}
+
+/// Receives datagrams and decodes each with `decode` (which counts its
+/// own refusals) into a batch of its own, handed on without waiting: a
+/// full queue drops it and counts the drop.
+async fn udp_loop(
+    socket: UdpSocket,
+    queue: IngestQueue,
+    limits: ListenerLimits,
+    mut decode: impl FnMut(&[u8], &IngestQueue, &mut IngestBatch),
+) {
     let mut buf = vec![0u8; limits.max_frame_bytes.min(65_535)];
     loop {
         let Ok((n, _from)) = socket.recv_from(&mut buf).await else {
             return;
         };
         let mut batch = queue.batch();
-        match decode_flatbuffers(&buf[..n], &queue.validation, queue.now_ms(), &mut batch) {
-            Ok(()) => {
-                queue.try_send(batch);
-            }
-            Err(_) => queue.counters.reject(Reject::BadFrame),
+        batch.received = Some(std::time::Instant::now());
+        decode(&buf[..n], &queue, &mut batch);
+        if !batch.fixes.is_empty() || !batch.errors.is_empty() {
+            queue.try_send(batch);
+        }
+    }
+}
+
+/// Counts what an NMEA line was, when it was not a position or a unit.
+fn count_nmea(queue: &IngestQueue, line: Result<Sentence, NmeaError>) {
+    match line {
+        Ok(Sentence::Ignored) => {
+            queue.counters.ignored.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            queue.counters.reject(e.reason());
+            tracing::debug!(error = %e, "refused an NMEA sentence");
         }
     }
 }
@@ -207,6 +298,92 @@ async fn cot_connection(
         if buf.len() > limits.max_frame_bytes {
             queue.counters.reject(Reject::BadFrame);
             return Err(format!("no </event> within {} bytes", limits.max_frame_bytes));
+        }
+        if (!batch.fixes.is_empty() || !batch.errors.is_empty()) && queue.send(batch).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Serves NMEA 0183 over TCP (`--nmea-tcp`, conventionally port 10110):
+/// lines ending in LF or CRLF, split across reads as they come, the unit
+/// named by `$PBLU` first. A garbage line is counted and passed over; a
+/// line longer than [`NMEA_MAX_LINE`] is dropped up to its end.
+pub async fn serve_nmea_tcp(listener: TcpListener, queue: IngestQueue, limits: ListenerLimits) {
+    accept_loop(
+        listener,
+        queue,
+        limits,
+        "nmea",
+        |stream, queue, limits| async move { nmea_connection(stream, &queue, &limits).await },
+    )
+    .await;
+}
+
+/// Longest NMEA line taken, bytes (the standard's limit is 82).
+pub const NMEA_MAX_LINE: usize = 1024;
+
+/// How long the half of an RMC/GGA pair waits for the other before it
+/// goes alone.
+pub const NMEA_PAIR_WAIT: Duration = Duration::from_millis(200);
+
+async fn nmea_connection(
+    mut stream: TcpStream,
+    queue: &IngestQueue,
+    limits: &ListenerLimits,
+) -> Result<(), String> {
+    let mut session = NmeaSession::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    // Inside a line over the limit: drop bytes up to its end.
+    let mut skipping = false;
+    let mut line_no = 0u32;
+    loop {
+        let wait = if session.holds() {
+            NMEA_PAIR_WAIT
+        } else {
+            limits.idle_timeout
+        };
+        let read = tokio::time::timeout(wait, stream.read(&mut chunk)).await;
+        let mut batch = queue.batch();
+        batch.received = Some(std::time::Instant::now());
+        let (v, now) = (&queue.validation, queue.now_ms());
+        let n = match read {
+            Ok(Ok(n)) if n > 0 => n,
+            Err(_) if session.holds() => {
+                // The pair did not come: the half goes alone.
+                session.flush(v, now, &mut batch);
+                if queue.send(batch).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            _ => {
+                session.flush(v, now, &mut batch);
+                if !batch.fixes.is_empty() || !batch.errors.is_empty() {
+                    let _ = queue.send(batch).await;
+                }
+                return Ok(());
+            }
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(end) = buf[start..].iter().position(|b| *b == b'\n') {
+            let line = &buf[start..start + end];
+            start += end + 1;
+            if std::mem::take(&mut skipping) {
+                continue;
+            }
+            count_nmea(queue, session.line(line, line_no, v, now, &mut batch));
+            line_no = line_no.wrapping_add(1);
+        }
+        buf.drain(..start);
+        if buf.len() > NMEA_MAX_LINE {
+            if !skipping {
+                queue.counters.reject(Reject::BadFrame);
+            }
+            buf.clear();
+            skipping = true;
         }
         if (!batch.fixes.is_empty() || !batch.errors.is_empty()) && queue.send(batch).await.is_err() {
             return Ok(());

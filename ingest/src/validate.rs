@@ -29,11 +29,21 @@ pub enum Reject {
     BadField,
     /// A frame that does not decode at all.
     BadFrame,
+    /// The device says it has no position (NMEA void RMC or GGA quality 0,
+    /// a LIP report without a location).
+    NoFix,
+    /// An NMEA sentence whose checksum does not match its text.
+    BadChecksum,
+    /// A fix before its unit was named (NMEA lines before `$PBLU`).
+    NoUnit,
+    /// A well-formed report of a kind this server does not place (a LIP
+    /// location arc, reserved codes).
+    Unsupported,
 }
 
 impl Reject {
     /// Every reason, in counter order.
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 15] = [
         Reject::NotFinite,
         Reject::OutOfRange,
         Reject::NullIsland,
@@ -45,6 +55,10 @@ impl Reject {
         Reject::Inaccurate,
         Reject::BadField,
         Reject::BadFrame,
+        Reject::NoFix,
+        Reject::BadChecksum,
+        Reject::NoUnit,
+        Reject::Unsupported,
     ];
 
     /// The name used in replies and metrics.
@@ -61,6 +75,10 @@ impl Reject {
             Reject::Inaccurate => "inaccurate",
             Reject::BadField => "bad_field",
             Reject::BadFrame => "bad_frame",
+            Reject::NoFix => "no_fix",
+            Reject::BadChecksum => "bad_checksum",
+            Reject::NoUnit => "no_unit",
+            Reject::Unsupported => "unsupported",
         }
     }
 }
@@ -158,7 +176,7 @@ pub struct IngestCounters {
     /// Fixes applied to the engine.
     pub accepted: AtomicU64,
     /// Refused fixes by reason (indexed like `Reject::ALL`).
-    pub rejected: [AtomicU64; 11],
+    pub rejected: [AtomicU64; Reject::ALL.len()],
     /// UDP datagrams dropped because the pipeline was full.
     pub udp_dropped: AtomicU64,
     /// Connections closed for a bad or oversized frame.
@@ -169,6 +187,10 @@ pub struct IngestCounters {
     /// Speeds, headings and accuracies out of range, kept as unknown
     /// (the fix itself is accepted).
     pub measurements_cleared: AtomicU64,
+    /// Well-formed device messages that carry no fix and are passed over
+    /// (NMEA sentences other than RMC and GGA, LIP PDUs other than
+    /// location reports).
+    pub ignored: AtomicU64,
 }
 
 impl IngestCounters {

@@ -1,0 +1,251 @@
+//! Device interop against the whole server, with third-party clients where
+//! they exist: NMEA built by `pynmeagps` (PyPI) over `--nmea-tcp` and
+//! `--nmea-udp`; TETRA LIP reports over `--lip-udp` for a radio registered
+//! by a `UnitInfo`. `.ci/run` installs the Python packages; a test that
+//! cannot run them fails, saying what is missing.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bluelight_api::config::ServeConfig;
+use bluelight_api::server::Running;
+use bluelight_engine::{Agency, Fix};
+use bluelight_ingest::decode::{UnitInfoSpec, encode_flatbuffers};
+use bluelight_ingest::lip::{PduWriter, REASON_EMERGENCY, ShortCodes};
+use serde_json::Value;
+use support::open::{get_json, now_ms};
+use tokio::io::AsyncWriteExt;
+
+async fn devices_server() -> Running {
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    support::server_with(ServeConfig {
+        nmea_tcp: Some(any),
+        nmea_udp: Some(any),
+        lip_udp: Some(any),
+        cot_udp: Some(any),
+        ..ServeConfig::default()
+    })
+    .await
+}
+
+/// Runs a script of `tests/interop/` with python3; its stdout as JSON.
+fn python(script: &str, args: &[String]) -> Value {
+    let path = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("missing: python3 ({e}); .ci/run installs it"));
+    assert!(
+        out.status.success(),
+        "{script} failed (missing: `python3 -m pip install pynmeagps takproto pytak`?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+}
+
+/// Polls a unit until `done` holds (bounded).
+async fn unit_until(http: SocketAddr, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (status, v) = get_json(http, &format!("/v1/units/{id}")).await;
+        if status == 200 && done(&v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "unit {id} never got there: {status} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn metric(http: SocketAddr, line_start: &str) -> f64 {
+    let (_, body) = support::request(http, "GET", "/metrics", None, b"", None).await;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {line_start}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pynmeagps_tracks_over_tcp_and_udp_arrive_as_one_fix_a_second() {
+    let s = devices_server().await;
+    for (mode, addr, unit) in [
+        ("tcp", s.devices.nmea_tcp, "AMB-NMEA-T"),
+        ("udp", s.devices.nmea_udp, "AMB-NMEA-U"),
+    ] {
+        let addr = addr.expect("bound").to_string();
+        let sent = python(
+            "nmea_send.py",
+            &[mode, &addr, unit, "5", "53.8008", "-1.5491"].map(String::from),
+        );
+        let (lat, lon) = (
+            sent["lat"].as_f64().expect("lat"),
+            sent["lon"].as_f64().expect("lon"),
+        );
+        let v = unit_until(s.http, unit, |v| {
+            v["geometry"]["coordinates"][1]
+                .as_f64()
+                .is_some_and(|y| (y - lat).abs() < 1e-6)
+        })
+        .await;
+        let p = &v["properties"];
+        assert!(
+            (v["geometry"]["coordinates"][0].as_f64().expect("lon") - lon).abs() < 1e-6,
+            "{v}"
+        );
+        assert_eq!(p["accuracy_m"].as_f64(), Some(4.0), "GGA's HDOP 0.8 × 5 m: {v}");
+        let speed = p["speed_mps"].as_f64().expect("RMC's speed");
+        assert!((speed - 19.4 * 1852.0 / 3600.0).abs() < 0.01, "{v}");
+        assert_eq!(p["heading_deg"].as_f64(), Some(0.0), "{v}");
+    }
+    // Ten fixes (five seconds of each unit), each an RMC and GGA merged:
+    // nothing refused as a duplicate.
+    let accepted = metric(s.http, "bluelight_fixes_accepted_total").await;
+    assert_eq!(accepted, 10.0);
+    assert_eq!(
+        metric(s.http, "bluelight_fixes_rejected_total{reason=\"duplicate\"}").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lip_report_moves_the_radio_a_unit_info_registered_and_flags_an_emergency() {
+    let s = devices_server().await;
+    let issi = 2_001_234;
+    // Register the radio's ISSI as POL-1234, police, over TCP ingest.
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let info = UnitInfoSpec {
+        unit: issi,
+        id: "POL-1234",
+        agency: Agency::Police,
+        kind: "officer",
+        tags: &[],
+    };
+    let t = now_ms();
+    let body = encode_flatbuffers(
+        &mut fbb,
+        "registry",
+        &[(issi, Fix::at(t - 10_000, 51.48, -3.18))],
+        &[info],
+    )
+    .to_vec();
+    let mut tcp = tokio::net::TcpStream::connect(s.devices.ingest)
+        .await
+        .expect("ingest");
+    tcp.write_all(&(body.len() as u32).to_le_bytes())
+        .await
+        .expect("write");
+    tcp.write_all(&body).await.expect("write");
+    unit_until(s.http, "POL-1234", |_| true).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let lip = s.devices.lip_udp.expect("bound");
+    let mut report = PduWriter::for_issi(issi as u32);
+    report.short_report(
+        51.4816,
+        -3.1791,
+        ShortCodes {
+            time_elapsed: 0,
+            position_error: 1,
+            velocity: 20,
+            direction: 4,
+            reason: REASON_EMERGENCY,
+        },
+    );
+    udp.send_to(&report.bytes()[..5], lip).await.expect("send");
+    udp.send_to(report.bytes(), lip).await.expect("send");
+    let v = unit_until(s.http, "POL-1234", |v| v["properties"]["status"] == "emergency").await;
+    let c = &v["geometry"]["coordinates"];
+    assert!((c[1].as_f64().expect("lat") - 51.4816).abs() < 1e-5, "{v}");
+    assert!((c[0].as_f64().expect("lon") + 3.1791).abs() < 1e-5, "{v}");
+    assert_eq!(v["properties"]["agency"], "police");
+    assert_eq!(
+        v["properties"]["accuracy_m"].as_f64(),
+        Some(20.0),
+        "position error < 20 m"
+    );
+    assert_eq!(
+        metric(s.http, "bluelight_fixes_rejected_total{reason=\"bad_frame\"}").await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn the_start_up_line_names_every_device_listener() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bluelight"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ingest",
+            "127.0.0.1:0",
+            "--nmea-tcp",
+            "127.0.0.1:0",
+            "--nmea-udp",
+            "127.0.0.1:0",
+            "--lip-udp",
+            "127.0.0.1:0",
+            "--cot-tcp",
+            "127.0.0.1:0",
+            "--cot-udp",
+            "127.0.0.1:0",
+            "--help",
+        ])
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--nmea-tcp", "--nmea-udp", "--lip-udp", "--cot-udp"] {
+        assert!(help.contains(flag), "{help}");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bluelight"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ingest",
+            "127.0.0.1:0",
+            "--nmea-tcp",
+            "127.0.0.1:0",
+            "--nmea-udp",
+            "127.0.0.1:0",
+            "--lip-udp",
+            "127.0.0.1:0",
+            "--cot-tcp",
+            "127.0.0.1:0",
+            "--cot-udp",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("listening "));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("a listening line");
+    let names: Vec<&str> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|w| {
+            w.split_once('=').map(|(k, v)| {
+                assert!(v.parse::<SocketAddr>().is_ok_and(|a| a.port() != 0), "{line}");
+                k
+            })
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "http", "ingest", "cot", "cot-udp", "nmea-tcp", "nmea-udp", "lip-udp"
+        ],
+        "{line}"
+    );
+}
