@@ -116,6 +116,38 @@ async fn pynmeagps_tracks_over_tcp_and_udp_arrive_as_one_fix_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takproto_v1_streams_and_mesh_datagrams_arrive() {
+    let s = support::server_with(ServeConfig {
+        cot_tcp: Some("127.0.0.1:0".parse().expect("addr")),
+        cot_udp: Some("127.0.0.1:0".parse().expect("addr")),
+        ..ServeConfig::default()
+    })
+    .await;
+    for (mode, addr, uid) in [
+        ("tcp", s.devices.cot_tcp, "ANDROID-TAK-S"),
+        ("udp", s.devices.cot_udp, "ANDROID-TAK-M"),
+    ] {
+        let addr = addr.expect("bound").to_string();
+        let sent = python(
+            "tak_send.py",
+            &[mode, &addr, uid, "4", "51.5007", "-0.1246"].map(String::from),
+        );
+        let lat = sent["lat"].as_f64().expect("lat");
+        let v = unit_until(s.http, uid, |v| {
+            v["geometry"]["coordinates"][1]
+                .as_f64()
+                .is_some_and(|y| (y - lat).abs() < 1e-7)
+        })
+        .await;
+        let p = &v["properties"];
+        assert_eq!(p["kind"], "a-f-G-U-C", "{v}");
+        assert_eq!(p["accuracy_m"].as_f64(), Some(4.5), "{v}");
+        assert_eq!(p["speed_mps"].as_f64(), Some(10.0), "{v}");
+    }
+    assert_eq!(metric(s.http, "bluelight_fixes_accepted_total").await, 8.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lip_report_moves_the_radio_a_unit_info_registered_and_flags_an_emergency() {
     let s = devices_server().await;
     let issi = 2_001_234;

@@ -28,8 +28,9 @@ pub enum CotError {
     Attribute(&'static str),
 }
 
-/// CoT's "unknown" for `ce`, `le` and `hae`.
-const COT_UNKNOWN: f64 = 9_999_999.0;
+/// TAK protocol v1's "unknown" for `ce`, `le` and `hae` (XML uses
+/// 9999999): anything from it up is unknown.
+const COT_UNKNOWN_V1: f64 = 999_999.0;
 
 fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
     e.attributes()
@@ -40,6 +41,36 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
                 .ok()
                 .map(|v| v.into_owned())
         })
+}
+
+/// One CoT event's fields that bluelight keeps, whichever encoding it came
+/// in (XML, or TAK protocol version 1).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CotEvent<'a> {
+    /// `uid`: the unit.
+    pub uid: &'a str,
+    /// `type` (`a-f-G-U-C`): the unit's kind.
+    pub kind: &'a str,
+    /// `how` (`m-g`: machine, GPS; `h-e`: human, estimated).
+    pub how: &'a str,
+    /// `time` (else `start`), ms since the epoch.
+    pub time_ms: Option<i64>,
+    /// `stale`, ms since the epoch.
+    pub stale_ms: Option<i64>,
+    /// `<point lat lon>`.
+    pub lat: Option<f64>,
+    /// `<point lat lon>`.
+    pub lon: Option<f64>,
+    /// `<point ce>`: circular error, metres (9999999 or 999999: unknown).
+    pub ce: Option<f64>,
+    /// `<track course>`, degrees.
+    pub course: Option<f64>,
+    /// `<track speed>`, metres a second.
+    pub speed: Option<f64>,
+    /// `<contact callsign>`.
+    pub callsign: &'a str,
+    /// `<__group name>`: the team colour.
+    pub group: &'a str,
 }
 
 /// Decodes one `<event>` (with or without an XML declaration) into `out`.
@@ -56,10 +87,11 @@ pub fn decode_cot(
     out: &mut IngestBatch,
 ) -> Result<(), CotError> {
     let mut reader = Reader::from_str(xml);
-    let (mut uid, mut kind, mut time) = (None, None, None);
+    let (mut uid, mut kind, mut how, mut time, mut stale) = (None, None, None, None, None);
     let (mut lat, mut lon, mut ce) = (None, None, None);
-    let (mut course, mut speed) = (None, None);
+    let (mut course, mut speed, mut callsign, mut group) = (None, None, None, None);
     let mut seen_event = false;
+    let number = |s: Option<String>| s.and_then(|s| s.parse::<f64>().ok());
     loop {
         match reader.read_event().map_err(|e| CotError::Xml(e.to_string()))? {
             Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
@@ -67,17 +99,21 @@ pub fn decode_cot(
                     seen_event = true;
                     uid = attr(&e, "uid");
                     kind = attr(&e, "type");
+                    how = attr(&e, "how");
                     time = attr(&e, "time").or_else(|| attr(&e, "start"));
+                    stale = attr(&e, "stale");
                 }
                 "point" => {
-                    lat = attr(&e, "lat").and_then(|s| s.parse::<f64>().ok());
-                    lon = attr(&e, "lon").and_then(|s| s.parse::<f64>().ok());
-                    ce = attr(&e, "ce").and_then(|s| s.parse::<f64>().ok());
+                    lat = number(attr(&e, "lat"));
+                    lon = number(attr(&e, "lon"));
+                    ce = number(attr(&e, "ce"));
                 }
                 "track" => {
-                    course = attr(&e, "course").and_then(|s| s.parse::<f32>().ok());
-                    speed = attr(&e, "speed").and_then(|s| s.parse::<f32>().ok());
+                    course = number(attr(&e, "course"));
+                    speed = number(attr(&e, "speed"));
                 }
+                "contact" => callsign = attr(&e, "callsign"),
+                "__group" => group = attr(&e, "name"),
                 _ => {}
             },
             Event::End(e) if e.local_name().as_ref() == "event" => break,
@@ -88,24 +124,57 @@ pub fn decode_cot(
     if !seen_event {
         return Err(CotError::NoEvent);
     }
-    let uid = uid.filter(|u| !u.is_empty()).ok_or(CotError::Attribute("uid"))?;
-    let time_ms = time
-        .as_deref()
-        .and_then(parse_rfc3339_ms)
-        .ok_or(CotError::Attribute("time"))?;
-    let lat = lat.ok_or(CotError::Attribute("point lat"))?;
-    let lon = lon.ok_or(CotError::Attribute("point lon"))?;
-    let known = |x: Option<f64>| {
-        x.filter(|v| *v < COT_UNKNOWN && *v >= 0.0)
+    let event = CotEvent {
+        uid: uid.as_deref().unwrap_or_default(),
+        kind: kind.as_deref().unwrap_or_default(),
+        how: how.as_deref().unwrap_or_default(),
+        time_ms: Some(
+            time.as_deref()
+                .and_then(parse_rfc3339_ms)
+                .ok_or(CotError::Attribute("time"))?,
+        ),
+        stale_ms: stale.as_deref().and_then(parse_rfc3339_ms),
+        lat,
+        lon,
+        ce,
+        course,
+        speed,
+        callsign: callsign.as_deref().unwrap_or_default(),
+        group: group.as_deref().unwrap_or_default(),
+    };
+    push_event(&event, index, v, now_ms, out)
+}
+
+/// Puts a decoded event into `out`: a fix for unit `uid` (or, failing
+/// validation, an entry in `out.errors`), and its kind.
+///
+/// # Errors
+/// An event without a uid, a time or a position.
+pub fn push_event(
+    event: &CotEvent<'_>,
+    index: u32,
+    v: &ValidationConfig,
+    now_ms: i64,
+    out: &mut IngestBatch,
+) -> Result<(), CotError> {
+    if event.uid.is_empty() {
+        return Err(CotError::Attribute("uid"));
+    }
+    let time_ms = event.time_ms.ok_or(CotError::Attribute("time"))?;
+    let lat = event.lat.ok_or(CotError::Attribute("point lat"))?;
+    let lon = event.lon.ok_or(CotError::Attribute("point lon"))?;
+    // CoT's "unknown" is 9999999 in XML and 999999 in TAK protocol v1.
+    let known = |x: Option<f64>, unknown: f64| {
+        x.filter(|v| *v < unknown && *v >= 0.0)
             .map_or(f32::NAN, |v| v as f32)
     };
     let mut fix = Fix {
         time_ms,
         lat,
         lon,
-        accuracy_m: known(ce),
-        speed_mps: speed.filter(|s| *s >= 0.0).unwrap_or(f32::NAN),
-        heading_deg: course.filter(|c| *c >= 0.0).unwrap_or(f32::NAN),
+        accuracy_m: known(event.ce, COT_UNKNOWN_V1),
+        speed_mps: known(event.speed, f64::INFINITY),
+        heading_deg: known(event.course, f64::INFINITY),
         status: Status::Unknown,
     };
     if let Err(r) = v.check(&fix, now_ms) {
@@ -113,9 +182,9 @@ pub fn decode_cot(
         return Ok(());
     }
     out.measurements_cleared += fix.clear_out_of_range();
-    let id = out.push_text(&uid);
-    if let Some(k) = kind {
-        let kind = out.push_text(&k);
+    let id = out.push_text(event.uid);
+    if !event.kind.is_empty() {
+        let kind = out.push_text(event.kind);
         out.metas.push(MetaUpdate {
             unit: UnitRef::Id(id.clone()),
             key: None,

@@ -12,6 +12,7 @@
 //! * [`cot`] — Cursor-on-Target XML events.
 //! * [`nmea`] — NMEA 0183 RMC and GGA sentences.
 //! * [`lip`] — TETRA LIP location reports.
+//! * [`tak`] — TAK protocol version 1 (protobuf) and its framings.
 //! * [`definitions`] — fences, proximity rules and filters as their owners
 //!   write them (JSON), parsed here and compiled by the writer.
 //! * [`validate`] — refusal reasons, validation settings, counters.
@@ -47,6 +48,7 @@ pub mod pipeline;
 pub mod places;
 pub mod priority;
 pub mod queue;
+pub mod tak;
 pub mod tasks;
 pub mod transport;
 pub mod validate;

@@ -95,16 +95,20 @@ pub async fn serve_lip_udp(socket: UdpSocket, queue: IngestQueue, limits: Listen
     .await;
 }
 
-/// Serves Cursor-on-Target over UDP (`--cot-udp`): one XML `<event>` a
-/// datagram.
+/// Serves Cursor-on-Target over UDP (`--cot-udp`): one event a datagram,
+/// XML or TAK protocol version 1 mesh (`0xbf 0x01 0xbf`, then the
+/// protobuf).
 pub async fn serve_cot_udp(socket: UdpSocket, queue: IngestQueue, limits: ListenerLimits) {
     udp_loop(socket, queue, limits, |datagram, queue, batch| {
-        let decoded = std::str::from_utf8(datagram)
-            .map_err(|e| e.to_string())
-            .and_then(|xml| {
-                crate::cot::decode_cot(xml, 0, &queue.validation, queue.now_ms(), batch)
-                    .map_err(|e| e.to_string())
-            });
+        let (v, now) = (&queue.validation, queue.now_ms());
+        let decoded = match crate::tak::mesh_payload(datagram) {
+            Some(payload) => crate::tak::decode_message(payload, 0, v, now, batch)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => std::str::from_utf8(datagram)
+                .map_err(|e| e.to_string())
+                .and_then(|xml| crate::cot::decode_cot(xml, 0, v, now, batch).map_err(|e| e.to_string())),
+        };
         if let Err(e) = decoded {
             queue.counters.reject(Reject::BadFrame);
             tracing::debug!(error = %e, "refused a CoT datagram");
@@ -252,10 +256,14 @@ async fn tcp_connection(
     }
 }
 
-/// Serves Cursor-on-Target XML over TCP (`--cot-tcp`, conventionally port
-/// 8087). Events are split on `</event>`; a malformed event is counted and
-/// skipped (the next `</event>` resynchronises the stream), an event longer
-/// than the frame limit closes the connection.
+/// Serves Cursor-on-Target over TCP (`--cot-tcp`, conventionally port
+/// 8087): XML, or TAK protocol version 1 streaming, chosen per connection
+/// by its first byte (`0xbf` is TAK protocol). XML is split on `</event>`;
+/// a malformed event is counted and skipped (the next `</event>`
+/// resynchronises the stream), an event longer than the frame limit closes
+/// the connection. A TAK message that does not decode is counted and
+/// skipped (its length says where the next starts); a stream whose framing
+/// is lost is closed.
 pub async fn serve_cot_tcp(listener: TcpListener, queue: IngestQueue, limits: ListenerLimits) {
     accept_loop(
         listener,
@@ -274,31 +282,49 @@ async fn cot_connection(
 ) -> Result<(), String> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut tak = None;
     loop {
         let n = match tokio::time::timeout(limits.idle_timeout, stream.read(&mut chunk)).await {
             Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return Ok(()),
             Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
+        let tak = *tak.get_or_insert(buf.first() == Some(&crate::tak::MAGIC));
         let mut batch = queue.batch();
+        batch.received = Some(std::time::Instant::now());
+        let (v, now) = (&queue.validation, queue.now_ms());
         let mut index = 0u32;
-        let used = crate::cot::split_events(&buf, |event| {
-            let decoded = std::str::from_utf8(event)
-                .map_err(|e| e.to_string())
-                .and_then(|xml| {
-                    crate::cot::decode_cot(xml, index, &queue.validation, queue.now_ms(), &mut batch)
-                        .map_err(|e| e.to_string())
-                });
-            if decoded.is_err() {
+        let used = if tak {
+            crate::tak::split_stream(&buf, limits.max_frame_bytes, |payload| {
+                if let Err(e) = crate::tak::decode_message(payload, index, v, now, &mut batch) {
+                    queue.counters.reject(e.reason());
+                    tracing::debug!(error = %e, "skipped a TAK message");
+                }
+                index += 1;
+            })
+            .map_err(|e| {
                 queue.counters.reject(Reject::BadFrame);
+                e.to_string()
+            })?
+        } else {
+            let used = crate::cot::split_events(&buf, |event| {
+                let decoded = std::str::from_utf8(event)
+                    .map_err(|e| e.to_string())
+                    .and_then(|xml| {
+                        crate::cot::decode_cot(xml, index, v, now, &mut batch).map_err(|e| e.to_string())
+                    });
+                if decoded.is_err() {
+                    queue.counters.reject(Reject::BadFrame);
+                }
+                index += 1;
+            });
+            if buf.len() - used > limits.max_frame_bytes {
+                queue.counters.reject(Reject::BadFrame);
+                return Err(format!("no </event> within {} bytes", limits.max_frame_bytes));
             }
-            index += 1;
-        });
+            used
+        };
         buf.drain(..used);
-        if buf.len() > limits.max_frame_bytes {
-            queue.counters.reject(Reject::BadFrame);
-            return Err(format!("no </event> within {} bytes", limits.max_frame_bytes));
-        }
         if (!batch.fixes.is_empty() || !batch.errors.is_empty()) && queue.send(batch).await.is_err() {
             return Ok(());
         }
