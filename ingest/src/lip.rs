@@ -134,6 +134,7 @@ pub fn decode_lip(
 ///
 /// # Errors
 /// As [`decode_lip`].
+#[inline]
 pub fn read_report(datagram: &[u8], now_ms: i64) -> Result<Option<LocationReport>, LipError> {
     let mut bits = Bits::new(datagram);
     let issi = bits.take(24, "ISSI")?;
@@ -162,6 +163,7 @@ impl<'a> Bits<'a> {
     }
 
     /// The next `n` (≤ 32) bits as an unsigned number.
+    #[inline]
     fn take(&mut self, n: usize, field: &'static str) -> Result<u32, LipError> {
         let have = self.data.len() * 8;
         if self.pos + n > have {
@@ -171,13 +173,22 @@ impl<'a> Bits<'a> {
                 have,
             });
         }
-        let mut v = 0u32;
-        for i in self.pos..self.pos + n {
-            let bit = (self.data[i / 8] >> (7 - i % 8)) & 1;
-            v = v << 1 | u32::from(bit);
+        if n == 0 {
+            return Ok(0);
         }
+        // One 8-byte load holds the field (at most 7 bits in, at most 32
+        // long): the eight bytes from its first, or the datagram's last
+        // eight when it ends sooner.
+        let len = self.data.len();
+        let from = (self.pos / 8).min(len.saturating_sub(8));
+        let mut word = [0u8; 8];
+        match self.data.get(from..from + 8) {
+            Some(eight) => word.copy_from_slice(eight),
+            None => word[..len - from].copy_from_slice(&self.data[from..]),
+        }
+        let shift = 64 - (self.pos - from * 8) - n;
         self.pos += n;
-        Ok(v)
+        Ok(((u64::from_be_bytes(word) >> shift) & ((1 << n) - 1)) as u32)
     }
 
     /// The next `n` bits as a two's complement number.
@@ -202,6 +213,7 @@ impl<'a> Bits<'a> {
 }
 
 /// Longitude (25 bits) then latitude (24 bits), in degrees.
+#[inline]
 fn position(bits: &mut Bits<'_>) -> Result<(f64, f64), LipError> {
     let lon = f64::from(bits.take_signed(25, "longitude")?) * 360.0 / f64::from(1u32 << 25);
     let lat = f64::from(bits.take_signed(24, "latitude")?) * 180.0 / f64::from(1u32 << 24);
@@ -209,6 +221,7 @@ fn position(bits: &mut Bits<'_>) -> Result<(f64, f64), LipError> {
 }
 
 /// Position error (3 bits): the upper bound of its class, metres.
+#[inline]
 fn position_error(code: u32) -> f32 {
     match code {
         0 => 2.0,
@@ -225,21 +238,51 @@ fn position_error(code: u32) -> f32 {
 /// Horizontal position uncertainty and ellipse axes (6 bits), metres:
 /// 2 × 1.2^(K+5) − 4.
 fn uncertainty_m(code: u32) -> f32 {
-    (2.0 * 1.2f64.powi(code as i32 + 5) - 4.0) as f32
+    UNCERTAINTY_M[code as usize & 63]
 }
+
+const UNCERTAINTY_M: [f32; 64] = {
+    let mut table = [0.0; 64];
+    let mut factor = 2.0 * 1.2 * 1.2 * 1.2 * 1.2 * 1.2;
+    let mut k = 0;
+    while k < 64 {
+        table[k] = (factor - 4.0) as f32;
+        factor *= 1.2;
+        k += 1;
+    }
+    table
+};
 
 /// Horizontal velocity (7 bits) in metres a second; unknown for "more
 /// than 1,043 km/h" (126) and "not known" (127).
 pub fn horizontal_velocity_mps(code: u32) -> f32 {
-    let kmh = match code {
-        0..=28 => f64::from(code),
-        29..=125 => 16.0 * 1.038f64.powi(code as i32 - 13),
-        _ => return f32::NAN,
-    };
-    (kmh / 3.6) as f32
+    VELOCITY_MPS[code as usize & 127]
 }
 
+/// The velocity code's table, km/h: n for n ≤ 28, then 16 × 1.038^(n−13).
+const VELOCITY_MPS: [f32; 128] = {
+    let mut table = [f32::NAN; 128];
+    let mut n = 0;
+    while n <= 125 {
+        let kmh = if n <= 28 {
+            n as f64
+        } else {
+            let mut v = 16.0;
+            let mut k = 13;
+            while k < n {
+                v *= 1.038;
+                k += 1;
+            }
+            v
+        };
+        table[n] = (kmh / 3.6) as f32;
+        n += 1;
+    }
+    table
+};
+
 /// Time elapsed (2 bits): the fix time it means, from the time received.
+#[inline]
 fn time_elapsed(code: u32, now_ms: i64) -> i64 {
     match code {
         1 => now_ms - 5_000,
@@ -274,12 +317,14 @@ fn time_of_position(bits: &mut Bits<'_>, now_ms: i64) -> Result<i64, LipError> {
 }
 
 /// The reason for sending, if the additional data is one (type 0).
+#[inline]
 fn additional_data(bits: &mut Bits<'_>) -> Result<Option<u8>, LipError> {
     let kind = bits.take(1, "type of additional data")?;
     let data = bits.take(8, "additional data")? as u8;
     Ok((kind == 0).then_some(data))
 }
 
+#[inline]
 fn status_for(reason: Option<u8>) -> Status {
     if reason == Some(REASON_EMERGENCY) {
         Status::Emergency
@@ -288,6 +333,7 @@ fn status_for(reason: Option<u8>) -> Status {
     }
 }
 
+#[inline]
 fn short_report(bits: &mut Bits<'_>, now_ms: i64) -> Result<(Fix, Option<u8>), LipError> {
     let time_ms = time_elapsed(bits.take(2, "time elapsed")?, now_ms);
     let (lat, lon) = position(bits)?;

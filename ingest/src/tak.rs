@@ -70,10 +70,74 @@ pub enum Content {
     Control,
 }
 
-/// Decodes one `TakMessage` (the payload, framing removed) into `out`.
+/// Decodes `TakMessage`s into one message kept between them, so a stream
+/// of them allocates nothing once its strings have grown (allocation was
+/// a third of a message's time).
+#[derive(Debug, Default)]
+pub struct TakDecoder {
+    message: proto::TakMessage,
+}
+
+impl TakDecoder {
+    /// A decoder with nothing kept yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes one `TakMessage` (the payload, framing removed) into `out`.
+    ///
+    /// # Errors
+    /// Not a `TakMessage`, or an event without a uid, time or position.
+    pub fn decode(
+        &mut self,
+        payload: &[u8],
+        index: u32,
+        v: &ValidationConfig,
+        now_ms: i64,
+        out: &mut IngestBatch,
+    ) -> Result<Content, TakError> {
+        let bad = |e: prost::DecodeError| TakError::Protobuf(e.to_string());
+        if !has_event(payload).map_err(bad)? {
+            // TakControl alone: check it is one, keep nothing.
+            proto::TakMessage::decode(payload).map_err(bad)?;
+            return Ok(Content::Control);
+        }
+        clear_keeping_capacity(&mut self.message);
+        self.message.merge(payload).map_err(bad)?;
+        let Some(ev) = self.message.cot_event.as_ref() else {
+            return Ok(Content::Control);
+        };
+        let detail = ev.detail.as_ref();
+        let track = detail.and_then(|d| d.track.as_ref());
+        let ms = |t: u64| (t > 0).then(|| i64::try_from(t).unwrap_or(i64::MAX));
+        let event = CotEvent {
+            uid: &ev.uid,
+            kind: &ev.r#type,
+            how: &ev.how,
+            time_ms: ms(ev.send_time).or_else(|| ms(ev.start_time)),
+            stale_ms: ms(ev.stale_time),
+            lat: Some(ev.lat),
+            lon: Some(ev.lon),
+            ce: Some(ev.ce),
+            course: track.map(|t| t.course),
+            speed: track.map(|t| t.speed),
+            callsign: detail
+                .and_then(|d| d.contact.as_ref())
+                .map_or("", |c| c.callsign.as_str()),
+            group: detail
+                .and_then(|d| d.group.as_ref())
+                .map_or("", |g| g.name.as_str()),
+        };
+        push_event(&event, index, v, now_ms, out)?;
+        Ok(Content::Event)
+    }
+}
+
+/// Decodes one `TakMessage` into `out` with a decoder of its own (for a
+/// single message; a stream keeps a [`TakDecoder`]).
 ///
 /// # Errors
-/// Not a `TakMessage`, or an event without a uid, time or position.
+/// As [`TakDecoder::decode`].
 pub fn decode_message(
     payload: &[u8],
     index: u32,
@@ -81,33 +145,60 @@ pub fn decode_message(
     now_ms: i64,
     out: &mut IngestBatch,
 ) -> Result<Content, TakError> {
-    let message = proto::TakMessage::decode(payload).map_err(|e| TakError::Protobuf(e.to_string()))?;
-    let Some(ev) = message.cot_event else {
-        return Ok(Content::Control);
+    TakDecoder::new().decode(payload, index, v, now_ms, out)
+}
+
+/// Whether a `TakMessage` has a `cotEvent` (field 2), from its keys alone.
+fn has_event(mut buf: &[u8]) -> Result<bool, prost::DecodeError> {
+    use prost::encoding::{DecodeContext, decode_key, skip_field};
+    let mut found = false;
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf)?;
+        found |= tag == 2;
+        skip_field(wire_type, tag, &mut buf, DecodeContext::default())?;
+    }
+    Ok(found)
+}
+
+/// Empties a message for `merge`, keeping its strings' buffers. A message
+/// without a `cotEvent` is told by [`has_event`]; inside one, an absent
+/// `track` must stay absent (unknown speed is not 0), so it is reset to
+/// `None` (it holds no buffer); an absent contact or group reads as empty.
+fn clear_keeping_capacity(m: &mut proto::TakMessage) {
+    m.tak_control = None;
+    let Some(ev) = m.cot_event.as_mut() else {
+        return;
     };
-    let detail = ev.detail.as_ref();
-    let track = detail.and_then(|d| d.track.as_ref());
-    let ms = |t: u64| (t > 0).then(|| i64::try_from(t).unwrap_or(i64::MAX));
-    let event = CotEvent {
-        uid: &ev.uid,
-        kind: &ev.r#type,
-        how: &ev.how,
-        time_ms: ms(ev.send_time).or_else(|| ms(ev.start_time)),
-        stale_ms: ms(ev.stale_time),
-        lat: Some(ev.lat),
-        lon: Some(ev.lon),
-        ce: Some(ev.ce),
-        course: track.map(|t| t.course),
-        speed: track.map(|t| t.speed),
-        callsign: detail
-            .and_then(|d| d.contact.as_ref())
-            .map_or("", |c| c.callsign.as_str()),
-        group: detail
-            .and_then(|d| d.group.as_ref())
-            .map_or("", |g| g.name.as_str()),
-    };
-    push_event(&event, index, v, now_ms, out)?;
-    Ok(Content::Event)
+    for s in [
+        &mut ev.r#type,
+        &mut ev.access,
+        &mut ev.qos,
+        &mut ev.opex,
+        &mut ev.uid,
+        &mut ev.how,
+    ] {
+        s.clear();
+    }
+    ev.send_time = 0;
+    ev.start_time = 0;
+    ev.stale_time = 0;
+    ev.lat = 0.0;
+    ev.lon = 0.0;
+    ev.hae = 0.0;
+    ev.ce = 0.0;
+    ev.le = 0.0;
+    if let Some(d) = ev.detail.as_mut() {
+        d.xml_detail.clear();
+        if let Some(c) = d.contact.as_mut() {
+            c.endpoint.clear();
+            c.callsign.clear();
+        }
+        if let Some(g) = d.group.as_mut() {
+            g.name.clear();
+            g.role.clear();
+        }
+        d.track = None;
+    }
 }
 
 /// Reads a mesh datagram's payload: `Some` when it has the version 1
@@ -258,6 +349,38 @@ mod tests {
             Err(TakError::Protobuf(_))
         ));
         assert!(out.fixes.is_empty());
+    }
+
+    #[test]
+    fn a_reused_decoder_keeps_nothing_of_the_message_before() {
+        let v = ValidationConfig::default();
+        let mut d = TakDecoder::new();
+        let mut out = IngestBatch::default();
+        d.decode(&report("A", NOW).encode_to_vec(), 0, &v, NOW, &mut out)
+            .expect("first");
+        // The second has no detail and no ce: no speed, course or accuracy
+        // from the first may show through.
+        let mut bare = report("B", NOW);
+        if let Some(e) = bare.cot_event.as_mut() {
+            e.detail = None;
+            e.ce = 0.0;
+        }
+        assert_eq!(
+            d.decode(&bare.encode_to_vec(), 1, &v, NOW, &mut out),
+            Ok(Content::Event)
+        );
+        let (unit, fix) = &out.fixes[1];
+        assert!(matches!(unit, UnitRef::Id(r) if out.str(r) == "B"));
+        assert!(fix.speed_mps.is_nan() && fix.heading_deg.is_nan(), "{fix:?}");
+        let control = proto::TakMessage {
+            tak_control: Some(proto::TakControl::default()),
+            cot_event: None,
+        };
+        assert_eq!(
+            d.decode(&control.encode_to_vec(), 2, &v, NOW, &mut out),
+            Ok(Content::Control)
+        );
+        assert_eq!(out.fixes.len(), 2);
     }
 
     #[test]

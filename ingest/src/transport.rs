@@ -60,7 +60,7 @@ pub async fn serve_nmea_udp(socket: UdpSocket, queue: IngestQueue, limits: Liste
     udp_loop(socket, queue, limits, |datagram, queue, batch| {
         let mut session = NmeaSession::whole();
         let (v, now) = (&queue.validation, queue.now_ms());
-        for (i, line) in datagram.split(|b| *b == b'\n').enumerate() {
+        for (i, line) in split_lines(datagram).enumerate() {
             count_nmea(queue, session.line(line, i as u32, v, now, batch));
         }
         session.flush(v, now, batch);
@@ -99,10 +99,12 @@ pub async fn serve_lip_udp(socket: UdpSocket, queue: IngestQueue, limits: Listen
 /// XML or TAK protocol version 1 mesh (`0xbf 0x01 0xbf`, then the
 /// protobuf).
 pub async fn serve_cot_udp(socket: UdpSocket, queue: IngestQueue, limits: ListenerLimits) {
-    udp_loop(socket, queue, limits, |datagram, queue, batch| {
+    let mut decoder = crate::tak::TakDecoder::new();
+    udp_loop(socket, queue, limits, move |datagram, queue, batch| {
         let (v, now) = (&queue.validation, queue.now_ms());
         let decoded = match crate::tak::mesh_payload(datagram) {
-            Some(payload) => crate::tak::decode_message(payload, 0, v, now, batch)
+            Some(payload) => decoder
+                .decode(payload, 0, v, now, batch)
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             None => std::str::from_utf8(datagram)
@@ -138,6 +140,25 @@ async fn udp_loop(
             queue.try_send(batch);
         }
     }
+}
+
+/// The lines of a buffer, split on `\n` (a `\r` before it is the
+/// sentence's to trim).
+pub fn split_lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(buf);
+    std::iter::from_fn(move || {
+        let b = rest?;
+        match memchr::memchr(b'\n', b) {
+            Some(i) => {
+                rest = Some(&b[i + 1..]);
+                Some(&b[..i])
+            }
+            None => {
+                rest = None;
+                Some(b)
+            }
+        }
+    })
 }
 
 /// Counts what an NMEA line was, when it was not a position or a unit.
@@ -283,6 +304,7 @@ async fn cot_connection(
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut tak = None;
+    let mut decoder = crate::tak::TakDecoder::new();
     loop {
         let n = match tokio::time::timeout(limits.idle_timeout, stream.read(&mut chunk)).await {
             Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return Ok(()),
@@ -296,7 +318,7 @@ async fn cot_connection(
         let mut index = 0u32;
         let used = if tak {
             crate::tak::split_stream(&buf, limits.max_frame_bytes, |payload| {
-                if let Err(e) = crate::tak::decode_message(payload, index, v, now, &mut batch) {
+                if let Err(e) = decoder.decode(payload, index, v, now, &mut batch) {
                     queue.counters.reject(e.reason());
                     tracing::debug!(error = %e, "skipped a TAK message");
                 }
@@ -394,7 +416,7 @@ async fn nmea_connection(
         };
         buf.extend_from_slice(&chunk[..n]);
         let mut start = 0;
-        while let Some(end) = buf[start..].iter().position(|b| *b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', &buf[start..]) {
             let line = &buf[start..start + end];
             start += end + 1;
             if std::mem::take(&mut skipping) {
