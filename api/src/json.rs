@@ -29,6 +29,12 @@ pub fn unit_object(engine: &Engine, slot: UnitSlot) -> Option<Value> {
     if !v.tags.is_empty() {
         o.insert("tags".into(), json!(v.tags));
     }
+    if let Some(c) = v.callsign {
+        o.insert("callsign".into(), json!(c));
+    }
+    if let Some(h) = v.how {
+        o.insert("how".into(), json!(h));
+    }
     if let Some(c) = engine.unit_cell(slot) {
         o.insert("h3".into(), json!(c.to_string()));
     }
@@ -81,7 +87,8 @@ pub fn write_unit(engine: &Engine, slot: UnitSlot, out: &mut String) -> bool {
 /// is its strings (pre-escaped) and a few numbers; the buffers are reused.
 #[derive(Debug, Default)]
 pub struct UnitRows {
-    /// Escaped ids and the `"kind"`/`"tags"` members, back to back.
+    /// Escaped ids and the `"kind"`, `"tags"`, `"callsign"` and `"how"`
+    /// members, back to back.
     text: String,
     rows: Vec<Row>,
 }
@@ -89,7 +96,7 @@ pub struct UnitRows {
 #[derive(Debug)]
 struct Row {
     /// `text[previous row's extra_end..id_end]` is the quoted id,
-    /// `text[id_end..extra_end]` the kind and tags members.
+    /// `text[id_end..extra_end]` the kind, tags, callsign and how members.
     id_end: u32,
     extra_end: u32,
     agency: &'static str,
@@ -133,6 +140,12 @@ impl UnitRows {
         }
         if v.tags().next().is_some() {
             self.text.push(']');
+        }
+        for (key, value) in [(",\"callsign\":", v.callsign), (",\"how\":", v.how)] {
+            if let Some(value) = value {
+                self.text.push_str(key);
+                push_json_str(&mut self.text, value);
+            }
         }
         let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         self.rows.push(Row {

@@ -143,6 +143,9 @@ async fn takproto_v1_streams_and_mesh_datagrams_arrive() {
         assert_eq!(p["kind"], "a-f-G-U-C", "{v}");
         assert_eq!(p["accuracy_m"].as_f64(), Some(4.5), "{v}");
         assert_eq!(p["speed_mps"].as_f64(), Some(10.0), "{v}");
+        assert_eq!(p["callsign"], format!("{uid}-CS"), "{v}");
+        assert_eq!(p["how"], "m-g", "{v}");
+        assert_eq!(p["tags"], serde_json::json!(["group:Cyan"]), "{v}");
     }
     assert_eq!(metric(s.http, "bluelight_fixes_accepted_total").await, 8.0);
 }
@@ -280,4 +283,43 @@ async fn the_start_up_line_names_every_device_listener() {
         ],
         "{line}"
     );
+}
+
+/// A CoT event past its own `stale` time makes its unit stale, long before
+/// the server's `stale_after` (120 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cot_event_goes_stale_at_its_stale_time() {
+    let s = support::server_with(ServeConfig {
+        cot_udp: Some("127.0.0.1:0".parse().expect("addr")),
+        ..ServeConfig::default()
+    })
+    .await;
+    let iso = |ms: i64| {
+        let (y, mo, d) = bluelight_ingest::calendar::civil_from_days(ms.div_euclid(86_400_000));
+        let t = ms.rem_euclid(86_400_000);
+        format!(
+            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t / 3_600_000,
+            t / 60_000 % 60,
+            t / 1000 % 60,
+            t % 1000
+        )
+    };
+    let now = now_ms();
+    let event = format!(
+        r#"<event version="2.0" uid="ANDROID-STALE" type="a-f-G-U-C" how="h-e" time="{}" start="{}" stale="{}"><point lat="51.5" lon="-0.12" hae="0" ce="10" le="9999999"/><detail><contact callsign="BRAVO"/></detail></event>"#,
+        iso(now),
+        iso(now),
+        iso(now + 1500)
+    );
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    udp.send_to(event.as_bytes(), s.devices.cot_udp.expect("bound"))
+        .await
+        .expect("send");
+    let v = unit_until(s.http, "ANDROID-STALE", |_| true).await;
+    assert_eq!(v["properties"]["stale"], false, "{v}");
+    assert_eq!(v["properties"]["callsign"], "BRAVO", "{v}");
+    assert_eq!(v["properties"]["how"], "h-e", "{v}");
+    let v = unit_until(s.http, "ANDROID-STALE", |v| v["properties"]["stale"] == true).await;
+    assert_eq!(v["properties"]["callsign"], "BRAVO");
 }

@@ -216,6 +216,10 @@ pub struct UnitView {
     pub kind: Option<String>,
     /// Tags, e.g. `paramedic`.
     pub tags: Vec<String>,
+    /// Callsign, when the device gave one (CoT `<contact callsign>`).
+    pub callsign: Option<String>,
+    /// How its position was found (CoT `how`), when the device said.
+    pub how: Option<String>,
     /// Latest fix; `None` for a unit registered but never seen.
     pub fix: Option<Fix>,
     /// No fix for longer than the agency's `stale_after`.

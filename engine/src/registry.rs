@@ -5,7 +5,7 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::filter::Filter;
 use crate::model::{Agency, Status, UnitSlot, UnitView};
-use crate::units::FLAG_HAS_KIND;
+use crate::units::{FLAG_HAS_DETAILS, FLAG_HAS_KIND};
 
 impl Engine {
     // ----- units -------------------------------------------------------
@@ -74,6 +74,52 @@ impl Engine {
         Ok(())
     }
 
+    /// Sets what a device says of itself beyond a fix (Cursor-on-Target):
+    /// its callsign and how its position was found (empty removes either),
+    /// and when its latest report goes stale. `None` keeps what the unit
+    /// had. For a slot that does not exist, nothing.
+    pub fn set_details(
+        &mut self,
+        slot: UnitSlot,
+        callsign: Option<&str>,
+        how: Option<&str>,
+        stale_at_ms: Option<i64>,
+    ) {
+        if callsign.is_none() && how.is_none() && stale_at_ms.is_none() {
+            return;
+        }
+        let Some(st) = self.units.state.get_mut(slot.index()) else {
+            return;
+        };
+        let d = self.units.details.entry(slot.0).or_default();
+        // Compared first: a device repeats them with every report, and
+        // an unchanged one costs no allocation.
+        for (field, new) in [(&mut d.callsign, callsign), (&mut d.how, how)] {
+            if let Some(v) = new
+                && field.as_deref().unwrap_or_default() != v
+            {
+                *field = (!v.is_empty()).then(|| Box::from(v));
+            }
+        }
+        if stale_at_ms.is_some() {
+            d.stale_at_ms = stale_at_ms;
+        }
+        if *d == crate::units::UnitDetails::default() {
+            self.units.details.remove(&slot.0);
+            st.flags &= !FLAG_HAS_DETAILS;
+        } else {
+            st.flags |= FLAG_HAS_DETAILS;
+        }
+    }
+
+    /// A unit's details (callsign, how), if it has any.
+    fn details(&self, slot: UnitSlot, st_flags: u8) -> Option<&crate::units::UnitDetails> {
+        if st_flags & FLAG_HAS_DETAILS == 0 {
+            return None;
+        }
+        self.units.details.get(&slot.0)
+    }
+
     /// What [`Engine::unit_view`] gives, borrowed (no allocation): for
     /// writing unit objects by the hundred thousand. `None` for an unknown
     /// slot or a unit never seen.
@@ -94,6 +140,8 @@ impl Engine {
                 .flatten(),
             tag_bits: st.tags,
             tag_names: &self.units.tag_names,
+            callsign: self.details(slot, st.flags).and_then(|d| d.callsign.as_deref()),
+            how: self.details(slot, st.flags).and_then(|d| d.how.as_deref()),
             fix,
             stale: st.stale(),
         })
@@ -111,6 +159,14 @@ impl Engine {
                 .then(|| self.units.kind_names.get(usize::from(st.kind)).cloned())
                 .flatten(),
             tags: self.units.tags_of(st.tags),
+            callsign: self
+                .details(slot, st.flags)
+                .and_then(|d| d.callsign.as_deref())
+                .map(str::to_owned),
+            how: self
+                .details(slot, st.flags)
+                .and_then(|d| d.how.as_deref())
+                .map(str::to_owned),
             fix: self.units.fix(slot),
             stale: st.stale(),
         })
@@ -226,6 +282,10 @@ pub struct UnitBorrowed<'a> {
     pub kind: Option<&'a str>,
     tag_bits: u64,
     tag_names: &'a [String],
+    /// Callsign, when the device gave one.
+    pub callsign: Option<&'a str>,
+    /// How its position was found (CoT `how`), when the device said.
+    pub how: Option<&'a str>,
     /// Latest fix.
     pub fix: crate::model::Fix,
     /// Stale.

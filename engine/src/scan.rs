@@ -6,7 +6,7 @@ use crate::alert::{Alert, AlertEvent, Outputs};
 use crate::engine::Engine;
 use crate::model::{Agency, UnitSlot};
 use crate::region::{DWELL_FIRED, Region, RegionKind};
-use crate::units::FLAG_STALE;
+use crate::units::{FLAG_HAS_DETAILS, FLAG_STALE};
 
 impl Engine {
     /// Advances the engine's notion of time: marks units stale, fires dwell
@@ -32,7 +32,17 @@ impl Engine {
             if !st.seen() {
                 continue;
             }
-            if !st.stale() && now_ms - st.time_ms > self.cfg.stale_after_ms(Agency::from_u8(st.agency)) {
+            let past_stale_time = st.flags & FLAG_HAS_DETAILS != 0
+                && self
+                    .units
+                    .details
+                    .get(&(i as u32))
+                    .and_then(|d| d.stale_at_ms)
+                    .is_some_and(|t| now_ms > t);
+            if !st.stale()
+                && (past_stale_time
+                    || now_ms - st.time_ms > self.cfg.stale_after_ms(Agency::from_u8(st.agency)))
+            {
                 self.units.state[i].flags |= FLAG_STALE;
                 out.push_alert(
                     &mut self.seq,

@@ -30,9 +30,13 @@ use crate::model::UnitSlot;
 use crate::region::{Detect, Membership, Region, RegionKind};
 use crate::rules::{Rule, RuleSpec};
 use crate::shape::Shape;
-use crate::units::{FLAG_HAS_KIND, FLAG_STALE, UnitState};
+use crate::units::{FLAG_HAS_DETAILS, FLAG_HAS_KIND, FLAG_STALE, UnitDetails, UnitState};
 
-const MAGIC: &[u8; 8] = b"BLSNAP03";
+const MAGIC: &[u8; 8] = b"BLSNAP04";
+
+/// The format before units' callsigns and stale times (a section after
+/// the rules): still read.
+const MAGIC_03: &[u8; 8] = b"BLSNAP03";
 
 /// The format before each unit carried its fine cell: still read.
 const MAGIC_02: &[u8; 8] = b"BLSNAP02";
@@ -292,6 +296,8 @@ pub struct Frozen {
     keys: Vec<(u64, UnitSlot)>,
     fences: Vec<FrozenFence>,
     rules: Vec<(RuleSpec, Vec<(u32, u32)>)>,
+    /// Callsigns and stale times, by slot.
+    details: Vec<(u32, UnitDetails)>,
     /// The H3 cell of each occupied cell entry (units name theirs by
     /// entry): a restore places units without an H3 lookup each.
     cells: Vec<u64>,
@@ -324,6 +330,7 @@ impl Frozen {
     pub fn encode(mut self) -> Vec<u8> {
         // Sorted here, off the writer: a million keys take tens of ms.
         self.keys.sort_unstable();
+        self.details.sort_unstable_by_key(|d| d.0);
         let mut w = Writer(Vec::with_capacity(64 + self.ids.len() + self.state.len() * 64));
         w.0.extend_from_slice(MAGIC);
         w.u64(self.seq);
@@ -382,6 +389,14 @@ impl Frozen {
                 w.u32(a);
                 w.u32(b);
             }
+        }
+        w.len(self.details.len());
+        for (slot, d) in &self.details {
+            w.u32(*slot);
+            w.source(d.callsign.as_deref());
+            w.source(d.how.as_deref());
+            w.u8(u8::from(d.stale_at_ms.is_some()));
+            w.i64(d.stale_at_ms.unwrap_or(0));
         }
         w.0
     }
@@ -497,6 +512,7 @@ impl Engine {
             keys,
             fences,
             rules,
+            details: self.units.details.iter().map(|(&s, d)| (s, d.clone())).collect(),
             cells: self.fine_cells(),
             took: started.elapsed(),
         }
@@ -510,9 +526,10 @@ impl Engine {
     pub fn restore(cfg: EngineConfig, bytes: &[u8]) -> Result<Self, EngineError> {
         let mut e = Engine::new(cfg)?;
         let mut r = Reader { buf: bytes, pos: 0 };
-        let with_cells = match r.take(MAGIC.len(), "magic")? {
-            m if m == MAGIC => true,
-            m if m == MAGIC_02 => false,
+        let (with_cells, with_details) = match r.take(MAGIC.len(), "magic")? {
+            m if m == MAGIC => (true, true),
+            m if m == MAGIC_03 => (true, false),
+            m if m == MAGIC_02 => (false, false),
             _ => {
                 return Err(EngineError::Snapshot(
                     "not a bluelight snapshot (bad magic)".into(),
@@ -658,6 +675,21 @@ impl Engine {
                 rule.partners.entry(b).or_default().push(a);
             }
             e.rules.list.push(rule);
+        }
+        let nd = if with_details { r.len("details")? } else { 0 };
+        for _ in 0..nd {
+            let slot = r.slot(nu, "details slot")?;
+            let callsign = r.source("callsign")?;
+            let how = r.source("how")?;
+            let has_stale = r.u8("stale time")? != 0;
+            let stale_at_ms = r.i64("stale time")?;
+            let d = UnitDetails {
+                callsign: callsign.map(|c| Box::from(c.as_ref())),
+                how: how.map(|h| Box::from(h.as_ref())),
+                stale_at_ms: has_stale.then_some(stale_at_ms),
+            };
+            e.units.state[slot.index()].flags |= FLAG_HAS_DETAILS;
+            e.units.details.insert(slot.0, d);
         }
         if r.pos != bytes.len() {
             return Err(EngineError::Snapshot(format!(

@@ -18,6 +18,24 @@ pub(crate) const NEVER: i64 = i64::MIN;
 pub(crate) const FLAG_STALE: u8 = 1;
 /// `UnitState::flags` bit: the unit has a kind (`kind` is meaningful).
 pub(crate) const FLAG_HAS_KIND: u8 = 2;
+/// `UnitState::flags` bit: the unit has an entry in `UnitTable::details`
+/// (the clock scan looks there only for these).
+pub(crate) const FLAG_HAS_DETAILS: u8 = 4;
+
+/// What some devices say of themselves beyond a fix (Cursor-on-Target's
+/// callsign and stale time): kept beside the hot state, since most units
+/// have none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct UnitDetails {
+    /// The name its crew is called by on the radio (`<contact callsign>`).
+    pub callsign: Option<Box<str>>,
+    /// How its position was found (CoT `how`: `m-g` a machine's GPS,
+    /// `h-e` a human's estimate, ...).
+    pub how: Option<Box<str>>,
+    /// When its latest report stops being current (CoT `stale`): past it,
+    /// the unit is stale even within `stale_after`.
+    pub stale_at_ms: Option<i64>,
+}
 /// At most this many distinct tags (one bit each in `UnitState::tags`).
 pub const MAX_TAGS: usize = 64;
 
@@ -166,6 +184,9 @@ pub(crate) struct UnitTable {
     pub kind_names: Vec<String>,
     /// Interned tag names; bit `i` of `UnitState::tags` is `tag_names[i]`.
     pub tag_names: Vec<String>,
+    /// Callsigns and stale times, by slot, for the units that have them
+    /// (`FLAG_HAS_DETAILS`).
+    pub details: hashbrown::HashMap<u32, UnitDetails>,
 }
 
 impl UnitTable {

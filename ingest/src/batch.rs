@@ -32,6 +32,12 @@ pub struct MetaUpdate {
     pub kind: Option<Range<u32>>,
     /// New tags (range of `IngestBatch::tag_ranges`).
     pub tags: Option<Range<u32>>,
+    /// New callsign (range of the batch's text; empty removes it).
+    pub callsign: Option<Range<u32>>,
+    /// How the position was found (CoT `how`; range of the batch's text).
+    pub how: Option<Range<u32>>,
+    /// When the unit's latest report goes stale (CoT `stale`), ms.
+    pub stale_at_ms: Option<i64>,
 }
 
 /// One decoded batch.
@@ -74,6 +80,13 @@ impl IngestBatch {
     pub fn push_text(&mut self, s: &str) -> Range<u32> {
         let start = self.text.len() as u32;
         self.text.push_str(s);
+        start..self.text.len() as u32
+    }
+
+    /// Appends pieces of text as one, returning its range.
+    pub fn push_text_parts(&mut self, parts: &[&str]) -> Range<u32> {
+        let start = self.text.len() as u32;
+        parts.iter().for_each(|p| self.text.push_str(p));
         start..self.text.len() as u32
     }
 

@@ -146,7 +146,9 @@ pub fn decode_cot(
 }
 
 /// Puts a decoded event into `out`: a fix for unit `uid` (or, failing
-/// validation, an entry in `out.errors`), and its kind.
+/// validation, an entry in `out.errors`), and what the event says of the
+/// unit: its kind (`type`), callsign, `how`, team (as the tag
+/// `group:<name>`) and stale time.
 ///
 /// # Errors
 /// An event without a uid, a time or a position.
@@ -183,16 +185,27 @@ pub fn push_event(
     }
     out.measurements_cleared += fix.clear_out_of_range();
     let id = out.push_text(event.uid);
-    if !event.kind.is_empty() {
-        let kind = out.push_text(event.kind);
-        out.metas.push(MetaUpdate {
-            unit: UnitRef::Id(id.clone()),
-            key: None,
-            agency: None,
-            kind: Some(kind),
-            tags: None,
-        });
-    }
+    let text = |out: &mut IngestBatch, s: &str| (!s.is_empty()).then(|| out.push_text(s));
+    let kind = text(out, event.kind);
+    let callsign = text(out, event.callsign);
+    let how = text(out, event.how);
+    // The team (`<__group name>`) as the unit's tag `group:<name>`, so
+    // feeds and queries can filter on it.
+    let tags = (!event.group.is_empty()).then(|| {
+        let tag = out.push_text_parts(&["group:", event.group]);
+        out.tag_ranges.push(tag);
+        out.tag_ranges.len() as u32 - 1..out.tag_ranges.len() as u32
+    });
+    out.metas.push(MetaUpdate {
+        unit: UnitRef::Id(id.clone()),
+        key: None,
+        agency: None,
+        kind,
+        tags,
+        callsign,
+        how,
+        stale_at_ms: event.stale_ms,
+    });
     out.fixes.push((UnitRef::Id(id), fix));
     out.index.push(index);
     Ok(())
@@ -312,6 +325,16 @@ mod tests {
             .map(|k| out.str(k))
             .collect();
         assert_eq!(kinds, vec!["a-f-G-U-C", "a-f-G-E-V-A"]);
+        let m = &out.metas[0];
+        let text = |r: &Option<std::ops::Range<u32>>| r.as_ref().map(|r| out.str(r).to_owned());
+        assert_eq!(text(&m.callsign).as_deref(), Some("ALPHA-1"));
+        assert_eq!(text(&m.how).as_deref(), Some("m-g"));
+        assert_eq!(m.stale_at_ms, Some(1_763_720_490_123));
+        let tags: Vec<&str> = m.tags.as_ref().map(|t| out.tags(t).collect()).unwrap_or_default();
+        assert_eq!(tags, vec!["group:Cyan"]);
+        let w = &out.metas[1];
+        assert_eq!(text(&w.callsign).as_deref(), Some("AMB-104"));
+        assert_eq!(w.tags, None, "no team: the unit's tags are left as they are");
     }
 
     #[test]

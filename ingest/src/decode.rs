@@ -82,6 +82,9 @@ pub fn decode_flatbuffers(
                 agency,
                 kind,
                 tags,
+                callsign: None,
+                how: None,
+                stale_at_ms: None,
             });
         }
     }
@@ -208,6 +211,9 @@ pub fn decode_json(
                 agency,
                 kind,
                 tags,
+                callsign: None,
+                how: None,
+                stale_at_ms: None,
             });
         }
         out.fixes.push((UnitRef::Id(id), fix));

@@ -392,6 +392,8 @@ impl Applier {
             if engine.set_meta(slot, m.agency, kind, tags.as_deref()).is_err() {
                 self.counters.reject(Reject::BadField);
             }
+            let text = |r: &Option<std::ops::Range<u32>>| r.as_ref().map(|r| batch.str(r));
+            engine.set_details(slot, text(&m.callsign), text(&m.how), m.stale_at_ms);
         }
         for r in &batch.errors {
             self.counters.reject(r.1);

@@ -214,6 +214,25 @@ fn stale_after_silence_then_fresh_on_next_fix() {
 }
 
 #[test]
+fn a_report_past_its_own_stale_time_makes_the_unit_stale_early() {
+    let mut e = engine();
+    let mut out = Outputs::default();
+    let u = e.intern_unit("ANDROID-1");
+    e.apply(u, &Fix::at(T0, 50.95, -1.45), &mut out);
+    e.set_details(u, None, None, Some(T0 + 20_000));
+    e.tick(T0 + 20_000, &mut out);
+    assert!(out.alerts.is_empty(), "at its stale time it is still current");
+    e.tick(T0 + 20_001, &mut out);
+    assert_eq!(events(&out), vec![("stale".into(), "".into())]);
+    // The next report, with a later stale time, is fresh until then.
+    e.set_details(u, None, None, Some(T0 + 80_000));
+    e.apply(u, &Fix::at(T0 + 21_000, 50.95, -1.45), &mut out);
+    e.tick(T0 + 79_000, &mut out);
+    assert_eq!(events(&out).len(), 2, "fresh, and not stale again yet");
+    assert!(e.unit_view(u).is_some_and(|v| !v.stale));
+}
+
+#[test]
 fn ticking_in_parts_covers_every_unit_exactly_once() {
     let mut e = engine();
     let mut out = Outputs::default();

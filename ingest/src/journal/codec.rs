@@ -14,6 +14,7 @@
 //! | put rule | 4 | id, source (JSON text) |
 //! | remove rule | 5 | id |
 //! | tick | 6 | now_ms, part, parts |
+//! | fixes with details | 7 | as fixes, each meta adding a callsign, a `how` and a stale time |
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ const REMOVE_FENCE: u8 = 3;
 const PUT_RULE: u8 = 4;
 const REMOVE_RULE: u8 = 5;
 const TICK: u8 = 6;
+/// Fixes whose metadata carries callsigns and stale times (CoT); entries
+/// written before it hold `FIXES`, still read.
+const FIXES_DETAILED: u8 = 7;
 
 /// Why an entry could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,8 +68,8 @@ pub fn encode<'a>(commands: impl IntoIterator<Item = &'a Command>, out: &mut Vec
     for c in commands {
         match c {
             Command::Fixes(b) => {
-                w.u8(FIXES);
-                w.fixes(b);
+                w.u8(FIXES_DETAILED);
+                w.fixes(b, true);
             }
             Command::PutFence { def, now_ms } => {
                 w.u8(PUT_FENCE);
@@ -111,9 +115,9 @@ pub fn decode(bytes: &[u8], mut batch: impl FnMut() -> IngestBatch) -> Result<Ve
     let mut commands = Vec::new();
     while r.pos < bytes.len() {
         let c = match r.u8("record")? {
-            FIXES => {
+            record @ (FIXES | FIXES_DETAILED) => {
                 let mut b = batch();
-                r.fixes(&mut b)?;
+                r.fixes(&mut b, record == FIXES_DETAILED)?;
                 Command::Fixes(b)
             }
             PUT_FENCE => {
@@ -196,7 +200,9 @@ impl Writer<'_> {
             }
         }
     }
-    fn fixes(&mut self, b: &IngestBatch) {
+    /// A batch; `detailed` adds the metas' callsign, how and stale time
+    /// (`FIXES_DETAILED`; without them, the earlier `FIXES`).
+    fn fixes(&mut self, b: &IngestBatch, detailed: bool) {
         self.str(&b.text);
         self.len(b.tag_ranges.len());
         b.tag_ranges.iter().for_each(|r| self.range(r));
@@ -208,6 +214,12 @@ impl Writer<'_> {
             self.u8(m.agency.map_or(u8::MAX, |a| a as u8));
             self.opt_range(m.kind.as_ref());
             self.opt_range(m.tags.as_ref());
+            if detailed {
+                self.opt_range(m.callsign.as_ref());
+                self.opt_range(m.how.as_ref());
+                self.u8(u8::from(m.stale_at_ms.is_some()));
+                self.i64(m.stale_at_ms.unwrap_or(0));
+            }
         }
         self.len(b.fixes.len());
         for (u, f) in &b.fixes {
@@ -304,7 +316,7 @@ impl<'a> Reader<'a> {
             _ => Err(JournalError::Bad("unit")),
         }
     }
-    fn fixes(&mut self, b: &mut IngestBatch) -> Result<(), JournalError> {
+    fn fixes(&mut self, b: &mut IngestBatch, detailed: bool) -> Result<(), JournalError> {
         b.clear();
         b.text.push_str(self.str("text")?);
         let n = self.count(8, "tag ranges")?;
@@ -324,12 +336,24 @@ impl<'a> Reader<'a> {
             };
             let kind = self.opt_range(b.text.len(), "meta kind")?;
             let tags = self.opt_range(b.tag_ranges.len(), "meta tags")?;
+            let (callsign, how, stale_at_ms) = if detailed {
+                let callsign = self.opt_range(b.text.len(), "meta callsign")?;
+                let how = self.opt_range(b.text.len(), "meta how")?;
+                let has_stale = self.u8("meta stale time")? != 0;
+                let stale = self.i64("meta stale time")?;
+                (callsign, how, has_stale.then_some(stale))
+            } else {
+                (None, None, None)
+            };
             b.metas.push(MetaUpdate {
                 unit,
                 key: has_key.then_some(key),
                 agency,
                 kind,
                 tags,
+                callsign,
+                how,
+                stale_at_ms,
             });
         }
         let n = self.count(42, "fixes")?;
@@ -381,8 +405,37 @@ mod tests {
             agency: Some(Agency::Fire),
             kind: Some(kind),
             tags: Some(t0..t0 + 1),
+            callsign: None,
+            how: None,
+            stale_at_ms: None,
+        });
+        // A CoT unit's details.
+        let (callsign, how) = (b.push_text("ALPHA-1"), b.push_text("m-g"));
+        b.metas.push(MetaUpdate {
+            unit: UnitRef::Key(8),
+            key: None,
+            agency: None,
+            kind: None,
+            tags: None,
+            callsign: Some(callsign),
+            how: Some(how),
+            stale_at_ms: Some(1_796_040_300_000),
         });
         b
+    }
+
+    /// Entries written before callsigns (record 1, metas without them)
+    /// still replay.
+    #[test]
+    fn a_fixes_record_of_the_earlier_format_is_read() {
+        let mut b = batch_of(&[(Some("AMB-1"), 0, 1_000, 53.8, -1.5, 1)]);
+        b.metas.truncate(1);
+        let mut bytes = MAGIC.to_vec();
+        let mut w = Writer(&mut bytes);
+        w.u8(FIXES);
+        w.fixes(&b, false);
+        let back = decode(&bytes, IngestBatch::default).expect("decodes");
+        assert!(same(&back[0], &Command::Fixes(b)), "{back:?}");
     }
 
     fn same(a: &Command, b: &Command) -> bool {
