@@ -26,6 +26,15 @@ pub struct ServeConfig {
     pub nmea_udp: Option<SocketAddr>,
     /// TETRA LIP UDP address (reports from an SDS gateway); off when unset.
     pub lip_udp: Option<SocketAddr>,
+    /// Send the live picture back to every `cot_tcp` connection as CoT
+    /// (XML, or TAK protocol v1 to a connection that spoke it): every unit
+    /// when it connects, then each change at most once a second. With
+    /// tokens configured, only to loopback connections (there is no TLS
+    /// yet to say which device a connection is).
+    pub cot_out: bool,
+    /// A TAK Server (`HOST:PORT`) to push the same picture to, as a
+    /// client, reconnecting with backoff.
+    pub tak_out: Option<String>,
     /// Serve a non-loopback address without tokens.
     pub insecure: bool,
     /// Seconds without a fix before a unit is stale.
@@ -216,6 +225,8 @@ impl Default for ServeConfig {
             nmea_tcp: None,
             nmea_udp: None,
             lip_udp: None,
+            cot_out: false,
+            tak_out: None,
             insecure: false,
             stale_after_s: 120,
             history_retention_s: 3600,

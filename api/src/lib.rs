@@ -27,6 +27,7 @@
 //!   [`feeds`] — when and how its rate-limited updates go out.
 //! * [`ws_ingest`] — `/v1/ingest`.
 //! * [`feed_writer`] — the low-priority thread that writes positions feeds.
+//! * [`cot_out`] — the live picture to TAK clients and a TAK Server.
 //! * [`latency`] — the fix-to-alert histogram in `/metrics`.
 //! * [`cli_export`] — `bluelight export`: streams `/v1/export` to a file.
 //! * [`demo`] — the demo loop.
@@ -38,6 +39,7 @@ pub mod alert_record;
 pub mod auth;
 pub mod cli_export;
 pub mod config;
+pub mod cot_out;
 pub mod demo;
 pub mod durable;
 pub mod export;

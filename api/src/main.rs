@@ -185,6 +185,16 @@ struct ServeArgs {
     /// big-endian) then a LIP PDU, as an SDS gateway forwards them.
     #[arg(long, env = "BLUELIGHT_LIP_UDP")]
     lip_udp: Option<SocketAddr>,
+    /// Send the live picture back on every --cot-tcp connection as CoT
+    /// (XML, or TAK protocol v1 to a client that spoke it): every unit on
+    /// connecting, then each change at most once a second. With tokens
+    /// configured, to loopback clients only (no TLS yet).
+    #[arg(long, env = "BLUELIGHT_COT_OUT")]
+    cot_out: bool,
+    /// Push the same picture to a TAK Server at HOST:PORT, as a client,
+    /// reconnecting with backoff (implies --cot-out).
+    #[arg(long, env = "BLUELIGHT_TAK_OUT")]
+    tak_out: Option<String>,
     /// Serve non-loopback addresses without tokens.
     #[arg(long, env = "BLUELIGHT_INSECURE")]
     insecure: bool,
@@ -261,6 +271,10 @@ impl ServeArgs {
             }
         }
         c.insecure |= self.insecure;
+        if self.tak_out.is_some() {
+            c.tak_out.clone_from(&self.tak_out);
+        }
+        c.cot_out |= self.cot_out || c.tak_out.is_some();
         if let Some(v) = self.stale_after_s {
             c.stale_after_s = v;
         }

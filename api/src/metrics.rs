@@ -53,6 +53,14 @@ pub async fn metrics(
         "# HELP bluelight_fix_measurements_cleared_total Speeds, headings and accuracies out of range, kept as unknown (their fixes accepted).\n# TYPE bluelight_fix_measurements_cleared_total counter\nbluelight_fix_measurements_cleared_total {}",
         c.measurements_cleared.load(Ordering::Relaxed)
     );
+    if let Some(c) = &s.cot_out {
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_cot_out_clients TAK clients (and the tak-out server) being sent the live picture.\n# TYPE bluelight_cot_out_clients gauge\nbluelight_cot_out_clients {}\n# HELP bluelight_cot_out_units_total Unit events sent as CoT, all clients together.\n# TYPE bluelight_cot_out_units_total counter\nbluelight_cot_out_units_total {}",
+            c.clients.load(Ordering::Relaxed),
+            c.units_sent.load(Ordering::Relaxed)
+        );
+    }
     let _ = writeln!(
         m,
         "# HELP bluelight_ingest_ignored_total Well-formed device messages that carry no fix, passed over (NMEA sentences other than RMC and GGA, LIP PDUs other than location reports).\n# TYPE bluelight_ingest_ignored_total counter\nbluelight_ingest_ignored_total {}",

@@ -199,6 +199,13 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
     };
     let leading = redis.as_ref().is_none_or(|r| r.follower.is_none());
     let queue = pipeline.queue;
+    let cot_out = cfg.cot_out.then(|| {
+        let loopback_only = !cfg.auth.tokens.is_empty();
+        if loopback_only {
+            tracing::warn!("cot out: tokens are configured and there is no TLS yet, so the picture goes to loopback connections only");
+        }
+        crate::cot_out::CotOut::new(pipeline.tasks.clone(), loopback_only)
+    });
     let state = Arc::new(AppState {
         engine: engine.clone(),
         queue: queue.clone(),
@@ -220,7 +227,14 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         promoting: tokio::sync::Mutex::new(()),
         max_subscriptions: cfg.max_subscriptions,
         covers: tokio::sync::Semaphore::new(covers_at_once()),
+        cot_out: cot_out.clone(),
     });
+    if let Some(c) = &cot_out {
+        tokio::spawn(c.clone().run());
+        if let (Some(server), true) = (&cfg.tak_out, leading) {
+            tokio::spawn(c.clone().push_to(server.clone()));
+        }
+    }
     let devices = if leading {
         let bound = bind_devices(&state).await?;
         tokio::spawn(run_clock(state.clone()));
@@ -271,7 +285,8 @@ pub async fn bind_devices(state: &Arc<AppState>) -> anyhow::Result<Devices> {
     if let Some(a) = want.cot_tcp {
         let listener = bind_stream(a).await?;
         bound.cot_tcp = Some(listener.local_addr()?);
-        tokio::spawn(transport::serve_cot_tcp(listener, q(), l()));
+        let outlet = state.cot_out.as_ref().map(crate::cot_out::CotOut::outlet);
+        tokio::spawn(transport::serve_cot_tcp(listener, q(), l(), outlet));
     }
     if let Some(a) = want.nmea_tcp {
         let listener = bind_stream(a).await?;

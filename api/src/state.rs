@@ -60,6 +60,9 @@ pub struct AppState {
     /// core for seconds, so a burst of large areas queues here instead of
     /// taking every core from the writer.
     pub covers: tokio::sync::Semaphore,
+    /// CoT out (`cot_out`): the live picture sent back on `--cot-tcp`
+    /// connections and pushed to `tak_out`.
+    pub cot_out: Option<Arc<crate::cot_out::CotOut>>,
 }
 
 /// The server's Redis side.

@@ -323,3 +323,107 @@ async fn a_cot_event_goes_stale_at_its_stale_time() {
     let v = unit_until(s.http, "ANDROID-STALE", |v| v["properties"]["stale"] == true).await;
     assert_eq!(v["properties"]["callsign"], "BRAVO");
 }
+
+/// CoT out: a `pytak` client on `--cot-tcp` sees every unit within 2 s of
+/// its fix, with its callsign (its id when it has none), the type of the
+/// README's table and a stale time of its fix time plus `stale_after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pytak_client_sees_every_unit_with_its_callsign_type_and_stale_time() {
+    use bluelight_api::cot_out::cot_type;
+    let s = support::server_with(ServeConfig {
+        cot_tcp: Some("127.0.0.1:0".parse().expect("addr")),
+        cot_out: true,
+        ..ServeConfig::default()
+    })
+    .await;
+    let cot = s.devices.cot_tcp.expect("bound");
+    let kinds = ["rrv", "officer", "helicopter", "lifeboat", "appliance"];
+    let agencies = [
+        Agency::Ambulance,
+        Agency::Police,
+        Agency::Fire,
+        Agency::Coastguard,
+        Agency::Other,
+    ];
+    let units: Vec<(u64, String, Agency, &str)> = (0..300u64)
+        .map(|i| {
+            let a = agencies[i as usize % 5];
+            (1000 + i, format!("U-{i}"), a, kinds[(i / 5) as usize % 5])
+        })
+        .collect();
+    // One unit over CoT, with a callsign of its own.
+    let mut cot_in = tokio::net::TcpStream::connect(cot).await.expect("cot");
+    let mut event_time = String::new();
+    bluelight_ingest::cot::format_rfc3339_ms(now_ms(), &mut event_time);
+    let xml = format!(
+        r#"<event version="2.0" uid="ANDROID-X" type="a-f-G-U-C-I" how="m-g" time="{event_time}" start="{event_time}" stale="{event_time}"><point lat="51.5" lon="-0.12" hae="0" ce="5" le="9999999"/><detail><contact callsign="XRAY"/></detail></event>"#
+    );
+    cot_in.write_all(xml.as_bytes()).await.expect("write");
+    // Every unit reports every second while the client listens.
+    let ingest = s.devices.ingest;
+    let reporting = units.clone();
+    let sender = tokio::spawn(async move {
+        let mut tcp = tokio::net::TcpStream::connect(ingest).await.expect("ingest");
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        for round in 0..7 {
+            let t = now_ms();
+            let fixes: Vec<(u64, Fix)> = reporting
+                .iter()
+                .map(|(k, ..)| {
+                    (
+                        *k,
+                        Fix::at(t, 52.0 + *k as f64 * 1e-3 + round as f64 * 1e-5, -1.0),
+                    )
+                })
+                .collect();
+            let infos: Vec<UnitInfoSpec<'_>> = reporting
+                .iter()
+                .map(|(k, id, a, kind)| UnitInfoSpec {
+                    unit: *k,
+                    id,
+                    agency: *a,
+                    kind,
+                    tags: &[],
+                })
+                .collect();
+            let body =
+                encode_flatbuffers(&mut fbb, "fleet", &fixes, if round == 0 { &infos } else { &[] }).to_vec();
+            tcp.write_all(&(body.len() as u32).to_le_bytes())
+                .await
+                .expect("write");
+            tcp.write_all(&body).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+    });
+    unit_until(s.http, "U-299", |_| true).await;
+    let addr = cot.to_string();
+    let seen = tokio::task::spawn_blocking(move || python("pytak_listen.py", &[addr, "4.5".into()]))
+        .await
+        .expect("pytak");
+    sender.abort();
+    let seen = seen.as_object().expect("an object of units");
+    for (_, id, agency, kind) in &units {
+        let u = seen
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} never reached the TAK client"));
+        assert_eq!(u["callsign"], id.as_str(), "{id}: {u}");
+        assert_eq!(u["type"], cot_type(*agency, Some(kind)), "{id}: {u}");
+        let (time, stale) = (
+            u["time_ms"].as_i64().expect("time"),
+            u["stale_ms"].as_i64().expect("stale"),
+        );
+        assert_eq!(stale - time, 120_000, "{id}: stale = time + stale_after: {u}");
+        let delay = u["received_ms"].as_i64().expect("received") - time;
+        assert!(delay <= 2000, "{id}: {delay} ms after its fix: {u}");
+        assert!(
+            u["events"].as_i64().is_some_and(|n| n >= 3),
+            "{id}: a change a second: {u}"
+        );
+    }
+    let x = seen.get("ANDROID-X").expect("the CoT unit");
+    assert_eq!(
+        (x["callsign"].as_str(), x["type"].as_str()),
+        (Some("XRAY"), Some("a-f-G-U-C-I")),
+        "{x}"
+    );
+}

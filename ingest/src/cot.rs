@@ -258,6 +258,22 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + ms)
 }
 
+/// An RFC 3339 UTC time with milliseconds (`2025-11-21T10:15:30.123Z`),
+/// as CoT writes its times: the inverse of [`parse_rfc3339_ms`].
+pub fn format_rfc3339_ms(ms: i64, out: &mut String) {
+    use std::fmt::Write as _;
+    let (y, mo, d) = crate::calendar::civil_from_days(ms.div_euclid(crate::calendar::DAY_MS));
+    let t = ms.rem_euclid(crate::calendar::DAY_MS);
+    let _ = write!(
+        out,
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t / 3_600_000,
+        t / 60_000 % 60,
+        t / 1000 % 60,
+        t % 1000
+    );
+}
+
 /// Splits a CoT stream buffer into complete events: calls `f` for each
 /// `...</event>` and returns how many bytes were consumed (the rest is an
 /// incomplete event to keep for the next read).
@@ -301,6 +317,9 @@ mod tests {
             Some(1_709_164_800_500)
         );
         assert_eq!(parse_rfc3339_ms("2025-13-01T00:00:00Z"), None);
+        let mut text = String::new();
+        format_rfc3339_ms(1_763_720_130_123, &mut text);
+        assert_eq!(text, "2025-11-21T10:15:30.123Z");
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 

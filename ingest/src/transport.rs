@@ -285,22 +285,50 @@ async fn tcp_connection(
 /// the connection. A TAK message that does not decode is counted and
 /// skipped (its length says where the next starts); a stream whose framing
 /// is lost is closed.
-pub async fn serve_cot_tcp(listener: TcpListener, queue: IngestQueue, limits: ListenerLimits) {
-    accept_loop(
-        listener,
-        queue,
-        limits,
-        "cot",
-        |stream, queue, limits| async move { cot_connection(stream, &queue, &limits).await },
-    )
+///
+/// With an `outlet` (CoT out, `--cot-out`), each connection's sending half
+/// is handed to it as the connection opens: the server then sends the live
+/// picture back on the same connection, as TAK clients expect of a server.
+pub async fn serve_cot_tcp(
+    listener: TcpListener,
+    queue: IngestQueue,
+    limits: ListenerLimits,
+    outlet: Option<Arc<dyn CotOutlet>>,
+) {
+    accept_loop(listener, queue, limits, "cot", move |stream, queue, limits| {
+        let outlet = outlet.clone();
+        async move { cot_connection(stream, &queue, &limits, outlet.as_deref()).await }
+    })
     .await;
 }
 
+/// Where the sending half of a CoT connection goes, when the server sends
+/// the live picture back (CoT out lives in the api, which builds this
+/// before the listener: the listener never calls up into it otherwise).
+pub trait CotOutlet: Send + Sync {
+    /// A connection opened: `write` is its sending half, `peer` its
+    /// address; `tak_v1` turns true if the client's first byte says it
+    /// speaks TAK protocol version 1 (it starts false: XML).
+    fn attach(
+        &self,
+        write: tokio::net::tcp::OwnedWriteHalf,
+        peer: SocketAddr,
+        tak_v1: Arc<std::sync::atomic::AtomicBool>,
+    );
+}
+
 async fn cot_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     queue: &IngestQueue,
     limits: &ListenerLimits,
+    outlet: Option<&dyn CotOutlet>,
 ) -> Result<(), String> {
+    let peer = stream.peer_addr().map_err(|e| e.to_string())?;
+    let (mut stream, write) = stream.into_split();
+    let speaks_v1 = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(outlet) = outlet {
+        outlet.attach(write, peer, speaks_v1.clone());
+    }
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut tak = None;
@@ -311,7 +339,11 @@ async fn cot_connection(
             Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let tak = *tak.get_or_insert(buf.first() == Some(&crate::tak::MAGIC));
+        let tak = *tak.get_or_insert_with(|| {
+            let v1 = buf.first() == Some(&crate::tak::MAGIC);
+            speaks_v1.store(v1, Ordering::Relaxed);
+            v1
+        });
         let mut batch = queue.batch();
         batch.received = Some(std::time::Instant::now());
         let (v, now) = (&queue.validation, queue.now_ms());

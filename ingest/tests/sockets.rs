@@ -224,6 +224,7 @@ async fn cot_events_from_tak_clients_arrive_and_a_bad_event_is_skipped() {
         listener,
         pipeline.clone(),
         ListenerLimits::default(),
+        None,
     ));
     let iso = |ms: i64| {
         // Render `ms` as RFC 3339 by searching: the test only needs "now-ish".
