@@ -211,27 +211,30 @@ async fn a_lip_report_moves_the_radio_a_unit_info_registered_and_flags_an_emerge
     );
 }
 
+/// `serve` with every listener on a free port.
+const EVERY_LISTENER: [&str; 15] = [
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--ingest",
+    "127.0.0.1:0",
+    "--nmea-tcp",
+    "127.0.0.1:0",
+    "--nmea-udp",
+    "127.0.0.1:0",
+    "--lip-udp",
+    "127.0.0.1:0",
+    "--cot-tcp",
+    "127.0.0.1:0",
+    "--cot-udp",
+    "127.0.0.1:0",
+];
+
 #[tokio::test]
 async fn the_start_up_line_names_every_device_listener() {
     let out = Command::new(env!("CARGO_BIN_EXE_bluelight"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ingest",
-            "127.0.0.1:0",
-            "--nmea-tcp",
-            "127.0.0.1:0",
-            "--nmea-udp",
-            "127.0.0.1:0",
-            "--lip-udp",
-            "127.0.0.1:0",
-            "--cot-tcp",
-            "127.0.0.1:0",
-            "--cot-udp",
-            "127.0.0.1:0",
-            "--help",
-        ])
+        .args(EVERY_LISTENER)
+        .arg("--help")
         .output()
         .expect("runs");
     let help = String::from_utf8_lossy(&out.stdout);
@@ -239,23 +242,7 @@ async fn the_start_up_line_names_every_device_listener() {
         assert!(help.contains(flag), "{help}");
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_bluelight"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ingest",
-            "127.0.0.1:0",
-            "--nmea-tcp",
-            "127.0.0.1:0",
-            "--nmea-udp",
-            "127.0.0.1:0",
-            "--lip-udp",
-            "127.0.0.1:0",
-            "--cot-tcp",
-            "127.0.0.1:0",
-            "--cot-udp",
-            "127.0.0.1:0",
-        ])
+        .args(EVERY_LISTENER)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("starts");
@@ -295,15 +282,9 @@ async fn a_cot_event_goes_stale_at_its_stale_time() {
     })
     .await;
     let iso = |ms: i64| {
-        let (y, mo, d) = bluelight_ingest::calendar::civil_from_days(ms.div_euclid(86_400_000));
-        let t = ms.rem_euclid(86_400_000);
-        format!(
-            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t / 3_600_000,
-            t / 60_000 % 60,
-            t / 1000 % 60,
-            t % 1000
-        )
+        let mut t = String::new();
+        bluelight_ingest::cot::format_rfc3339_ms(ms, &mut t);
+        t
     };
     let now = now_ms();
     let event = format!(

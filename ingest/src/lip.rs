@@ -324,12 +324,14 @@ fn additional_data(bits: &mut Bits<'_>) -> Result<Option<u8>, LipError> {
     Ok((kind == 0).then_some(data))
 }
 
+/// A report's fix, its status `emergency` when that is the reason it was
+/// sent.
 #[inline]
-fn status_for(reason: Option<u8>) -> Status {
+fn with_reason(fix: Fix, reason: Option<u8>) -> Fix {
     if reason == Some(REASON_EMERGENCY) {
-        Status::Emergency
+        fix.with_status(Status::Emergency)
     } else {
-        Status::Unknown
+        fix
     }
 }
 
@@ -341,18 +343,16 @@ fn short_report(bits: &mut Bits<'_>, now_ms: i64) -> Result<(Fix, Option<u8>), L
     let speed_mps = horizontal_velocity_mps(bits.take(7, "horizontal velocity")?);
     let heading_deg = bits.take(4, "direction of travel")? as f32 * 22.5;
     let reason = additional_data(bits)?;
-    Ok((
-        Fix {
-            time_ms,
-            lat,
-            lon,
-            accuracy_m,
-            speed_mps,
-            heading_deg,
-            status: status_for(reason),
-        },
-        reason,
-    ))
+    let fix = Fix {
+        time_ms,
+        lat,
+        lon,
+        accuracy_m,
+        speed_mps,
+        heading_deg,
+        status: Status::Unknown,
+    };
+    Ok((with_reason(fix, reason), reason))
 }
 
 fn long_report(bits: &mut Bits<'_>, now_ms: i64) -> Result<(Fix, Option<u8>), LipError> {
@@ -406,18 +406,16 @@ fn long_report(bits: &mut Bits<'_>, now_ms: i64) -> Result<(Fix, Option<u8>), Li
     let (speed_mps, heading_deg) = velocity(bits)?;
     bits.skip(1, "acknowledgement request")?;
     let reason = additional_data(bits)?;
-    Ok((
-        Fix {
-            time_ms,
-            lat,
-            lon,
-            accuracy_m,
-            speed_mps,
-            heading_deg,
-            status: status_for(reason),
-        },
-        reason,
-    ))
+    let fix = Fix {
+        time_ms,
+        lat,
+        lon,
+        accuracy_m,
+        speed_mps,
+        heading_deg,
+        status: Status::Unknown,
+    };
+    Ok((with_reason(fix, reason), reason))
 }
 
 /// The velocity block of a long report: speed and direction of travel.

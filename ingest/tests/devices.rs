@@ -224,15 +224,8 @@ async fn cot_udp_takes_one_event_a_datagram() {
         q.clone(),
         ListenerLimits::default(),
     ));
-    let (y, mo, d) = civil_from_days(now_ms().div_euclid(DAY_MS));
-    let ms = now_ms().rem_euclid(DAY_MS);
-    let t = format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    );
+    let mut t = String::new();
+    bluelight_ingest::cot::format_rfc3339_ms(now_ms(), &mut t);
     let event = format!(
         r#"<event version="2.0" uid="ANDROID-9" type="a-f-G-U-C" how="m-g" time="{t}" start="{t}" stale="{t}"><point lat="51.5" lon="-0.12" hae="0" ce="5" le="9999999"/></event>"#
     );

@@ -227,28 +227,9 @@ async fn cot_events_from_tak_clients_arrive_and_a_bad_event_is_skipped() {
         None,
     ));
     let iso = |ms: i64| {
-        // Render `ms` as RFC 3339 by searching: the test only needs "now-ish".
-        let secs = ms / 1000;
-        let days = secs.div_euclid(86_400);
-        let (h, m, s) = (
-            secs.rem_euclid(86_400) / 3600,
-            secs.rem_euclid(3600) / 60,
-            secs.rem_euclid(60),
-        );
-        // civil from days (Hinnant)
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(mo <= 2);
-        format!(
-            "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
-            ms.rem_euclid(1000)
-        )
+        let mut t = String::new();
+        bluelight_ingest::cot::format_rfc3339_ms(ms, &mut t);
+        t
     };
     let t = iso(now_ms());
     let atak = format!(

@@ -40,7 +40,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use clients::{AlertsSeen, Check, FeedSeen, NearestSeen};
-use plan::{Options, Plan, Transport};
+use plan::{Options, Plan, Source, Transport};
 use world::{Fences, Shared, Sink};
 
 /// Everything a run measured, for the report.
@@ -115,6 +115,7 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
         (Some(http), Some(ingest)) => server::Server {
             http,
             ingest,
+            device: None,
             child: None,
         },
         _ => {
@@ -127,8 +128,12 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
                 flags.extend(["--redis".into(), r.url()]);
             }
             flags.extend(opts.server_flags.iter().cloned());
+            let device = plan.source.listener();
+            if let Some((flag, _)) = device {
+                flags.extend([flag.into(), "127.0.0.1:0".into()]);
+            }
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-            server::start(&bin, &opts.out.join("server.log"), &flags)?
+            server::start(&bin, &opts.out.join("server.log"), &flags, device.map(|d| d.1))?
         }
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -287,6 +292,16 @@ async fn run_bluelight(
     };
     world::register(&fleet, &mut sink)?;
     let registered = fleet.units().len();
+    // A device protocol's fixes go to its own listener (registration
+    // stayed FlatBuffers: it alone gives ids, agencies and kinds).
+    if let Some(device) = srv.device {
+        sink = match plan.source {
+            Source::Nmea => Sink::Nmea(std::net::TcpStream::connect(device)?),
+            Source::Tak => Sink::Tak(std::net::TcpStream::connect(device)?),
+            Source::Lip => Sink::Lip(std::net::UdpSocket::bind("127.0.0.1:0")?, device),
+            Source::Flatbuffers => sink,
+        };
+    }
     // Wait for the subscriptions (and for UDP registrations to land).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The same fleet, its reports starting now.

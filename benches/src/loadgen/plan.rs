@@ -31,6 +31,34 @@ pub enum Transport {
     Udp,
 }
 
+/// Which device protocol carries the fixes (units are registered over
+/// FlatBuffers TCP in every case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// FlatBuffers `FixBatch`es over `--transport`.
+    Flatbuffers,
+    /// NMEA 0183 over TCP (`--nmea-tcp`): `$PBLU`, RMC and GGA per fix.
+    Nmea,
+    /// TETRA LIP over UDP (`--lip-udp`): a short location report per fix.
+    Lip,
+    /// TAK protocol v1 over TCP (`--cot-tcp`, streaming): a `TakMessage`
+    /// per fix.
+    Tak,
+}
+
+impl Source {
+    /// The server flag that opens its listener, and the name the start-up
+    /// line gives it.
+    pub fn listener(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Source::Flatbuffers => None,
+            Source::Nmea => Some(("--nmea-tcp", "nmea-tcp=")),
+            Source::Lip => Some(("--lip-udp", "lip-udp=")),
+            Source::Tak => Some(("--cot-tcp", "cot=")),
+        }
+    }
+}
+
 /// `loadgen`: drives a bluelight server like a national network would and
 /// writes a report (JSON and Markdown).
 ///
@@ -81,6 +109,10 @@ pub struct Options {
     /// How fixes are sent.
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: Transport,
+    /// The device protocol of the fixes (not FlatBuffers: the server loadgen
+    /// starts opens that protocol's listener, and every fix goes there).
+    #[arg(long, value_enum, default_value = "flatbuffers", conflicts_with = "server")]
+    pub source: Source,
     /// A running server's HTTP address (with --ingest); default: start one.
     #[arg(long, requires = "ingest")]
     pub server: Option<SocketAddr>,
@@ -154,6 +186,8 @@ pub struct Plan {
     pub check_every: u32,
     /// Transport.
     pub transport: Transport,
+    /// The fixes' device protocol.
+    pub source: Source,
     /// Seed.
     pub seed: u64,
     /// Redis URL for the comparison.
@@ -204,6 +238,7 @@ impl Options {
             nearest_qps: self.nearest_qps.unwrap_or(d.7),
             check_every: self.check_every.max(1),
             transport: self.transport,
+            source: self.source,
             seed: self.seed,
             redis,
             journal: self.redis,

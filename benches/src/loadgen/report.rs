@@ -332,7 +332,12 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "warmup_s": p.warmup_s, "fences": p.fences,
             "positions_subscribers": p.positions, "alerts_subscribers": p.alerts,
             "standing_nearest_subscribers": p.standing, "nearest_qps": p.nearest_qps,
-            "check_every": p.check_every, "transport": format!("{:?}", p.transport).to_lowercase(),
+            "check_every": p.check_every,
+            "transport": match p.source.listener() {
+                // The device protocol and its listener, e.g. "nmea-tcp".
+                Some((flag, _)) => flag.trim_start_matches("--").replace("cot-tcp", "tak-tcp"),
+                None => format!("{:?}", p.transport).to_lowercase(),
+            },
             "seed": p.seed, "registered": o.registered,
         },
         "loadgen_realtime_threads": bluelight_ingest::priority::realtime_threads(),

@@ -14,6 +14,8 @@ pub struct Server {
     pub http: SocketAddr,
     /// Ingest address.
     pub ingest: SocketAddr,
+    /// The device listener of a `--source` other than FlatBuffers.
+    pub device: Option<SocketAddr>,
     /// The process, when loadgen started it.
     pub child: Option<Child>,
 }
@@ -60,11 +62,12 @@ pub fn find_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 /// Starts `bluelight serve` on free loopback ports, with `flags` beside
-/// them; its log goes to `log`.
+/// them; its log goes to `log`. `device` names a device listener on the
+/// start-up line (`nmea-tcp=`) whose address to keep.
 ///
 /// # Errors
 /// It does not start, or does not say where it listens within 30 s.
-pub fn start(bin: &Path, log: &Path, flags: &[&str]) -> anyhow::Result<Server> {
+pub fn start(bin: &Path, log: &Path, flags: &[&str], device: Option<&str>) -> anyhow::Result<Server> {
     let mut child = Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--ingest", "127.0.0.1:0"])
         .args(flags)
@@ -98,6 +101,7 @@ pub fn start(bin: &Path, log: &Path, flags: &[&str]) -> anyhow::Result<Server> {
     Ok(Server {
         http: addr("http=")?,
         ingest: addr("ingest=")?,
+        device: device.map(addr).transpose()?,
         child: Some(child),
     })
 }

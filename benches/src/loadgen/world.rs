@@ -192,6 +192,12 @@ pub enum Sink {
     Udp(UdpSocket, SocketAddr),
     /// Redis GEOADD, pipelined per batch.
     Redis(Box<redis::Connection>),
+    /// NMEA 0183 over TCP: `$PBLU`, RMC and GGA per fix.
+    Nmea(TcpStream),
+    /// TETRA LIP over UDP: a short location report per fix.
+    Lip(UdpSocket, SocketAddr),
+    /// TAK protocol v1 over TCP, streaming framing.
+    Tak(TcpStream),
 }
 
 /// Fixes per frame: a datagram of 1,000 fixes is about 50 KB.
@@ -241,7 +247,142 @@ fn write_frame(sink: &mut Sink, frame: &[u8]) -> std::io::Result<()> {
             s.write_all(frame)
         }
         Sink::Udp(s, to) => s.send_to(frame, *to).map(|_| ()),
-        Sink::Redis(_) => Ok(()),
+        Sink::Redis(_) | Sink::Nmea(_) | Sink::Lip(..) | Sink::Tak(_) => Ok(()),
+    }
+}
+
+/// Sends a chunk of fixes in a device protocol (`--source`), encoded as
+/// that protocol's devices and gateways would.
+fn write_device(sink: &mut Sink, chunk: &[SimFix], fleet: &Fleet, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    match sink {
+        Sink::Nmea(s) => {
+            let mut text = String::with_capacity(chunk.len() * 200);
+            for f in chunk {
+                nmea_fix(&fleet.units()[f.unit as usize].id, &f.fix, &mut text);
+            }
+            s.write_all(text.as_bytes())
+        }
+        Sink::Tak(s) => {
+            for f in chunk {
+                bluelight_ingest::tak::encode_stream(
+                    &tak_fix(&fleet.units()[f.unit as usize].id, &f.fix),
+                    buf,
+                );
+            }
+            s.write_all(buf)
+        }
+        Sink::Lip(s, to) => {
+            for f in chunk {
+                let issi = u32::try_from(fleet.units()[f.unit as usize].key).unwrap_or(0) & 0xff_ffff;
+                let mut w = bluelight_ingest::lip::PduWriter::for_issi(issi);
+                let kmh = if f.fix.speed_mps.is_finite() {
+                    f.fix.speed_mps * 3.6
+                } else {
+                    0.0
+                };
+                // The velocity code: linear to 28 km/h, then 3.8% steps.
+                let velocity = if kmh <= 28.0 {
+                    kmh.round() as u8
+                } else {
+                    ((kmh / 16.0).ln() / 1.038f32.ln() + 13.0).round().min(125.0) as u8
+                };
+                let direction = if f.fix.heading_deg.is_finite() {
+                    ((f.fix.heading_deg / 22.5).round() as u8) % 16
+                } else {
+                    0
+                };
+                w.short_report(
+                    f.fix.lat,
+                    f.fix.lon,
+                    bluelight_ingest::lip::ShortCodes {
+                        position_error: 1,
+                        velocity,
+                        direction,
+                        ..Default::default()
+                    },
+                );
+                s.send_to(w.bytes(), *to)?;
+            }
+            Ok(())
+        }
+        other => write_frame(other, &[]),
+    }
+}
+
+/// `$PBLU,ID,<id>`, then an RMC and a GGA of the same second, as a
+/// receiver sends them.
+fn nmea_fix(id: &str, fix: &Fix, out: &mut String) {
+    use std::fmt::Write as _;
+    let (y, mo, d) = bluelight_ingest::calendar::civil_from_days(fix.time_ms.div_euclid(86_400_000));
+    let t = fix.time_ms.rem_euclid(86_400_000);
+    let time = format!(
+        "{:02}{:02}{:02}.{:03}",
+        t / 3_600_000,
+        t / 60_000 % 60,
+        t / 1000 % 60,
+        t % 1000
+    );
+    let angle = |v: f64, width: usize| {
+        let a = v.abs();
+        let deg = a.trunc();
+        format!("{:0width$}{:09.6}", deg as u32, (a - deg) * 60.0)
+    };
+    let lat = format!("{},{}", angle(fix.lat, 2), if fix.lat < 0.0 { 'S' } else { 'N' });
+    let lon = format!("{},{}", angle(fix.lon, 3), if fix.lon < 0.0 { 'W' } else { 'E' });
+    let knots = if fix.speed_mps.is_finite() {
+        fix.speed_mps * 3600.0 / 1852.0
+    } else {
+        0.0
+    };
+    let course = if fix.heading_deg.is_finite() {
+        fix.heading_deg
+    } else {
+        0.0
+    };
+    let mut sentence = |body: String| {
+        let sum = body.bytes().fold(0u8, |a, b| a ^ b);
+        let _ = write!(out, "${body}*{sum:02X}\r\n");
+    };
+    sentence(format!("PBLU,ID,{id}"));
+    sentence(format!(
+        "GNRMC,{time},A,{lat},{lon},{knots:.2},{course:.1},{d:02}{mo:02}{:02},,,A",
+        y % 100
+    ));
+    sentence(format!("GPGGA,{time},{lat},{lon},1,10,0.9,50.0,M,47.0,M,,"));
+}
+
+/// A TAK protocol v1 position report, as ATAK sends one.
+fn tak_fix(id: &str, fix: &Fix) -> bluelight_ingest::tak::proto::TakMessage {
+    use bluelight_ingest::tak::proto;
+    let t = u64::try_from(fix.time_ms).unwrap_or(0);
+    proto::TakMessage {
+        tak_control: None,
+        cot_event: Some(proto::CotEvent {
+            r#type: "a-f-G-U-C".into(),
+            uid: id.into(),
+            send_time: t,
+            start_time: t,
+            stale_time: t + 120_000,
+            how: "m-g".into(),
+            lat: fix.lat,
+            lon: fix.lon,
+            hae: 999_999.0,
+            ce: 5.0,
+            le: 999_999.0,
+            detail: Some(proto::Detail {
+                contact: Some(proto::Contact {
+                    endpoint: String::new(),
+                    callsign: id.into(),
+                }),
+                track: (fix.speed_mps.is_finite() && fix.heading_deg.is_finite()).then(|| proto::Track {
+                    speed: f64::from(fix.speed_mps),
+                    course: f64::from(fix.heading_deg),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
     }
 }
 
@@ -263,6 +404,7 @@ pub fn send_fleet(
     let mut now_in: Vec<u32> = Vec::new();
     let mut owed: Vec<AlertKey> = Vec::new();
     let mut redis_cmd = redis::Pipeline::new();
+    let mut device_buf = Vec::new();
     let tick = Duration::from_millis(5);
     while Instant::now() < until {
         let started = Instant::now();
@@ -336,6 +478,9 @@ pub fn send_fleet(
                             .arg(&fleet.units()[f.unit as usize].id);
                     }
                     redis_cmd.exec(conn.as_mut()).map_err(std::io::Error::other)
+                }
+                device @ (Sink::Nmea(_) | Sink::Lip(..) | Sink::Tak(_)) => {
+                    write_device(device, chunk, &fleet, &mut device_buf)
                 }
                 other => write_frame(other, encode_flatbuffers(&mut fbb, "loadgen", &frame, &[])),
             };
