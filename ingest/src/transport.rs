@@ -46,7 +46,7 @@ impl Default for ListenerLimits {
 
 /// Serves UDP until the socket fails or the queue closes.
 pub async fn serve_udp(socket: UdpSocket, queue: IngestQueue, limits: ListenerLimits) {
-    udp_loop(socket, queue, limits, |datagram, queue, batch| {
+    udp_loop(socket, queue, limits, false, |datagram, queue, batch| {
         if decode_flatbuffers(datagram, &queue.validation, queue.now_ms(), batch).is_err() {
             queue.counters.reject(Reject::BadFrame);
         }
@@ -57,7 +57,7 @@ pub async fn serve_udp(socket: UdpSocket, queue: IngestQueue, limits: ListenerLi
 /// Serves NMEA 0183 over UDP (`--nmea-udp`): each datagram names its unit
 /// with `$PBLU` first, then its sentences.
 pub async fn serve_nmea_udp(socket: UdpSocket, queue: IngestQueue, limits: ListenerLimits) {
-    udp_loop(socket, queue, limits, |datagram, queue, batch| {
+    udp_loop(socket, queue, limits, true, |datagram, queue, batch| {
         let mut session = NmeaSession::whole();
         let (v, now) = (&queue.validation, queue.now_ms());
         for (i, line) in split_lines(datagram).enumerate() {
@@ -75,6 +75,7 @@ pub async fn serve_lip_udp(socket: UdpSocket, queue: IngestQueue, limits: Listen
         socket,
         queue,
         limits,
+        true,
         |datagram, queue, batch| match crate::lip::decode_lip(
             datagram,
             0,
@@ -100,7 +101,7 @@ pub async fn serve_lip_udp(socket: UdpSocket, queue: IngestQueue, limits: Listen
 /// protobuf).
 pub async fn serve_cot_udp(socket: UdpSocket, queue: IngestQueue, limits: ListenerLimits) {
     let mut decoder = crate::tak::TakDecoder::new();
-    udp_loop(socket, queue, limits, move |datagram, queue, batch| {
+    udp_loop(socket, queue, limits, true, move |datagram, queue, batch| {
         let (v, now) = (&queue.validation, queue.now_ms());
         let decoded = match crate::tak::mesh_payload(datagram) {
             Some(payload) => decoder
@@ -120,27 +121,87 @@ pub async fn serve_cot_udp(socket: UdpSocket, queue: IngestQueue, limits: Listen
 }
 
 /// Receives datagrams and decodes each with `decode` (which counts its
-/// own refusals) into a batch of its own, handed on without waiting: a
-/// full queue drops it and counts the drop.
+/// own refusals) into a batch handed on without waiting.
+///
+/// A FlatBuffers datagram is a batch of its own (its units are applied
+/// before its fixes); a full queue drops it and counts the drop. With
+/// `coalesce` (device protocols: a fix or a few a datagram), the datagrams
+/// already waiting go into the same batch, up to [`UDP_COALESCE`] fixes,
+/// so a burst is one batch and nothing waits for more to come; and when
+/// the queue is full the batch is kept and added to, up to
+/// [`UDP_HOLD_MAX`] fixes, and offered again as datagrams arrive or
+/// [`UDP_RETRY`] passes: the writer then takes larger batches, at less
+/// cost a fix, instead of the fixes being dropped (at 100k single-fix
+/// datagrams a second, 5% were).
 async fn udp_loop(
     socket: UdpSocket,
     queue: IngestQueue,
     limits: ListenerLimits,
+    coalesce: bool,
     mut decode: impl FnMut(&[u8], &IngestQueue, &mut IngestBatch),
 ) {
     let mut buf = vec![0u8; limits.max_frame_bytes.min(65_535)];
+    let mut batch = queue.batch();
     loop {
-        let Ok((n, _from)) = socket.recv_from(&mut buf).await else {
+        let received = if batch.fixes.is_empty() && batch.errors.is_empty() {
+            socket.recv_from(&mut buf).await.map(Some)
+        } else {
+            // Holding fixes the queue had no room for: try again soon even
+            // if nothing more arrives.
+            match tokio::time::timeout(UDP_RETRY, socket.recv_from(&mut buf)).await {
+                Ok(r) => r.map(Some),
+                Err(_) => Ok(None),
+            }
+        };
+        let Ok(received) = received else {
             return;
         };
-        let mut batch = queue.batch();
-        batch.received = Some(std::time::Instant::now());
-        decode(&buf[..n], &queue, &mut batch);
-        if !batch.fixes.is_empty() || !batch.errors.is_empty() {
-            queue.try_send(batch);
+        if let Some((n, _from)) = received {
+            batch.received.get_or_insert_with(std::time::Instant::now);
+            decode(&buf[..n], &queue, &mut batch);
+            let limit = if batch.fixes.len() >= UDP_COALESCE {
+                UDP_HOLD_MAX
+            } else {
+                UDP_COALESCE
+            };
+            while coalesce && batch.fixes.len() + batch.errors.len() < limit {
+                match socket.try_recv_from(&mut buf) {
+                    Ok((n, _from)) => decode(&buf[..n], &queue, &mut batch),
+                    Err(_) => break,
+                }
+            }
+        }
+        if batch.fixes.is_empty() && batch.errors.is_empty() {
+            continue;
+        }
+        if !coalesce {
+            queue.try_send(std::mem::replace(&mut batch, queue.batch()));
+            continue;
+        }
+        match queue.offer(std::mem::take(&mut batch)) {
+            Ok(()) => batch = queue.batch(),
+            Err(held) if held.fixes.len() >= UDP_HOLD_MAX => {
+                queue
+                    .counters
+                    .udp_dropped
+                    .fetch_add(held.fixes.len() as u64, Ordering::Relaxed);
+                batch = queue.batch();
+            }
+            Err(held) => batch = held,
         }
     }
 }
+
+/// Most fixes a batch of coalesced device datagrams holds while the queue
+/// has room.
+pub const UDP_COALESCE: usize = 1024;
+
+/// Most fixes a device listener holds while the queue is full; past it,
+/// they are dropped and counted.
+pub const UDP_HOLD_MAX: usize = 64 * 1024;
+
+/// How soon fixes held for a full queue are offered again.
+pub const UDP_RETRY: Duration = Duration::from_millis(2);
 
 /// The lines of a buffer, split on `\n` (a `\r` before it is the
 /// sentence's to trim).
