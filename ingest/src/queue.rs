@@ -329,21 +329,22 @@ impl IngestQueue {
         }
     }
 
-    /// Sends a batch if the queue has room; otherwise gives it back (for a
-    /// transport that can hold it a moment and add to it).
-    ///
-    /// # Errors
-    /// The queue is full (or closed): the batch, untouched.
-    pub fn offer(&self, mut batch: IngestBatch) -> Result<(), IngestBatch> {
+    /// Sends a batch if the queue has room; otherwise gives it back,
+    /// untouched (for a transport that can hold it a moment and add to
+    /// it): `None` when sent.
+    pub fn offer(&self, mut batch: IngestBatch) -> Option<IngestBatch> {
         batch.received.get_or_insert_with(Instant::now);
         let job = Job {
             command: Command::Fixes(batch),
             reply: None,
         };
-        self.tx.try_send(job).map_err(|e| match e.into_inner().command {
-            Command::Fixes(b) => b,
-            _ => IngestBatch::default(),
-        })
+        match self.tx.try_send(job) {
+            Ok(()) => None,
+            Err(e) => match e.into_inner().command {
+                Command::Fixes(b) => Some(b),
+                _ => Some(IngestBatch::default()),
+            },
+        }
     }
 
     /// Batches waiting for the next stage.

@@ -179,15 +179,15 @@ async fn udp_loop(
             continue;
         }
         match queue.offer(std::mem::take(&mut batch)) {
-            Ok(()) => batch = queue.batch(),
-            Err(held) if held.fixes.len() >= UDP_HOLD_MAX => {
+            None => batch = queue.batch(),
+            Some(held) if held.fixes.len() >= UDP_HOLD_MAX => {
                 queue
                     .counters
                     .udp_dropped
                     .fetch_add(held.fixes.len() as u64, Ordering::Relaxed);
                 batch = queue.batch();
             }
-            Err(held) => batch = held,
+            Some(held) => batch = held,
         }
     }
 }
