@@ -311,12 +311,24 @@ impl CotOut {
 struct Outlet(Arc<CotOut>);
 
 impl CotOutlet for Outlet {
-    fn attach(&self, write: tokio::net::tcp::OwnedWriteHalf, peer: SocketAddr, tak_v1: Arc<AtomicBool>) {
+    fn attach(
+        &self,
+        write: tokio::net::tcp::OwnedWriteHalf,
+        peer: SocketAddr,
+        tak_v1: Arc<AtomicBool>,
+    ) -> Option<Arc<tokio::sync::Notify>> {
         if self.0.loopback_only && !peer.ip().is_loopback() {
             tracing::debug!(%peer, "cot out: not sent to a non-loopback client without TLS");
-            return;
+            return None;
         }
-        tokio::spawn(self.0.clone().serve(write, tak_v1));
+        let stopped = Arc::new(tokio::sync::Notify::new());
+        let (out, notify) = (self.0.clone(), stopped.clone());
+        tokio::spawn(async move {
+            out.serve(write, tak_v1).await;
+            // notify_one keeps the permit if the reader is not waiting yet.
+            notify.notify_one();
+        });
+        Some(stopped)
     }
 }
 

@@ -408,3 +408,28 @@ async fn a_pytak_client_sees_every_unit_with_its_callsign_type_and_stale_time() 
         "{x}"
     );
 }
+
+/// A TAK client that only listens for longer than the device idle timeout
+/// is still read when it speaks: its connection is the picture's as long
+/// as the picture goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_tak_client_is_still_heard_after_the_idle_timeout() {
+    let mut cfg = ServeConfig {
+        cot_tcp: Some("127.0.0.1:0".parse().expect("addr")),
+        cot_out: true,
+        ..ServeConfig::default()
+    };
+    cfg.tuning.device_idle_s = 1;
+    let s = support::server_with(cfg).await;
+    let mut client = tokio::net::TcpStream::connect(s.devices.cot_tcp.expect("bound"))
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut t = String::new();
+    bluelight_ingest::cot::format_rfc3339_ms(now_ms(), &mut t);
+    let event = format!(
+        r#"<event version="2.0" uid="ANDROID-LATE" type="a-f-G-U-C" how="m-g" time="{t}" start="{t}" stale="{t}"><point lat="51.5" lon="-0.12" hae="0" ce="5" le="9999999"/></event>"#
+    );
+    client.write_all(event.as_bytes()).await.expect("write");
+    unit_until(s.http, "ANDROID-LATE", |_| true).await;
+}

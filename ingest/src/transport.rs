@@ -369,13 +369,16 @@ pub async fn serve_cot_tcp(
 pub trait CotOutlet: Send + Sync {
     /// A connection opened: `write` is its sending half, `peer` its
     /// address; `tak_v1` turns true if the client's first byte says it
-    /// speaks TAK protocol version 1 (it starts false: XML).
+    /// speaks TAK protocol version 1 (it starts false: XML). Returns, when
+    /// it takes the connection, what it notifies once it stops sending: the
+    /// reading side then waits on the client without an idle timeout (a
+    /// TAK client may only listen) and ends with the sending side.
     fn attach(
         &self,
         write: tokio::net::tcp::OwnedWriteHalf,
         peer: SocketAddr,
         tak_v1: Arc<std::sync::atomic::AtomicBool>,
-    );
+    ) -> Option<Arc<tokio::sync::Notify>>;
 }
 
 async fn cot_connection(
@@ -387,15 +390,20 @@ async fn cot_connection(
     let peer = stream.peer_addr().map_err(|e| e.to_string())?;
     let (mut stream, write) = stream.into_split();
     let speaks_v1 = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if let Some(outlet) = outlet {
-        outlet.attach(write, peer, speaks_v1.clone());
-    }
+    let sending = outlet.and_then(|o| o.attach(write, peer, speaks_v1.clone()));
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut tak = None;
     let mut decoder = crate::tak::TakDecoder::new();
     loop {
-        let n = match tokio::time::timeout(limits.idle_timeout, stream.read(&mut chunk)).await {
+        let read = match &sending {
+            Some(stopped) => tokio::select! {
+                r = stream.read(&mut chunk) => Ok(r),
+                () = stopped.notified() => return Ok(()),
+            },
+            None => tokio::time::timeout(limits.idle_timeout, stream.read(&mut chunk)).await,
+        };
+        let n = match read {
             Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return Ok(()),
             Ok(Ok(n)) => n,
         };
