@@ -133,21 +133,6 @@ impl TakDecoder {
     }
 }
 
-/// Decodes one `TakMessage` into `out` with a decoder of its own (for a
-/// single message; a stream keeps a [`TakDecoder`]).
-///
-/// # Errors
-/// As [`TakDecoder::decode`].
-pub fn decode_message(
-    payload: &[u8],
-    index: u32,
-    v: &ValidationConfig,
-    now_ms: i64,
-    out: &mut IngestBatch,
-) -> Result<Content, TakError> {
-    TakDecoder::new().decode(payload, index, v, now_ms, out)
-}
-
 /// Whether a `TakMessage` has a `cotEvent` (field 2), from its keys alone.
 fn has_event(mut buf: &[u8]) -> Result<bool, prost::DecodeError> {
     use prost::encoding::{DecodeContext, decode_key, skip_field};
@@ -303,7 +288,7 @@ mod tests {
     fn a_v1_report_becomes_a_fix() {
         let mut out = IngestBatch::default();
         let payload = report("ANDROID-1", NOW).encode_to_vec();
-        let got = decode_message(&payload, 0, &ValidationConfig::default(), NOW, &mut out);
+        let got = TakDecoder::new().decode(&payload, 0, &ValidationConfig::default(), NOW, &mut out);
         assert_eq!(got, Ok(Content::Event));
         let (unit, fix) = &out.fixes[0];
         assert!(matches!(unit, UnitRef::Id(r) if out.str(r) == "ANDROID-1"));
@@ -327,12 +312,12 @@ mod tests {
         };
         let mut out = IngestBatch::default();
         assert_eq!(
-            decode_message(&control.encode_to_vec(), 0, &v, NOW, &mut out),
+            TakDecoder::new().decode(&control.encode_to_vec(), 0, &v, NOW, &mut out),
             Ok(Content::Control)
         );
         let mut no_uid = report("", NOW);
         assert_eq!(
-            decode_message(&no_uid.encode_to_vec(), 0, &v, NOW, &mut out),
+            TakDecoder::new().decode(&no_uid.encode_to_vec(), 0, &v, NOW, &mut out),
             Err(TakError::Cot(CotError::Attribute("uid")))
         );
         if let Some(e) = no_uid.cot_event.as_mut() {
@@ -341,11 +326,11 @@ mod tests {
             e.start_time = 0;
         }
         assert_eq!(
-            decode_message(&no_uid.encode_to_vec(), 0, &v, NOW, &mut out),
+            TakDecoder::new().decode(&no_uid.encode_to_vec(), 0, &v, NOW, &mut out),
             Err(TakError::Cot(CotError::Attribute("time")))
         );
         assert!(matches!(
-            decode_message(&[0xff, 0xff, 0xff], 0, &v, NOW, &mut out),
+            TakDecoder::new().decode(&[0xff, 0xff, 0xff], 0, &v, NOW, &mut out),
             Err(TakError::Protobuf(_))
         ));
         assert!(out.fixes.is_empty());
@@ -427,14 +412,14 @@ mod tests {
         fn random_and_mutated_messages_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), flip in any::<usize>()) {
             let v = ValidationConfig::default();
             let mut out = IngestBatch::default();
-            let _ = decode_message(&bytes, 0, &v, NOW, &mut out);
-            let _ = split_stream(&bytes, 1 << 20, |p| { let _ = decode_message(p, 0, &v, NOW, &mut out); });
+            let _ = TakDecoder::new().decode(&bytes, 0, &v, NOW, &mut out);
+            let _ = split_stream(&bytes, 1 << 20, |p| { let _ = TakDecoder::new().decode(p, 0, &v, NOW, &mut out); });
             let mut good = Vec::new();
             encode_stream(&report("P", NOW), &mut good);
             encode_stream(&report("Q", NOW), &mut good);
             let bit = flip % (good.len() * 8);
             good[bit / 8] ^= 1 << (bit % 8);
-            let _ = split_stream(&good, 1 << 20, |p| { let _ = decode_message(p, 0, &v, NOW, &mut out); });
+            let _ = split_stream(&good, 1 << 20, |p| { let _ = TakDecoder::new().decode(p, 0, &v, NOW, &mut out); });
         }
     }
 }

@@ -42,6 +42,18 @@ fn queue(engine: &SharedEngine) -> IngestQueue {
     .queue
 }
 
+/// Serves a UDP device listener on a free port; its address.
+fn udp_listener<F, Fut>(q: &IngestQueue, serve: F) -> SocketAddr
+where
+    F: FnOnce(UdpSocket, IngestQueue, ListenerLimits) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (socket, _) = transport::bind_udp(local()).expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    tokio::spawn(serve(socket, q.clone(), ListenerLimits::default()));
+    addr
+}
+
 fn local() -> SocketAddr {
     "127.0.0.1:0".parse().expect("addr")
 }
@@ -139,13 +151,7 @@ async fn nmea_tcp_takes_split_lines_any_ending_and_garbage_between() {
 async fn nmea_udp_names_its_unit_per_datagram() {
     let e = engine();
     let q = queue(&e);
-    let (socket, _) = transport::bind_udp(local()).expect("bind");
-    let addr = socket.local_addr().expect("addr");
-    tokio::spawn(transport::serve_nmea_udp(
-        socket,
-        q.clone(),
-        ListenerLimits::default(),
-    ));
+    let addr = udp_listener(&q, transport::serve_nmea_udp);
     let t = now_ms() / 1000 * 1000 - 1000;
     let tx = UdpSocket::bind(local()).await.expect("bind");
     let good = [with_checksum("$PBLU,ID,BOAT-3"), rmc(t, 10.0), gga(t, 10.0, 2.0)].concat();
@@ -167,13 +173,7 @@ async fn nmea_udp_names_its_unit_per_datagram() {
 async fn lip_udp_reports_move_the_unit_of_their_issi() {
     let e = engine();
     let q = queue(&e);
-    let (socket, _) = transport::bind_udp(local()).expect("bind");
-    let addr = socket.local_addr().expect("addr");
-    tokio::spawn(transport::serve_lip_udp(
-        socket,
-        q.clone(),
-        ListenerLimits::default(),
-    ));
+    let addr = udp_listener(&q, transport::serve_lip_udp);
     // The ISSI's unit has a human id, as a UnitInfo would give it.
     e.lock().register_key(2_001_234, "POL-1234");
     let tx = UdpSocket::bind(local()).await.expect("bind");
@@ -217,13 +217,7 @@ async fn lip_udp_reports_move_the_unit_of_their_issi() {
 async fn cot_udp_takes_one_event_a_datagram() {
     let e = engine();
     let q = queue(&e);
-    let (socket, _) = transport::bind_udp(local()).expect("bind");
-    let addr = socket.local_addr().expect("addr");
-    tokio::spawn(transport::serve_cot_udp(
-        socket,
-        q.clone(),
-        ListenerLimits::default(),
-    ));
+    let addr = udp_listener(&q, transport::serve_cot_udp);
     let mut t = String::new();
     bluelight_ingest::cot::format_rfc3339_ms(now_ms(), &mut t);
     let event = format!(
@@ -257,13 +251,7 @@ async fn a_lip_burst_beyond_the_queue_is_held_not_dropped() {
     )
     .expect("writer")
     .queue;
-    let (socket, _) = transport::bind_udp(local()).expect("bind");
-    let addr = socket.local_addr().expect("addr");
-    tokio::spawn(transport::serve_lip_udp(
-        socket,
-        q.clone(),
-        ListenerLimits::default(),
-    ));
+    let addr = udp_listener(&q, transport::serve_lip_udp);
     let tx = UdpSocket::bind(local()).await.expect("bind");
     let n = 5_000u32;
     for i in 0..n {
