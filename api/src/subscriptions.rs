@@ -106,7 +106,7 @@ async fn positions_area(s: &AppState, v: &Value) -> Result<(Shape, Option<Cover>
     };
     let computed = tokio::task::spawn_blocking(move || {
         bluelight_ingest::priority::lower_this_thread();
-        let cover = Cover::compute(&shape, &cfg, 0.0);
+        let cover = Cover::compute_feed(&shape, &cfg);
         (shape, cover)
     })
     .await;

@@ -390,17 +390,16 @@ async fn a_large_area_is_covered_without_holding_up_fixes() {
             }
         }
     });
-    let (posted, slowest) = fixes_until(s.http, &reply, "CAR-1").await;
+    // A feed's cover is coarse for a large area now (`feed_resolution`),
+    // so this one is quick: no fix may wait on it either way.
+    let (_, slowest) = fixes_until(s.http, &reply, "CAR-1").await;
     let took = reply.await.expect("join");
-    assert!(
-        posted >= 3,
-        "the cover took {took:?}: too short to overlap fixes ({posted} posted)"
-    );
     assert!(
         slowest < Duration::from_millis(250),
         "a fix waited {slowest:?} beside a {took:?} subscription"
     );
-    // The same area as a fence.
+    // The same area as a fence: its cover is at the fence resolution, and
+    // takes long enough to overlap fixes.
     let addr = s.http;
     let put = tokio::spawn(async move {
         let asked = Instant::now();

@@ -65,6 +65,29 @@ impl Cover {
         })
     }
 
+    /// The cover of a positions feed over `shape` (band 0), at
+    /// [`feed_resolution`]: what [`Engine::subscribe_feed_with_cover`]
+    /// takes.
+    ///
+    /// [`Engine::subscribe_feed_with_cover`]: crate::Engine::subscribe_feed_with_cover
+    ///
+    /// # Errors
+    /// As [`Cover::compute`].
+    pub fn compute_feed(shape: &Shape, cfg: &crate::EngineConfig) -> Result<Self, EngineError> {
+        let fine = Resolution::try_from(cfg.fence_res).map_err(|_| EngineError::BadParameter {
+            what: "fence_res",
+            value: f64::from(cfg.fence_res),
+            reason: "must be an H3 resolution, 0..=15",
+        })?;
+        let res = feed_resolution(shape, fine);
+        Ok(Self {
+            cells: compute_cover(shape, res, 0.0, cfg.max_cover_cells, res == fine)?,
+            res,
+            band_m: 0.0,
+            max_cells: cfg.max_cover_cells,
+        })
+    }
+
     /// Cells it holds.
     pub fn len(&self) -> usize {
         self.cells.len()
@@ -74,6 +97,30 @@ impl Cover {
     pub fn is_empty(&self) -> bool {
         self.cells.is_empty()
     }
+}
+
+/// Cells of its own resolution a feed's area spans at most, edge to edge.
+const FEED_CELLS_ACROSS: f64 = 150.0;
+
+/// The resolution a positions feed's cover goes down to: the fine one for
+/// a town-sized area, one coarser each time the area grows sevenfold, so
+/// a national or world view is a few thousand cells, not millions (the
+/// world at the fine resolution took 13 s). A unit in a coarse boundary
+/// cell takes the exact test instead: nanoseconds for a feed's box or
+/// circle. Fences keep the fine resolution: their exact tests are the
+/// costly ones and their edges are where alerts are decided.
+pub(crate) fn feed_resolution(shape: &Shape, fine: Resolution) -> Resolution {
+    let [lo, hi] = shape.aabb();
+    let diagonal = (0..3).map(|i| (hi[i] - lo[i]).powi(2)).sum::<f64>().sqrt();
+    let extent_m = diagonal * sphere::EARTH_RADIUS_M;
+    let mut res = fine;
+    while res.edge_length_m() * FEED_CELLS_ACROSS < extent_m {
+        match res.pred() {
+            Some(coarser) => res = coarser,
+            None => break,
+        }
+    }
+    res
 }
 
 /// Computes the cover of `shape` down to `fine`, with boundary cells widened
@@ -365,5 +412,22 @@ impl CoverIndex {
     /// Total cover cells held.
     pub fn cell_count(&self) -> usize {
         self.cells.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_feed_over_a_town_keeps_the_fine_resolution_and_one_over_the_world_does_not() {
+        let fine = Resolution::Nine;
+        let town = Shape::circle(51.5, -0.12, 3000.0).expect("circle");
+        assert_eq!(feed_resolution(&town, fine), fine);
+        let world = Shape::bbox([-180.0, -90.0, 180.0, 90.0]).expect("bbox");
+        let res = feed_resolution(&world, fine);
+        assert!(res <= Resolution::Two, "the world's feed cover is at {res:?}");
+        let cover = compute_cover(&world, res, 0.0, 1_000_000, false).expect("cover");
+        assert!(cover.len() < 20_000, "the world takes {} cells", cover.len());
     }
 }

@@ -122,12 +122,10 @@ impl Engine {
         res: Resolution,
         cover: Option<&Cover>,
     ) -> Result<Region, EngineError> {
-        let fits = |c: &Cover| {
-            c.res == res
-                && c.band_m == hysteresis_m
-                && c.max_cells == self.cfg.max_cover_cells
-                && res == self.fine
-        };
+        // A cover is a function of the shape, the resolution (whose last
+        // level is exact when it is the fine one), the band and the cap.
+        let fits =
+            |c: &Cover| c.res == res && c.band_m == hysteresis_m && c.max_cells == self.cfg.max_cover_cells;
         let cover = match cover {
             Some(c) if fits(c) => c.cells.clone(),
             _ => compute_cover(
@@ -365,7 +363,7 @@ impl Engine {
     }
 
     /// [`Engine::subscribe_feed`] with its cover computed elsewhere
-    /// ([`Cover::compute`] of the shape, band 0).
+    /// ([`Cover::compute_feed`] of the shape).
     ///
     /// # Errors
     /// As [`Engine::subscribe_feed`].
@@ -378,8 +376,8 @@ impl Engine {
     ) -> Result<(u32, Vec<UnitSlot>), EngineError> {
         let feed = self.next_id;
         self.next_id += 1;
-        let region =
-            self.build_region_covered(RegionKind::Feed(feed), shape, filter, 0.0, self.fine, cover)?;
+        let res = crate::cover::feed_resolution(&shape, self.fine);
+        let region = self.build_region_covered(RegionKind::Feed(feed), shape, filter, 0.0, res, cover)?;
         let id = self.install_region(region);
         self.regions.feeds.insert(feed, id);
         let Some(region) = self.regions.get(id).cloned() else {

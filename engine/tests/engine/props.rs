@@ -317,6 +317,51 @@ proptest! {
     }
 
     #[test]
+    fn feeds_over_countries_and_the_world_track_the_units_inside(
+        w in -180.0f64..180.0,
+        width in prop_oneof![1.0f64..30.0, 30.0f64..360.0],
+        s in -90.0f64..90.0,
+        height in prop_oneof![1.0f64..20.0, 20.0f64..180.0],
+        steps in proptest::collection::vec((0usize..6, place(), 0.0f64..1.0, 0.0f64..1.0), 1..60),
+    ) {
+        // Large areas get a coarse cover (boundary cells far above the fine
+        // resolution); membership must still be exactly the box's.
+        let e_lon = w + width.min(360.0);
+        let e_lon = if e_lon > 180.0 { e_lon - 360.0 } else { e_lon };
+        let n = (s + height).min(90.0);
+        let b = [w, s, e_lon, n];
+        let shape = Shape::bbox(b).expect("bbox");
+        let mut e = Engine::new(EngineConfig::default()).expect("config");
+        let mut out = Outputs::default();
+        let (feed, snap) = e.subscribe_feed(shape.clone(), Filter::all(), T0).expect("feed");
+        prop_assert!(snap.is_empty());
+        let mut model: BTreeSet<UnitSlot> = BTreeSet::new();
+        for (i, &(unit, anywhere, fx, fy)) in steps.iter().enumerate() {
+            // Half the fixes in or near the box (its edges too), half anywhere.
+            let (lat, lon) = if i % 2 == 0 {
+                anywhere
+            } else {
+                let lon = w + fx * (width.min(360.0) + 2.0) - 1.0;
+                let lon = if lon > 180.0 { lon - 360.0 } else if lon < -180.0 { lon + 360.0 } else { lon };
+                ((s - 1.0 + fy * (n - s + 2.0)).clamp(-90.0, 90.0), lon)
+            };
+            let u = e.intern_unit(&format!("U{unit}"));
+            out.clear();
+            // Far apart in time, so the implied-speed filter never refuses a jump.
+            e.apply(u, &Fix::at(T0 + 1 + i as i64 * 86_400_000, lat, lon), &mut out);
+            for ev in &out.feed {
+                prop_assert_eq!(ev.feed, feed);
+                match ev.change {
+                    FeedChange::Entered => prop_assert!(model.insert(ev.unit)),
+                    FeedChange::Left => prop_assert!(model.remove(&ev.unit)),
+                    FeedChange::Moved => prop_assert!(model.contains(&ev.unit)),
+                }
+            }
+            prop_assert_eq!(model.contains(&u), shape.contains(lat, lon), "box {:?} at {},{}", b, lat, lon);
+        }
+    }
+
+    #[test]
     fn standing_nearest_always_equals_one_shot_nearest(
         center in place(),
         k in 1usize..6,
