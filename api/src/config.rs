@@ -73,6 +73,8 @@ pub struct ServeConfig {
     pub max_subscriptions: usize,
     /// Tokens (`[[auth.tokens]]`).
     pub auth: AuthConfig,
+    /// The dispatch map page (`[map]`).
+    pub map: MapConfig,
     /// Queue bounds, chunk sizes and timers (`[tuning]`); the defaults
     /// are what the benchmarks were measured with.
     pub tuning: Tuning,
@@ -195,6 +197,19 @@ impl Default for Tuning {
     }
 }
 
+/// `[map]`: the dispatch map at `/`. Without a tile URL it draws its own
+/// offline geography (Natural Earth, built in), so it works air-gapped.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MapConfig {
+    /// An XYZ raster tile URL of the deployment's own map server, e.g.
+    /// `https://tiles.example.org/{z}/{x}/{y}.png`; the browser fetches
+    /// tiles from it (the only requests that leave the bluelight server).
+    pub tile_url: Option<String>,
+    /// The attribution the tiles' licence asks for, shown on the map.
+    pub tile_attribution: String,
+}
+
 /// `[auth]`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -239,6 +254,7 @@ impl Default for ServeConfig {
             durable_history: true,
             max_subscriptions: 256,
             auth: AuthConfig::default(),
+            map: MapConfig::default(),
             tuning: Tuning::default(),
         }
     }

@@ -41,7 +41,7 @@ macro_rules! authorise {
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.tuning.http_max_body_bytes;
     Router::new()
-        .route("/", get(map_page))
+        .merge(crate::web::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/fences", get(list_fences))
@@ -94,20 +94,10 @@ fn bad(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message)
 }
 
-/// The dispatch map: one self-contained page (no CDN, no map tiles) over
-/// `/v1/ws` positions and alerts; pass `?token=T` when tokens are set.
-async fn map_page() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        include_str!("map.html"),
-    )
-        .into_response()
-}
-
 async fn healthz(State(s): Shared) -> Response {
-    let (units, fences) = {
+    let (units, fences, alert_seq) = {
         let e = s.engine.lock();
-        (e.unit_count(), e.fence_ids().len())
+        (e.unit_count(), e.fence_ids().len(), e.last_seq())
     };
     let leading = s.leading.load(Ordering::Relaxed);
     let mut v = json!({
@@ -116,6 +106,9 @@ async fn healthz(State(s): Shared) -> Response {
         "units": units,
         "fences": fences,
         "uptime_s": s.started.elapsed().as_secs(),
+        // The latest alert's seq: a client shows the recent past by
+        // subscribing with `since_seq` a little below it.
+        "alert_seq": alert_seq,
     });
     if let Some(r) = &s.redis {
         let up = match (&r.follower, leading) {

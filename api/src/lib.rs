@@ -59,5 +59,6 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod subscriptions;
+pub mod web;
 pub mod ws;
 pub mod ws_ingest;

@@ -195,6 +195,11 @@ struct ServeArgs {
     /// reconnecting with backoff (implies --cot-out).
     #[arg(long, env = "BLUELIGHT_TAK_OUT")]
     tak_out: Option<String>,
+    /// XYZ raster tile URL for the dispatch map's background, e.g.
+    /// https://tiles.example.org/{z}/{x}/{y}.png (default: the built-in
+    /// offline coastline; no request leaves the machine).
+    #[arg(long, env = "BLUELIGHT_MAP_TILES")]
+    map_tiles: Option<String>,
     /// Serve non-loopback addresses without tokens.
     #[arg(long, env = "BLUELIGHT_INSECURE")]
     insecure: bool,
@@ -271,6 +276,9 @@ impl ServeArgs {
             }
         }
         c.insecure |= self.insecure;
+        if self.map_tiles.is_some() {
+            c.map.tile_url.clone_from(&self.map_tiles);
+        }
         if self.tak_out.is_some() {
             c.tak_out.clone_from(&self.tak_out);
         }

@@ -220,6 +220,7 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         nearest_latency: crate::latency::LatencyHistogram::default(),
         feed_writer: crate::feed_writer::FeedWriter::start()?,
         tuning: cfg.tuning.clone(),
+        map: cfg.map.clone(),
         leading: AtomicBool::new(leading),
         redis,
         resets,

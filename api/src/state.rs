@@ -41,6 +41,8 @@ pub struct AppState {
     pub feed_writer: crate::feed_writer::FeedWriter,
     /// Queue bounds, chunk sizes and timers.
     pub tuning: Tuning,
+    /// What the dispatch map page is told at `/map/config.json`.
+    pub map: crate::config::MapConfig,
     /// Whether this server takes writes: in memory or a leader (false for
     /// a follower until it is promoted).
     pub leading: std::sync::atomic::AtomicBool,

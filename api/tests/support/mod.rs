@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+pub mod browser;
 pub mod redis;
 
 use bluelight_api::config::ServeConfig;
