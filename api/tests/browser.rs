@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use bluelight_api::config::ServeConfig;
+use bluelight_api::config::{ServeConfig, TokenConfig};
 use serde_json::{Value, json};
 use support::browser::Page;
 use support::redis::{Bluelight, RedisServer, free_port};
@@ -54,7 +54,7 @@ async fn the_map_loads_offline_draws_the_coast_and_follows_units() {
     post_fixes(
         s.http,
         (0..7)
-            .map(|i| json!({"id": format!("AMB-{i}"), "agency": "ambulance", "status": "available", "lat": 51.5 + i as f64 * 0.01, "lon": -0.12, "time_ms": t}))
+            .map(|i| json!({"id": format!("AMB-{i}"), "agency": "ambulance", "status": "available", "lat": 51.5 + i as f64 * 0.01, "lon": -0.12, "time_ms": t - 90_000}))
             .collect(),
     )
     .await;
@@ -92,7 +92,7 @@ async fn the_map_loads_offline_draws_the_coast_and_follows_units() {
     // A unit moves and a new one arrives: the page follows both.
     post_fixes(
         s.http,
-        json!([{"id": "AMB-0", "lat": 51.55, "lon": -0.15, "time_ms": t + 61_000},
+        json!([{"id": "AMB-0", "lat": 51.55, "lon": -0.15, "time_ms": t},
                {"id": "FIRE-1", "agency": "fire", "lat": 52.0, "lon": -1.0, "time_ms": t}]),
     )
     .await;
@@ -115,7 +115,79 @@ async fn the_map_loads_offline_draws_the_coast_and_follows_units() {
             .is_some_and(|d| d.contains("ambulance") && d.contains("available")),
         "{details}"
     );
+    // Its trail, from /v1/export: the two fixes it sent.
+    page.eval("document.getElementById('trail-btn').click(), 1").await;
+    page.wait_for(
+        "document.getElementById('trail-info').textContent.startsWith('2 fixes')",
+        WAIT,
+    )
+    .await;
+    assert_eq!(page.eval("bluelight.layers.trail.getLayers().length").await, 1);
     page.screenshot("offline-unit").await;
+
+    // Search by id.
+    page.eval("document.getElementById('search').value = 'FIRE-1'; document.getElementById('search-form').requestSubmit(), 1")
+        .await;
+    page.wait_for(
+        "document.getElementById('unit-id').textContent === 'FIRE-1'",
+        WAIT,
+    )
+    .await;
+    page.eval("document.getElementById('search').value = 'NOBODY'; document.getElementById('search-form').requestSubmit(), 1")
+        .await;
+    page.wait_for(
+        "document.getElementById('search-error').textContent === 'no unit NOBODY'",
+        WAIT,
+    )
+    .await;
+    // A filter is the feed's: without ambulances only the fire unit is left.
+    page.eval("document.querySelector('#f-agency input[value=ambulance]').click(), 1")
+        .await;
+    page.wait_for(
+        "bluelight.state.units.size === 1 && bluelight.state.units.has('FIRE-1')",
+        WAIT,
+    )
+    .await;
+    // The H3 grid at the zoom's resolution.
+    page.eval("document.getElementById('f-h3').click(), 1").await;
+    let grid = page
+        .wait_for("bluelight.layers.h3.getLayers().length", WAIT)
+        .await;
+    let label = page.eval("document.getElementById('h3-res').textContent").await;
+    assert!(
+        label
+            .as_str()
+            .is_some_and(|l| l.contains(&format!("{grid} cells"))),
+        "{label} vs {grid}"
+    );
+    page.screenshot("offline-filtered-grid").await;
+
+    // An emergency is cued even when its unit is filtered out of the view.
+    post_fixes(
+        s.http,
+        json!([{"id": "AMB-6", "status": "emergency", "lat": 51.56, "lon": -0.12, "time_ms": t}]),
+    )
+    .await;
+    page.wait_for(
+        "!document.getElementById('banner').hidden && document.getElementById('banner').textContent.includes('AMB-6')",
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        page.eval("document.getElementById('emergencies').textContent")
+            .await,
+        "1"
+    );
+    let first = page
+        .eval("document.querySelector('#alerts li').textContent")
+        .await;
+    assert!(
+        first
+            .as_str()
+            .is_some_and(|t| t.contains("EMERGENCY") && t.contains("AMB-6")),
+        "{first}"
+    );
+    page.screenshot("offline-emergency").await;
     assert!(page.exceptions.is_empty(), "{:?}", page.exceptions);
     let foreign = page.foreign_requests(&origin);
     assert!(foreign.is_empty(), "requests left the machine: {foreign:?}");
@@ -124,6 +196,65 @@ async fn the_map_loads_offline_draws_the_coast_and_follows_units() {
         "{:?}",
         page.requests
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_tokens_asks_for_one_and_the_page_then_works() {
+    let _one = ONE_BROWSER.lock().await;
+    let mut cfg = ServeConfig::default();
+    cfg.auth.tokens = vec![TokenConfig {
+        token: "map-secret-0123456789".into(),
+        scopes: vec!["read".into(), "alerts".into()],
+        agencies: None,
+    }];
+    let s = server_with(cfg).await;
+    let fix = json!({"fixes": [{"id": "P-1", "lat": 51.5, "lon": -0.1, "time_ms": now_ms()}]});
+    let (st, v) = send_json(s.http, "POST", "/v1/fixes", &fix, Some("map-secret-0123456789")).await;
+    assert_eq!(st, 403, "a read token cannot ingest: {v}");
+    let mut page = Page::open(&format!("http://{}/", s.http), "token").await;
+    page.wait_for("!document.getElementById('token-form').hidden", WAIT)
+        .await;
+    assert_eq!(
+        page.eval("document.getElementById('conn').textContent").await,
+        "token required"
+    );
+    page.eval("document.getElementById('token').value = 'map-secret-0123456789'; document.getElementById('token-form').requestSubmit(), 1")
+        .await;
+    page.wait_for("bluelight.state.live && bluelight.state.posSub", WAIT)
+        .await;
+    assert!(
+        page.requests
+            .iter()
+            .any(|u| u.ends_with("/v1/ws?token=map-secret-0123456789")),
+        "{:?}",
+        page.requests
+    );
+    page.screenshot("token").await;
+    assert!(page.exceptions.is_empty(), "{:?}", page.exceptions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_tile_server_replaces_the_built_in_coast() {
+    let _one = ONE_BROWSER.lock().await;
+    // Nothing listens there: what matters is where the page asks.
+    let tiles = format!("http://127.0.0.1:{}", free_port());
+    let mut cfg = ServeConfig::default();
+    cfg.map.tile_url = Some(format!("{tiles}/{{z}}/{{x}}/{{y}}.png"));
+    let s = server_with(cfg).await;
+    let origin = format!("http://{}", s.http);
+    let mut page = Page::open(&format!("{origin}/"), "tiles").await;
+    page.wait_for("bluelight.state.live", WAIT).await;
+    page.wait_for("document.querySelectorAll('.leaflet-tile').length", WAIT)
+        .await;
+    let foreign = page.foreign_requests(&origin);
+    assert!(!foreign.is_empty(), "no tile was asked for");
+    assert!(
+        foreign
+            .iter()
+            .all(|u| u.starts_with(&tiles) && u.ends_with(".png")),
+        "{foreign:?}"
+    );
+    assert_eq!(page.eval("bluelight.state.geography === undefined").await, true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,6 +323,38 @@ async fn a_fence_drawn_in_the_page_fires_an_alert_shown_in_the_panel() {
         .await;
     assert!(text.as_str().is_some_and(|t| t.contains("P-1")), "{text}");
     page.screenshot("fence-alert").await;
+
+    // A click on the fence opens it for editing: dwell added, then deleted.
+    page.click_map(51.517, -0.103).await;
+    page.wait_for("document.getElementById('fence-id').value === 'drawn'", WAIT)
+        .await;
+    page.eval(
+        "document.querySelector('input[name=detect][value=dwell]').click();
+         document.getElementById('fence-dwell').value = '300';
+         document.getElementById('fence-save').click(), 1",
+    )
+    .await;
+    page.wait_for("document.getElementById('fence-form').hidden", WAIT)
+        .await;
+    let (_, f) = get_json(s.http, "/v1/fences/drawn", None).await;
+    assert_eq!(f["properties"]["dwell_s"], 300.0, "{f}");
+    assert_eq!(
+        f["properties"]["detect"],
+        json!(["enter", "exit", "dwell"]),
+        "{f}"
+    );
+    page.click_map(51.517, -0.103).await;
+    page.wait_for("!document.getElementById('fence-form').hidden", WAIT)
+        .await;
+    page.eval("document.getElementById('fence-delete').click(), 1")
+        .await;
+    let (st, _) = get_json(s.http, "/v1/fences/drawn", None).await;
+    assert_eq!(st, 200, "one click only arms the delete");
+    page.eval("document.getElementById('fence-delete').click(), 1")
+        .await;
+    page.wait_for("bluelight.state.fences.length === 0", WAIT).await;
+    let (st, _) = get_json(s.http, "/v1/fences/drawn", None).await;
+    assert_eq!(st, 404);
     assert!(page.exceptions.is_empty(), "{:?}", page.exceptions);
 }
 

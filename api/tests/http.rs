@@ -34,15 +34,46 @@ async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
 }
 
 #[tokio::test]
-async fn the_dispatch_map_page_is_served_at_the_root() {
+async fn the_dispatch_map_page_and_its_assets_are_served_from_the_binary() {
     let s = server().await;
     let (st, body) = http(s.http, "GET", "/", None, b"").await;
     assert_eq!(st, 200);
     let page = String::from_utf8_lossy(&body);
+    for asset in [
+        "/map/leaflet.js",
+        "/map/leaflet.css",
+        "/map/h3.js",
+        "/map/map.js",
+        "/map/map.css",
+    ] {
+        assert!(page.contains(asset), "the page loads {asset}");
+        let (st, body) = http(s.http, "GET", asset, None, b"").await;
+        assert_eq!(st, 200, "{asset}");
+        assert!(body.len() > 1000, "{asset} is {} bytes", body.len());
+    }
+    let (_, script) = http(s.http, "GET", "/map/map.js", None, b"").await;
+    assert!(String::from_utf8_lossy(&script).contains("/v1/ws"));
+    let (st, geo) = get_json(s.http, "/map/geography.json").await;
+    assert_eq!(st, 200);
+    let names: Vec<&str> = geo["detail"]["features"]
+        .as_array()
+        .expect("detail")
+        .iter()
+        .filter_map(|f| f["properties"]["name"].as_str())
+        .collect();
     assert!(
-        page.contains("bluelight dispatch map") && page.contains("/v1/ws"),
-        "{page}"
+        names.contains(&"United Kingdom") && names.contains(&"Ireland"),
+        "{names:?}"
     );
+    let (st, cfg) = get_json(s.http, "/map/config.json").await;
+    assert_eq!(
+        (st, &cfg["tile_url"]),
+        (200, &Value::Null),
+        "no tile server unless configured: {cfg}"
+    );
+    let (st, places) = http(s.http, "GET", "/map/places.csv", None, b"").await;
+    assert_eq!(st, 200);
+    assert!(String::from_utf8_lossy(&places).starts_with("name,lat,lon,weight"));
 }
 
 #[tokio::test]
@@ -51,6 +82,7 @@ async fn healthz_and_metrics_answer() {
     let (st, v) = get_json(s.http, "/healthz").await;
     assert_eq!(st, 200);
     assert_eq!(v["status"], "ok");
+    assert_eq!(v["alert_seq"], 0, "no alert yet: {v}");
     let (st, body) = http(s.http, "GET", "/metrics", None, b"").await;
     assert_eq!(st, 200);
     let text = String::from_utf8_lossy(&body);

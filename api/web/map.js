@@ -63,7 +63,9 @@ $("token-form").addEventListener("submit", e => {
   S.token = $("token").value.trim();
   sessionStorage.setItem("bluelight-token", S.token);
   $("token-form").hidden = true;
-  if (S.ws) S.ws.close(); else connect();
+  if (S.ws) { const ws = S.ws; S.ws = null; ws.close(); }
+  S.retry = 0;
+  connect();
   loadFences();
 });
 
@@ -184,6 +186,12 @@ function draw() {
       ctx.lineTo(b[i] + Math.sin(a) * (r + 6), b[i + 1] - Math.cos(a) * (r + 6));
     }
     ctx.stroke();
+  }
+  // Units in emergency that the view's filter leaves out are drawn all the same.
+  for (const u of S.emergencies.values()) {
+    if (S.units.has(u.id)) continue;
+    const [x, y] = screenOf(u, origin, scale, size.x);
+    urgent.push([u, x, y]);
   }
   // Emergencies on top, large, ringed: they must be seen first.
   for (const [u, x, y] of urgent) {
@@ -314,8 +322,14 @@ async function subscribeAlerts() {
   send({ type: "subscribe", id: reqId("alerts"), stream: "alerts", since_seq: since });
 }
 
-function connect() {
+async function connect() {
   setConn("connecting", "connecting…");
+  // A WebSocket refused for its token only says "closed": ask over HTTP
+  // first, where a 401 is a 401.
+  let probe = null;
+  try { probe = await fetch("/v1/fences", { headers: authHeaders() }); } catch { /* server away */ }
+  if (probe && probe.status === 401) { needToken(); return; }
+  if (!probe) { retryLater(); return; }
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/ws"
     + (S.token ? "?token=" + encodeURIComponent(S.token) : "");
   const ws = new WebSocket(url);
@@ -333,13 +347,16 @@ function connect() {
     if (S.nearest.sub) { S.nearest.sub = null; pinNearest(); }
   };
   ws.onmessage = e => handle(JSON.parse(e.data));
-  ws.onclose = ev => {
+  ws.onclose = () => {
     if (S.ws !== ws) return;
     S.ws = null;
-    const wait = Math.min(10, 2 ** S.retry++);
-    setConn(ev.code === 1008 ? "token" : "offline", `offline, retrying in ${wait} s`);
-    setTimeout(connect, wait * 1000);
+    retryLater();
   };
+}
+function retryLater() {
+  const wait = Math.min(10, 2 ** S.retry++);
+  setConn("offline", `offline, retrying in ${wait} s`);
+  setTimeout(connect, wait * 1000);
 }
 
 function handle(m) {
@@ -363,9 +380,10 @@ function handle(m) {
         if (m.type === "snapshot") S.emergencies.clear();
         for (const u of m.units) {
           if (!S.emergencies.has(u.id)) cueEmergency(u);
-          S.emergencies.set(u.id, u);
+          S.emergencies.set(u.id, mercator(u));
         }
         $("emergencies").textContent = S.emergencies.size;
+        S.dirty = true;
       }
       break;
     case "left":
@@ -375,6 +393,7 @@ function handle(m) {
       } else if (m.sub === S.emergSub) {
         for (const id of m.ids) { S.emergencies.delete(id); S.cued.delete(id); }
         $("emergencies").textContent = S.emergencies.size;
+        S.dirty = true;
       }
       break;
     case "alert":
@@ -655,7 +674,15 @@ $("fence-form").addEventListener("submit", async e => {
 });
 $("fence-delete").addEventListener("click", async () => {
   const id = S.editing && S.editing.feature.id;
-  if (!id || !confirm(`Delete fence ${fenceName(id)}?`)) return;
+  if (!id) return;
+  // Two clicks, not a modal dialog: a dispatcher's screen never freezes.
+  const b = $("fence-delete");
+  if (b.dataset.armed !== id) {
+    b.dataset.armed = id; b.textContent = "Delete: are you sure?";
+    setTimeout(() => { if (b.dataset.armed === id) { delete b.dataset.armed; b.textContent = "Delete"; } }, 5000);
+    return;
+  }
+  delete b.dataset.armed; b.textContent = "Delete";
   try {
     await api("DELETE", "/v1/fences/" + encodeURIComponent(id));
     closeFenceForm();
@@ -773,4 +800,4 @@ connect();
 requestAnimationFrame(frame);
 
 /** For tests and the curious: the page's state and map. */
-window.bluelight = { map, state: S, unitAt, askNearest, pinNearest, loadFences, screenOf, viewFrame };
+window.bluelight = { map, state: S, layers: { geography, h3: h3Layer, fences: fenceLayer, trail: trailLayer, nearest: nearestLayer } };
