@@ -25,7 +25,7 @@ const S = {
   posSub: null, posWant: null,
   emergencies: new Map(),  // id -> unit, world-wide, from its own feed
   emergSub: null, emergWant: null, cued: new Set(),
-  alertSub: null, lastSeq: null, nAlerts: 0, alertIds: new Set(),
+  alertSub: null, lastSeq: null, nAlerts: 0,
   selected: null, selectedUnit: null,
   nearest: { point: null, results: [], sub: null, want: null, ask: null },
   fences: [], drawing: null, editing: null,
@@ -199,6 +199,19 @@ function draw() {
     ctx.fillStyle = EMERGENCY; ctx.fill();
     ctx.lineWidth = 2; ctx.strokeStyle = "#fff"; ctx.stroke();
   }
+  // Close in, each unit says who it is (a street's worth of units, not a city's).
+  if (map.getZoom() >= 14) {
+    ctx.font = "11px system-ui, sans-serif"; ctx.fillStyle = "#e6edf3";
+    ctx.strokeStyle = "#0d1117"; ctx.lineWidth = 3; ctx.lineJoin = "round";
+    let n = 0;
+    for (const u of S.units.values()) {
+      const [x, y] = screenOf(u, origin, scale, size.x);
+      if (x < 0 || y < 0 || x > size.x || y > size.y) continue;
+      if (++n > 400) break;
+      const label = u.callsign || u.id;
+      ctx.strokeText(label, x + r + 4, y + 4); ctx.fillText(label, x + r + 4, y + 4);
+    }
+  }
   const sel = S.selected && (S.units.get(S.selected) || S.selectedUnit);
   if (sel && sel.x !== undefined) {
     const [x, y] = screenOf(sel, origin, scale, size.x);
@@ -316,7 +329,7 @@ async function subscribeAlerts() {
   if (h && S.lastSeq !== null && h.alert_seq < S.lastSeq) {
     // An in-memory server started again: its numbering did too.
     noteInPanel("the server restarted without Redis: alert numbers start again");
-    since = null; S.alertIds.clear();
+    since = null; S.lastSeq = null;
   }
   if (since === null) since = h ? Math.max(0, h.alert_seq - 100) : 0;
   send({ type: "subscribe", id: reqId("alerts"), stream: "alerts", since_seq: since });
@@ -415,8 +428,9 @@ function clock(ms) {
   return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
 function addAlert(a) {
-  if (S.alertIds.has(a.seq)) return; // a resumed subscription never repeats, but be sure
-  S.alertIds.add(a.seq);
+  // One subscription delivers in seq order, resumed ones with no repeat;
+  // this guards a page against a server that ever did.
+  if (S.lastSeq !== null && a.seq <= S.lastSeq) return;
   S.nAlerts++;
   S.lastSeq = Math.max(S.lastSeq ?? 0, a.seq);
   $("nalerts").textContent = S.nAlerts;
@@ -615,19 +629,29 @@ function fenceName(id) {
   const f = S.fences.find(f => f.id === id);
   return (f && f.properties && f.properties.name) || id;
 }
+// Past this many fences, names show on hover only: thousands of labels
+// would bury the map and cost a DOM element each.
+const MAX_FENCE_LABELS = 300;
+let fencesText = null;
 async function loadFences() {
+  let text;
   try {
-    const fc = await api("GET", "/v1/fences");
-    S.fences = fc.features || [];
+    const r = await fetch("/v1/fences", { headers: authHeaders() });
+    if (!r.ok) return;
+    text = await r.text();
   } catch { return; }
+  if (text === fencesText) return; // unchanged since the last look
+  fencesText = text;
+  S.fences = JSON.parse(text).features || [];
   fenceLayer.clearLayers();
+  const permanent = S.fences.length <= MAX_FENCE_LABELS;
   for (const f of S.fences) {
     const p = f.properties || {};
     const style = { renderer, color: "#d2a8ff", weight: 2, fillOpacity: 0.08, dashArray: p.filter ? "6 4" : null };
     const layer = f.geometry.type === "Point"
       ? L.circle([f.geometry.coordinates[1], f.geometry.coordinates[0]], { ...style, radius: p.radius_m || 1 })
       : L.geoJSON(f, { style: () => style });
-    layer.bindTooltip(p.name || f.id, { permanent: true, direction: "center", className: "fence-label" });
+    layer.bindTooltip(p.name || f.id, { permanent, direction: "center", className: "fence-label" });
     layer.on("click", e => { L.DomEvent.stopPropagation(e); if (!S.drawing && !S.picking) editFence(f); });
     layer.addTo(fenceLayer);
   }
