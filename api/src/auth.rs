@@ -2,17 +2,24 @@
 //!
 //! With no tokens configured every request is allowed (the server then
 //! serves loopback only). Otherwise a request carries `Authorization: Bearer
-//! T` or `?token=T`; a missing or unknown token is 401, a missing scope 403.
+//! T` (the scheme in any case, RFC 7235); `?token=T` only where a browser
+//! cannot send a header: the WebSocket upgrades and the export download
+//! (a token in a URL ends up in logs). A missing or unknown token is 401, a
+//! missing scope 403. Tokens are kept as SHA-256 digests (the config may
+//! give only the digest) and compared in constant time, every one of them,
+//! so the time of a refusal says nothing about how close a guess was.
 //! A token limited to some agencies has that limit folded into every filter
 //! it uses, so it never sees another agency's unit in any reply, feed,
 //! alert or export.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bluelight_engine::{Agency, Filter};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::config::TokenConfig;
 
@@ -69,6 +76,9 @@ pub struct Caller {
     scopes: u8,
     /// Agencies it may see, as a bit set; `None` = all.
     pub agencies: Option<u8>,
+    /// Which configured token it was (for [`Tokens::name`]); none when no
+    /// tokens are configured.
+    token: Option<u16>,
 }
 
 impl Caller {
@@ -76,6 +86,7 @@ impl Caller {
     pub const OPEN: Caller = Caller {
         scopes: u8::MAX,
         agencies: None,
+        token: None,
     };
 
     /// Whether the caller has a scope.
@@ -97,18 +108,54 @@ impl Caller {
     }
 }
 
+/// 64 hex digits as 32 bytes.
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim().as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let digit = |c: u8| (c as char).to_digit(16);
+        *o = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(out)
+}
+
+/// One configured token: its digest, what it may do, who holds it.
+#[derive(Debug)]
+struct Entry {
+    digest: [u8; 32],
+    caller: Caller,
+    name: Arc<str>,
+}
+
 /// The configured tokens.
 #[derive(Debug, Default)]
 pub struct Tokens {
-    by_token: HashMap<String, Caller>,
+    entries: Vec<Entry>,
+}
+
+/// Where a request may carry its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenIn {
+    /// `Authorization: Bearer T` only.
+    Header,
+    /// The header, or `?token=T` (WebSocket upgrades, export downloads).
+    HeaderOrQuery,
 }
 
 impl Tokens {
     /// From configuration (already validated).
     pub fn new(cfg: &[TokenConfig]) -> Self {
-        let by_token = cfg
+        let entries = cfg
             .iter()
-            .map(|t| {
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let digest = match &t.token_sha256 {
+                    Some(h) => parse_sha256(h)?,
+                    None => Sha256::digest(t.token.as_bytes()).into(),
+                };
                 let scopes = t
                     .scopes
                     .iter()
@@ -119,14 +166,32 @@ impl Tokens {
                         .filter_map(|a| Agency::parse(a).ok())
                         .fold(0u8, |m, a| m | (1 << a as u8))
                 });
-                (t.token.clone(), Caller { scopes, agencies })
+                let name = t.name.clone().unwrap_or_else(|| format!("token #{}", i + 1));
+                Some(Entry {
+                    digest,
+                    caller: Caller {
+                        scopes,
+                        agencies,
+                        token: u16::try_from(i).ok(),
+                    },
+                    name: name.into(),
+                })
             })
             .collect();
-        Self { by_token }
+        Self { entries }
     }
 
-    /// [`check`](Self::check) with the token of `Authorization` or the
-    /// request's `?token=` parameter.
+    /// The name of the caller's token ("anyone" without tokens), for the
+    /// log.
+    pub fn name(&self, caller: &Caller) -> Arc<str> {
+        caller
+            .token
+            .and_then(|i| self.entries.get(usize::from(i)))
+            .map_or_else(|| Arc::from("anyone"), |e| e.name.clone())
+    }
+
+    /// [`check`](Self::check) with the request's token, from where `from`
+    /// allows.
     ///
     /// # Errors
     /// [`Denied`]: 401 or 403 with the reason.
@@ -134,9 +199,18 @@ impl Tokens {
         &self,
         headers: &HeaderMap,
         query: &HashMap<String, String>,
+        from: TokenIn,
         scope: Option<Scope>,
     ) -> Result<Caller, Denied> {
-        self.check(headers, query.get("token").map(String::as_str), scope)
+        let query_token = query.get("token").map(String::as_str);
+        if from == TokenIn::Header && query_token.is_some() && !self.entries.is_empty() {
+            return Err(Denied(
+                StatusCode::UNAUTHORIZED,
+                "send the token as Authorization: Bearer T; ?token= is only for WebSocket upgrades and export downloads"
+                    .into(),
+            ));
+        }
+        self.check(headers, query_token, scope)
     }
 
     /// Authorises a request for `scope` (`None`: any valid token).
@@ -149,21 +223,22 @@ impl Tokens {
         query_token: Option<&str>,
         scope: Option<Scope>,
     ) -> Result<Caller, Denied> {
-        if self.by_token.is_empty() {
+        if self.entries.is_empty() {
             return Ok(Caller::OPEN);
         }
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
         let Some(token) = bearer.or(query_token) else {
             return Err(Denied(
                 StatusCode::UNAUTHORIZED,
-                "a token is required: Authorization: Bearer T or ?token=T".into(),
+                "a token is required: Authorization: Bearer T".into(),
             ));
         };
-        let Some(caller) = self.by_token.get(token) else {
+        let Some(caller) = self.find(token) else {
             return Err(Denied(StatusCode::UNAUTHORIZED, "unknown token".into()));
         };
         if let Some(scope) = scope
@@ -174,8 +249,60 @@ impl Tokens {
                 format!("this token lacks the {} scope", scope.as_str()),
             ));
         }
-        Ok(*caller)
+        Ok(caller)
     }
+
+    /// The token whose digest is the presented one's, looking at every
+    /// entry whatever matched, each compared without an early exit.
+    fn find(&self, token: &str) -> Option<Caller> {
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for e in &self.entries {
+            let diff = e
+                .digest
+                .iter()
+                .zip(&presented)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if std::hint::black_box(diff) == 0 {
+                found = Some(e.caller);
+            }
+        }
+        found
+    }
+}
+
+/// Refuses a browser's cross-site WebSocket upgrade (PROTOCOL.md "TLS"):
+/// an `Origin` naming another site than the server itself (its `Host`)
+/// and not in `allowed`. Without tokens (loopback) this is all that stops
+/// any page the dispatcher opens from reading live positions. Clients that
+/// send no `Origin` are not browsers and are judged by their token alone.
+///
+/// # Errors
+/// [`Denied`] 403 naming the origin.
+pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), Denied> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("").trim().trim_end_matches('/');
+    let authority = origin.split_once("://").map(|(_, a)| a);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::trim);
+    let same_site = matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h));
+    if same_site
+        || allowed
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return Ok(());
+    }
+    Err(Denied(
+        StatusCode::FORBIDDEN,
+        format!(
+            "a WebSocket from the web page of another site ({origin}) is refused; list the site in allowed_origins to allow it"
+        ),
+    ))
 }
 
 /// A refused request: its status (401 or 403) and why.

@@ -75,6 +75,15 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     /// The dispatch map page (`[map]`).
     pub map: MapConfig,
+    /// Source networks UDP device listeners accept datagrams from, e.g.
+    /// `["10.20.0.0/16"]` (PROTOCOL.md "TLS"); others are dropped and
+    /// counted. Empty: any source. With tokens, a UDP listener on a
+    /// non-loopback address needs it (devices send no token).
+    pub ingest_allow: Vec<String>,
+    /// Web origins besides the server's own (`https://cad.example.org`)
+    /// whose pages may open `/v1/ws` and `/v1/ingest` (PROTOCOL.md
+    /// "TLS"): a browser upgrade from any other site is refused 403.
+    pub allowed_origins: Vec<String>,
     /// Queue bounds, chunk sizes and timers (`[tuning]`); the defaults
     /// are what the benchmarks were measured with.
     pub tuning: Tuning,
@@ -219,11 +228,21 @@ pub struct AuthConfig {
 }
 
 /// One `[[auth.tokens]]` entry (PROTOCOL.md "Auth").
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// The secret.
+    /// Who holds it, for the log (fence and rule changes name it); the
+    /// secret never appears there.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The secret (at least 16 characters). Or, so the config file need
+    /// not hold secrets, `token_sha256` instead.
+    #[serde(default)]
     pub token: String,
+    /// The SHA-256 of the secret, 64 hex digits (`printf %s "$T" |
+    /// sha256sum`).
+    #[serde(default)]
+    pub token_sha256: Option<String>,
     /// `ingest`, `read`, `alerts`, `fences`, `export`, `admin`.
     pub scopes: Vec<String>,
     /// Agencies it may see; absent = all.
@@ -255,8 +274,37 @@ impl Default for ServeConfig {
             max_subscriptions: 256,
             auth: AuthConfig::default(),
             map: MapConfig::default(),
+            allowed_origins: Vec::new(),
+            ingest_allow: Vec::new(),
             tuning: Tuning::default(),
         }
+    }
+}
+
+impl ServeConfig {
+    /// `ingest_allow` parsed: `None` when it is empty (any source). A bare
+    /// address is a network of one.
+    ///
+    /// # Errors
+    /// An entry that is neither a network (`10.20.0.0/16`) nor an address.
+    pub fn ingest_allow_nets(&self) -> Result<Option<Vec<ipnet::IpNet>>, ConfigError> {
+        if self.ingest_allow.is_empty() {
+            return Ok(None);
+        }
+        self.ingest_allow
+            .iter()
+            .map(|n| {
+                n.trim()
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| n.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "ingest_allow: {n:?} is not a network such as 10.20.0.0/16 or an address"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 }
 
@@ -328,6 +376,39 @@ impl ServeConfig {
                 }
             }
         }
+        let allow = self.ingest_allow_nets()?;
+        if !self.auth.tokens.is_empty() && !self.insecure {
+            // Devices carry no token: with tokens configured, a device
+            // listener that anyone on the network can reach would let them
+            // place units and raise emergencies (PROTOCOL.md "TLS").
+            for (what, addr) in [
+                ("ingest (its TCP side)", Some(self.ingest)),
+                ("cot_tcp", self.cot_tcp),
+                ("nmea_tcp", self.nmea_tcp),
+            ] {
+                if let Some(a) = addr
+                    && !a.ip().is_loopback()
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "refusing the TCP device listener {what} on non-loopback {a}: devices send no token, and mutual TLS (--tls-client-ca) is not available yet; bind it to loopback behind a TLS-terminating proxy, or pass --insecure"
+                    )));
+                }
+            }
+            for (what, addr) in [
+                ("cot_udp", self.cot_udp),
+                ("nmea_udp", self.nmea_udp),
+                ("lip_udp", self.lip_udp),
+            ] {
+                if let Some(a) = addr
+                    && !a.ip().is_loopback()
+                    && allow.is_none()
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "refusing the UDP device listener {what} on non-loopback {a} without ingest_allow: devices send no token, so list the networks they send from (ingest_allow = [\"10.20.0.0/16\"]), or pass --insecure"
+                    )));
+                }
+            }
+        }
         if self.redis.is_some() && self.follow.is_some() {
             return Err(ConfigError::Invalid(
                 "redis and follow are exclusive: a server leads (--redis URL) or follows (--follow URL)"
@@ -372,10 +453,26 @@ impl ServeConfig {
             ));
         }
         for t in &self.auth.tokens {
-            if t.token.len() < 16 {
-                return Err(ConfigError::Invalid(
-                    "a token must be at least 16 characters".into(),
-                ));
+            match (&t.token_sha256, t.token.is_empty()) {
+                (Some(_), false) => {
+                    return Err(ConfigError::Invalid(
+                        "a token has both token and token_sha256: give one".into(),
+                    ));
+                }
+                (Some(h), true) => {
+                    if crate::auth::parse_sha256(h).is_none() {
+                        return Err(ConfigError::Invalid(format!(
+                            "token_sha256 must be 64 hex digits (a SHA-256), got {} characters",
+                            h.len()
+                        )));
+                    }
+                }
+                (None, _) if t.token.chars().count() < 16 => {
+                    return Err(ConfigError::Invalid(
+                        "a token must be at least 16 characters".into(),
+                    ));
+                }
+                (None, _) => {}
             }
             for s in &t.scopes {
                 if !SCOPES.contains(&s.as_str()) {
@@ -457,7 +554,80 @@ mod tests {
             token: "x".repeat(20),
             scopes: vec!["root".into()],
             agencies: None,
+            ..Default::default()
         });
         assert!(c.validate().expect_err("bad scope").to_string().contains("root"));
+    }
+
+    fn with_a_token() -> ServeConfig {
+        let mut c = ServeConfig::default();
+        c.auth.tokens.push(TokenConfig {
+            token: "x".repeat(20),
+            scopes: vec!["read".into()],
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn with_tokens_a_tcp_device_listener_off_loopback_is_refused_unless_insecure() {
+        let open: SocketAddr = "0.0.0.0:8087".parse().expect("addr");
+        for set in [
+            (|c: &mut ServeConfig, a| c.ingest = a) as fn(&mut ServeConfig, SocketAddr),
+            |c, a| c.cot_tcp = Some(a),
+            |c, a| c.nmea_tcp = Some(a),
+        ] {
+            let mut c = with_a_token();
+            set(&mut c, open);
+            let err = c
+                .validate()
+                .expect_err("a device listener anyone can reach")
+                .to_string();
+            assert!(
+                err.contains("TCP device listener") && err.contains("--insecure"),
+                "{err}"
+            );
+            c.insecure = true;
+            assert!(c.validate().is_ok());
+        }
+        // The HTTP listener has tokens of its own.
+        let mut c = with_a_token();
+        c.listen = open;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn with_tokens_a_udp_device_listener_off_loopback_needs_ingest_allow() {
+        let mut c = with_a_token();
+        c.lip_udp = Some("0.0.0.0:5000".parse().expect("addr"));
+        let err = c.validate().expect_err("no allow-list").to_string();
+        assert!(err.contains("ingest_allow"), "{err}");
+        c.ingest_allow = vec!["10.20.0.0/16".into(), "192.0.2.7".into()];
+        assert!(c.validate().is_ok());
+        let nets = c.ingest_allow_nets().expect("parsed").expect("some");
+        assert!(nets[1].contains(&"192.0.2.7".parse::<std::net::IpAddr>().expect("ip")));
+        c.ingest_allow = vec!["10.20.0.0/33".into()];
+        let err = c.validate().expect_err("not a network").to_string();
+        assert!(err.contains("10.20.0.0/33"), "{err}");
+    }
+
+    #[test]
+    fn a_token_is_its_secret_or_its_sha256_never_both() {
+        let token = |token: &str, hash: Option<&str>| {
+            let mut c = ServeConfig::default();
+            c.auth.tokens.push(TokenConfig {
+                token: token.into(),
+                token_sha256: hash.map(Into::into),
+                scopes: vec!["read".into()],
+                ..Default::default()
+            });
+            c.validate().map_err(|e| e.to_string())
+        };
+        let hash = "ab".repeat(32);
+        assert!(token("", Some(&hash)).is_ok());
+        assert!(token(&"x".repeat(20), Some(&hash)).is_err_and(|e| e.contains("both")));
+        assert!(token("", Some("abc")).is_err_and(|e| e.contains("64 hex digits")));
+        assert!(token("", Some(&"zz".repeat(32))).is_err_and(|e| e.contains("64 hex digits")));
+        assert!(token("", None).is_err_and(|e| e.contains("16 characters")));
     }
 }

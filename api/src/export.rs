@@ -224,7 +224,12 @@ fn format_chunk(names: &Names, records: &[HistoryRecord], format: Format, first:
 /// Authorises an export (scope `export`) and parses its query, with the
 /// caller's agency limit folded in.
 fn authorised(s: &AppState, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<Request, Denied> {
-    let who = s.tokens.check_request(headers, q, Some(Scope::Export))?;
+    let who = s.tokens.check_request(
+        headers,
+        q,
+        crate::auth::TokenIn::HeaderOrQuery,
+        Some(Scope::Export),
+    )?;
     parse(q, who).map_err(|e| Denied(StatusCode::BAD_REQUEST, e))
 }
 

@@ -26,11 +26,14 @@ use crate::state::AppState;
 type Shared = State<Arc<AppState>>;
 type Params = Query<HashMap<String, String>>;
 
-/// Authorises a request for `scope` (token in the header or `?token=`), or
-/// returns the refusal.
+/// Authorises a request for `scope` (token in the header), or returns the
+/// refusal.
 macro_rules! authorise {
     ($s:expr, $headers:expr, $q:expr, $scope:expr) => {
-        match $s.tokens.check_request(&$headers, &$q, Some($scope)) {
+        match $s
+            .tokens
+            .check_request(&$headers, &$q, crate::auth::TokenIn::Header, Some($scope))
+        {
             Ok(c) => c,
             Err(denied) => return denied.into_response(),
         }
@@ -147,7 +150,7 @@ async fn put_fence(
     Query(q): Params,
     body: Bytes,
 ) -> Response {
-    authorise!(s, headers, q, Scope::Fences);
+    let who = authorise!(s, headers, q, Scope::Fences);
     if let Some(refused) = s.refuse_writes() {
         return refused;
     }
@@ -192,7 +195,7 @@ async fn put_fence(
     } else {
         StatusCode::OK
     };
-    tracing::info!(fence = %id, created, "fence stored");
+    tracing::info!(fence = %id, created, by = %s.tokens.name(&who), "fence stored");
     (status, axum::Json(stored(Some(&def.source)))).into_response()
 }
 
@@ -226,13 +229,13 @@ async fn delete_fence(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    authorise!(s, headers, q, Scope::Fences);
+    let who = authorise!(s, headers, q, Scope::Fences);
     if let Some(refused) = s.refuse_writes() {
         return refused;
     }
     match change(&s, Command::RemoveFence(Arc::from(id.as_str()))).await {
         Some(Ok(_)) => {
-            tracing::info!(fence = %id, "fence deleted");
+            tracing::info!(fence = %id, by = %s.tokens.name(&who), "fence deleted");
             StatusCode::NO_CONTENT.into_response()
         }
         Some(Err(e @ ChangeError::Unjournaled)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -248,7 +251,7 @@ async fn put_rule(
     Query(q): Params,
     body: Bytes,
 ) -> Response {
-    authorise!(s, headers, q, Scope::Fences);
+    let who = authorise!(s, headers, q, Scope::Fences);
     if let Some(refused) = s.refuse_writes() {
         return refused;
     }
@@ -275,6 +278,7 @@ async fn put_rule(
     } else {
         StatusCode::OK
     };
+    tracing::info!(rule = %id, created, by = %s.tokens.name(&who), "rule stored");
     (status, axum::Json(stored(Some(&def.source)))).into_response()
 }
 
@@ -317,12 +321,15 @@ async fn delete_rule(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    authorise!(s, headers, q, Scope::Fences);
+    let who = authorise!(s, headers, q, Scope::Fences);
     if let Some(refused) = s.refuse_writes() {
         return refused;
     }
     match change(&s, Command::RemoveRule(Arc::from(id.as_str()))).await {
-        Some(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
+        Some(Ok(_)) => {
+            tracing::info!(rule = %id, by = %s.tokens.name(&who), "rule deleted");
+            StatusCode::NO_CONTENT.into_response()
+        }
         Some(Err(e @ ChangeError::Unjournaled)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Some(Err(ChangeError::Refused(_))) => error(StatusCode::NOT_FOUND, format!("rule {id:?} not found")),
         None => stopping(),

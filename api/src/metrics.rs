@@ -24,7 +24,10 @@ pub async fn metrics(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(denied) = s.tokens.check_request(&headers, &q, Some(Scope::Admin)) {
+    if let Err(denied) =
+        s.tokens
+            .check_request(&headers, &q, crate::auth::TokenIn::Header, Some(Scope::Admin))
+    {
         return denied.into_response();
     }
     let mut m = String::new();
@@ -80,6 +83,11 @@ pub async fn metrics(
         m,
         "bluelight_udp_dropped_total {}",
         c.udp_dropped.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_udp_refused_total UDP datagrams dropped for coming from outside ingest_allow.\n# TYPE bluelight_udp_refused_total counter\nbluelight_udp_refused_total {}",
+        c.udp_refused.load(Ordering::Relaxed)
     );
     let _ = writeln!(
         m,

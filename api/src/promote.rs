@@ -27,7 +27,10 @@ pub async fn promote(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(denied) = s.tokens.check_request(&headers, &q, Some(Scope::Admin)) {
+    if let Err(denied) =
+        s.tokens
+            .check_request(&headers, &q, crate::auth::TokenIn::Header, Some(Scope::Admin))
+    {
         return denied.into_response();
     }
     let _one = s.promoting.lock().await;

@@ -221,6 +221,8 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         feed_writer: crate::feed_writer::FeedWriter::start()?,
         tuning: cfg.tuning.clone(),
         map: cfg.map.clone(),
+        allowed_origins: cfg.allowed_origins.clone(),
+        ingest_allow: cfg.ingest_allow_nets()?.map(Arc::from),
         leading: AtomicBool::new(leading),
         redis,
         resets,
@@ -269,6 +271,7 @@ pub async fn bind_devices(state: &Arc<AppState>) -> anyhow::Result<Devices> {
         max_connections: t.device_max_connections,
         idle_timeout: Duration::from_secs(t.device_idle_s),
         max_frame_bytes: t.device_max_frame_bytes,
+        udp_allow: state.ingest_allow.clone(),
     };
     let want = state.devices;
     let (tcp, udp, ingest) = transport::bind_ingest(want.ingest).await?;

@@ -41,6 +41,10 @@ pub struct AppState {
     pub feed_writer: crate::feed_writer::FeedWriter,
     /// Queue bounds, chunk sizes and timers.
     pub tuning: Tuning,
+    /// Networks UDP device listeners accept datagrams from; any if none.
+    pub ingest_allow: Option<Arc<[ipnet::IpNet]>>,
+    /// Web origins besides the server's own allowed to open WebSockets.
+    pub allowed_origins: Vec<String>,
     /// What the dispatch map page is told at `/map/config.json`.
     pub map: crate::config::MapConfig,
     /// Whether this server takes writes: in memory or a leader (false for

@@ -21,7 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 
 use crate::alert_record::alert_text;
-use crate::auth::Caller;
+use crate::auth::{Caller, TokenIn};
 use crate::feeds::{FeedsDone, due_nearest, next_due, start_feed_copy};
 use crate::json::UnitRows;
 use crate::protocol::Refusal;
@@ -37,7 +37,10 @@ pub async fn handler(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let who = match s.tokens.check_request(&headers, &q, None) {
+    if let Err(denied) = crate::auth::check_origin(&headers, &s.allowed_origins) {
+        return denied.into_response();
+    }
+    let who = match s.tokens.check_request(&headers, &q, TokenIn::HeaderOrQuery, None) {
         Ok(c) => c,
         Err(denied) => return denied.into_response(),
     };

@@ -24,7 +24,7 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 
-use crate::auth::Scope;
+use crate::auth::{Scope, TokenIn};
 use crate::protocol::{ErrorCode, Refusal};
 use crate::state::AppState;
 
@@ -35,7 +35,13 @@ pub async fn handler(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(denied) = s.tokens.check_request(&headers, &q, Some(Scope::Ingest)) {
+    if let Err(denied) = crate::auth::check_origin(&headers, &s.allowed_origins) {
+        return denied.into_response();
+    }
+    if let Err(denied) = s
+        .tokens
+        .check_request(&headers, &q, TokenIn::HeaderOrQuery, Some(Scope::Ingest))
+    {
         return denied.into_response();
     }
     if let Some(refused) = s.refuse_writes() {

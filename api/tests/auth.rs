@@ -24,6 +24,7 @@ fn cfg() -> ServeConfig {
         token: t.into(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         agencies: agencies.map(|a| a.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
     };
     ServeConfig {
         auth: AuthConfig {
@@ -69,13 +70,137 @@ async fn missing_or_unknown_token_is_401_and_a_missing_scope_403() {
             .0,
         403
     );
-    assert_eq!(
-        get_json(s.http, &format!("/v1/units?token={AMB_READER}"), None)
-            .await
-            .0,
-        200,
-        "?token= works too"
+    // ?token= is for WebSocket upgrades and export downloads only: in any
+    // other URL it would end up in logs.
+    let (st, v) = get_json(s.http, &format!("/v1/units?token={AMB_READER}"), None).await;
+    assert_eq!(st, 401, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Authorization: Bearer")),
+        "{v}"
     );
+    let (st, v) = get_json(
+        s.http,
+        &format!("/v1/export?from_ms=0&to_ms=1&token={ADMIN}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "an export download may carry it: {v}");
+}
+
+/// One GET with a raw `Authorization` header; the status.
+async fn status_with_authorization(addr: std::net::SocketAddr, path: &str, authorization: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+    );
+    c.write_all(req.as_bytes()).await.expect("write");
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).await.expect("read");
+    String::from_utf8_lossy(&reply)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status")
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_in_any_case() {
+    let s = server_with(cfg()).await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let st = status_with_authorization(s.http, "/v1/units", &format!("{scheme} {AMB_READER}")).await;
+        assert_eq!(st, 200, "{scheme}");
+    }
+    assert_eq!(
+        status_with_authorization(s.http, "/v1/units", &format!("Basic {AMB_READER}")).await,
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_token_may_be_configured_as_its_sha256_only() {
+    const SECRET: &str = "only-its-hash-is-on-disk-01";
+    // What `printf %s "$SECRET" | sha256sum` prints.
+    let digest: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(SECRET.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let cfg = ServeConfig {
+        auth: AuthConfig {
+            tokens: vec![TokenConfig {
+                name: Some("control room".into()),
+                token_sha256: Some(digest.clone()),
+                scopes: vec!["read".into()],
+                ..Default::default()
+            }],
+        },
+        ..ServeConfig::default()
+    };
+    let s = server_with(cfg).await;
+    assert_eq!(get_json(s.http, "/v1/units", Some(SECRET)).await.0, 200);
+    assert_eq!(
+        get_json(s.http, "/v1/units", Some(&digest)).await.0,
+        401,
+        "the digest is not the token"
+    );
+}
+
+/// A WebSocket upgrade to `path` with `origin`; the HTTP status it got.
+async fn upgrade_status(http: std::net::SocketAddr, path: &str, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{http}{path}")
+        .into_client_request()
+        .expect("request");
+    if let Some(o) = origin {
+        req.headers_mut().insert("Origin", o.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((_, resp)) => resp.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_cross_site_websocket_is_refused_and_the_server_s_own_page_allowed() {
+    let s = server_with(ServeConfig {
+        allowed_origins: vec!["https://cad.example.org".into()],
+        ..ServeConfig::default()
+    })
+    .await;
+    let own = format!("http://{}", s.http);
+    for path in ["/v1/ws", "/v1/ingest"] {
+        assert_eq!(
+            upgrade_status(s.http, path, Some("http://evil.example")).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            upgrade_status(s.http, path, Some("null")).await,
+            403,
+            "{path}: a sandboxed page"
+        );
+        assert_eq!(
+            upgrade_status(s.http, path, Some(&own)).await,
+            101,
+            "{path}: the server's own page"
+        );
+        assert_eq!(
+            upgrade_status(s.http, path, Some("https://cad.example.org")).await,
+            101,
+            "{path}: listed"
+        );
+        assert_eq!(
+            upgrade_status(s.http, path, None).await,
+            101,
+            "{path}: not a browser"
+        );
+    }
 }
 
 #[tokio::test]
@@ -205,4 +330,69 @@ async fn websocket_needs_a_token_and_each_stream_its_scope() {
             break;
         }
     }
+}
+
+/// Sends one FlatBuffers datagram with a fix for unit `key` from 127.0.0.1
+/// to `to`, and waits until the server has counted it either way.
+async fn udp_fix(s: &bluelight_api::server::Running, key: u64) {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let fix = bluelight_engine::Fix::at(now_ms(), 51.5, -0.1);
+    let frame = bluelight_ingest::decode::encode_flatbuffers(&mut fbb, "spoof", &[(key, fix)], &[]).to_vec();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    socket.send_to(&frame, s.devices.ingest).await.expect("send");
+    let c = &s.state.queue.counters;
+    let seen = || {
+        c.accepted.load(std::sync::atomic::Ordering::Relaxed)
+            + c.udp_refused.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let start = std::time::Instant::now();
+    while seen() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the datagram was neither taken nor refused"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_datagram_from_outside_ingest_allow_is_dropped_and_counted() {
+    let elsewhere = server_with(ServeConfig {
+        ingest_allow: vec!["10.20.0.0/16".into()],
+        ..ServeConfig::default()
+    })
+    .await;
+    udp_fix(&elsewhere, 555).await;
+    let c = &elsewhere.state.queue.counters;
+    assert_eq!(c.udp_refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        get_json(elsewhere.http, "/v1/units/555", None).await.0,
+        404,
+        "no unit was placed"
+    );
+    let (_, metrics) = support::request(elsewhere.http, "GET", "/metrics", None, b"", None).await;
+    assert!(String::from_utf8_lossy(&metrics).contains("bluelight_udp_refused_total 1"));
+
+    let here = server_with(ServeConfig {
+        ingest_allow: vec!["127.0.0.0/8".into()],
+        ..ServeConfig::default()
+    })
+    .await;
+    udp_fix(&here, 555).await;
+    let wait = std::time::Instant::now();
+    while get_json(here.http, "/v1/units/555", None).await.0 != 200 {
+        assert!(
+            wait.elapsed() < Duration::from_secs(10),
+            "the allowed datagram's unit never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        here.state
+            .queue
+            .counters
+            .udp_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }

@@ -206,6 +206,7 @@ async fn a_server_with_tokens_asks_for_one_and_the_page_then_works() {
         token: "map-secret-0123456789".into(),
         scopes: vec!["read".into(), "alerts".into()],
         agencies: None,
+        ..Default::default()
     }];
     let s = server_with(cfg).await;
     let fix = json!({"fixes": [{"id": "P-1", "lat": 51.5, "lon": -0.1, "time_ms": now_ms()}]});

@@ -20,11 +20,13 @@ async fn seeded() -> (bluelight_api::server::Running, i64) {
                     token: "all-of-it-0000000000001".into(),
                     scopes: vec!["ingest".into(), "export".into()],
                     agencies: None,
+                    ..Default::default()
                 },
                 TokenConfig {
                     token: "ambulance-analyst-000001".into(),
                     scopes: vec!["export".into()],
                     agencies: Some(vec!["ambulance".into()]),
+                    ..Default::default()
                 },
             ],
         },

@@ -32,6 +32,10 @@ pub struct ListenerLimits {
     pub idle_timeout: Duration,
     /// Largest frame accepted, bytes.
     pub max_frame_bytes: usize,
+    /// The networks a UDP datagram must come from (`ingest_allow`); any
+    /// when `None`. A device sends no token, so on an open network this is
+    /// what stops anyone who can reach the port from placing units.
+    pub udp_allow: Option<Arc<[ipnet::IpNet]>>,
 }
 
 impl Default for ListenerLimits {
@@ -40,6 +44,7 @@ impl Default for ListenerLimits {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(120),
             max_frame_bytes: 4 << 20,
+            udp_allow: None,
         }
     }
 }
@@ -156,9 +161,11 @@ async fn udp_loop(
         let Ok(received) = received else {
             return;
         };
-        if let Some((n, _from)) = received {
+        if let Some((n, from)) = received {
             batch.received.get_or_insert_with(std::time::Instant::now);
-            decode(&buf[..n], &queue, &mut batch);
+            if allowed(&limits, from, &queue) {
+                decode(&buf[..n], &queue, &mut batch);
+            }
             let limit = if batch.fixes.len() >= UDP_COALESCE {
                 UDP_HOLD_MAX
             } else {
@@ -166,7 +173,11 @@ async fn udp_loop(
             };
             while coalesce && batch.fixes.len() + batch.errors.len() < limit {
                 match socket.try_recv_from(&mut buf) {
-                    Ok((n, _from)) => decode(&buf[..n], &queue, &mut batch),
+                    Ok((n, from)) => {
+                        if allowed(&limits, from, &queue) {
+                            decode(&buf[..n], &queue, &mut batch);
+                        }
+                    }
                     Err(_) => break,
                 }
             }
@@ -190,6 +201,19 @@ async fn udp_loop(
             Some(held) => batch = held,
         }
     }
+}
+
+/// Whether a datagram from `from` may be read (counted when not).
+fn allowed(limits: &ListenerLimits, from: SocketAddr, queue: &IngestQueue) -> bool {
+    let ok = limits.udp_allow.as_deref().is_none_or(|nets| {
+        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = from.ip().to_canonical();
+        nets.iter().any(|n| n.contains(&ip))
+    });
+    if !ok {
+        queue.counters.udp_refused.fetch_add(1, Ordering::Relaxed);
+    }
+    ok
 }
 
 /// Most fixes a batch of coalesced device datagrams holds while the queue

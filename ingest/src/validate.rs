@@ -179,6 +179,9 @@ pub struct IngestCounters {
     pub rejected: [AtomicU64; Reject::ALL.len()],
     /// UDP datagrams dropped because the pipeline was full.
     pub udp_dropped: AtomicU64,
+    /// UDP datagrams dropped because they came from outside the allowed
+    /// networks (`ingest_allow`).
+    pub udp_refused: AtomicU64,
     /// Connections closed for a bad or oversized frame.
     pub connections_closed_bad_frame: AtomicU64,
     /// Failed accepts on device listeners (out of file descriptors, most
