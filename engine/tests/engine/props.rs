@@ -20,6 +20,25 @@ fn cases() -> u32 {
 }
 
 /// A place anywhere, biased towards the hard parts of the sphere.
+/// Applies a fix's feed events to the model of the feed's members, each
+/// checked against it (an entry of a member, a move or exit of a stranger
+/// is wrong).
+fn track_feed(
+    model: &mut BTreeSet<UnitSlot>,
+    feed: u32,
+    out: &Outputs,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    for ev in &out.feed {
+        prop_assert_eq!(ev.feed, feed);
+        match ev.change {
+            FeedChange::Entered => prop_assert!(model.insert(ev.unit)),
+            FeedChange::Left => prop_assert!(model.remove(&ev.unit)),
+            FeedChange::Moved => prop_assert!(model.contains(&ev.unit)),
+        }
+    }
+    Ok(())
+}
+
 fn place() -> impl Strategy<Value = (f64, f64)> {
     prop_oneof![
         3 => (-90.0f64..=90.0, -180.0f64..=180.0),
@@ -303,14 +322,7 @@ proptest! {
                 let (lat, lon) = sphere::destination(center.0, center.1, b, r * size * 2.0);
                 out.clear();
                 e.apply(u, &Fix::at(T0 + 1 + i as i64, lat, lon), &mut out);
-                for ev in &out.feed {
-                    prop_assert_eq!(ev.feed, feed);
-                    match ev.change {
-                        FeedChange::Entered => prop_assert!(model.insert(ev.unit)),
-                        FeedChange::Left => prop_assert!(model.remove(&ev.unit)),
-                        FeedChange::Moved => prop_assert!(model.contains(&ev.unit)),
-                    }
-                }
+                track_feed(&mut model, feed, &out)?;
                 prop_assert_eq!(model.contains(&u), shape.contains(lat, lon));
             }
         }
@@ -349,14 +361,7 @@ proptest! {
             out.clear();
             // Far apart in time, so the implied-speed filter never refuses a jump.
             e.apply(u, &Fix::at(T0 + 1 + i as i64 * 86_400_000, lat, lon), &mut out);
-            for ev in &out.feed {
-                prop_assert_eq!(ev.feed, feed);
-                match ev.change {
-                    FeedChange::Entered => prop_assert!(model.insert(ev.unit)),
-                    FeedChange::Left => prop_assert!(model.remove(&ev.unit)),
-                    FeedChange::Moved => prop_assert!(model.contains(&ev.unit)),
-                }
-            }
+            track_feed(&mut model, feed, &out)?;
             prop_assert_eq!(model.contains(&u), shape.contains(lat, lon), "box {:?} at {},{}", b, lat, lon);
         }
     }
