@@ -35,6 +35,11 @@ pub struct ServeConfig {
     /// A TAK Server (`HOST:PORT`) to push the same picture to, as a
     /// client, reconnecting with backoff.
     pub tak_out: Option<String>,
+    /// PEM certificate chain: with `tls_key`, the HTTP listener serves
+    /// HTTPS and WSS (PROTOCOL.md "TLS"); reloaded on SIGHUP.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
     /// Serve a non-loopback address without tokens.
     pub insecure: bool,
     /// Seconds without a fix before a unit is stale.
@@ -261,6 +266,8 @@ impl Default for ServeConfig {
             lip_udp: None,
             cot_out: false,
             tak_out: None,
+            tls_cert: None,
+            tls_key: None,
             insecure: false,
             stale_after_s: 120,
             history_retention_s: 3600,
@@ -375,6 +382,11 @@ impl ServeConfig {
                     )));
                 }
             }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "TLS needs both tls_cert and tls_key (--tls-cert FILE --tls-key FILE)".into(),
+            ));
         }
         let allow = self.ingest_allow_nets()?;
         if !self.auth.tokens.is_empty() && !self.insecure {

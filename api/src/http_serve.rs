@@ -12,6 +12,9 @@
 //! * A failed accept (out of file descriptors) pauses before the next.
 //! * On shutdown the loop stops accepting and open connections finish the
 //!   request in hand (WebSocket sessions close themselves with 1001).
+//! * With TLS, the handshake is part of the head: it too must finish
+//!   within the header timeout; a client speaking plaintext to it fails
+//!   the handshake and is closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +22,11 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+
+use crate::tls::Tls;
 
 /// How the HTTP listener bounds its connections.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +39,13 @@ pub struct HttpLimits {
 }
 
 /// Serves `app` on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>, limits: HttpLimits) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    limits: HttpLimits,
+    tls: Option<Arc<Tls>>,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         let permit = tokio::select! {
@@ -62,25 +74,18 @@ pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(app.clone());
-        let mut stop = stop.clone();
+        let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let conn = builder
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "HTTP connection ended");
+            match tls {
+                None => serve_connection(tcp, service, limits, stop).await,
+                Some(tls) => {
+                    let handshake = tls.acceptor().accept(tcp);
+                    match tokio::time::timeout(limits.header_timeout, handshake).await {
+                        Ok(Ok(stream)) => serve_connection(stream, service, limits, stop).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
-                }
-                () = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
                 }
             }
             drop(permit);
@@ -88,8 +93,36 @@ pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver
     }
 }
 
-/// Resolves once shutdown has begun (or its sender is gone). The guard
-/// `wait_for` returns is dropped here: it must not live across an await.
+/// Serves one connection (plain or TLS) until it ends or the server stops.
+async fn serve_connection<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+        }
+        () = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }

@@ -11,7 +11,8 @@
 //! * [`server`] — builds the hub, the pipeline and the listeners; the clock.
 //! * [`state`] — what every handler and session shares.
 //! * [`http`] — the HTTP endpoints; [`metrics`] — `/metrics`;
-//!   [`http_serve`] — the HTTP accept loop (header timeout, connection cap).
+//!   [`http_serve`] — the HTTP accept loop (header timeout, connection cap);
+//!   [`tls`] — HTTPS and WSS, the certificate reloaded on SIGHUP.
 //! * [`export`] — history export: points, tracks, H3 aggregates.
 //! * [`json`] — unit objects and Features.
 //! * [`protocol`] — request rules shared by HTTP and WebSocket, typed errors.
@@ -31,6 +32,7 @@
 //! * [`latency`] — the fix-to-alert histogram in `/metrics`.
 //! * [`cli_export`] — `bluelight export`: streams `/v1/export` to a file.
 //! * [`demo`] — the demo loop.
+//! * [`web`] — the dispatch map page and its built-in assets.
 
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
@@ -59,6 +61,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod subscriptions;
+pub mod tls;
 pub mod web;
 pub mod ws;
 pub mod ws_ingest;

@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Serve HTTP (127.0.0.1:9600) and UDP/TCP ingest (127.0.0.1:9601) around
     /// an in-memory engine. Prints `listening http=ADDR ingest=ADDR`.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The server in memory with a simulated national fleet sending through
     /// the real ingest, the sample fences, and the dispatch map at
     /// http://127.0.0.1:9600/; alerts and summaries also print here.
@@ -200,6 +200,14 @@ struct ServeArgs {
     /// offline coastline; no request leaves the machine).
     #[arg(long, env = "BLUELIGHT_MAP_TILES")]
     map_tiles: Option<String>,
+    /// PEM certificate chain: the HTTP listener serves HTTPS and WSS
+    /// (with --tls-key); both files are read again on SIGHUP, without
+    /// dropping open sessions.
+    #[arg(long, env = "BLUELIGHT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "BLUELIGHT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Serve non-loopback addresses without tokens.
     #[arg(long, env = "BLUELIGHT_INSECURE")]
     insecure: bool,
@@ -276,6 +284,10 @@ impl ServeArgs {
             }
         }
         c.insecure |= self.insecure;
+        if self.tls_cert.is_some() {
+            c.tls_cert.clone_from(&self.tls_cert);
+            c.tls_key.clone_from(&self.tls_key);
+        }
         if self.map_tiles.is_some() {
             c.map.tile_url.clone_from(&self.map_tiles);
         }

@@ -238,6 +238,14 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
             tokio::spawn(c.clone().push_to(server.clone()));
         }
     }
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::tls::Tls::load(cert, key)?;
+            tls.reload_on_sighup();
+            Some(tls)
+        }
+        _ => None,
+    };
     let devices = if leading {
         let bound = bind_devices(&state).await?;
         tokio::spawn(run_clock(state.clone()));
@@ -254,6 +262,7 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
             header_timeout: Duration::from_secs(t.http_header_timeout_s),
             max_connections: t.http_max_connections,
         },
+        tls,
     ));
     Ok(Running { http, devices, state })
 }
