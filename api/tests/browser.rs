@@ -288,7 +288,7 @@ async fn a_fence_drawn_in_the_page_fires_an_alert_shown_in_the_panel() {
         .await;
     page.eval(
         "document.getElementById('fence-id').value = 'drawn';
-         document.getElementById('fence-name').value = 'Drawn cordon';
+         document.getElementById('fence-name').value = 'Drawn cordon <img src=x onerror=window.pwned=1>';
          document.getElementById('fence-hyst').value = '10';
          document.getElementById('fence-save').click(), 1",
     )
@@ -298,7 +298,20 @@ async fn a_fence_drawn_in_the_page_fires_an_alert_shown_in_the_panel() {
 
     let (st, f) = get_json(s.http, "/v1/fences/drawn", None).await;
     assert_eq!(st, 200, "{f}");
-    assert_eq!(f["properties"]["name"], "Drawn cordon");
+    assert_eq!(
+        f["properties"]["name"],
+        "Drawn cordon <img src=x onerror=window.pwned=1>"
+    );
+    // A name is text on the map, never markup that runs.
+    let label = page
+        .wait_for("document.querySelector('.fence-label')?.textContent", WAIT)
+        .await;
+    assert!(label.as_str().is_some_and(|l| l.contains("<img")), "{label}");
+    assert_eq!(
+        page.eval("window.pwned === undefined").await,
+        true,
+        "a fence name ran script"
+    );
     assert_eq!(f["properties"]["hysteresis_m"], 10.0);
     let ring = f["geometry"]["coordinates"][0].as_array().expect("ring").clone();
     assert_eq!(ring.len(), 5, "four corners and the first again: {ring:?}");

@@ -7,6 +7,9 @@
 "use strict";
 
 const $ = id => document.getElementById(id);
+/** Text for places Leaflet writes as HTML (tooltips, icons): unit ids come
+ *  from devices and fence names from users, and neither may run script. */
+const esc = text => String(text).replace(/[&<>"']/g, c => `&#${c.charCodeAt(0)};`);
 const AGENCIES = ["police", "fire", "ambulance", "coastguard", "other"];
 const STATUSES = ["available", "enroute", "at_scene", "unavailable", "emergency", "unknown"];
 const COLOURS = { police: "#58a6ff", fire: "#ff7b39", ambulance: "#3fb950", coastguard: "#e3b341", other: "#bc8cff" };
@@ -101,7 +104,7 @@ async function loadBackground() {
     const major = Number(weight) >= 8;
     L.marker([Number(lat), Number(lon)], {
       interactive: false, keyboard: false,
-      icon: L.divIcon({ className: "place" + (major ? " major" : ""), html: name, iconSize: null }),
+      icon: L.divIcon({ className: "place" + (major ? " major" : ""), html: esc(name), iconSize: null }),
     }).addTo(major ? placesMajor : placesMinor);
   }
   placesMajor.addTo(map);
@@ -590,7 +593,7 @@ function showNearest(results) {
   for (const { unit, distance_m } of results) {
     const km = distance_m >= 1000 ? `${(distance_m / 1000).toFixed(1)} km` : `${Math.round(distance_m)} m`;
     L.polyline([p, [unit.lat, unit.lon]], { renderer, color: "#ffffff", weight: 1.5, dashArray: "4 4", opacity: 0.8 })
-      .bindTooltip(`${unit.id} · ${km}`, { permanent: true, direction: "center", className: "distance" })
+      .bindTooltip(esc(`${unit.id} · ${km}`), { permanent: true, direction: "center", className: "distance" })
       .addTo(nearestLayer);
     const li = document.createElement("li");
     li.dataset.id = unit.id;
@@ -651,7 +654,7 @@ async function loadFences() {
     const layer = f.geometry.type === "Point"
       ? L.circle([f.geometry.coordinates[1], f.geometry.coordinates[0]], { ...style, radius: p.radius_m || 1 })
       : L.geoJSON(f, { style: () => style });
-    layer.bindTooltip(p.name || f.id, { permanent, direction: "center", className: "fence-label" });
+    layer.bindTooltip(esc(p.name || f.id), { permanent, direction: "center", className: "fence-label" });
     layer.on("click", e => { L.DomEvent.stopPropagation(e); if (!S.drawing && !S.picking) editFence(f); });
     layer.addTo(fenceLayer);
   }
