@@ -28,7 +28,7 @@ const S = {
   posSub: null, posWant: null,
   emergencies: new Map(),  // id -> unit, world-wide, from its own feed
   emergSub: null, emergWant: null, cued: new Set(),
-  alertSub: null, lastSeq: null, nAlerts: 0,
+  lastSeq: null, nAlerts: 0,
   selected: null, selectedUnit: null,
   nearest: { point: null, results: [], sub: null, want: null, ask: null },
   fences: [], drawing: null, editing: null,
@@ -353,7 +353,7 @@ async function connect() {
   ws.onopen = () => {
     S.retry = 0;
     setConn("live", "live");
-    S.posSub = S.emergSub = S.alertSub = null;
+    S.posSub = S.emergSub = null;
     subscribeAlerts();
     subscribePositions();
     // Units in emergency anywhere, not only in view: they must never be missed.
@@ -382,7 +382,6 @@ function handle(m) {
         if (S.posSub) send({ type: "unsubscribe", sub: S.posSub });
         S.posSub = m.sub;
       } else if (m.id === S.emergWant) S.emergSub = m.sub;
-      else if (m.id && m.id.startsWith("alerts-")) S.alertSub = m.sub;
       else if (m.id === S.nearest.want) {
         S.nearest.sub = m.sub;
         $("nearest-pin").textContent = "Unpin";
