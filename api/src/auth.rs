@@ -12,7 +12,6 @@
 //! it uses, so it never sees another agency's unit in any reply, feed,
 //! alert or export.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
@@ -136,15 +135,6 @@ pub struct Tokens {
     entries: Vec<Entry>,
 }
 
-/// Where a request may carry its token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenIn {
-    /// `Authorization: Bearer T` only.
-    Header,
-    /// The header, or `?token=T` (WebSocket upgrades, export downloads).
-    HeaderOrQuery,
-}
-
 impl Tokens {
     /// From configuration (already validated).
     pub fn new(cfg: &[TokenConfig]) -> Self {
@@ -190,27 +180,10 @@ impl Tokens {
             .map_or_else(|| Arc::from("anyone"), |e| e.name.clone())
     }
 
-    /// [`check`](Self::check) with the request's token, from where `from`
-    /// allows.
-    ///
-    /// # Errors
-    /// [`Denied`]: 401 or 403 with the reason.
-    pub fn check_request(
-        &self,
-        headers: &HeaderMap,
-        query: &HashMap<String, String>,
-        from: TokenIn,
-        scope: Option<Scope>,
-    ) -> Result<Caller, Denied> {
-        let query_token = query.get("token").map(String::as_str);
-        if from == TokenIn::Header && query_token.is_some() && !self.entries.is_empty() {
-            return Err(Denied(
-                StatusCode::UNAUTHORIZED,
-                "send the token as Authorization: Bearer T; ?token= is only for WebSocket upgrades and export downloads"
-                    .into(),
-            ));
-        }
-        self.check(headers, query_token, scope)
+    /// Whether tokens are configured (without them the server is open,
+    /// on loopback only).
+    pub fn any(&self) -> bool {
+        !self.entries.is_empty()
     }
 
     /// Authorises a request for `scope` (`None`: any valid token).

@@ -17,8 +17,10 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bluelight_engine::{Agency, Engine, HistoryCursor, HistoryQuery, HistoryRecord, Shape, UnitSlot};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use utoipa::IntoParams;
 
 use crate::auth::{Caller, Denied, Scope};
 use crate::state::AppState;
@@ -54,43 +56,66 @@ struct Request {
     format: Format,
 }
 
-fn parse(q: &HashMap<String, String>, who: Caller) -> Result<Request, String> {
-    let time = |k: &str| -> Result<i64, String> {
-        q.get(k)
-            .ok_or(format!("{k} is required"))?
+/// What history: the query parameters both exports share.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// The window's start, ms since the Unix epoch.
+    #[param(value_type = i64, required = true)]
+    pub from_ms: Option<String>,
+    /// The window's end (inclusive), ms since the Unix epoch.
+    #[param(value_type = i64, required = true)]
+    pub to_ms: Option<String>,
+    /// `w,s,e,n` in degrees.
+    pub bbox: Option<String>,
+    /// Unit ids, comma-separated.
+    pub units: Option<String>,
+    /// Agencies, comma-separated.
+    pub agency: Option<String>,
+    /// The token, for a browser's download link.
+    pub token: Option<String>,
+}
+
+fn parse(q: &HistoryParams, format: Option<&str>, who: Caller) -> Result<Request, String> {
+    let time = |k: &str, v: Option<&str>| -> Result<i64, String> {
+        v.ok_or(format!("{k} is required"))?
+            .trim()
             .parse::<i64>()
-            .map_err(|_| format!("{k} must be milliseconds"))
+            .map_err(|_| format!("{k} must be a whole number of milliseconds since the Unix epoch"))
     };
-    let (from_ms, to_ms) = (time("from_ms")?, time("to_ms")?);
+    let (from_ms, to_ms) = (
+        time("from_ms", q.from_ms.as_deref())?,
+        time("to_ms", q.to_ms.as_deref())?,
+    );
     if to_ms < from_ms {
         return Err("to_ms must not be before from_ms".into());
     }
-    let area = match q.get("bbox") {
+    let area = match q.bbox.as_deref() {
         Some(b) => {
             let v: Vec<f64> = b
                 .split(',')
                 .map(|x| x.trim().parse::<f64>())
                 .collect::<Result<_, _>>()
-                .map_err(|_| "bbox must be w,s,e,n")?;
+                .map_err(|_| "bbox must be four numbers: west,south,east,north")?;
             if v.len() != 4 {
-                return Err("bbox must be w,s,e,n".into());
+                return Err("bbox must be four numbers: west,south,east,north".into());
             }
-            Some(Shape::bbox([v[0], v[1], v[2], v[3]]).map_err(|e| e.to_string())?)
+            Some(Shape::bbox([v[0], v[1], v[2], v[3]]).map_err(|e| format!("bbox: {e}"))?)
         }
         None => None,
     };
-    let list = |k: &str| {
-        q.get(k).map(|v| {
+    let list = |v: Option<&str>| {
+        v.map(|v| {
             v.split(',')
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect::<Vec<_>>()
         })
     };
-    let mut agencies = list("agency")
+    let mut agencies = list(q.agency.as_deref())
         .map(|l| l.iter().map(|a| Agency::parse(a)).collect::<Result<Vec<_>, _>>())
         .transpose()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("agency: {e}"))?;
     if let Some(mine) = who.agencies {
         let allowed: Vec<Agency> = Agency::ALL
             .into_iter()
@@ -100,17 +125,17 @@ fn parse(q: &HashMap<String, String>, who: Caller) -> Result<Request, String> {
             l.into_iter().filter(|a| allowed.contains(a)).collect()
         }));
     }
-    let format = match q.get("format").map(String::as_str) {
+    let format = match format {
         None | Some("geojson") => Format::GeoJson,
         Some("csv") => Format::Csv,
         Some("ndjson") => Format::Ndjson,
-        Some(other) => return Err(format!("format {other:?}: use geojson, csv or ndjson")),
+        Some(_) => return Err("format must be geojson, csv or ndjson".into()),
     };
     Ok(Request {
         from_ms,
         to_ms,
         area,
-        units: list("units"),
+        units: list(q.units.as_deref()),
         agencies,
         format,
     })
@@ -223,30 +248,59 @@ fn format_chunk(names: &Names, records: &[HistoryRecord], format: Format, first:
 
 /// Authorises an export (scope `export`) and parses its query, with the
 /// caller's agency limit folded in.
-fn authorised(s: &AppState, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<Request, Denied> {
-    let who = s.tokens.check_request(
-        headers,
-        q,
-        crate::auth::TokenIn::HeaderOrQuery,
-        Some(Scope::Export),
-    )?;
-    parse(q, who).map_err(|e| Denied(StatusCode::BAD_REQUEST, e))
+fn authorised(
+    s: &AppState,
+    headers: &HeaderMap,
+    q: &HistoryParams,
+    format: Option<&str>,
+) -> Result<Request, Denied> {
+    let who = s.tokens.check(headers, q.token.as_deref(), Some(Scope::Export))?;
+    parse(q, format, who).map_err(|e| Denied(StatusCode::BAD_REQUEST, e))
+}
+
+/// `GET /v1/export`'s own parameters.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportParams {
+    /// `geojson` (default), `csv` or `ndjson`.
+    #[param(value_type = Option<String>, pattern = "^(geojson|csv|ndjson)$")]
+    pub format: Option<String>,
+    /// `points` (default: one row a fix) or `tracks` (one LineString a unit).
+    #[param(value_type = Option<String>, pattern = "^(points|tracks)$")]
+    pub shape: Option<String>,
+    /// Documented as [`HistoryParams`] beside this.
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub history: HistoryParams,
 }
 
 /// `GET /v1/export`.
+#[utoipa::path(get, path = "/v1/export", tag = "export", params(ExportParams, HistoryParams),
+    description = "History within retention, streamed: a minute of it at a time, so a large window costs no more memory than a busy minute.",
+    responses(
+        (status = 200, description = "The fixes (or tracks), oldest first", content(
+            (Object = "application/geo+json"),
+            (String = "text/csv"),
+            (String = "application/x-ndjson"),
+        )),
+        (status = 400, description = "A parameter is wrong: the reason names it", body = crate::openapi::ErrorReply),
+        crate::openapi::Refused,
+        (status = 503, description = "The server is stopping", body = crate::openapi::ErrorReply),
+    ),
+    security(("bearer" = []), ("token_query" = [])))]
 pub async fn export(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<ExportParams>,
 ) -> Response {
-    let r = match authorised(&s, &headers, &q) {
+    let r = match authorised(&s, &headers, &q.history, q.format.as_deref()) {
         Ok(r) => r,
         Err(denied) => return denied.into_response(),
     };
-    let tracks = match q.get("shape").map(String::as_str) {
+    let tracks = match q.shape.as_deref() {
         None | Some("points") => false,
         Some("tracks") => true,
-        Some(other) => return bad(format!("shape {other:?}: use points or tracks")),
+        Some(_) => return bad("shape must be points or tracks"),
     };
     if tracks {
         return export_tracks(s, r).await;
@@ -387,7 +441,7 @@ async fn export_tracks(s: Arc<AppState>, r: Request) -> Response {
     })
     .await;
     match built {
-        Ok(fc) => axum::Json(fc).into_response(),
+        Ok(fc) => ([(header::CONTENT_TYPE, "application/geo+json")], fc.to_string()).into_response(),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"error": "the server is stopping"})),
@@ -396,17 +450,48 @@ async fn export_tracks(s: Arc<AppState>, r: Request) -> Response {
     }
 }
 
+/// `GET /v1/export/h3`'s own parameters.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportH3Params {
+    /// The H3 resolution of the cells, 0 to 15.
+    #[param(value_type = u8, required = true, minimum = 0, maximum = 15)]
+    pub res: Option<String>,
+    /// `geojson` (default: cell polygons) or `csv`.
+    #[param(value_type = Option<String>, pattern = "^(geojson|csv)$")]
+    pub format: Option<String>,
+    /// Documented as [`HistoryParams`] beside this.
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub history: HistoryParams,
+}
+
 /// `GET /v1/export/h3`: fix counts and distinct units per cell.
+#[utoipa::path(get, path = "/v1/export/h3", tag = "export", params(ExportH3Params, HistoryParams),
+    description = "Fix counts and distinct units per H3 cell over a window (heatmaps).",
+    responses(
+        (status = 200, description = "One row or Feature a cell", content(
+            (Object = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "A parameter is wrong: the reason names it", body = crate::openapi::ErrorReply),
+        crate::openapi::Refused,
+        (status = 503, description = "The server is stopping", body = crate::openapi::ErrorReply),
+    ),
+    security(("bearer" = []), ("token_query" = [])))]
 pub async fn export_h3(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<ExportH3Params>,
 ) -> Response {
-    let r = match authorised(&s, &headers, &q) {
+    if q.format.as_deref() == Some("ndjson") {
+        return bad("format must be geojson or csv");
+    }
+    let r = match authorised(&s, &headers, &q.history, q.format.as_deref()) {
         Ok(r) => r,
         Err(denied) => return denied.into_response(),
     };
-    let res = match q.get("res").map(|v| {
+    let res = match q.res.as_deref().map(|v| {
         v.parse::<u8>()
             .ok()
             .and_then(|r| h3o::Resolution::try_from(r).ok())

@@ -13,6 +13,7 @@
 //! * [`http`] — the HTTP endpoints; [`metrics`] — `/metrics`;
 //!   [`http_serve`] — the HTTP accept loop (header timeout, connection cap);
 //!   [`tls`] — HTTPS and WSS, the certificate reloaded on SIGHUP.
+//! * [`openapi`] — `/openapi.json`: the reply and body types it describes.
 //! * [`export`] — history export: points, tracks, H3 aggregates.
 //! * [`json`] — unit objects and Features.
 //! * [`protocol`] — request rules shared by HTTP and WebSocket, typed errors.
@@ -54,6 +55,7 @@ pub mod hub;
 pub mod json;
 pub mod latency;
 pub mod metrics;
+pub mod openapi;
 pub mod outbox;
 pub mod promote;
 pub mod protocol;

@@ -1,12 +1,11 @@
 //! `GET /metrics` (scope `admin`): Prometheus text of the pipeline, the
 //! sessions, the alerts and the engine.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bluelight_ingest::validate::Reject;
@@ -19,15 +18,14 @@ use crate::outbox::Outbox;
 use crate::state::AppState;
 
 /// The metrics page.
-pub async fn metrics(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(denied) =
-        s.tokens
-            .check_request(&headers, &q, crate::auth::TokenIn::Header, Some(Scope::Admin))
-    {
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
+        crate::openapi::Refused,
+    ),
+    security(("bearer" = [])))]
+pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = s.tokens.check(&headers, None, Some(Scope::Admin)) {
         return denied.into_response();
     }
     let mut m = String::new();

@@ -5,11 +5,10 @@
 //! made that the old leader's outbox had not yet appended goes first), its
 //! clock runs and its ingest listeners are bound.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -22,15 +21,16 @@ fn reply(status: StatusCode, v: serde_json::Value) -> Response {
 }
 
 /// The promotion.
-pub async fn promote(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(denied) =
-        s.tokens
-            .check_request(&headers, &q, crate::auth::TokenIn::Header, Some(Scope::Admin))
-    {
+#[utoipa::path(post, path = "/v1/admin/promote", tag = "operations",
+    responses(
+        (status = 200, description = "This server leads (it already did, or it now does)", body = crate::openapi::Promoted),
+        crate::openapi::Refused,
+        (status = 409, description = "The old leader's lease is still live", body = crate::openapi::ErrorReply),
+        (status = 503, description = "Redis did not answer", body = crate::openapi::ErrorReply),
+    ),
+    security(("bearer" = [])))]
+pub async fn promote(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = s.tokens.check(&headers, None, Some(Scope::Admin)) {
         return denied.into_response();
     }
     let _one = s.promoting.lock().await;

@@ -7,11 +7,11 @@
 //! answers. Pings every `ws_ping_s`; a client silent for `ws_idle_s` is
 //! dropped. A client too slow for its alerts is closed with 1013.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -21,7 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 
 use crate::alert_record::alert_text;
-use crate::auth::{Caller, TokenIn};
+use crate::auth::Caller;
 use crate::feeds::{FeedsDone, due_nearest, next_due, start_feed_copy};
 use crate::json::UnitRows;
 use crate::protocol::Refusal;
@@ -29,20 +29,42 @@ use crate::session::{Outgoing, Session, Subscription};
 use crate::state::AppState;
 use crate::subscriptions;
 
+/// `/v1/ws`'s query.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WsQuery {
+    /// The token, for browsers, which cannot set a header on a WebSocket.
+    pub token: Option<String>,
+}
+
 /// Upgrades `/v1/ws` for any valid token (`?token=T` for browsers); each
 /// message then needs its own scope.
+#[utoipa::path(get, path = "/v1/ws", tag = "units", params(WsQuery),
+    description = "The WebSocket of live positions, alerts and standing nearest queries (see the README for its messages). A plain GET is refused.",
+    responses(
+        (status = 101, description = "Switched to WebSocket"),
+        (status = 400, description = "Not a WebSocket upgrade", body = crate::openapi::ErrorReply),
+        (status = 401, description = "No token, or not one the server knows", body = crate::openapi::ErrorReply),
+        (status = 403, description = "An Origin header naming another site", body = crate::openapi::ErrorReply),
+        (status = 426, description = "The connection cannot be upgraded", body = crate::openapi::ErrorReply),
+    ),
+    security(("bearer" = []), ("token_query" = [])))]
 pub async fn handler(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<WsQuery>,
 ) -> Response {
     if let Err(denied) = crate::auth::check_origin(&headers, &s.allowed_origins) {
         return denied.into_response();
     }
-    let who = match s.tokens.check_request(&headers, &q, TokenIn::HeaderOrQuery, None) {
+    let who = match s.tokens.check(&headers, q.token.as_deref(), None) {
         Ok(c) => c,
         Err(denied) => return denied.into_response(),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(not_ws) => return not_ws.into_response(),
     };
     // A small read buffer: tungstenite zero-fills the whole buffer before
     // every read attempt, and client messages are small (128 KiB of memset

@@ -10,9 +10,9 @@
 //! are pipelined (up to 256 outstanding) and come in frame order. A frame
 //! that does not decode is answered with an error whose `id` is N.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -24,30 +24,58 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 
-use crate::auth::{Scope, TokenIn};
+use crate::auth::Scope;
 use crate::protocol::{ErrorCode, Refusal};
 use crate::state::AppState;
 
+/// `/v1/ingest`'s query.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IngestQuery {
+    /// `1` or `true`: each frame is acknowledged once its fixes are
+    /// applied (with Redis: journaled).
+    #[param(value_type = Option<String>, pattern = "^(0|1|true|false)$")]
+    pub ack: Option<String>,
+    /// The token, for browsers, which cannot set a header on a WebSocket.
+    pub token: Option<String>,
+}
+
 /// Upgrades `/v1/ingest` for a token with the `ingest` scope.
+#[utoipa::path(get, path = "/v1/ingest", tag = "ingest", params(IngestQuery),
+    description = "The WebSocket for fixes in: binary frames are FixBatch FlatBuffers, text frames JSON batches. A plain GET is refused.",
+    responses(
+        (status = 101, description = "Switched to WebSocket"),
+        (status = 400, description = "Not a WebSocket upgrade, or a bad parameter", body = crate::openapi::ErrorReply),
+        (status = 401, description = "No token, or not one the server knows", body = crate::openapi::ErrorReply),
+        (status = 403, description = "The token lacks `ingest`, or an Origin header names another site", body = crate::openapi::ErrorReply),
+        (status = 409, description = "This server is a follower", body = crate::openapi::ErrorReply),
+        (status = 426, description = "The connection cannot be upgraded", body = crate::openapi::ErrorReply),
+    ),
+    security(("bearer" = []), ("token_query" = [])))]
 pub async fn handler(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<IngestQuery>,
 ) -> Response {
     if let Err(denied) = crate::auth::check_origin(&headers, &s.allowed_origins) {
         return denied.into_response();
     }
-    if let Err(denied) = s
-        .tokens
-        .check_request(&headers, &q, TokenIn::HeaderOrQuery, Some(Scope::Ingest))
-    {
+    if let Err(denied) = s.tokens.check(&headers, q.token.as_deref(), Some(Scope::Ingest)) {
         return denied.into_response();
     }
     if let Some(refused) = s.refuse_writes() {
         return refused;
     }
-    let ack = q.get("ack").is_some_and(|v| v == "1" || v == "true");
+    let ack = match q.ack.as_deref() {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => return crate::http::error(axum::http::StatusCode::BAD_REQUEST, "ack must be 1 or 0"),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(not_ws) => return not_ws.into_response(),
+    };
     ws.max_message_size(s.tuning.ws_ingest_max_message_bytes)
         .on_upgrade(move |socket| run(socket, s, ack))
 }

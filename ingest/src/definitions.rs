@@ -199,6 +199,10 @@ fn fence_from_feature(id: &str, f: &Feature, source: Arc<str>) -> Result<FenceDe
             return Err(DefinitionError::Geometry("GeometryCollection"));
         }
     };
+    // The map and the logs show it as text.
+    if props.get("name").is_some_and(|n| !n.is_string()) {
+        return Err(prop_err("name", "must be a string"));
+    }
     let detect = match props.get("detect") {
         None => Detect::default(),
         Some(v) => {
@@ -292,12 +296,15 @@ impl RuleDef {
             None => 0.0,
             Some(h) => h.as_f64().ok_or_else(|| rule("hysteresis_m must be a number"))?,
         };
-        for (what, x) in [("radius_m", radius_m), ("hysteresis_m", hysteresis_m)] {
-            if !(x.is_finite() && (0.0..=1_000_000.0).contains(&x)) {
-                return Err(DefinitionError::Rule(format!(
-                    "{what} must be 0..=1000000, got {x}"
-                )));
-            }
+        if !(radius_m > 0.0 && radius_m <= 1_000_000.0) {
+            return Err(DefinitionError::Rule(format!(
+                "radius_m must be more than 0 and at most 1000000 metres, got {radius_m}"
+            )));
+        }
+        if !(0.0..=1_000_000.0).contains(&hysteresis_m) {
+            return Err(DefinitionError::Rule(format!(
+                "hysteresis_m must be 0 to 1000000 metres, got {hysteresis_m}"
+            )));
         }
         let filter = |k: &str| -> Result<FilterDef, DefinitionError> {
             v.get(k)
@@ -523,6 +530,19 @@ mod rule_tests {
         assert_eq!(r.to, FilterDef::default());
         let v: JsonValue = serde_json::from_str(&r.source).expect("json");
         assert_eq!(v["id"], "r1");
+    }
+
+    #[test]
+    fn a_rule_of_radius_zero_is_refused() {
+        let err = RuleDef::parse("r", r#"{"type":"proximity","radius_m":0}"#).expect_err("refused");
+        assert!(err.to_string().contains("radius_m must be more than 0"), "{err}");
+    }
+
+    #[test]
+    fn a_fence_name_that_is_not_text_is_refused() {
+        let text = r#"{"type":"Feature","geometry":{"type":"Point","coordinates":[0,0]},"properties":{"radius_m":5,"name":{}}}"#;
+        let err = FenceDef::parse("f", text).expect_err("refused").to_string();
+        assert!(err.contains("name") && err.contains("string"), "{err}");
     }
 
     #[test]
