@@ -17,6 +17,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bluelight_engine::{Agency, Filter};
+use bluelight_ingest::tls::DeviceGrant;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -127,6 +128,9 @@ struct Entry {
     digest: [u8; 32],
     caller: Caller,
     name: Arc<str>,
+    /// Device certificates' common names that act with it (`*` at the end:
+    /// a prefix).
+    certs: Vec<String>,
 }
 
 /// The configured tokens.
@@ -165,6 +169,7 @@ impl Tokens {
                         token: u16::try_from(i).ok(),
                     },
                     name: name.into(),
+                    certs: t.certs.clone(),
                 })
             })
             .collect();
@@ -178,6 +183,16 @@ impl Tokens {
             .token
             .and_then(|i| self.entries.get(usize::from(i)))
             .map_or_else(|| Arc::from("anyone"), |e| e.name.clone())
+    }
+
+    /// The token a device certificate's common name acts with.
+    fn by_certificate(&self, cn: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| {
+            e.certs.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => cn.starts_with(prefix),
+                None => cn == p,
+            })
+        })
     }
 
     /// Whether tokens are configured (without them the server is open,
@@ -285,5 +300,29 @@ pub struct Denied(pub StatusCode, pub String);
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
         (self.0, axum::Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+/// With tokens configured, a device connection acts with the token its
+/// certificate's common name maps to: it sends only with `ingest`, places
+/// only units of the token's agencies, and receives the live picture (CoT
+/// out) only with `read` and no agency limit (the picture is encoded once
+/// for every client, not per agency). A certificate no token maps is
+/// refused. A connection without a certificate is one the start-up rules
+/// let through (loopback, or `--insecure`): it sends anything, and CoT
+/// out decides by its address.
+impl bluelight_ingest::tls::DeviceAuthority for Tokens {
+    fn grant(&self, common_name: Option<&str>) -> Option<DeviceGrant> {
+        let e = self.by_certificate(common_name?)?;
+        e.caller.has(Scope::Ingest).then(|| DeviceGrant {
+            agencies: e.caller.agencies,
+            picture: e.caller.has(Scope::Read) && e.caller.agencies.is_none(),
+            name: e.name.clone(),
+            certified: true,
+        })
+    }
+
+    fn anonymous(&self) -> Option<DeviceGrant> {
+        Some(DeviceGrant::open())
     }
 }

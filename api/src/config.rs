@@ -29,8 +29,9 @@ pub struct ServeConfig {
     /// Send the live picture back to every `cot_tcp` connection as CoT
     /// (XML, or TAK protocol v1 to a connection that spoke it): every unit
     /// when it connects, then each change at most once a second. With
-    /// tokens configured, only to loopback connections (there is no TLS
-    /// yet to say which device a connection is).
+    /// tokens configured, only to loopback connections and to devices
+    /// whose client certificate maps to a token with `read` and no agency
+    /// limit.
     pub cot_out: bool,
     /// A TAK Server (`HOST:PORT`) to push the same picture to, as a
     /// client, reconnecting with backoff.
@@ -40,6 +41,11 @@ pub struct ServeConfig {
     pub tls_cert: Option<std::path::PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<std::path::PathBuf>,
+    /// PEM certificate(s) of the CA that signs device certificates: the
+    /// TCP device listeners (ingest, CoT, NMEA) then require a client
+    /// certificate it signed (mutual TLS), and a token whose `certs` names
+    /// the certificate's common name says what the device may send.
+    pub tls_client_ca: Option<std::path::PathBuf>,
     /// Serve a non-loopback address without tokens.
     pub insecure: bool,
     /// Seconds without a fix before a unit is stale.
@@ -250,8 +256,14 @@ pub struct TokenConfig {
     pub token_sha256: Option<String>,
     /// `ingest`, `read`, `alerts`, `fences`, `export`, `admin`.
     pub scopes: Vec<String>,
-    /// Agencies it may see; absent = all.
+    /// Agencies it may see; absent = all. A device or client sending
+    /// fixes with it may place only units of these agencies.
     pub agencies: Option<Vec<String>>,
+    /// Device certificates that act with this token, by their subject's
+    /// common name: exact, or a prefix ending in `*` (`"amb-*"`). Such a
+    /// device needs `ingest` to send and `read` for CoT out.
+    #[serde(default)]
+    pub certs: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -268,6 +280,7 @@ impl Default for ServeConfig {
             tak_out: None,
             tls_cert: None,
             tls_key: None,
+            tls_client_ca: None,
             insecure: false,
             stale_after_s: 120,
             history_retention_s: 3600,
@@ -388,11 +401,18 @@ impl ServeConfig {
                 "TLS needs both tls_cert and tls_key (--tls-cert FILE --tls-key FILE)".into(),
             ));
         }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(ConfigError::Invalid(
+                "tls_client_ca needs the server's own certificate too (--tls-cert FILE --tls-key FILE)"
+                    .into(),
+            ));
+        }
         let allow = self.ingest_allow_nets()?;
         if !self.auth.tokens.is_empty() && !self.insecure {
             // Devices carry no token: with tokens configured, a device
             // listener that anyone on the network can reach would let them
-            // place units and raise emergencies (PROTOCOL.md "TLS").
+            // place units and raise emergencies (PROTOCOL.md "TLS"), unless
+            // each device proves who it is with a certificate.
             for (what, addr) in [
                 ("ingest (its TCP side)", Some(self.ingest)),
                 ("cot_tcp", self.cot_tcp),
@@ -400,9 +420,10 @@ impl ServeConfig {
             ] {
                 if let Some(a) = addr
                     && !a.ip().is_loopback()
+                    && self.tls_client_ca.is_none()
                 {
                     return Err(ConfigError::Invalid(format!(
-                        "refusing the TCP device listener {what} on non-loopback {a}: devices send no token, and mutual TLS (--tls-client-ca) is not available yet; bind it to loopback behind a TLS-terminating proxy, or pass --insecure"
+                        "refusing the TCP device listener {what} on non-loopback {a}: devices send no token, so require client certificates (--tls-cert, --tls-key and --tls-client-ca), bind it to loopback, or pass --insecure"
                     )));
                 }
             }
@@ -601,7 +622,23 @@ mod tests {
             );
             c.insecure = true;
             assert!(c.validate().is_ok());
+            // Or each device proves who it is (mutual TLS).
+            let mut c = with_a_token();
+            set(&mut c, open);
+            c.tls_cert = Some("server.crt".into());
+            c.tls_key = Some("server.key".into());
+            c.tls_client_ca = Some("devices-ca.crt".into());
+            assert!(c.validate().is_ok());
         }
+        // A client CA without the server's own certificate is a mistake.
+        let mut c = with_a_token();
+        c.tls_client_ca = Some("devices-ca.crt".into());
+        assert!(
+            c.validate()
+                .expect_err("no server certificate")
+                .to_string()
+                .contains("--tls-cert")
+        );
         // The HTTP listener has tokens of its own.
         let mut c = with_a_token();
         c.listen = open;

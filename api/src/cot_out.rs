@@ -28,6 +28,7 @@ use bluelight_engine::{Agency, Engine, Fix, Status, UnitSlot};
 use bluelight_ingest::cot::format_rfc3339_ms;
 use bluelight_ingest::tak::{self, proto};
 use bluelight_ingest::tasks::WriterTasks;
+use bluelight_ingest::tls::DeviceGrant;
 use bluelight_ingest::transport::CotOutlet;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, oneshot};
@@ -313,12 +314,18 @@ struct Outlet(Arc<CotOut>);
 impl CotOutlet for Outlet {
     fn attach(
         &self,
-        write: tokio::net::tcp::OwnedWriteHalf,
+        write: tokio::io::WriteHalf<bluelight_ingest::transport::DeviceStream>,
         peer: SocketAddr,
+        grant: &DeviceGrant,
         tak_v1: Arc<AtomicBool>,
     ) -> Option<Arc<tokio::sync::Notify>> {
-        if self.0.loopback_only && !peer.ip().is_loopback() {
-            tracing::debug!(%peer, "cot out: not sent to a non-loopback client without TLS");
+        let allowed = if grant.certified {
+            grant.picture
+        } else {
+            !self.0.loopback_only || peer.ip().is_loopback()
+        };
+        if !allowed {
+            tracing::debug!(%peer, who = %grant.name, "cot out: not sent (a non-loopback client without a certificate, or a token without read or with an agency limit)");
             return None;
         }
         let stopped = Arc::new(tokio::sync::Notify::new());

@@ -696,7 +696,7 @@ async fn nearest(State(s): Shared, headers: HeaderMap, Query(q): Query<NearestPa
     ),
     security(("bearer" = [])))]
 async fn post_fixes(State(s): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    authorise!(s, headers, Scope::Ingest);
+    let who = authorise!(s, headers, Scope::Ingest);
     if let Some(refused) = s.refuse_writes() {
         return refused;
     }
@@ -705,6 +705,8 @@ async fn post_fixes(State(s): Shared, headers: HeaderMap, body: Bytes) -> Respon
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mut batch: IngestBatch = s.queue.batch();
+    // A token limited to some agencies places only their units.
+    batch.agencies = who.agencies;
     let decoded = if ct.starts_with("application/json") {
         match std::str::from_utf8(&body) {
             Ok(text) => {

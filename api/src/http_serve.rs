@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::tls::Tls;
+use bluelight_ingest::tls::Tls;
 
 /// How the HTTP listener bounds its connections.
 #[derive(Debug, Clone, Copy)]

@@ -12,7 +12,7 @@
 //! * [`state`] — what every handler and session shares.
 //! * [`http`] — the HTTP endpoints; [`metrics`] — `/metrics`;
 //!   [`http_serve`] — the HTTP accept loop (header timeout, connection cap);
-//!   [`tls`] — HTTPS and WSS, the certificate reloaded on SIGHUP.
+//!   TLS is `bluelight_ingest::tls` (shared with the device listeners).
 //! * [`openapi`] — `/openapi.json`: the reply and body types it describes.
 //! * [`export`] — history export: points, tracks, H3 aggregates.
 //! * [`json`] — unit objects and Features.
@@ -63,7 +63,6 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod subscriptions;
-pub mod tls;
 pub mod web;
 pub mod ws;
 pub mod ws_ingest;

@@ -188,7 +188,8 @@ struct ServeArgs {
     /// Send the live picture back on every --cot-tcp connection as CoT
     /// (XML, or TAK protocol v1 to a client that spoke it): every unit on
     /// connecting, then each change at most once a second. With tokens
-    /// configured, to loopback clients only (no TLS yet).
+    /// configured, to loopback clients and to devices whose certificate
+    /// maps to a token with read and no agency limit.
     #[arg(long, env = "BLUELIGHT_COT_OUT")]
     cot_out: bool,
     /// Push the same picture to a TAK Server at HOST:PORT, as a client,
@@ -200,14 +201,21 @@ struct ServeArgs {
     /// offline coastline; no request leaves the machine).
     #[arg(long, env = "BLUELIGHT_MAP_TILES")]
     map_tiles: Option<String>,
-    /// PEM certificate chain: the HTTP listener serves HTTPS and WSS
-    /// (with --tls-key); both files are read again on SIGHUP, without
-    /// dropping open sessions.
+    /// PEM certificate chain: the HTTP listener serves HTTPS and WSS, and
+    /// the TCP device listeners (ingest, CoT, NMEA) speak TLS (with
+    /// --tls-key); the files are read again on SIGHUP, without dropping
+    /// open sessions.
     #[arg(long, env = "BLUELIGHT_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
     #[arg(long, env = "BLUELIGHT_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that sign device certificates: the TCP device
+    /// listeners (ingest, CoT, NMEA) then speak mutual TLS and refuse a
+    /// device without one; a token's `certs` maps a certificate's common
+    /// name to what the device may send (its agencies).
+    #[arg(long, env = "BLUELIGHT_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
     /// Serve non-loopback addresses without tokens.
     #[arg(long, env = "BLUELIGHT_INSECURE")]
     insecure: bool,
@@ -284,6 +292,9 @@ impl ServeArgs {
             }
         }
         c.insecure |= self.insecure;
+        if self.tls_client_ca.is_some() {
+            c.tls_client_ca.clone_from(&self.tls_client_ca);
+        }
         if self.tls_cert.is_some() {
             c.tls_cert.clone_from(&self.tls_cert);
             c.tls_key.clone_from(&self.tls_key);

@@ -74,6 +74,11 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     );
     let _ = writeln!(
         m,
+        "# HELP bluelight_devices_refused_total Device connections refused: a failed TLS handshake (no client certificate, one from another CA, plaintext on a TLS listener) or a certificate no token maps.\n# TYPE bluelight_devices_refused_total counter\nbluelight_devices_refused_total {}",
+        c.devices_refused.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
         "# HELP bluelight_udp_dropped_total Fixes in UDP datagrams dropped for a full queue."
     );
     let _ = writeln!(m, "# TYPE bluelight_udp_dropped_total counter");

@@ -202,11 +202,24 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
     let cot_out = cfg.cot_out.then(|| {
         let loopback_only = !cfg.auth.tokens.is_empty();
         if loopback_only {
-            tracing::warn!("cot out: tokens are configured and there is no TLS yet, so the picture goes to loopback connections only");
+            tracing::info!("cot out: tokens are configured, so the picture goes to loopback connections and to devices whose certificate maps to a token with read");
         }
         crate::cot_out::CotOut::new(pipeline.tasks.clone(), loopback_only)
     });
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = bluelight_ingest::tls::Tls::load(bluelight_ingest::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: cfg.tls_client_ca.clone(),
+            })?;
+            tls.reload_on_sighup();
+            Some(tls)
+        }
+        _ => None,
+    };
     let state = Arc::new(AppState {
+        tls: tls.clone(),
         engine: engine.clone(),
         queue: queue.clone(),
         tasks: pipeline.tasks,
@@ -215,7 +228,7 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         started: Instant::now(),
         sessions: AtomicU64::new(0),
         shutdown: tokio::sync::watch::channel(false).0,
-        tokens: crate::auth::Tokens::new(&cfg.auth.tokens),
+        tokens: Arc::new(crate::auth::Tokens::new(&cfg.auth.tokens)),
         alert_latency: crate::latency::LatencyHistogram::default(),
         nearest_latency: crate::latency::LatencyHistogram::default(),
         feed_writer: crate::feed_writer::FeedWriter::start()?,
@@ -238,14 +251,6 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
             tokio::spawn(c.clone().push_to(server.clone()));
         }
     }
-    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = crate::tls::Tls::load(cert, key)?;
-            tls.reload_on_sighup();
-            Some(tls)
-        }
-        _ => None,
-    };
     let devices = if leading {
         let bound = bind_devices(&state).await?;
         tokio::spawn(run_clock(state.clone()));
@@ -281,6 +286,11 @@ pub async fn bind_devices(state: &Arc<AppState>) -> anyhow::Result<Devices> {
         idle_timeout: Duration::from_secs(t.device_idle_s),
         max_frame_bytes: t.device_max_frame_bytes,
         udp_allow: state.ingest_allow.clone(),
+        tls: state.tls.clone(),
+        authority: state
+            .tokens
+            .any()
+            .then(|| state.tokens.clone() as Arc<dyn bluelight_ingest::tls::DeviceAuthority>),
     };
     let want = state.devices;
     let (tcp, udp, ingest) = transport::bind_ingest(want.ingest).await?;

@@ -14,6 +14,9 @@ use crate::config::Tuning;
 
 /// What every request handler shares.
 pub struct AppState {
+    /// TLS of the HTTP and TCP device listeners (`--tls-cert`), mutual on
+    /// the device listeners with `--tls-client-ca`.
+    pub tls: Option<Arc<bluelight_ingest::tls::Tls>>,
     /// The engine; the writer takes the lock a chunk at a time, handlers
     /// once per request, and nothing awaits while holding it.
     pub engine: SharedEngine,
@@ -32,7 +35,7 @@ pub struct AppState {
     /// Set once on shutdown: HTTP stops accepting, sessions close with 1001.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Configured tokens.
-    pub tokens: crate::auth::Tokens,
+    pub tokens: Arc<crate::auth::Tokens>,
     /// Fix received to alert frame sent, per frame.
     pub alert_latency: crate::latency::LatencyHistogram,
     /// One-shot nearest over WebSocket: request frame read to reply sent.

@@ -61,9 +61,10 @@ pub async fn handler(
     if let Err(denied) = crate::auth::check_origin(&headers, &s.allowed_origins) {
         return denied.into_response();
     }
-    if let Err(denied) = s.tokens.check(&headers, q.token.as_deref(), Some(Scope::Ingest)) {
-        return denied.into_response();
-    }
+    let who = match s.tokens.check(&headers, q.token.as_deref(), Some(Scope::Ingest)) {
+        Ok(c) => c,
+        Err(denied) => return denied.into_response(),
+    };
     if let Some(refused) = s.refuse_writes() {
         return refused;
     }
@@ -77,7 +78,7 @@ pub async fn handler(
         Err(not_ws) => return not_ws.into_response(),
     };
     ws.max_message_size(s.tuning.ws_ingest_max_message_bytes)
-        .on_upgrade(move |socket| run(socket, s, ack))
+        .on_upgrade(move |socket| run(socket, s, ack, who.agencies))
 }
 
 /// Acknowledgements a connection may have outstanding before it stops
@@ -87,7 +88,8 @@ const MAX_PENDING_ACKS: usize = 256;
 /// A frame whose report is on its way: its number and where it comes.
 type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Option<ApplyReport>)> + Send>>;
 
-async fn run(socket: WebSocket, s: Arc<AppState>, ack: bool) {
+/// `agencies`: those whose units the token may place (`None`: any).
+async fn run(socket: WebSocket, s: Arc<AppState>, ack: bool, agencies: Option<u8>) {
     let queue = &s.queue;
     let (mut out, mut inp) = socket.split();
     let mut pending: FuturesOrdered<PendingAck> = FuturesOrdered::new();
@@ -119,6 +121,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, ack: bool) {
                     continue;
                 };
                 let mut batch = queue.batch();
+                batch.agencies = agencies;
                 let decoded = match &msg {
                     Message::Binary(b) => decode_flatbuffers(b, &queue.validation, queue.now_ms(), &mut batch)
                         .map_err(|e| e.to_string()),

@@ -12,7 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bluelight_api::config::ServeConfig;
+use bluelight_api::config::{ServeConfig, TokenConfig};
+use bluelight_engine::{Agency, Fix, Status};
+use bluelight_ingest::decode::{UnitInfoSpec, encode_flatbuffers};
+use bluelight_ingest::tls::{Tls, TlsFiles};
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
@@ -27,6 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// A certificate authority of the test's own.
 struct Ca {
     der: CertificateDer<'static>,
+    pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -41,6 +45,7 @@ impl Ca {
         let cert = params.self_signed(&key).expect("CA certificate");
         Self {
             der: cert.der().clone(),
+            pem: cert.pem(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -60,14 +65,43 @@ impl Ca {
     }
 
     fn connector(&self) -> TlsConnector {
+        TlsConnector::from(Arc::new(self.client_config().with_no_client_auth()))
+    }
+
+    fn client_config(
+        &self,
+    ) -> tokio_rustls::rustls::ConfigBuilder<ClientConfig, tokio_rustls::rustls::client::WantsClientCert>
+    {
         let mut roots = RootCertStore::empty();
         roots.add(self.der.clone()).expect("root");
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let cfg = ClientConfig::builder_with_provider(provider)
+        ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_root_certificates(roots)
-            .with_no_client_auth();
+    }
+
+    /// This CA's certificate as a PEM file (a server's `--tls-client-ca`).
+    fn ca_file(&self, dir: &Path) -> PathBuf {
+        std::fs::create_dir_all(dir).expect("dir");
+        let path = dir.join("clients-ca.crt");
+        std::fs::write(&path, &self.pem).expect("write CA");
+        path
+    }
+
+    /// A device: a client certificate with common name `cn`, signed by
+    /// this CA, and a connector that trusts `server` and presents it.
+    fn device(&self, cn: &str, server: &Ca) -> TlsConnector {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).expect("client certificate");
+        let key =
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+        let cfg = server
+            .client_config()
+            .with_client_auth_cert(vec![cert.der().clone()], key)
+            .expect("client auth");
         TlsConnector::from(Arc::new(cfg))
     }
 }
@@ -169,9 +203,14 @@ fn a_certificate_and_key_that_do_not_match_are_refused_at_start() {
     let ca = Ca::new("mismatch");
     let (cert, _) = ca.server_files(&scratch("mismatch-a"));
     let (_, key) = ca.server_files(&scratch("mismatch-b"));
-    let err = bluelight_api::tls::Tls::load(&cert, &key).expect_err("a key of another certificate");
+    let files = |cert: &Path, key: &Path| TlsFiles {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        client_ca: None,
+    };
+    let err = Tls::load(files(&cert, &key)).expect_err("a key of another certificate");
     assert!(err.to_string().contains("cannot be used together"), "{err}");
-    let err = bluelight_api::tls::Tls::load(Path::new("/nonexistent.crt"), &key).expect_err("no file");
+    let err = Tls::load(files(Path::new("/nonexistent.crt"), &key)).expect_err("no file");
     assert!(err.to_string().contains("/nonexistent.crt"), "{err}");
 }
 
@@ -246,4 +285,291 @@ async fn a_new_certificate_is_taken_on_sighup_and_open_sessions_carry_on() {
     assert_eq!(ask_nearest(&mut session, "after").await["type"], "nearest");
     let reply = https_get(&new_ca, server.http, "/healthz").await.expect("HTTPS");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+const READER: &str = "reader-token-0123456789abcdef";
+const AMB_INGEST: &str = "ambulance-ingest-0123456789ab";
+
+/// A server whose TCP device listeners need a certificate from `clients`:
+/// `amb-*` devices may place ambulances, `gw-1` anything; tokens for
+/// HTTP beside them (one that reads all, one that may send ambulances).
+async fn mutual_tls_server(server: &Ca, clients: &Ca, test: &str) -> bluelight_api::server::Running {
+    let dir = scratch(test);
+    let (cert, key) = server.server_files(&dir);
+    let token =
+        |name: &str, t: &str, scopes: &[&str], agencies: Option<&[&str]>, certs: &[&str]| TokenConfig {
+            name: Some(name.into()),
+            token: t.into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            agencies: agencies.map(|a| a.iter().map(|s| s.to_string()).collect()),
+            certs: certs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+    let mut cfg = ServeConfig {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        tls_client_ca: Some(clients.ca_file(&dir)),
+        ..ServeConfig::default()
+    };
+    cfg.auth.tokens = vec![
+        token("reader", READER, &["read", "admin"], None, &[]),
+        token(
+            "ambulance crews",
+            "amb-devices-unused-secret-1",
+            &["ingest"],
+            Some(&["ambulance"]),
+            &["amb-*"],
+        ),
+        token(
+            "gateway",
+            "gateway-unused-secret-000001",
+            &["ingest", "read"],
+            None,
+            &["gw-1"],
+        ),
+        token(
+            "ambulance ingest",
+            AMB_INGEST,
+            &["ingest"],
+            Some(&["ambulance"]),
+            &[],
+        ),
+    ];
+    support::server_with(cfg).await
+}
+
+/// One framed `FixBatch` (4-byte length, then the batch).
+fn frame(unit: u64, id: &str, agency: Agency, status: Status, lat: f64) -> Vec<u8> {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let mut fix = Fix::at(support::open::now_ms() - 1_000, lat, -1.40);
+    fix.status = status;
+    let info = UnitInfoSpec {
+        unit,
+        id,
+        agency,
+        kind: "rrv",
+        tags: &[],
+    };
+    let body = encode_flatbuffers(&mut fbb, "device", &[(unit, fix)], &[info]).to_vec();
+    let mut out = (body.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Sends frames over a device connection (TLS with `connector`, or plain
+/// TCP without) and closes it; `Err` when the server refused it.
+async fn send_device(
+    addr: SocketAddr,
+    connector: Option<&TlsConnector>,
+    frames: &[Vec<u8>],
+) -> std::io::Result<()> {
+    let tcp = TcpStream::connect(addr).await?;
+    let bytes: Vec<u8> = frames.concat();
+    match connector {
+        None => {
+            let mut tcp = tcp;
+            tcp.write_all(&bytes).await?;
+            tcp.shutdown().await?;
+            // A TLS server answers plaintext with an alert or a close.
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+            Ok(())
+        }
+        Some(c) => {
+            let name = ServerName::try_from("localhost").expect("name");
+            let mut s = c.connect(name, tcp).await?;
+            s.write_all(&bytes).await?;
+            s.flush().await?;
+            // TLS 1.3 reports a refused client certificate after the
+            // handshake: the first read sees the alert.
+            s.shutdown().await?;
+            let mut rest = Vec::new();
+            match tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await {
+                // The server closes an ingest connection without
+                // close_notify once the device has: not a refusal.
+                Ok(Err(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => Err(e),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// A request over HTTPS with a token; status and JSON body.
+async fn https_json(
+    ca: &Ca,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    token: &str,
+) -> (u16, Value) {
+    let mut s = tls_connect(ca, addr).await.expect("TLS");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(body.as_bytes()).await.expect("write");
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply)).await;
+    let text = String::from_utf8_lossy(&reply);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+async fn unit(ca: &Ca, http: SocketAddr, id: &str) -> (u16, Value) {
+    https_json(ca, http, "GET", &format!("/v1/units/{id}"), None, READER).await
+}
+
+async fn counter(s: &bluelight_api::server::Running) -> (u64, u64) {
+    let c = &s.state.queue.counters;
+    (
+        c.devices_refused.load(std::sync::atomic::Ordering::Relaxed),
+        c.rejected(bluelight_ingest::validate::Reject::Forbidden),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_needs_a_certificate_from_the_client_ca_that_a_token_maps() {
+    let (server, clients, other) = (Ca::new("server"), Ca::new("devices"), Ca::new("elsewhere"));
+    let s = mutual_tls_server(&server, &clients, "mutual").await;
+    let ingest = s.devices.ingest;
+
+    // A device with a certificate a token maps: its fixes arrive.
+    let amb = clients.device("amb-7", &server);
+    send_device(
+        ingest,
+        Some(&amb),
+        &[frame(7, "AMB-7", Agency::Ambulance, Status::Available, 50.90)],
+    )
+    .await
+    .expect("a mapped device is served");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while unit(&server, s.http, "AMB-7").await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the certified device's fix never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Plaintext, no certificate, another CA's certificate, a certificate
+    // no token maps: each connection refused, nothing placed, counted.
+    let refused_before = counter(&s).await.0;
+    let tries: [(&str, Option<TlsConnector>); 4] = [
+        ("PLAIN-1", None),
+        ("NOCERT-1", Some(server.connector())),
+        ("OTHER-1", Some(other.device("amb-8", &server))),
+        ("STRANGER-1", Some(clients.device("stranger", &server))),
+    ];
+    for (i, (id, connector)) in tries.iter().enumerate() {
+        let _ = send_device(
+            ingest,
+            connector.as_ref(),
+            &[frame(
+                100 + i as u64,
+                id,
+                Agency::Ambulance,
+                Status::Emergency,
+                50.91,
+            )],
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (id, _) in &tries {
+        assert_eq!(unit(&server, s.http, id).await.0, 404, "{id} was placed");
+    }
+    assert!(
+        counter(&s).await.0 >= refused_before + 4,
+        "refusals not counted: {:?}",
+        counter(&s).await
+    );
+    s.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambulance_device_cannot_place_or_take_over_a_police_unit() {
+    let (server, clients) = (Ca::new("server"), Ca::new("devices"));
+    let s = mutual_tls_server(&server, &clients, "spoof").await;
+    let ingest = s.devices.ingest;
+    // The gateway (all agencies) places a police car.
+    let gw = clients.device("gw-1", &server);
+    send_device(
+        ingest,
+        Some(&gw),
+        &[frame(555, "P-1", Agency::Police, Status::Available, 50.92)],
+    )
+    .await
+    .expect("gateway");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while unit(&server, s.http, "P-1").await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway's police car never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The reproducer, from an ambulance crew's device: a police
+    // unit in emergency at a made-up place, a new police unit, and the
+    // police car's key renamed as an ambulance. None of it lands; an
+    // ambulance of its own, sent beside them, does.
+    let amb = clients.device("amb-3", &server);
+    send_device(
+        ingest,
+        Some(&amb),
+        &[
+            frame(555, "P-1", Agency::Police, Status::Emergency, 51.5),
+            frame(556, "P-2", Agency::Police, Status::Emergency, 51.5),
+            frame(555, "AMB-X", Agency::Ambulance, Status::Emergency, 51.5),
+            frame(3, "AMB-3", Agency::Ambulance, Status::Available, 50.93),
+        ],
+    )
+    .await
+    .expect("the ambulance device is served");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while unit(&server, s.http, "AMB-3").await.0 != 200 {
+        assert!(Instant::now() < deadline, "the ambulance's own fix never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, p1) = unit(&server, s.http, "P-1").await;
+    assert_eq!(p1["properties"]["status"], "available", "{p1}");
+    assert_eq!(p1["properties"]["agency"], "police", "{p1}");
+    assert!(
+        (p1["properties"]["lat"].as_f64().unwrap_or(0.0) - 50.92).abs() < 1e-9,
+        "{p1}"
+    );
+    assert_eq!(unit(&server, s.http, "P-2").await.0, 404);
+    assert_eq!(unit(&server, s.http, "AMB-X").await.0, 404);
+    assert!(
+        counter(&s).await.1 >= 3,
+        "forbidden not counted: {:?}",
+        counter(&s).await
+    );
+
+    // The same holds over HTTP for a token limited to ambulances.
+    let batch = json!({"fixes": [
+        {"id": "P-1", "lat": 51.5, "lon": -1.4, "time_ms": support::open::now_ms(), "agency": "police", "status": "emergency"},
+        {"id": "AMB-9", "lat": 50.94, "lon": -1.4, "time_ms": support::open::now_ms(), "agency": "ambulance"},
+    ]});
+    let (status, reply) = https_json(&server, s.http, "POST", "/v1/fixes", Some(&batch), AMB_INGEST).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    assert_eq!(
+        reply["errors"][0],
+        json!({"index": 0, "reason": "forbidden"}),
+        "{reply}"
+    );
+    let (_, p1) = unit(&server, s.http, "P-1").await;
+    assert_eq!(p1["properties"]["status"], "available", "{p1}");
+    s.shutdown(Duration::from_secs(5)).await;
 }

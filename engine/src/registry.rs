@@ -22,6 +22,11 @@ impl Engine {
         self.units.intern_key(key)
     }
 
+    /// The unit numeric `key` names, if any.
+    pub fn find_key(&self, key: u64) -> Option<UnitSlot> {
+        self.units.find_key(key)
+    }
+
     /// Registers numeric `key` as the unit with id `id`.
     pub fn register_key(&mut self, key: u64, id: &str) -> UnitSlot {
         self.units.register_key(key, id)

@@ -289,7 +289,7 @@ impl UnitTable {
         self.set_key(slot, key);
     }
 
-    fn find_key(&self, key: u64) -> Option<UnitSlot> {
+    pub(crate) fn find_key(&self, key: u64) -> Option<UnitSlot> {
         let h = self.hasher.hash_one(key);
         self.by_key.find(h, |&(k, _)| k == key).map(|&(_, s)| UnitSlot(s))
     }

@@ -61,6 +61,10 @@ pub struct IngestBatch {
     /// Measurements (speed, heading, accuracy) of accepted fixes that were
     /// out of range and are kept as unknown.
     pub measurements_cleared: u32,
+    /// The agencies whose units the sender may place (bit `1 << agency`),
+    /// from its token or certificate; `None`: any. The writer refuses the
+    /// rest (`forbidden`), judged against the units' agencies as they are.
+    pub agencies: Option<u8>,
 }
 
 impl IngestBatch {
@@ -74,6 +78,7 @@ impl IngestBatch {
         self.errors.clear();
         self.received = None;
         self.measurements_cleared = 0;
+        self.agencies = None;
     }
 
     /// Appends text, returning its range.

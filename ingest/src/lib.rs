@@ -26,6 +26,8 @@
 //! * [`tasks`] — queries and bulk copies the writer runs for others.
 //! * [`pipeline`] — queue, tasks and writer wired together in memory.
 //! * [`transport`] — UDP and TCP listeners.
+//! * [`tls`] — TLS and mutual TLS for the listeners; what a device
+//!   certificate may send.
 //! * [`fleet`] — the simulated fleet: units of every agency around real
 //!   British towns, moving at plausible speeds, changing status, reporting
 //!   every 1–10 s.
@@ -50,6 +52,7 @@ pub mod priority;
 pub mod queue;
 pub mod tak;
 pub mod tasks;
+pub mod tls;
 pub mod transport;
 pub mod validate;
 pub mod wire;

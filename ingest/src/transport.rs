@@ -13,18 +13,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 
 use crate::batch::IngestBatch;
 use crate::decode::decode_flatbuffers;
 use crate::nmea::{NmeaError, NmeaSession, Sentence};
 use crate::queue::IngestQueue;
+use crate::tls::{DeviceAuthority, DeviceGrant, Tls};
 use crate::validate::Reject;
 
-/// Limits of a listener.
-#[derive(Debug, Clone, PartialEq)]
+/// Limits of a listener, and the security of its connections.
+#[derive(Debug, Clone)]
 pub struct ListenerLimits {
     /// Most concurrent connections (TCP); more wait in the accept backlog.
     pub max_connections: usize,
@@ -36,6 +37,11 @@ pub struct ListenerLimits {
     /// when `None`. A device sends no token, so on an open network this is
     /// what stops anyone who can reach the port from placing units.
     pub udp_allow: Option<Arc<[ipnet::IpNet]>>,
+    /// With it, the TCP listeners speak TLS (mutual when it has a client CA).
+    pub tls: Option<Arc<Tls>>,
+    /// Who may connect to a TCP listener and send what (from the client
+    /// certificate); `None`: anyone, anything (no tokens are configured).
+    pub authority: Option<Arc<dyn DeviceAuthority>>,
 }
 
 impl Default for ListenerLimits {
@@ -45,8 +51,29 @@ impl Default for ListenerLimits {
             idle_timeout: Duration::from_secs(120),
             max_frame_bytes: 4 << 20,
             udp_allow: None,
+            tls: None,
+            authority: None,
         }
     }
+}
+
+/// A device connection's byte stream: plain TCP, or TLS over it.
+pub trait DeviceIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> DeviceIo for T {}
+
+/// A device connection, boxed so that one reader serves TCP and TLS alike
+/// (a virtual call a read, not a fix).
+pub type DeviceStream = Box<dyn DeviceIo>;
+
+/// A device connection as a connection handler gets it: its stream, where
+/// it comes from, and what it may send.
+pub struct DeviceConnection {
+    /// The bytes.
+    pub stream: DeviceStream,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// What it may do.
+    pub grant: DeviceGrant,
 }
 
 /// Serves UDP until the socket fails or the queue closes.
@@ -262,21 +289,18 @@ fn count_nmea(queue: &IngestQueue, line: Result<Sentence, NmeaError>) {
 
 /// Serves TCP framed `FixBatch`es until the listener fails.
 pub async fn serve_tcp(listener: TcpListener, queue: IngestQueue, limits: ListenerLimits) {
-    accept_loop(
-        listener,
-        queue,
-        limits,
-        "tcp",
-        |stream, queue, limits| async move { tcp_connection(stream, &queue, &limits).await },
-    )
+    accept_loop(listener, queue, limits, "tcp", |conn, queue, limits| async move {
+        tcp_connection(conn, &queue, &limits).await
+    })
     .await;
 }
 
 /// How long an accept loop waits after a failed accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts connections under the cap and runs `conn` on each; a connection
-/// that ends with `Err(reason)` is counted and logged, the others go on.
+/// Accepts connections under the cap and runs `conn` on each, after the
+/// TLS handshake when the listener has TLS; a connection that ends with
+/// `Err(reason)` is counted and logged, the others go on.
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     queue: IngestQueue,
@@ -284,10 +308,11 @@ async fn accept_loop<F, Fut>(
     label: &'static str,
     conn: F,
 ) where
-    F: Fn(TcpStream, IngestQueue, ListenerLimits) -> Fut,
+    F: Fn(DeviceConnection, IngestQueue, ListenerLimits) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let conn = Arc::new(conn);
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
@@ -303,19 +328,78 @@ async fn accept_loop<F, Fut>(
                 continue;
             }
         };
-        let counters = queue.counters.clone();
-        let task = conn(stream, queue.clone(), limits.clone());
+        let _ = stream.set_nodelay(true);
+        let (queue, limits, conn) = (queue.clone(), limits.clone(), conn.clone());
         tokio::spawn(async move {
-            if let Err(reason) = task.await {
-                counters
-                    .connections_closed_bad_frame
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(transport = label, %peer, %reason, "ingest connection closed for a bad frame");
+            let counters = queue.counters.clone();
+            // The handshake happens here, in the connection's own task, so
+            // a slow or silent client holds up no one else.
+            match secure(stream, peer, &limits).await {
+                Ok(device) => {
+                    if let Err(reason) = conn(device, queue, limits).await {
+                        counters
+                            .connections_closed_bad_frame
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(transport = label, %peer, %reason, "ingest connection closed for a bad frame");
+                    }
+                }
+                Err(reason) => {
+                    counters.devices_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(transport = label, %peer, %reason, "device connection refused");
+                }
             }
             drop(permit);
         });
     }
 }
+
+/// The TLS handshake (when the listener has TLS) and the grant of what the
+/// connection may send; `Err` says why it is refused.
+async fn secure(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    limits: &ListenerLimits,
+) -> Result<DeviceConnection, String> {
+    let Some(tls) = &limits.tls else {
+        let grant = match &limits.authority {
+            None => DeviceGrant::open(),
+            Some(a) => a
+                .anonymous()
+                .ok_or("a device connection without a client certificate")?,
+        };
+        return Ok(DeviceConnection {
+            stream: Box::new(stream),
+            peer,
+            grant,
+        });
+    };
+    let handshake = tls.device_acceptor().accept(stream);
+    let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+        Err(_) => return Err("the TLS handshake timed out".into()),
+        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+        Ok(Ok(s)) => s,
+    };
+    let certificate = tls_stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+    let grant = match (&limits.authority, certificate) {
+        (None, _) => DeviceGrant::open(),
+        (Some(a), Some(cert)) => {
+            let cn = crate::tls::common_name(cert);
+            a.grant(cn.as_deref())
+                .ok_or_else(|| format!("no token maps the client certificate {cn:?}"))?
+        }
+        (Some(a), None) => a
+            .anonymous()
+            .ok_or("a device connection without a client certificate")?,
+    };
+    Ok(DeviceConnection {
+        stream: Box::new(tls_stream),
+        peer,
+        grant,
+    })
+}
+
+/// Longest a device's TLS handshake may take.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads frames from one connection. `Ok` on a clean close or idle timeout;
 /// `Err(reason)` when the stream can no longer be followed (a length over
@@ -323,11 +407,13 @@ async fn accept_loop<F, Fut>(
 /// counted and skipped: its length prefix says where the next one starts,
 /// so the good frames behind it still arrive.
 async fn tcp_connection(
-    mut stream: TcpStream,
+    conn: DeviceConnection,
     queue: &IngestQueue,
     limits: &ListenerLimits,
 ) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
+    let DeviceConnection {
+        mut stream, grant, ..
+    } = conn;
     let mut frame = Vec::new();
     loop {
         let mut len = [0u8; 4];
@@ -351,6 +437,7 @@ async fn tcp_connection(
         }
         let mut batch = queue.batch();
         batch.received = Some(std::time::Instant::now());
+        batch.agencies = grant.agencies;
         if let Err(e) = decode_flatbuffers(&frame, &queue.validation, queue.now_ms(), &mut batch) {
             queue.counters.reject(Reject::BadFrame);
             tracing::debug!(error = %e, "skipped a TCP frame that does not decode");
@@ -380,9 +467,9 @@ pub async fn serve_cot_tcp(
     limits: ListenerLimits,
     outlet: Option<Arc<dyn CotOutlet>>,
 ) {
-    accept_loop(listener, queue, limits, "cot", move |stream, queue, limits| {
+    accept_loop(listener, queue, limits, "cot", move |conn, queue, limits| {
         let outlet = outlet.clone();
-        async move { cot_connection(stream, &queue, &limits, outlet.as_deref()).await }
+        async move { cot_connection(conn, &queue, &limits, outlet.as_deref()).await }
     })
     .await;
 }
@@ -392,29 +479,31 @@ pub async fn serve_cot_tcp(
 /// before the listener: the listener never calls up into it otherwise).
 pub trait CotOutlet: Send + Sync {
     /// A connection opened: `write` is its sending half, `peer` its
-    /// address; `tak_v1` turns true if the client's first byte says it
-    /// speaks TAK protocol version 1 (it starts false: XML). Returns, when
-    /// it takes the connection, what it notifies once it stops sending: the
-    /// reading side then waits on the client without an idle timeout (a
-    /// TAK client may only listen) and ends with the sending side.
+    /// address, `grant` what it may see; `tak_v1` turns true if the
+    /// client's first byte says it speaks TAK protocol version 1 (it
+    /// starts false: XML). Returns, when it takes the connection, what it
+    /// notifies once it stops sending: the reading side then waits on the
+    /// client without an idle timeout (a TAK client may only listen) and
+    /// ends with the sending side.
     fn attach(
         &self,
-        write: tokio::net::tcp::OwnedWriteHalf,
+        write: tokio::io::WriteHalf<DeviceStream>,
         peer: SocketAddr,
+        grant: &DeviceGrant,
         tak_v1: Arc<std::sync::atomic::AtomicBool>,
     ) -> Option<Arc<tokio::sync::Notify>>;
 }
 
 async fn cot_connection(
-    stream: TcpStream,
+    conn: DeviceConnection,
     queue: &IngestQueue,
     limits: &ListenerLimits,
     outlet: Option<&dyn CotOutlet>,
 ) -> Result<(), String> {
-    let peer = stream.peer_addr().map_err(|e| e.to_string())?;
-    let (mut stream, write) = stream.into_split();
+    let DeviceConnection { stream, peer, grant } = conn;
+    let (mut stream, write) = tokio::io::split(stream);
     let speaks_v1 = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sending = outlet.and_then(|o| o.attach(write, peer, speaks_v1.clone()));
+    let sending = outlet.and_then(|o| o.attach(write, peer, &grant, speaks_v1.clone()));
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut tak = None;
@@ -439,6 +528,7 @@ async fn cot_connection(
         });
         let mut batch = queue.batch();
         batch.received = Some(std::time::Instant::now());
+        batch.agencies = grant.agencies;
         let (v, now) = (&queue.validation, queue.now_ms());
         let mut index = 0u32;
         let used = if tak {
@@ -488,7 +578,7 @@ pub async fn serve_nmea_tcp(listener: TcpListener, queue: IngestQueue, limits: L
         queue,
         limits,
         "nmea",
-        |stream, queue, limits| async move { nmea_connection(stream, &queue, &limits).await },
+        |conn, queue, limits| async move { nmea_connection(conn, &queue, &limits).await },
     )
     .await;
 }
@@ -501,10 +591,13 @@ pub const NMEA_MAX_LINE: usize = 1024;
 pub const NMEA_PAIR_WAIT: Duration = Duration::from_millis(200);
 
 async fn nmea_connection(
-    mut stream: TcpStream,
+    conn: DeviceConnection,
     queue: &IngestQueue,
     limits: &ListenerLimits,
 ) -> Result<(), String> {
+    let DeviceConnection {
+        mut stream, grant, ..
+    } = conn;
     let mut session = NmeaSession::new();
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
@@ -520,6 +613,7 @@ async fn nmea_connection(
         let read = tokio::time::timeout(wait, stream.read(&mut chunk)).await;
         let mut batch = queue.batch();
         batch.received = Some(std::time::Instant::now());
+        batch.agencies = grant.agencies;
         let (v, now) = (&queue.validation, queue.now_ms());
         let n = match read {
             Ok(Ok(n)) if n > 0 => n,

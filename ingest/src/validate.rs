@@ -39,11 +39,14 @@ pub enum Reject {
     /// A well-formed report of a kind this server does not place (a LIP
     /// location arc, reserved codes).
     Unsupported,
+    /// A unit of an agency the sender may not place (its token's or its
+    /// certificate's agencies).
+    Forbidden,
 }
 
 impl Reject {
     /// Every reason, in counter order.
-    pub const ALL: [Reject; 15] = [
+    pub const ALL: [Reject; 16] = [
         Reject::NotFinite,
         Reject::OutOfRange,
         Reject::NullIsland,
@@ -59,6 +62,7 @@ impl Reject {
         Reject::BadChecksum,
         Reject::NoUnit,
         Reject::Unsupported,
+        Reject::Forbidden,
     ];
 
     /// The name used in replies and metrics.
@@ -79,6 +83,7 @@ impl Reject {
             Reject::BadChecksum => "bad_checksum",
             Reject::NoUnit => "no_unit",
             Reject::Unsupported => "unsupported",
+            Reject::Forbidden => "forbidden",
         }
     }
 }
@@ -187,6 +192,10 @@ pub struct IngestCounters {
     /// Failed accepts on device listeners (out of file descriptors, most
     /// often), each followed by a short pause.
     pub accept_errors: AtomicU64,
+    /// Device connections refused: a failed TLS handshake (no client
+    /// certificate, one from another CA, plaintext on a TLS listener) or a
+    /// certificate no token maps.
+    pub devices_refused: AtomicU64,
     /// Speeds, headings and accuracies out of range, kept as unknown
     /// (the fix itself is accepted).
     pub measurements_cleared: AtomicU64,

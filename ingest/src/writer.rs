@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bluelight_engine::{Applied, Engine, HistoryLog, Outputs, SharedEngine, UnitSlot};
+use bluelight_engine::{Agency, Applied, Engine, HistoryLog, Outputs, SharedEngine, UnitSlot};
 use parking_lot::MutexGuard;
 
 use crate::batch::{IngestBatch, UnitRef};
@@ -384,9 +384,24 @@ impl Applier {
     fn begin(&self, engine: &mut Engine, batch: &IngestBatch) -> ApplyReport {
         for m in &batch.metas {
             let slot = match (&m.unit, m.key) {
-                (UnitRef::Id(r), Some(key)) => engine.register_key(key, batch.str(r)),
+                (UnitRef::Id(r), Some(key)) if batch.agencies.is_none() => {
+                    engine.register_key(key, batch.str(r))
+                }
+                // A limited sender may not rename a key another agency's
+                // unit holds: it names the unit by its id alone.
+                (UnitRef::Id(r), Some(key)) => match engine.find_key(key) {
+                    Some(held) if !allowed(engine, held, None, batch.agencies) => {
+                        self.counters.reject(Reject::Forbidden);
+                        continue;
+                    }
+                    _ => engine.register_key(key, batch.str(r)),
+                },
                 (u, _) => resolve(engine, batch, u),
             };
+            if !allowed(engine, slot, m.agency, batch.agencies) {
+                self.counters.reject(Reject::Forbidden);
+                continue;
+            }
             let kind = m.kind.as_ref().map(|k| batch.str(k));
             let tags: Option<Vec<&str>> = m.tags.as_ref().map(|t| batch.tags(t).collect());
             if engine.set_meta(slot, m.agency, kind, tags.as_deref()).is_err() {
@@ -432,6 +447,11 @@ impl Applier {
         engine.warm_for_fixes(&self.slots);
         for ((n, (_, fix)), &slot) in range.zip(fixes).zip(self.slots.iter()) {
             let i = batch.index.get(n).copied().unwrap_or(n as u32);
+            if batch.agencies.is_some() && !allowed(engine, slot, None, batch.agencies) {
+                self.counters.reject(Reject::Forbidden);
+                report.errors.push((i, Reject::Forbidden));
+                continue;
+            }
             if let Err(r) = self
                 .validation
                 .check_implied_speed(engine.last_position(slot), fix)
@@ -453,6 +473,18 @@ impl Applier {
             .fetch_add(u64::from(report.accepted - accepted_before), Ordering::Relaxed);
         engine.flush(&mut self.out);
     }
+}
+
+/// Whether a sender limited to `mask` may place `slot` (giving it
+/// `agency`): the unit's agency must be one of the sender's, both as it
+/// is (once it has been seen: a new unit has no agency of its own yet) and
+/// as the update would make it.
+fn allowed(engine: &Engine, slot: UnitSlot, agency: Option<Agency>, mask: Option<u8>) -> bool {
+    let Some(mask) = mask else { return true };
+    let ok = |a: Agency| mask & (1 << a as u8) != 0;
+    let seen = engine.last_position(slot).is_some();
+    let now = engine.unit_agency(slot).unwrap_or(Agency::Other);
+    (!seen || ok(now)) && agency.is_none_or(ok) && (seen || agency.is_some() || ok(now))
 }
 
 fn resolve(engine: &mut Engine, batch: &IngestBatch, u: &UnitRef) -> UnitSlot {

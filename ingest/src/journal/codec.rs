@@ -15,6 +15,7 @@
 //! | remove rule | 5 | id |
 //! | tick | 6 | now_ms, part, parts |
 //! | fixes with details | 7 | as fixes, each meta adding a callsign, a `how` and a stale time |
+//! | fixes of limited agencies | 8 | the sender's agencies (a byte of bits), then as 7 |
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ const TICK: u8 = 6;
 /// Fixes whose metadata carries callsigns and stale times (CoT); entries
 /// written before it hold `FIXES`, still read.
 const FIXES_DETAILED: u8 = 7;
+/// Fixes from a sender limited to some agencies (`IngestBatch::agencies`):
+/// the writer's refusals depend on it, so replay needs it too.
+const FIXES_LIMITED: u8 = 8;
 
 /// Why an entry could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,7 +72,12 @@ pub fn encode<'a>(commands: impl IntoIterator<Item = &'a Command>, out: &mut Vec
     for c in commands {
         match c {
             Command::Fixes(b) => {
-                w.u8(FIXES_DETAILED);
+                if let Some(mask) = b.agencies {
+                    w.u8(FIXES_LIMITED);
+                    w.u8(mask);
+                } else {
+                    w.u8(FIXES_DETAILED);
+                }
                 w.fixes(b, true);
             }
             Command::PutFence { def, now_ms } => {
@@ -118,6 +127,13 @@ pub fn decode(bytes: &[u8], mut batch: impl FnMut() -> IngestBatch) -> Result<Ve
             record @ (FIXES | FIXES_DETAILED) => {
                 let mut b = batch();
                 r.fixes(&mut b, record == FIXES_DETAILED)?;
+                Command::Fixes(b)
+            }
+            FIXES_LIMITED => {
+                let mask = r.u8("agencies")?;
+                let mut b = batch();
+                r.fixes(&mut b, true)?;
+                b.agencies = Some(mask);
                 Command::Fixes(b)
             }
             PUT_FENCE => {
@@ -442,6 +458,7 @@ mod tests {
         match (a, b) {
             (Command::Fixes(x), Command::Fixes(y)) => {
                 x.text == y.text
+                    && x.agencies == y.agencies
                     && x.tag_ranges == y.tag_ranges
                     && x.metas == y.metas
                     && x.fixes.len() == y.fixes.len()
@@ -475,7 +492,10 @@ mod tests {
         )
         .expect("fence");
         let rule = RuleDef::parse("near", r#"{"type":"proximity","radius_m":40}"#).expect("rule");
+        let mut limited = batch_of(&[(Some("AMB-2"), 0, 3_000, 53.9, -1.6, 1)]);
+        limited.agencies = Some(1 << Agency::Ambulance as u8);
         vec![
+            Command::Fixes(limited),
             Command::Fixes(batch_of(&[
                 (Some("AMB-1"), 0, 1_000, 53.8, -1.5, 1),
                 (None, 42, 2_000, -33.9, 151.2, 5),
