@@ -138,6 +138,9 @@ impl RowCounter {
 /// The server cannot be reached, refuses the request (its `error` is
 /// passed on), or the output cannot be written.
 pub async fn run(req: &ExportRequest) -> anyhow::Result<ExportSummary> {
+    // HTTPS servers too (the system's roots): reqwest's rustls needs a
+    // provider chosen, ring as the server's.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()?;

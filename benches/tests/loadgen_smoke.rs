@@ -123,3 +123,52 @@ fn smoke_preset_writes_a_correct_report_with_the_redis_comparison() {
     assert!(!r["commit"].as_str().unwrap_or("").is_empty());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `--tls`: the same run with every client over HTTPS and WSS and the
+/// fixes over TLS on TCP, against a server loadgen starts with a
+/// certificate of its own making; every check holds.
+#[test]
+fn smoke_preset_passes_over_tls() {
+    let out = std::env::temp_dir().join(format!("bluelight-loadgen-tls-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--preset", "smoke", "--tls", "--quiet", "--out"])
+        .arg(&out)
+        .spawn()
+        .expect("loadgen runs");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("loadgen --tls did not finish within 240 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let json = std::fs::read_to_string(out.join("loadgen-smoke.json")).expect("the JSON report");
+    let r: Value = serde_json::from_str(&json).expect("the report is JSON");
+    assert!(status.success(), "loadgen --tls failed: {}", r["failures"]);
+    assert_eq!(r["params"]["tls"], true);
+    let b = &r["bluelight"];
+    assert_eq!(b["fixes"]["lost"], 0.0);
+    let owed = b["alerts"]["owed"].as_u64().expect("owed");
+    assert!(owed > 0);
+    assert_eq!(
+        b["alerts"]["received"].as_u64(),
+        Some(owed * 3),
+        "{}",
+        b["alerts"]
+    );
+    assert!(
+        b["nearest"]["checked"].as_u64().is_some_and(|n| n > 10),
+        "{}",
+        b["nearest"]
+    );
+    assert_eq!(b["nearest"]["wrong"], 0);
+    assert!(b["positions"]["units"].as_u64().is_some_and(|n| n > 0));
+    // Clients that speak only TLS got every answer above, so the server
+    // spoke it, with the certificate loadgen made.
+    assert!(out.join("loadgen-server.crt").is_file());
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -61,7 +61,14 @@ fn ring(positions: &[Position]) -> Result<LineString, DefinitionError> {
     // RFC 7946 §3.1.6: a ring's last position repeats its first. An open
     // ring is refused rather than closed silently: its owner may have cut
     // it short.
-    if positions.len() >= 2 && positions.first() != positions.last() {
+    // Counted as sent (geo would close a short ring and count one more).
+    if positions.len() < 4 {
+        return Err(DefinitionError::BadPolygon(format!(
+            "a ring needs at least 4 positions (3 corners and the first again), got {}",
+            positions.len()
+        )));
+    }
+    if positions.first() != positions.last() {
         return Err(DefinitionError::BadPolygon(format!(
             "a ring of {} positions is not closed: its last position must repeat its first",
             positions.len()
@@ -530,6 +537,16 @@ mod rule_tests {
         assert_eq!(r.to, FilterDef::default());
         let v: JsonValue = serde_json::from_str(&r.source).expect("json");
         assert_eq!(v["id"], "r1");
+    }
+
+    #[test]
+    fn a_short_ring_is_counted_as_sent() {
+        let text = r#"{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[1,1]]]}}"#;
+        let err = FenceDef::parse("f", text).expect_err("refused").to_string();
+        assert!(
+            err.contains("at least 4 positions") && err.contains("got 2"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::world::{AlertKey, Fences, Shared, Truth};
 use bluelight_ingest::places::Place;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<bluelight_ingest::transport::DeviceStream>;
 
 /// A histogram of microseconds (1 µs to 1 h, 3 significant digits).
 pub fn histogram() -> Histogram<u64> {
@@ -27,27 +27,29 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 async fn connect(http: SocketAddr, token: Option<&str>) -> anyhow::Result<Ws> {
+    let scheme = super::tls::ws_scheme();
     let url = match token {
-        Some(t) => format!("ws://{http}/v1/ws?token={t}"),
-        None => format!("ws://{http}/v1/ws"),
+        Some(t) => format!("{scheme}://{http}/v1/ws?token={t}"),
+        None => format!("{scheme}://{http}/v1/ws"),
     };
-    // Nagle off: a query is one small frame, and waiting to coalesce it
-    // would add tens of milliseconds.
-    let (ws, _) = tokio::time::timeout(
-        Duration::from_secs(10),
+    let connecting = async {
+        // Nagle off (in `tls::connect`): a query is one small frame, and
+        // waiting to coalesce it would add tens of milliseconds.
+        let stream = super::tls::connect(http).await?;
         // 16 KiB reads: tungstenite zero-fills its whole read buffer before
         // each read, and loadgen shares the machine with the server.
-        tokio_tungstenite::connect_async_with_config(
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
             url,
+            stream,
             Some(
                 tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
                     .read_buffer_size(16 << 10),
             ),
-            true,
-        ),
-    )
-    .await??;
-    Ok(ws)
+        )
+        .await?;
+        anyhow::Ok(ws)
+    };
+    tokio::time::timeout(Duration::from_secs(10), connecting).await?
 }
 
 async fn subscribe(ws: &mut Ws, msg: Value) -> anyhow::Result<()> {

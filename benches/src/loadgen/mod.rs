@@ -26,6 +26,7 @@ pub mod plan;
 pub mod redis_geo;
 pub mod report;
 pub mod server;
+pub mod tls;
 pub mod world;
 
 use std::collections::HashMap;
@@ -128,6 +129,15 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
                 flags.extend(["--redis".into(), r.url()]);
             }
             flags.extend(opts.server_flags.iter().cloned());
+            if plan.tls {
+                let t = tls::install(&opts.out)?;
+                flags.extend([
+                    "--tls-cert".into(),
+                    t.cert.display().to_string(),
+                    "--tls-key".into(),
+                    t.key.display().to_string(),
+                ]);
+            }
             let device = plan.source.listener();
             if let Some((flag, _)) = device {
                 flags.extend([flag.into(), "127.0.0.1:0".into()]);
@@ -200,7 +210,11 @@ async fn put_fences(
     let mut tasks = Vec::new();
     for i in 0..fences.list.len() {
         let mut req = client
-            .put(format!("http://{http}/v1/fences/{}", fences.list[i].id))
+            .put(format!(
+                "{}://{http}/v1/fences/{}",
+                tls::http_scheme(),
+                fences.list[i].id
+            ))
             .header("content-type", "application/geo+json")
             .body(fences.feature(i).to_string());
         if let Some(t) = token {
@@ -226,9 +240,7 @@ async fn run_bluelight(
     towns: &Arc<Vec<bluelight_ingest::places::Place>>,
     bulk: &tokio::runtime::Handle,
 ) -> anyhow::Result<Outcome> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let client = tls::http_client()?;
     let token = opts.token.clone();
     let fences = Arc::new(Fences::generate(plan.fences, towns, plan.seed));
     put_fences(&client, srv.http, token.as_deref(), &fences).await?;
@@ -283,7 +295,7 @@ async fn run_bluelight(
         Transport::Tcp => {
             let s = std::net::TcpStream::connect(srv.ingest)?;
             s.set_nodelay(true)?;
-            Sink::Tcp(s)
+            Sink::Tcp(tls::blocking(s)?)
         }
         Transport::Udp => {
             let s = std::net::UdpSocket::bind("127.0.0.1:0")?;

@@ -137,6 +137,12 @@ pub struct Options {
     /// set beside the same run in memory.
     #[arg(long, conflicts_with = "server")]
     pub redis: bool,
+    /// HTTPS and WSS: loadgen makes a CA and a server certificate, starts
+    /// the server with `--tls-cert`/`--tls-key`, and its clients speak TLS
+    /// (trusting that CA alone), fixes over TCP included (UDP stays
+    /// plaintext).
+    #[arg(long, conflicts_with = "server")]
+    pub tls: bool,
     /// A token with every scope, for a server that has tokens.
     #[arg(long, env = "BLUELIGHT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -194,6 +200,8 @@ pub struct Plan {
     pub redis: Option<String>,
     /// The server journals to Redis (`--redis`).
     pub journal: bool,
+    /// HTTPS and WSS to the server (`--tls`).
+    pub tls: bool,
 }
 
 impl Plan {
@@ -225,6 +233,11 @@ impl Options {
             Some(t) if t.len() == 2 && t[0] == "redis-geo" => Some(t[1].clone()),
             Some(t) => anyhow::bail!("--target {t:?}: the one target is `redis-geo URL`"),
         };
+        if self.tls && self.source != Source::Flatbuffers {
+            anyhow::bail!(
+                "--tls sends FlatBuffers fixes (over TCP with TLS, or UDP): loadgen's NMEA and TAK senders do not speak TLS yet"
+            );
+        }
         Ok(Plan {
             preset: name,
             units: self.units.unwrap_or(d.0).max(1),
@@ -242,6 +255,7 @@ impl Options {
             seed: self.seed,
             redis,
             journal: self.redis,
+            tls: self.tls,
         })
     }
 }

@@ -337,7 +337,8 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
                 // The device protocol and its listener, e.g. "nmea-tcp".
                 Some((flag, _)) => flag.trim_start_matches("--").replace("cot-tcp", "tak-tcp"),
                 None => format!("{:?}", p.transport).to_lowercase(),
-            },
+            } + if p.tls { ", clients over HTTPS and WSS (--tls)" } else { "" },
+            "tls": p.tls,
             "seed": p.seed, "registered": o.registered,
         },
         "loadgen_realtime_threads": bluelight_ingest::priority::realtime_threads(),

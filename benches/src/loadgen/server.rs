@@ -163,7 +163,7 @@ pub async fn metrics(
     http: SocketAddr,
     token: Option<&str>,
 ) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
-    let mut req = client.get(format!("http://{http}/metrics"));
+    let mut req = client.get(format!("{}://{http}/metrics", super::tls::http_scheme()));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }

@@ -186,8 +186,8 @@ impl Shared {
 
 /// Where the sender writes.
 pub enum Sink {
-    /// bluelight over TCP.
-    Tcp(TcpStream),
+    /// bluelight over TCP (TLS over it with `--tls`).
+    Tcp(Box<dyn Write + Send>),
     /// bluelight over UDP.
     Udp(UdpSocket, SocketAddr),
     /// Redis GEOADD, pipelined per batch.
@@ -223,7 +223,9 @@ pub fn fleet(units: usize, interval_ms: u32, seed: u64, towns: &[Place], start_m
 /// The connection failed.
 pub fn register(fleet: &Fleet, sink: &mut Sink) -> std::io::Result<()> {
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    for chunk in fleet.units().chunks(FRAME_FIXES) {
+    // A UnitInfo carries strings: 250 of them stay well inside a UDP
+    // datagram (1,000 did not: "message too long").
+    for chunk in fleet.units().chunks(FRAME_FIXES / 4) {
         let infos: Vec<UnitInfoSpec<'_>> = chunk
             .iter()
             .map(|u| UnitInfoSpec {
