@@ -304,7 +304,8 @@ impl IntoResponse for Denied {
 }
 
 /// With tokens configured, a device connection acts with the token its
-/// certificate's common name maps to: it sends only with `ingest`, places
+/// certificate's common name maps to (one with neither `ingest` nor `read`
+/// is refused): it sends only with `ingest`, places
 /// only units of the token's agencies, and receives the live picture (CoT
 /// out) only with `read` and no agency limit (the picture is encoded once
 /// for every client, not per agency). A certificate no token maps is
@@ -314,9 +315,11 @@ impl IntoResponse for Denied {
 impl bluelight_ingest::tls::DeviceAuthority for Tokens {
     fn grant(&self, common_name: Option<&str>) -> Option<DeviceGrant> {
         let e = self.by_certificate(common_name?)?;
-        e.caller.has(Scope::Ingest).then(|| DeviceGrant {
-            agencies: e.caller.agencies,
-            picture: e.caller.has(Scope::Read) && e.caller.agencies.is_none(),
+        let (ingest, read) = (e.caller.has(Scope::Ingest), e.caller.has(Scope::Read));
+        (ingest || read).then(|| DeviceGrant {
+            // A device that only listens (`read`) places nothing.
+            agencies: if ingest { e.caller.agencies } else { Some(0) },
+            picture: read && e.caller.agencies.is_none(),
             name: e.name.clone(),
             certified: true,
         })
@@ -324,5 +327,49 @@ impl bluelight_ingest::tls::DeviceAuthority for Tokens {
 
     fn anonymous(&self) -> Option<DeviceGrant> {
         Some(DeviceGrant::open())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluelight_ingest::tls::DeviceAuthority;
+
+    fn tokens() -> Tokens {
+        let t = |name: &str, scopes: &[&str], agencies: Option<&[&str]>, certs: &[&str]| TokenConfig {
+            name: Some(name.into()),
+            token: format!("{name}-secret-0123456789"),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            agencies: agencies.map(|a| a.iter().map(|s| s.to_string()).collect()),
+            certs: certs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        Tokens::new(&[
+            t("crews", &["ingest"], Some(&["ambulance"]), &["amb-*"]),
+            t("listener", &["read"], None, &["atak-1"]),
+            t("gateway", &["ingest", "read"], None, &["gw-1"]),
+            t("auditor", &["export"], None, &["audit-1"]),
+        ])
+    }
+
+    #[test]
+    fn a_certificate_acts_with_the_token_that_names_it() {
+        let t = tokens();
+        let amb = t.grant(Some("amb-12")).expect("prefix match");
+        assert_eq!(amb.agencies, Some(1 << Agency::Ambulance as u8));
+        assert!(!amb.picture, "an agency-limited device gets no shared picture");
+        let gw = t.grant(Some("gw-1")).expect("exact match");
+        assert_eq!((gw.agencies, gw.picture), (None, true));
+        assert!(t.grant(Some("gw-10")).is_none(), "exact names match exactly");
+    }
+
+    #[test]
+    fn a_listening_device_places_nothing_and_one_without_ingest_or_read_is_refused() {
+        let t = tokens();
+        let atak = t.grant(Some("atak-1")).expect("read alone is enough to listen");
+        assert_eq!((atak.agencies, atak.picture), (Some(0), true));
+        assert!(t.grant(Some("audit-1")).is_none());
+        assert!(t.grant(Some("stranger")).is_none());
+        assert!(t.grant(None).is_none(), "a certificate without a common name");
     }
 }

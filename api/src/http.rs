@@ -727,6 +727,7 @@ async fn post_fixes(State(s): Shared, headers: HeaderMap, body: Bytes) -> Respon
         s.queue.counters.reject(Reject::BadFrame);
         return bad(e);
     }
+    let mut details = std::mem::take(&mut batch.error_details);
     match s.queue.send_and_report(batch).await {
         Ok(r) if r.unjournaled => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -744,6 +745,10 @@ async fn post_fixes(State(s): Shared, headers: HeaderMap, body: Bytes) -> Respon
                 .map(|(i, why)| FixError {
                     index: *i,
                     reason: why.as_str(),
+                    detail: details
+                        .iter_mut()
+                        .find(|(at, _)| at == i)
+                        .map(|(_, d)| std::mem::take(d)),
                 })
                 .collect(),
         })

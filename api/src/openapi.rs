@@ -351,6 +351,9 @@ pub struct FixError {
     pub index: u32,
     /// The reason, as counted in `/metrics`.
     pub reason: &'static str,
+    /// What is wrong, naming the field (a `bad_field` of a JSON fix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// `leader` or `follower`.

@@ -103,13 +103,22 @@ async fn post_fixes_reports_each_refused_fix_and_applies_the_rest() {
     let body = json!({"fixes":[
         {"id":"AMB-104","lat":50.9097,"lon":-1.4044,"time_ms":t,"agency":"ambulance","status":"available","kind":"rrv","tags":["paramedic"],"speed_mps":12.5},
         {"id":"BAD","lat":"north","lon":-1.4,"time_ms":t},
-        {"id":"FAR","lat":0.0,"lon":0.0,"time_ms":t}
+        {"id":"FAR","lat":0.0,"lon":0.0,"time_ms":t},
+        {"id":"NOLON","lat":50.9,"time_ms":t},
+        {"id":"FLY","lat":50.9,"lon":-1.4,"time_ms":t,"status":"flying"}
     ]});
     let (st, v) = send_json(s.http, "POST", "/v1/fixes", &body).await;
     assert_eq!(st, 200, "{v}");
+    // Each refusal names its reason and, for a bad field, the field and
+    // the problem in words.
     assert_eq!(
         v,
-        json!({"accepted":1,"rejected":2,"errors":[{"index":1,"reason":"bad_field"},{"index":2,"reason":"null_island"}]})
+        json!({"accepted":1,"rejected":4,"errors":[
+            {"index":1,"reason":"bad_field","detail":"lat: invalid type: string \"north\", expected f64"},
+            {"index":2,"reason":"null_island"},
+            {"index":3,"reason":"bad_field","detail":"missing field `lon`"},
+            {"index":4,"reason":"bad_field","detail":"status: unknown status \"flying\""}
+        ]})
     );
     let (st, unit) = get_json(s.http, "/v1/units/AMB-104").await;
     assert_eq!(st, 200);

@@ -430,6 +430,15 @@ async fn unit(ca: &Ca, http: SocketAddr, id: &str) -> (u16, Value) {
     https_json(ca, http, "GET", &format!("/v1/units/{id}"), None, READER).await
 }
 
+/// Waits (10 s at most) for a unit to be placed.
+async fn until_placed(ca: &Ca, http: SocketAddr, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while unit(ca, http, id).await.0 != 200 {
+        assert!(Instant::now() < deadline, "{id} never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn counter(s: &bluelight_api::server::Running) -> (u64, u64) {
     let c = &s.state.queue.counters;
     (
@@ -453,14 +462,7 @@ async fn a_device_needs_a_certificate_from_the_client_ca_that_a_token_maps() {
     )
     .await
     .expect("a mapped device is served");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while unit(&server, s.http, "AMB-7").await.0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the certified device's fix never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_placed(&server, s.http, "AMB-7").await;
 
     // Plaintext, no certificate, another CA's certificate, a certificate
     // no token maps: each connection refused, nothing placed, counted.
@@ -511,14 +513,7 @@ async fn an_ambulance_device_cannot_place_or_take_over_a_police_unit() {
     )
     .await
     .expect("gateway");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while unit(&server, s.http, "P-1").await.0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway's police car never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_placed(&server, s.http, "P-1").await;
     // The reproducer, from an ambulance crew's device: a police
     // unit in emergency at a made-up place, a new police unit, and the
     // police car's key renamed as an ambulance. None of it lands; an
@@ -536,11 +531,7 @@ async fn an_ambulance_device_cannot_place_or_take_over_a_police_unit() {
     )
     .await
     .expect("the ambulance device is served");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while unit(&server, s.http, "AMB-3").await.0 != 200 {
-        assert!(Instant::now() < deadline, "the ambulance's own fix never arrived");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_placed(&server, s.http, "AMB-3").await;
     let (_, p1) = unit(&server, s.http, "P-1").await;
     assert_eq!(p1["properties"]["status"], "available", "{p1}");
     assert_eq!(p1["properties"]["agency"], "police", "{p1}");

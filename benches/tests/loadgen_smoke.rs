@@ -46,32 +46,34 @@ impl Drop for Redis {
     }
 }
 
+/// Runs loadgen quietly with `args`, its reports into `out`; bounded: a
+/// smoke run is 8 s of load plus setup, drain and any Redis pass.
+fn run_loadgen(args: &[&str], out: &std::path::Path) -> std::process::ExitStatus {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .args(["--quiet", "--out"])
+        .arg(out)
+        .spawn()
+        .expect("loadgen runs");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("loadgen {args:?} did not finish within 240 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn smoke_preset_writes_a_correct_report_with_the_redis_comparison() {
     let redis = Redis::start();
     let out = std::env::temp_dir().join(format!("bluelight-loadgen-smoke-{}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--preset", "smoke", "--quiet", "--out"])
-        .arg(&out)
-        .args([
-            "--target",
-            "redis-geo",
-            &format!("redis://127.0.0.1:{}", redis.port),
-        ])
-        .spawn()
-        .expect("loadgen runs");
-    // Bounded: the run is 8 s of load plus setup, drain and the Redis pass.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("loadgen did not finish within 240 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let target = format!("redis://127.0.0.1:{}", redis.port);
+    let status = run_loadgen(&["--preset", "smoke", "--target", "redis-geo", &target], &out);
     let json = std::fs::read_to_string(out.join("loadgen-smoke.json")).expect("the JSON report");
     let md = std::fs::read_to_string(out.join("loadgen-smoke.md")).expect("the Markdown report");
     let r: Value = serde_json::from_str(&json).expect("the report is JSON");
@@ -130,22 +132,7 @@ fn smoke_preset_writes_a_correct_report_with_the_redis_comparison() {
 #[test]
 fn smoke_preset_passes_over_tls() {
     let out = std::env::temp_dir().join(format!("bluelight-loadgen-tls-{}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--preset", "smoke", "--tls", "--quiet", "--out"])
-        .arg(&out)
-        .spawn()
-        .expect("loadgen runs");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("loadgen --tls did not finish within 240 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = run_loadgen(&["--preset", "smoke", "--tls"], &out);
     let json = std::fs::read_to_string(out.join("loadgen-smoke.json")).expect("the JSON report");
     let r: Value = serde_json::from_str(&json).expect("the report is JSON");
     assert!(status.success(), "loadgen --tls failed: {}", r["failures"]);

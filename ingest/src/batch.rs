@@ -61,6 +61,10 @@ pub struct IngestBatch {
     /// Measurements (speed, heading, accuracy) of accepted fixes that were
     /// out of range and are kept as unknown.
     pub measurements_cleared: u32,
+    /// What was wrong with a refused fix, in words naming the field, by
+    /// its index in the input (JSON fixes, for HTTP replies). Filled only
+    /// on refusals.
+    pub error_details: Vec<(u32, String)>,
     /// The agencies whose units the sender may place (bit `1 << agency`),
     /// from its token or certificate; `None`: any. The writer refuses the
     /// rest (`forbidden`), judged against the units' agencies as they are.
@@ -79,6 +83,7 @@ impl IngestBatch {
         self.received = None;
         self.measurements_cleared = 0;
         self.agencies = None;
+        self.error_details.clear();
     }
 
     /// Appends text, returning its range.

@@ -155,29 +155,34 @@ pub fn decode_json(
         column: e.column(),
         message: e.to_string(),
     })?;
+    // A refused fix: counted by reason, and said in words for the reply.
+    fn bad_field(out: &mut IngestBatch, i: usize, detail: String) {
+        out.errors.push((i as u32, Reject::BadField));
+        out.error_details.push((i as u32, detail));
+    }
     for (i, raw) in batch.fixes.iter().enumerate() {
         let Ok(f) = serde_json::from_str::<JsonFix<'_>>(raw.get()) else {
-            out.errors.push((i as u32, Reject::BadField));
+            bad_field(out, i, json_fix_problem(raw.get()));
             continue;
         };
         let status = match f.status.as_deref().map(Status::parse) {
             None => Status::Unknown,
             Some(Ok(s)) => s,
-            Some(Err(_)) => {
-                out.errors.push((i as u32, Reject::BadField));
+            Some(Err(e)) => {
+                bad_field(out, i, format!("status: {e}"));
                 continue;
             }
         };
         let agency = match f.agency.as_deref().map(Agency::parse) {
             None => None,
             Some(Ok(a)) => Some(a),
-            Some(Err(_)) => {
-                out.errors.push((i as u32, Reject::BadField));
+            Some(Err(e)) => {
+                bad_field(out, i, format!("agency: {e}"));
                 continue;
             }
         };
         if f.id.is_empty() {
-            out.errors.push((i as u32, Reject::BadField));
+            bad_field(out, i, "id: must not be empty".into());
             continue;
         }
         let mut fix = Fix {
@@ -220,6 +225,24 @@ pub fn decode_json(
         out.index.push(i as u32);
     }
     Ok(())
+}
+
+/// Why a JSON fix does not parse, naming the field: parsed again, on
+/// this refusal path only, with the path of what failed kept.
+fn json_fix_problem(raw: &str) -> String {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    match serde_path_to_error::deserialize::<_, JsonFix<'_>>(&mut de) {
+        Ok(_) => "a fix must be an object of unit fields".into(),
+        Err(e) => {
+            let text = e.inner().to_string();
+            // serde_json's position is within this one fix: not useful.
+            let text = text.rsplit_once(" at line ").map_or(text.as_str(), |(t, _)| t);
+            match e.path().to_string().as_str() {
+                "." | "" => text.to_owned(),
+                path => format!("{path}: {text}"),
+            }
+        }
+    }
 }
 
 /// A unit's metadata for [`encode_flatbuffers`].
