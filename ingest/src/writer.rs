@@ -476,15 +476,17 @@ impl Applier {
 }
 
 /// Whether a sender limited to `mask` may place `slot` (giving it
-/// `agency`): the unit's agency must be one of the sender's, both as it
-/// is (once it has been seen: a new unit has no agency of its own yet) and
-/// as the update would make it.
+/// `agency`): the unit's agency must be one of the sender's as the update
+/// would make it, and as it is once the unit has been seen (a limited
+/// sender cannot take over another agency's unit by renaming it).
 fn allowed(engine: &Engine, slot: UnitSlot, agency: Option<Agency>, mask: Option<u8>) -> bool {
     let Some(mask) = mask else { return true };
     let ok = |a: Agency| mask & (1 << a as u8) != 0;
-    let seen = engine.last_position(slot).is_some();
     let now = engine.unit_agency(slot).unwrap_or(Agency::Other);
-    (!seen || ok(now)) && agency.is_none_or(ok) && (seen || agency.is_some() || ok(now))
+    match agency {
+        Some(a) => ok(a) && (engine.last_position(slot).is_none() || ok(now)),
+        None => ok(now),
+    }
 }
 
 fn resolve(engine: &mut Engine, batch: &IngestBatch, u: &UnitRef) -> UnitSlot {
