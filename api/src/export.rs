@@ -39,11 +39,7 @@ enum Format {
 }
 
 fn bad(message: impl Into<String>) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({"error": message.into()})),
-    )
-        .into_response()
+    crate::http::error(StatusCode::BAD_REQUEST, message)
 }
 
 /// The parsed query.

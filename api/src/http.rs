@@ -301,9 +301,8 @@ async fn get_fence(State(s): Shared, Path(id): Path<String>, headers: HeaderMap)
 
 /// 404 naming what was not found.
 fn not_found(what: &str, id: &str) -> Response {
-    let mut quoted = String::new();
-    crate::json::push_json_str(&mut quoted, id);
-    error(StatusCode::NOT_FOUND, format!("no {what} has the id {quoted}"))
+    let id = crate::json::quoted(id);
+    error(StatusCode::NOT_FOUND, format!("no {what} has the id {id}"))
 }
 
 /// Every fence.
@@ -513,11 +512,7 @@ fn number(key: &str, v: Option<&str>) -> Result<Option<f64>, String> {
             .parse::<f64>()
             .ok()
             .filter(|x| x.is_finite())
-            .ok_or_else(|| {
-                let mut quoted = String::new();
-                crate::json::push_json_str(&mut quoted, v);
-                format!("{key} must be a number, got {quoted}")
-            })
+            .ok_or_else(|| format!("{key} must be a number, got {}", crate::json::quoted(v)))
     })
     .transpose()
 }
@@ -717,10 +712,9 @@ async fn post_fixes(State(s): Shared, headers: HeaderMap, body: Bytes) -> Respon
     } else if ct.starts_with("application/x-flatbuffers") {
         decode_flatbuffers(&body, &s.queue.validation, s.now_ms(), &mut batch).map_err(|e| e.to_string())
     } else {
-        let mut quoted = String::new();
-        crate::json::push_json_str(&mut quoted, ct);
         return bad(format!(
-            "content type {quoted}: use application/json or application/x-flatbuffers"
+            "content type {}: use application/json or application/x-flatbuffers",
+            crate::json::quoted(ct)
         ));
     };
     if let Err(e) = decoded {

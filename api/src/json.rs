@@ -47,6 +47,13 @@ fn short(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(f64::from(x))
 }
 
+/// `s` as a JSON string, for quoting what a client sent in an error text.
+pub fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    push_json_str(&mut out, s);
+    out
+}
+
 /// Appends `s` as a JSON string.
 pub fn push_json_str(out: &mut String, s: &str) {
     use std::fmt::Write as _;

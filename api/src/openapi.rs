@@ -416,7 +416,7 @@ pub struct MapConfig {
     pub tile_attribution: String,
 }
 
-/// A path's unit id.
+/// The id in a path: a unit's, a fence's or a rule's.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct IdPath {

@@ -360,42 +360,37 @@ async fn secure(
     peer: SocketAddr,
     limits: &ListenerLimits,
 ) -> Result<DeviceConnection, String> {
-    let Some(tls) = &limits.tls else {
-        let grant = match &limits.authority {
-            None => DeviceGrant::open(),
-            Some(a) => a
-                .anonymous()
-                .ok_or("a device connection without a client certificate")?,
-        };
-        return Ok(DeviceConnection {
-            stream: Box::new(stream),
-            peer,
-            grant,
-        });
+    // The stream, and the common name of the client certificate it
+    // presented, if it presented one (`Some(None)`: a certificate without).
+    let (stream, certificate): (DeviceStream, Option<Option<String>>) = match &limits.tls {
+        None => (Box::new(stream), None),
+        Some(tls) => {
+            let handshake = tls.device_acceptor().accept(stream);
+            let s = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                Err(_) => return Err("the TLS handshake timed out".into()),
+                Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+                Ok(Ok(s)) => s,
+            };
+            let cn = s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(crate::tls::common_name);
+            (Box::new(s), cn)
+        }
     };
-    let handshake = tls.device_acceptor().accept(stream);
-    let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-        Err(_) => return Err("the TLS handshake timed out".into()),
-        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
-        Ok(Ok(s)) => s,
-    };
-    let certificate = tls_stream.get_ref().1.peer_certificates().and_then(|c| c.first());
     let grant = match (&limits.authority, certificate) {
         (None, _) => DeviceGrant::open(),
-        (Some(a), Some(cert)) => {
-            let cn = crate::tls::common_name(cert);
-            a.grant(cn.as_deref())
-                .ok_or_else(|| format!("no token maps the client certificate {cn:?}"))?
-        }
+        (Some(a), Some(cn)) => a.grant(cn.as_deref()).ok_or_else(|| match cn {
+            Some(name) => format!("no token maps the client certificate named {name}"),
+            None => "a client certificate without a common name".to_owned(),
+        })?,
         (Some(a), None) => a
             .anonymous()
             .ok_or("a device connection without a client certificate")?,
     };
-    Ok(DeviceConnection {
-        stream: Box::new(tls_stream),
-        peer,
-        grant,
-    })
+    Ok(DeviceConnection { stream, peer, grant })
 }
 
 /// Longest a device's TLS handshake may take.

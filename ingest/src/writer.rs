@@ -384,18 +384,18 @@ impl Applier {
     fn begin(&self, engine: &mut Engine, batch: &IngestBatch) -> ApplyReport {
         for m in &batch.metas {
             let slot = match (&m.unit, m.key) {
-                (UnitRef::Id(r), Some(key)) if batch.agencies.is_none() => {
-                    engine.register_key(key, batch.str(r))
-                }
-                // A limited sender may not rename a key another agency's
-                // unit holds: it names the unit by its id alone.
-                (UnitRef::Id(r), Some(key)) => match engine.find_key(key) {
-                    Some(held) if !allowed(engine, held, None, batch.agencies) => {
+                (UnitRef::Id(r), Some(key)) => {
+                    // A limited sender may not rename a key another
+                    // agency's unit holds (that unit's fixes would follow).
+                    if batch.agencies.is_some()
+                        && let Some(held) = engine.find_key(key)
+                        && !allowed(engine, held, None, batch.agencies)
+                    {
                         self.counters.reject(Reject::Forbidden);
                         continue;
                     }
-                    _ => engine.register_key(key, batch.str(r)),
-                },
+                    engine.register_key(key, batch.str(r))
+                }
                 (u, _) => resolve(engine, batch, u),
             };
             if !allowed(engine, slot, m.agency, batch.agencies) {
@@ -447,7 +447,7 @@ impl Applier {
         engine.warm_for_fixes(&self.slots);
         for ((n, (_, fix)), &slot) in range.zip(fixes).zip(self.slots.iter()) {
             let i = batch.index.get(n).copied().unwrap_or(n as u32);
-            if batch.agencies.is_some() && !allowed(engine, slot, None, batch.agencies) {
+            if !allowed(engine, slot, None, batch.agencies) {
                 self.counters.reject(Reject::Forbidden);
                 report.errors.push((i, Reject::Forbidden));
                 continue;
