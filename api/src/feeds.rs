@@ -14,19 +14,43 @@ use std::time::Duration;
 use bluelight_engine::{Engine, Neighbor, UnitSlot};
 use tokio::time::Instant;
 
-use crate::json::{UnitRows, write_nearest};
-use crate::session::{Outgoing, Session, Subscription};
+use crate::json::write_nearest;
+use crate::rows::UnitRows;
+use crate::session::{Encoding, Outgoing, Session, Subscription};
 use crate::state::AppState;
+use axum::extract::ws::Message;
+use bluelight_ingest::wire::feed;
 
-/// `{"type":kind,"sub":sub,"units":[...]}`, written straight to text.
-pub fn units_message(kind: &str, sub: &str, e: &Engine, units: impl Iterator<Item = UnitSlot>) -> String {
+/// A `snapshot` or `positions` message of `rows` in `encoding`: JSON text
+/// `{"type":kind,"sub":sub,"units":[...]}`, or a binary `Positions`.
+pub fn units_frame(rows: &UnitRows, encoding: Encoding, kind: feed::Kind, sub: &str) -> Message {
+    match encoding {
+        Encoding::Json => {
+            let mut text = String::new();
+            let name = if kind == feed::Kind::Snapshot {
+                "snapshot"
+            } else {
+                "positions"
+            };
+            rows.write_message(name, sub, &mut text);
+            Message::Text(text.into())
+        }
+        Encoding::FlatBuffers => Message::Binary(rows.write_flatbuffers(kind, sub)),
+    }
+}
+
+/// A feed's snapshot of `units`.
+pub fn snapshot_frame(
+    e: &Engine,
+    encoding: Encoding,
+    sub: &str,
+    units: impl Iterator<Item = UnitSlot>,
+) -> Message {
     let mut rows = UnitRows::default();
     for u in units {
         rows.push(e, u);
     }
-    let mut text = String::new();
-    rows.write_message(kind, sub, &mut text);
-    text
+    units_frame(&rows, encoding, feed::Kind::Snapshot, sub)
 }
 
 /// A standing nearest answer.
@@ -52,15 +76,41 @@ pub fn spread(every: Duration) -> Duration {
     every.mul_f64((n as f64 * PHI_FRACTION).fract())
 }
 
-/// (sub, units moved or entered, units left) of each feed due.
-pub type DueFeeds = Vec<(String, Vec<u32>, Vec<u32>)>;
+/// A feed that is due: its conflated changes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DueFeed {
+    /// The subscription.
+    pub sub: String,
+    /// How its messages are written.
+    pub encoding: Encoding,
+    /// Units moved or entered.
+    pub changed: Vec<u32>,
+    /// Units left.
+    pub left: Vec<u32>,
+}
+
+/// Every feed of a session that is due.
+pub type DueFeeds = Vec<DueFeed>;
+
+/// One due feed's units copied out of the engine.
+#[derive(Debug)]
+pub struct FeedRows {
+    /// The subscription.
+    pub sub: String,
+    /// How its messages are written.
+    pub encoding: Encoding,
+    /// Units moved or entered.
+    pub moved: UnitRows,
+    /// Ids of the units that left, as JSON strings separated by commas.
+    pub left: String,
+}
 
 /// What the feeds thread gives back: the messages, and the row buffers
 /// for next time.
 #[derive(Debug)]
 pub struct FeedsDone {
     /// (sub, message).
-    pub texts: Vec<(String, String)>,
+    pub frames: Vec<(String, Message)>,
     /// Row buffers to reuse.
     pub pool: Vec<UnitRows>,
 }
@@ -91,7 +141,10 @@ pub fn due_feeds(session: &Session, now: Instant) -> Option<DueFeeds> {
     let mut due = Vec::new();
     for (sub, record) in session.subscriptions.lock().iter_mut() {
         if let Subscription::Positions {
-            schedule, changes, ..
+            schedule,
+            changes,
+            encoding,
+            ..
         } = record
             && now >= schedule.due()
             && !changes.is_empty()
@@ -99,11 +152,12 @@ pub fn due_feeds(session: &Session, now: Instant) -> Option<DueFeeds> {
             schedule.last = now;
             // Drained, not taken: the sets keep their room, so the writer
             // does not grow them again (rehashing) after every update.
-            due.push((
-                sub.clone(),
-                changes.changed.drain().collect(),
-                changes.left.drain().collect(),
-            ));
+            due.push(DueFeed {
+                sub: sub.clone(),
+                encoding: *encoding,
+                changed: changes.changed.drain().collect(),
+                left: changes.left.drain().collect(),
+            });
         }
     }
     (!due.is_empty()).then_some(due)
@@ -153,8 +207,8 @@ pub struct FeedCopy {
     /// Position: feed, then unit within its `changed`.
     feed: usize,
     unit: usize,
-    /// (sub, moved, left ids as JSON), one per feed started.
-    pub copies: Vec<(String, UnitRows, String)>,
+    /// One per feed started.
+    pub copies: Vec<FeedRows>,
     pool: Vec<UnitRows>,
 }
 
@@ -174,13 +228,24 @@ impl FeedCopy {
     /// Copies up to a step of units; true once every feed is copied.
     pub fn step(&mut self, e: &Engine) -> bool {
         let mut budget = self.step_units;
-        while let Some((sub, changed, left)) = self.due.get_mut(self.feed) {
+        while let Some(DueFeed {
+            sub,
+            encoding,
+            changed,
+            left,
+        }) = self.due.get_mut(self.feed)
+        {
             if self.unit == 0 {
                 let mut moved = self.pool.pop().unwrap_or_default();
                 moved.clear();
-                self.copies.push((std::mem::take(sub), moved, String::new()));
+                self.copies.push(FeedRows {
+                    sub: std::mem::take(sub),
+                    encoding: *encoding,
+                    moved,
+                    left: String::new(),
+                });
             }
-            let Some((_, moved, ids)) = self.copies.last_mut() else {
+            let Some(FeedRows { moved, left: ids, .. }) = self.copies.last_mut() else {
                 return true;
             };
             let end = (self.unit + budget).min(changed.len());
@@ -211,13 +276,20 @@ impl FeedCopy {
 }
 
 /// On the feeds thread: writes the copied feeds' messages.
-pub fn write_feeds(copies: Vec<(String, UnitRows, String)>, mut pool: Vec<UnitRows>) -> FeedsDone {
-    let mut texts = Vec::with_capacity(copies.len());
-    for (sub, moved, left) in copies {
+pub fn write_feeds(copies: Vec<FeedRows>, mut pool: Vec<UnitRows>) -> FeedsDone {
+    let mut frames = Vec::with_capacity(copies.len());
+    for FeedRows {
+        sub,
+        encoding,
+        moved,
+        left,
+    } in copies
+    {
         if !moved.is_empty() {
-            let mut text = String::new();
-            moved.write_message("positions", &sub, &mut text);
-            texts.push((sub.clone(), text));
+            frames.push((
+                sub.clone(),
+                units_frame(&moved, encoding, feed::Kind::Positions, &sub),
+            ));
         }
         if !left.is_empty() {
             let mut text = String::with_capacity(40 + sub.len() + left.len());
@@ -226,11 +298,11 @@ pub fn write_feeds(copies: Vec<(String, UnitRows, String)>, mut pool: Vec<UnitRo
             text.push_str(",\"ids\":[");
             text.push_str(&left);
             text.push_str("]}");
-            texts.push((sub, text));
+            frames.push((sub, Message::Text(text.into())));
         }
         pool.push(moved);
     }
-    FeedsDone { texts, pool }
+    FeedsDone { frames, pool }
 }
 
 /// Changed standing nearest answers that are due: written on the writer
@@ -287,6 +359,7 @@ mod tests {
                 every: Duration::from_millis(every_ms),
                 last,
             },
+            encoding: Encoding::Json,
             changes: FeedChanges::default(),
         }
     }
@@ -362,7 +435,15 @@ mod tests {
         );
         tokio::time::advance(Duration::from_millis(1)).await;
         let due = due_feeds(&session, Instant::now()).expect("due after its interval");
-        assert_eq!(due, vec![("p1".to_string(), vec![1], vec![])]);
+        assert_eq!(
+            due,
+            vec![DueFeed {
+                sub: "p1".into(),
+                encoding: Encoding::Json,
+                changed: vec![1],
+                left: vec![]
+            }]
+        );
         // The next change waits a whole interval from this update.
         change(2);
         assert!(due_feeds(&session, Instant::now()).is_none());
@@ -388,10 +469,16 @@ mod tests {
                 slot.0
             })
             .collect();
+        let due_feed = |sub: &str, changed: &[u32], left: &[u32]| DueFeed {
+            sub: sub.into(),
+            encoding: Encoding::Json,
+            changed: changed.to_vec(),
+            left: left.to_vec(),
+        };
         let due: DueFeeds = vec![
-            ("a".into(), slots[..600].to_vec(), slots[990..].to_vec()),
-            ("b".into(), Vec::new(), slots[900..902].to_vec()),
-            ("c".into(), slots[600..900].to_vec(), Vec::new()),
+            due_feed("a", &slots[..600], &slots[990..]),
+            due_feed("b", &[], &slots[900..902]),
+            due_feed("c", &slots[600..900], &[]),
         ];
         let mut copy = FeedCopy::new(due, Vec::new(), STEP);
         let mut steps = 1;
@@ -400,7 +487,7 @@ mod tests {
             assert!(steps < 100, "the copy ends");
         }
         assert_eq!(steps, 900usize.div_ceil(STEP));
-        let subs: Vec<&str> = copy.copies.iter().map(|c| c.0.as_str()).collect();
+        let subs: Vec<&str> = copy.copies.iter().map(|c| c.sub.as_str()).collect();
         assert_eq!(subs, ["a", "b", "c"]);
         let ids = |rows: &UnitRows| {
             let mut text = String::new();
@@ -414,12 +501,12 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let want = |r: std::ops::Range<u32>| r.map(|n| format!("U{n}")).collect::<Vec<_>>();
-        assert_eq!(ids(&copy.copies[0].1), want(0..600));
-        assert!(copy.copies[1].1.is_empty());
-        assert_eq!(ids(&copy.copies[2].1), want(600..900));
+        assert_eq!(ids(&copy.copies[0].moved), want(0..600));
+        assert!(copy.copies[1].moved.is_empty());
+        assert_eq!(ids(&copy.copies[2].moved), want(600..900));
         let left: Vec<String> = (990..1000).map(|n| format!("\"U{n}\"")).collect();
-        assert_eq!(copy.copies[0].2, left.join(","));
-        assert_eq!(copy.copies[1].2, "\"U900\",\"U901\"");
-        assert_eq!(copy.copies[2].2, "");
+        assert_eq!(copy.copies[0].left, left.join(","));
+        assert_eq!(copy.copies[1].left, "\"U900\",\"U901\"");
+        assert_eq!(copy.copies[2].left, "");
     }
 }

@@ -365,6 +365,7 @@ mod tests {
                 every: Duration::from_millis(500),
                 last: tokio::time::Instant::now(),
             },
+            encoding: crate::session::Encoding::Json,
             changes: FeedChanges::default(),
         }
     }

@@ -15,7 +15,8 @@
 //!   TLS is `bluelight_ingest::tls` (shared with the device listeners).
 //! * [`openapi`] — `/openapi.json`: the reply and body types it describes.
 //! * [`export`] — history export: points, tracks, H3 aggregates.
-//! * [`json`] — unit objects and Features.
+//! * [`json`] — unit objects and Features; [`rows`] — units copied out of
+//!   the engine, written as JSON or FlatBuffers off its lock.
 //! * [`protocol`] — request rules shared by HTTP and WebSocket, typed errors.
 //! * [`alert_record`] — an alert serialised once.
 //! * [`durable`] — start-up with Redis: outbox, snapshot, journal replay.
@@ -59,6 +60,7 @@ pub mod openapi;
 pub mod outbox;
 pub mod promote;
 pub mod protocol;
+pub mod rows;
 pub mod server;
 pub mod session;
 pub mod state;

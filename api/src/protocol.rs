@@ -184,6 +184,22 @@ pub fn max_hz(v: &Value, default: f64) -> Result<Duration, String> {
     }
 }
 
+/// `encoding` of a positions subscription (JSON when absent).
+///
+/// # Errors
+/// Neither `"json"` nor `"flatbuffers"`.
+pub fn encoding(v: &Value) -> Result<crate::session::Encoding, String> {
+    use crate::session::Encoding;
+    match v.get("encoding") {
+        None => Ok(Encoding::Json),
+        Some(x) => match x.as_str() {
+            Some("json") => Ok(Encoding::Json),
+            Some("flatbuffers") => Ok(Encoding::FlatBuffers),
+            _ => Err(format!("encoding must be \"json\" or \"flatbuffers\", got {x}")),
+        },
+    }
+}
+
 /// `filter` of a WebSocket request (every unit when absent).
 ///
 /// # Errors

@@ -21,6 +21,8 @@ use crate::alert_record::AlertRecord;
 pub enum Outgoing {
     /// A text frame.
     Text(String),
+    /// A frame written elsewhere (a positions snapshot, text or binary).
+    Frame(axum::extract::ws::Message),
     /// An alert for a subscription.
     Alert(String, Arc<AlertRecord>),
     /// A reply to a one-shot nearest request whose frame was read at the
@@ -62,6 +64,17 @@ impl Schedule {
     }
 }
 
+/// How a positions feed's `snapshot` and `positions` messages are written
+/// (PROTOCOL.md "Positions in binary").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// JSON text frames, the default.
+    #[default]
+    Json,
+    /// Binary frames, `data/schema/positions.fbs`.
+    FlatBuffers,
+}
+
 /// One subscription of a session: everything the server keeps about it
 /// outside the engine.
 #[derive(Debug)]
@@ -72,6 +85,8 @@ pub enum Subscription {
         feed: u32,
         /// `max_hz`.
         schedule: Schedule,
+        /// How its updates are written.
+        encoding: Encoding,
         /// Changes waiting for the next update.
         changes: FeedChanges,
     },

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::alert_record::AlertRecord;
 use crate::auth::{Caller, Scope};
-use crate::feeds::{nearest_text, spread, units_message};
+use crate::feeds::{nearest_text, snapshot_frame, spread};
 use crate::hub::AlertSelect;
 use crate::json::write_nearest;
 use crate::protocol::{self, Refusal};
@@ -62,7 +62,7 @@ pub async fn handle(s: &AppState, session: &Arc<Session>, text: &str, who: Calle
         other => Err(Refusal::bad(format!("unknown type {other:?}"))),
     };
     match result {
-        Ok(messages) => messages.into_iter().for_each(reply),
+        Ok(messages) => messages.into_iter().for_each(|m| session.push(m)),
         Err(refusal) => reply(refusal.frame(&id)),
     }
 }
@@ -118,7 +118,7 @@ async fn positions_area(s: &AppState, v: &Value) -> Result<(Shape, Option<Cover>
 }
 
 /// Frames to send in reply, or why not.
-type Handled = Result<Vec<String>, Refusal>;
+type Handled = Result<Vec<Outgoing>, Refusal>;
 
 fn need(who: Caller, scope: Scope) -> Result<(), Refusal> {
     if who.has(scope) {
@@ -151,6 +151,7 @@ fn subscribe(
             };
             let f = who.limit(protocol::filter(&mut e, v)?);
             let every = protocol::max_hz(v, 1.0)?;
+            let encoding = protocol::encoding(v)?;
             let (feed, snapshot) = e
                 .subscribe_feed_with_cover(shape, cover.as_ref(), f, s.now_ms())
                 .map_err(|err| Refusal::bad(err.to_string()))?;
@@ -163,13 +164,14 @@ fn subscribe(
                         every,
                         last: now + spread(every),
                     },
+                    encoding,
                     changes: FeedChanges::default(),
                 },
             );
             s.hub.route_feed(feed, session, &sub);
             Ok(vec![
-                json!({"type":"subscribed","id":id,"sub":sub}).to_string(),
-                units_message("snapshot", &sub, &e, snapshot.iter().copied()),
+                Outgoing::Text(json!({"type":"subscribed","id":id,"sub":sub}).to_string()),
+                Outgoing::Frame(snapshot_frame(&e, encoding, &sub, snapshot.iter().copied())),
             ])
         }
         Some("alerts") => {
@@ -242,8 +244,8 @@ fn subscribe(
             );
             s.hub.route_nearest(query, session, &sub);
             Ok(vec![
-                json!({"type":"subscribed","id":id,"sub":sub}).to_string(),
-                nearest_text(&e, &sub, &results),
+                Outgoing::Text(json!({"type":"subscribed","id":id,"sub":sub}).to_string()),
+                Outgoing::Text(nearest_text(&e, &sub, &results)),
             ])
         }
         other => Err(Refusal::bad(format!(
@@ -309,7 +311,9 @@ fn unsubscribe(s: &AppState, session: &Arc<Session>, v: &Value) -> Handled {
             )));
         }
     }
-    Ok(vec![json!({"type":"unsubscribed","sub":sub}).to_string()])
+    Ok(vec![Outgoing::Text(
+        json!({"type":"unsubscribed","sub":sub}).to_string(),
+    )])
 }
 
 /// Ends one subscription in the hub and the engine.

@@ -23,8 +23,8 @@ use serde_json::Value;
 use crate::alert_record::alert_text;
 use crate::auth::Caller;
 use crate::feeds::{FeedsDone, due_nearest, next_due, start_feed_copy};
-use crate::json::UnitRows;
 use crate::protocol::Refusal;
+use crate::rows::UnitRows;
 use crate::session::{Outgoing, Session, Subscription};
 use crate::state::AppState;
 use crate::subscriptions;
@@ -101,7 +101,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
     // text is sent when it comes back.
     let mut pool: Vec<UnitRows> = Vec::new();
     let mut feeds_job: Option<tokio::sync::oneshot::Receiver<FeedsDone>> = None;
-    let mut ready: Vec<(String, String)> = Vec::new();
+    let mut ready: Vec<(String, Message)> = Vec::new();
     s.sessions.fetch_add(1, Ordering::Relaxed);
     'conn: loop {
         tokio::select! {
@@ -142,7 +142,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
             } => {
                 feeds_job = None;
                 if let Ok(done) = done {
-                    ready = done.texts;
+                    ready = done.frames;
                     pool = done.pool;
                 }
             }
@@ -165,13 +165,18 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
         let mut written = 0usize;
         let mut sent: Result<(), SendFailed> = Ok(());
         for (i, m) in queued.into_iter().enumerate() {
-            let (text, received, asked) = match m {
-                Outgoing::Text(t) => (t, None, None),
+            let (frame, received, asked) = match m {
+                Outgoing::Text(t) => (Message::Text(t.into()), None, None),
+                Outgoing::Frame(f) => (f, None, None),
                 // Replayed alerts are old by design: only live ones count as latency.
-                Outgoing::Alert(sub, r) => (alert_text(&sub, &r), r.received.filter(|_| i >= replayed), None),
-                Outgoing::Nearest(t, asked) => (t, None, Some(asked)),
+                Outgoing::Alert(sub, r) => (
+                    Message::Text(alert_text(&sub, &r).into()),
+                    r.received.filter(|_| i >= replayed),
+                    None,
+                ),
+                Outgoing::Nearest(t, asked) => (Message::Text(t.into()), None, Some(asked)),
             };
-            sent = queue_frame(&mut tx, text, send_timeout).await;
+            sent = queue_frame(&mut tx, frame, send_timeout).await;
             if sent.is_err() {
                 break;
             }
@@ -186,7 +191,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
         if sent.is_ok() {
             due_nearest(&s, &session);
             // A feed unsubscribed while its job ran sends nothing more.
-            let texts: Vec<String> = {
+            let frames: Vec<Message> = {
                 let subs = session.subscriptions.lock();
                 ready
                     .drain(..)
@@ -194,8 +199,8 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
                     .map(|(_, t)| t)
                     .collect()
             };
-            for text in texts {
-                sent = queue_frame(&mut tx, text, send_timeout).await;
+            for frame in frames {
+                sent = queue_frame(&mut tx, frame, send_timeout).await;
                 if sent.is_err() {
                     break;
                 }
@@ -285,8 +290,8 @@ enum SendFailed {
 
 /// Queues a text frame in the socket's buffer (written when it fills or at
 /// the flush); a client that does not take it within `timeout` is stalled.
-async fn queue_frame(tx: &mut Tx, text: String, timeout: Duration) -> Result<(), SendFailed> {
-    match tokio::time::timeout(timeout, tx.feed(Message::Text(text.into()))).await {
+async fn queue_frame(tx: &mut Tx, frame: Message, timeout: Duration) -> Result<(), SendFailed> {
+    match tokio::time::timeout(timeout, tx.feed(frame)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(SendFailed::Closed),
         Err(_) => Err(SendFailed::TimedOut),

@@ -144,6 +144,168 @@ async fn positions_feed_sends_a_snapshot_then_conflated_positions_then_left() {
     assert_eq!(left, json!({"type":"left","sub":sub_id,"ids":["IN"]}));
 }
 
+/// A frame of either kind (skipping pings), within 5 s.
+enum Frame {
+    Json(Value),
+    Binary(Vec<u8>),
+}
+
+async fn recv_frame(ws: &mut Ws) -> Frame {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time");
+        match m.expect("open").expect("frame") {
+            Message::Text(t) => return Frame::Json(serde_json::from_str(&t).expect("json")),
+            Message::Binary(b) => return Frame::Binary(b.to_vec()),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A binary positions message read as the JSON it stands for.
+fn decoded(frame: Frame) -> Value {
+    match frame {
+        Frame::Binary(b) => bluelight_api::rows::positions_as_json(&b).expect("a valid Positions buffer"),
+        Frame::Json(v) => panic!("expected a binary frame, got {v}"),
+    }
+}
+
+/// The units of two messages are the same, unit for unit and member for
+/// member (coordinates to 1e-9°: the JSON side went through a float parser).
+fn assert_same_units(json: &Value, binary: &Value) {
+    let sorted = |m: &Value| {
+        let mut units = m["units"].as_array().expect("units").clone();
+        units.sort_by_key(|u| u["id"].as_str().unwrap_or_default().to_owned());
+        units
+    };
+    let (a, b) = (sorted(json), sorted(binary));
+    assert_eq!(a.len(), b.len(), "{json}\n{binary}");
+    for (x, y) in a.iter().zip(&b) {
+        let (x, y) = (x.as_object().expect("unit"), y.as_object().expect("unit"));
+        assert_eq!(
+            x.keys().collect::<Vec<_>>(),
+            y.keys().collect::<Vec<_>>(),
+            "{x:?}\n{y:?}"
+        );
+        for (k, v) in x {
+            if k == "lat" || k == "lon" {
+                let d = v.as_f64().expect("number") - y[k].as_f64().expect("number");
+                assert!(d.abs() < 1e-9, "{k}: {v} against {}", y[k]);
+            } else {
+                assert_eq!(v, &y[k], "{k}");
+            }
+        }
+    }
+}
+
+/// PROTOCOL.md "Positions in binary": a feed that asks for FlatBuffers gets
+/// its snapshot and positions as binary frames saying what the JSON feed
+/// says; `subscribed` and `left` stay JSON; an unknown encoding is refused.
+#[tokio::test]
+async fn a_flatbuffers_positions_feed_says_what_the_json_feed_says() {
+    let s = server().await;
+    let t = now_ms();
+    post_fixes(
+        s.http,
+        json!([
+            {"id":"AMB-1","lat":51.5,"lon":-0.12,"time_ms":t,"agency":"ambulance","status":"available",
+             "kind":"rrv","tags":["paramedic","hart"],"speed_mps":12.5,"heading_deg":270,"accuracy_m":5},
+            fix("AMB-2", 51.51, -0.11, t),
+            fix("FAR", 53.5, -0.12, t),
+        ]),
+    )
+    .await;
+    let mut ws = connect(s.http).await;
+    let area = json!({"bbox":[-0.2,51.4,0.0,51.6]});
+    send(
+        &mut ws,
+        json!({"type":"subscribe","id":"j","stream":"positions","area":area,"max_hz":2}),
+    )
+    .await;
+    let json_sub = recv(&mut ws).await["sub"].as_str().expect("sub").to_owned();
+    let json_snapshot = recv(&mut ws).await;
+    assert_eq!(json_snapshot["type"], "snapshot");
+    send(
+        &mut ws,
+        json!({"type":"subscribe","id":"b","stream":"positions","area":area,"max_hz":2,"encoding":"flatbuffers"}),
+    )
+    .await;
+    let subscribed = recv(&mut ws).await;
+    assert_eq!(
+        (subscribed["type"].as_str(), subscribed["id"].as_str()),
+        (Some("subscribed"), Some("b"))
+    );
+    let binary_sub = subscribed["sub"].as_str().expect("sub").to_owned();
+    let snapshot = decoded(recv_frame(&mut ws).await);
+    assert_eq!(
+        (snapshot["type"].as_str(), snapshot["sub"].as_str()),
+        (Some("snapshot"), Some(binary_sub.as_str()))
+    );
+    assert_eq!(snapshot["units"].as_array().map(Vec::len), Some(2), "{snapshot}");
+    assert_same_units(&json_snapshot, &snapshot);
+
+    // A move reaches both feeds, each in its own encoding.
+    post_fixes(s.http, json!([fix("AMB-2", 51.511, -0.11, t + 1000)])).await;
+    let (mut from_json, mut from_binary) = (None, None);
+    while from_json.is_none() || from_binary.is_none() {
+        match recv_frame(&mut ws).await {
+            Frame::Json(m) => {
+                assert_eq!(
+                    (m["type"].as_str(), m["sub"].as_str()),
+                    (Some("positions"), Some(json_sub.as_str())),
+                    "{m}"
+                );
+                from_json = Some(m);
+            }
+            binary => {
+                let m = decoded(binary);
+                assert_eq!(
+                    (m["type"].as_str(), m["sub"].as_str()),
+                    (Some("positions"), Some(binary_sub.as_str())),
+                    "{m}"
+                );
+                from_binary = Some(m);
+            }
+        }
+    }
+    let (from_json, from_binary) = (from_json.unwrap_or_default(), from_binary.unwrap_or_default());
+    assert_eq!(from_binary["units"][0]["id"], "AMB-2");
+    assert_eq!(from_binary["units"][0]["lat"], 51.511);
+    assert_same_units(&from_json, &from_binary);
+
+    // Leaving is JSON text on both.
+    post_fixes(s.http, json!([fix("AMB-2", 51.62, -0.11, t + 120_000)])).await;
+    let mut left = vec![recv(&mut ws).await, recv(&mut ws).await];
+    left.sort_by_key(|m| m["sub"].as_str() == Some(binary_sub.as_str()));
+    assert_eq!(
+        left,
+        vec![
+            json!({"type":"left","sub":json_sub,"ids":["AMB-2"]}),
+            json!({"type":"left","sub":binary_sub,"ids":["AMB-2"]}),
+        ]
+    );
+
+    send(
+        &mut ws,
+        json!({"type":"subscribe","id":"x","stream":"positions","area":area,"encoding":"xml"}),
+    )
+    .await;
+    let e = recv(&mut ws).await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("bad_request"), Some("x")),
+        "{e}"
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("encoding") && m.contains("flatbuffers")),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn alerts_resume_with_since_seq_with_no_gap_and_no_duplicate() {
     let s = server().await;
