@@ -186,6 +186,11 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             "# HELP bluelight_engine_cell_changes_total Fixes that moved a unit to another cell.\n# TYPE bluelight_engine_cell_changes_total counter\nbluelight_engine_cell_changes_total {}",
             k.cell_changes
         );
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_engine_fixes_seen_total Fixes the writer has taken, accepted or refused.\n# TYPE bluelight_engine_fixes_seen_total counter\nbluelight_engine_fixes_seen_total {}",
+            k.fixes_seen
+        );
         let h = e.history_stats();
         let _ = writeln!(
             m,

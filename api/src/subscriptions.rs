@@ -270,6 +270,7 @@ fn one_shot_nearest(
     let k = protocol::k_json(v.get("k"))?;
     let max_distance_m = v.get("max_distance_m").and_then(Value::as_f64);
     let include_stale = v.get("include_stale").and_then(Value::as_bool).unwrap_or(false);
+    let fixes_seen = v.get("fixes_seen").and_then(Value::as_bool).unwrap_or(false);
     let slot = s.tasks.query_slot().ok_or_else(Refusal::overloaded)?;
     let (v, id, session, clock) = (v.clone(), id.clone(), session.clone(), s.clock.clone());
     slot.run(move |e| {
@@ -289,6 +290,11 @@ fn one_shot_nearest(
                 );
                 let mut text = String::new();
                 write_nearest(e, Some(("id", &id.to_string())), &results, &mut text);
+                if fixes_seen && text.ends_with('}') {
+                    // Where the answer stands in the input: see README "nearest".
+                    text.pop();
+                    text.push_str(&format!(",\"fixes_seen\":{}}}", e.counters().fixes_seen));
+                }
                 text
             }
         };

@@ -469,6 +469,47 @@ async fn one_shot_nearest_errors_and_unsubscribe() {
     assert_eq!(metric(s.http, "bluelight_ws_nearest_seconds_count").await, 1);
 }
 
+/// `"fixes_seen":true` on a one-shot nearest: the reply says how many
+/// fixes the writer had taken, refused ones included, in arrival order;
+/// without it the reply is as before.
+#[tokio::test]
+async fn a_nearest_reply_can_say_how_many_fixes_the_server_had_seen() {
+    let s = server().await;
+    let t = now_ms();
+    let reply = post_fixes(
+        s.http,
+        json!([
+            fix("A", 51.501, -0.12, t),
+            fix("BAD", 95.0, -0.12, t),
+            fix("B", 51.502, -0.12, t)
+        ]),
+    )
+    .await;
+    assert_eq!(
+        (reply["accepted"].as_u64(), reply["rejected"].as_u64()),
+        (Some(2), Some(1)),
+        "{reply}"
+    );
+    post_fixes(s.http, json!([fix("A", 51.5011, -0.12, t + 1000)])).await;
+    let mut ws = connect(s.http).await;
+    send(
+        &mut ws,
+        json!({"type":"nearest","id":"q","point":[-0.12,51.5],"k":2,"fixes_seen":true}),
+    )
+    .await;
+    let r = recv(&mut ws).await;
+    assert_eq!(r["fixes_seen"], 4, "{r}");
+    assert_eq!(r["results"][0]["unit"]["lat"], 51.5011, "{r}");
+    send(
+        &mut ws,
+        json!({"type":"nearest","id":"q2","point":[-0.12,51.5],"k":2}),
+    )
+    .await;
+    let r = recv(&mut ws).await;
+    assert!(r.get("fixes_seen").is_none(), "{r}");
+    assert_eq!(metric(s.http, "bluelight_engine_fixes_seen_total").await, 4);
+}
+
 /// The value of a metric line, from `/metrics`.
 async fn metric(addr: SocketAddr, name: &str) -> u64 {
     let (_, body) = support::request(addr, "GET", "/metrics", None, b"", None).await;

@@ -128,15 +128,28 @@ fn smoke_preset_writes_a_correct_report_with_the_redis_comparison() {
 
 /// `--tls`: the same run with every client over HTTPS and WSS and the
 /// fixes over TLS on TCP, against a server loadgen starts with a
-/// certificate of its own making; every check holds.
+/// certificate of its own making; every check holds. The maps take their
+/// feeds in FlatBuffers (`--map-encoding flatbuffers`), and read them.
 #[test]
-fn smoke_preset_passes_over_tls() {
+fn smoke_preset_passes_over_tls_with_binary_maps() {
     let out = std::env::temp_dir().join(format!("bluelight-loadgen-tls-{}", std::process::id()));
-    let status = run_loadgen(&["--preset", "smoke", "--tls"], &out);
+    let status = run_loadgen(
+        &["--preset", "smoke", "--tls", "--map-encoding", "flatbuffers"],
+        &out,
+    );
     let json = std::fs::read_to_string(out.join("loadgen-smoke.json")).expect("the JSON report");
     let r: Value = serde_json::from_str(&json).expect("the report is JSON");
     assert!(status.success(), "loadgen --tls failed: {}", r["failures"]);
     assert_eq!(r["params"]["tls"], true);
+    assert_eq!(r["params"]["map_encoding"], "flatbuffers");
+    // The server sent them binary frames, as asked.
+    assert!(
+        r["bluelight"]["positions"]["binary_messages"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{}",
+        r["bluelight"]["positions"]
+    );
     let b = &r["bluelight"];
     assert_eq!(b["fixes"]["lost"], 0.0);
     let owed = b["alerts"]["owed"].as_u64().expect("owed");

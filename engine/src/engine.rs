@@ -43,6 +43,11 @@ pub struct EngineCounters {
     pub cell_changes: u64,
     /// Exact geometry tests (boundary-cell candidates) made by fixes.
     pub exact_tests: u64,
+    /// Fixes the writer has taken, in order, accepted or refused
+    /// ([`Engine::count_fixes_seen`]): with one sender on one ordered
+    /// connection, an answer read with this count says exactly which of
+    /// its fixes it reflects (the exact nearest checker of `loadgen`).
+    pub fixes_seen: u64,
 }
 
 /// The in-memory spatial engine. See the crate docs for the model.
@@ -130,6 +135,12 @@ impl Engine {
     /// The configuration.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// Counts `n` more fixes as taken by the writer (after they are applied
+    /// or refused, before any query runs).
+    pub fn count_fixes_seen(&mut self, n: u64) {
+        self.counters.fixes_seen += n;
     }
 
     /// Counters since start.

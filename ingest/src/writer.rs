@@ -382,6 +382,8 @@ impl Applier {
 
     /// A batch's metadata and decode-time refusals, before its fixes.
     fn begin(&self, engine: &mut Engine, batch: &IngestBatch) -> ApplyReport {
+        // Refused at decode, but taken in order like the rest.
+        engine.count_fixes_seen(batch.errors.len() as u64);
         for m in &batch.metas {
             let slot = match (&m.unit, m.key) {
                 (UnitRef::Id(r), Some(key)) => {
@@ -472,6 +474,7 @@ impl Applier {
             .accepted
             .fetch_add(u64::from(report.accepted - accepted_before), Ordering::Relaxed);
         engine.flush(&mut self.out);
+        engine.count_fixes_seen(fixes.len() as u64);
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::world::{AlertKey, Fences, Shared, Truth};
+use super::world::{AlertKey, Fences, Held, Shared, Truth};
 use bluelight_ingest::places::Place;
 
 type Ws = tokio_tungstenite::WebSocketStream<bluelight_ingest::transport::DeviceStream>;
@@ -203,6 +203,8 @@ pub async fn alerts_client(
 pub struct FeedSeen {
     /// Snapshot, positions and left messages.
     pub messages: u64,
+    /// Of them, binary (FlatBuffers) ones.
+    pub binary: u64,
     /// Unit objects in positions messages.
     pub units: u64,
     /// Wall time of receipt minus the fix's device time, µs (loadgen sends
@@ -218,6 +220,7 @@ pub async fn positions_client(
     http: SocketAddr,
     token: Option<String>,
     town: Place,
+    encoding: super::plan::MapEncoding,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<FeedSeen> {
@@ -230,11 +233,12 @@ pub async fn positions_client(
     ];
     subscribe(
         &mut ws,
-        json!({"type":"subscribe","id":"p","stream":"positions","area":{"bbox":bbox},"max_hz":2}),
+        json!({"type":"subscribe","id":"p","stream":"positions","area":{"bbox":bbox},"max_hz":2,"encoding":encoding.as_str()}),
     )
     .await?;
     let mut seen = FeedSeen {
         messages: 0,
+        binary: 0,
         units: 0,
         delay: histogram(),
         delay_warmup: histogram(),
@@ -252,6 +256,22 @@ pub async fn positions_client(
                             seen.units += 1;
                             let _ = h.record(((now - time).max(0) as u64 * 1000).max(1));
                         });
+                    }
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    let now = bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock);
+                    seen.messages += 1;
+                    seen.binary += 1;
+                    // Verified, as a client must: the buffer came off a socket.
+                    let Ok(p) = bluelight_ingest::wire::feed::root_as_positions(&b) else {
+                        anyhow::bail!("a positions frame that is not a valid Positions buffer");
+                    };
+                    if p.kind() == bluelight_ingest::wire::feed::Kind::Positions {
+                        let h = if shared.warming_up(Instant::now()) { &mut seen.delay_warmup } else { &mut seen.delay };
+                        for pos in p.positions().unwrap_or_default() {
+                            seen.units += 1;
+                            let _ = h.record(((now - pos.time_ms()).max(0) as u64 * 1000).max(1));
+                        }
                     }
                 }
                 Some(Ok(_)) => {}
@@ -312,9 +332,10 @@ pub struct NearestSeen {
 pub struct Check {
     /// The query point (lat, lon).
     pub point: (f64, f64),
-    /// Frames recorded when the answer was read (see
-    /// [`Shared::frames_recorded`]).
-    pub horizon: u64,
+    /// How many of loadgen's fixes the server had taken when it answered
+    /// (its `fixes_seen` less [`Shared::fixes_seen_base`]); none from a
+    /// server that does not say.
+    pub seen: Option<u64>,
     /// The answer's `results`.
     pub results: Value,
 }
@@ -326,6 +347,10 @@ pub struct Checked {
     pub checked: u64,
     /// Checked answers that were wrong.
     pub wrong: u64,
+    /// Answers that could not be judged: the server did not say what it
+    /// had seen, or held a position of a unit that might be in the answer
+    /// older than the [`super::world::KEPT`] kept.
+    pub unjudged: u64,
     /// The first few reasons.
     pub wrong_examples: Vec<String>,
 }
@@ -336,17 +361,25 @@ pub struct Checked {
 pub fn checker(shared: &Shared, checks: std::sync::mpsc::Receiver<Check>) -> Checked {
     bluelight_ingest::priority::lower_this_thread();
     let mut found = Checked::default();
+    let base = shared.fixes_seen_base.get().copied();
     for c in checks {
-        found.checked += 1;
-        let verdict = shared
-            .truth
-            .lock()
-            .map_err(|_| "truth poisoned".to_string())
-            .and_then(|t| check_nearest(&t, shared, c.point, c.horizon, &c.results));
-        if let Err(why) = verdict {
-            found.wrong += 1;
-            if found.wrong_examples.len() < 5 {
-                found.wrong_examples.push(why);
+        let Some(seen) = c.seen.zip(base).map(|(s, b)| s.saturating_sub(b)) else {
+            found.unjudged += 1;
+            continue;
+        };
+        let verdict = match shared.truth.lock() {
+            Ok(t) => check_nearest(&t, shared, c.point, seen, &c.results),
+            Err(_) => Err("truth poisoned".to_string()),
+        };
+        match verdict {
+            Ok(Judged::Right) => found.checked += 1,
+            Ok(Judged::Unjudged) => found.unjudged += 1,
+            Err(why) => {
+                found.checked += 1;
+                found.wrong += 1;
+                if found.wrong_examples.len() < 5 {
+                    found.wrong_examples.push(why);
+                }
             }
         }
     }
@@ -402,7 +435,7 @@ pub async fn nearest_client(
                 let (lat, lon) = query_point(&mut rng, &towns);
                 next_id += 1;
                 inflight.insert(next_id, (Instant::now(), lat, lon));
-                let q = json!({"type":"nearest","id":next_id.to_string(),"point":[lon, lat],"k":NEAREST_K});
+                let q = json!({"type":"nearest","id":next_id.to_string(),"point":[lon, lat],"k":NEAREST_K,"fixes_seen":true});
                 if ws.send(Message::Text(q.to_string().into())).await.is_err() {
                     break;
                 }
@@ -411,7 +444,6 @@ pub async fn nearest_client(
             m = ws.next() => match m {
                 Some(Ok(Message::Text(t))) => {
                     let at = Instant::now();
-                    let horizon = shared.frames_recorded.load(std::sync::atomic::Ordering::Acquire);
                     // Only the head: the results are read for the answers checked.
                     let Ok(head) = serde_json::from_str::<ReplyHead<'_>>(t.as_str()) else { continue };
                     let Some(id) = head.id.and_then(|s| s.parse::<u64>().ok()) else { continue };
@@ -425,7 +457,7 @@ pub async fn nearest_client(
                     let _ = h.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
                     if id % u64::from(check_every) == 0 {
                         let Ok(mut v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
-                        let check = Check { point: (lat, lon), horizon, results: v["results"].take() };
+                        let check = Check { point: (lat, lon), seen: v["fixes_seen"].as_u64(), results: v["results"].take() };
                         if checks.try_send(check).is_err() {
                             seen.check_skipped += 1;
                         }
@@ -445,36 +477,34 @@ fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     geo::Haversine.distance(geo::Point::new(a.1, a.0), geo::Point::new(b.1, b.0))
 }
 
-/// Checks an answer against brute force over every position sent: in order;
-/// each distance right for the position returned; each position one the
-/// unit was sent; and no unit left out that is surely closer than the k-th
-/// (closer at every position the server might hold for it).
-///
-/// Positions sent after the answer was read (frames past `horizon`) are
-/// left out: the check may run a little later than the answer came. A unit
-/// whose positions then are all later ones cannot be judged and is passed.
+/// A checked answer that was not wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// Exactly the server's k nearest, in order, at the right distances.
+    Right,
+    /// A unit that may belong in it was held at a position no longer kept.
+    Unjudged,
+}
+
+/// Checks an answer exactly against brute force over the positions the
+/// server held when it answered: after the first `seen` fixes loadgen
+/// sent ([`Truth::held`]). Each result must be a unit at the position the
+/// server held for it, at the right distance, in order; and no unit left
+/// out may be closer than the k-th. With loadgen's one ordered sender,
+/// anything else is a wrong answer, not a lagging server.
 pub fn check_nearest(
     truth: &Truth,
     shared: &Shared,
     q: (f64, f64),
-    horizon: u64,
+    seen: u64,
     results: &Value,
-) -> Result<(), String> {
-    // The positions the server might have held: recent[k..n], the newest
-    // first, where k is the first one sent by the horizon.
-    let held = |u: usize| {
-        let n = usize::from(truth.count[u]);
-        let k = truth.frame[u][..n]
-            .iter()
-            .position(|f| *f <= horizon)
-            .unwrap_or(n);
-        &truth.recent[u][k..n]
-    };
+) -> Result<Judged, String> {
     let results = results.as_array().ok_or("no results list")?;
     // geo's Earth radius and the server's may differ in the 6th digit.
     let tol = |d: f64| 1.0 + d * 1e-5;
     let mut returned: Vec<u32> = Vec::with_capacity(results.len());
     let mut last = 0.0;
+    let mut judged = Judged::Right;
     for r in results {
         let id = r["unit"]["id"].as_str().ok_or("result without unit id")?;
         let u = *shared.unit_by_id.get(id).ok_or(format!("unknown unit {id}"))?;
@@ -491,11 +521,20 @@ pub fn check_nearest(
         if (truth_d - d).abs() > tol(d) {
             return Err(format!("{id}: distance {d} but its position is {truth_d} m away"));
         }
-        let held = held(u as usize);
         // serde_json's default float parsing may be off by an ulp.
-        let same = |p: &(f64, f64)| (p.0 - lat).abs() < 1e-9 && (p.1 - lon).abs() < 1e-9;
-        if !held.is_empty() && !held.iter().any(same) {
-            return Err(format!("{id}: position ({lat}, {lon}) was never sent lately"));
+        match truth.held(u as usize, seen) {
+            Held::At(hl, ho) if (hl - lat).abs() < 1e-9 && (ho - lon).abs() < 1e-9 => {}
+            Held::At(hl, ho) => {
+                return Err(format!(
+                    "{id}: at ({lat}, {lon}), but after {seen} fixes the server held ({hl}, {ho})"
+                ));
+            }
+            Held::Nothing => {
+                return Err(format!(
+                    "{id}: returned before any of its {seen} fixes had arrived"
+                ));
+            }
+            Held::Unknown => judged = Judged::Unjudged,
         }
         returned.push(u);
     }
@@ -508,23 +547,135 @@ pub fn check_nearest(
     // latitude gap is a true lower bound of the distance.
     const M_PER_DEG: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0 * 0.999_999;
     for u in 0..truth.recent.len() {
-        let held = held(u);
-        // A unit with one fix may not have reached the server yet.
-        if held.len() < 2 || returned.contains(&(u as u32)) {
+        if returned.contains(&(u as u32)) {
             continue;
         }
-        // Brute force over every unit, made cheap: a unit flagged must be
-        // within the k-th at every held position, so one position whose
-        // latitude alone puts it beyond clears it.
-        if (held[0].0 - q.0).abs() * M_PER_DEG >= kth {
-            continue;
-        }
-        let farthest = held.iter().map(|p| haversine_m(q, *p)).fold(0.0, f64::max);
-        if farthest + tol(kth.min(1e9)) < kth {
-            return Err(format!(
-                "unit {u} is at most {farthest:.1} m away but the answer's k-th is {kth:.1} m"
-            ));
+        match truth.held(u, seen) {
+            Held::Nothing => {}
+            Held::At(lat, lon) => {
+                // Brute force made cheap: the latitude gap alone may clear it.
+                if (lat - q.0).abs() * M_PER_DEG >= kth {
+                    continue;
+                }
+                let d = haversine_m(q, (lat, lon));
+                if d + tol(kth.min(1e9)) < kth {
+                    return Err(format!(
+                        "unit {} was {d:.1} m away after {seen} fixes, but the answer's k-th is {kth:.1} m",
+                        truth_id(shared, u)
+                    ));
+                }
+            }
+            Held::Unknown => {
+                // Held at a position older than any kept: judged only if
+                // every kept one is far beyond the k-th (vehicles do not
+                // cover 50 km between reports).
+                let near = truth.recent[u]
+                    .iter()
+                    .any(|p| (p.0 - q.0).abs() * M_PER_DEG < kth + 50_000.0);
+                if near {
+                    judged = Judged::Unjudged;
+                }
+            }
         }
     }
-    Ok(())
+    Ok(judged)
+}
+
+/// A unit's id, for a message.
+fn truth_id(shared: &Shared, u: usize) -> String {
+    shared
+        .unit_by_id
+        .iter()
+        .find(|(_, v)| **v as usize == u)
+        .map_or_else(|| u.to_string(), |(id, _)| id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::world::truth;
+
+    /// Three units on a line north of the query point, 1.1 km apart, each
+    /// sent twice: first at `lat`, then 0.05° (5.6 km) further north.
+    fn world() -> Shared {
+        let mut t = truth(3);
+        for step in 0..2 {
+            for u in 0..3usize {
+                t.fixes += 1;
+                t.recent[u].rotate_right(1);
+                t.recent[u][0] = (51.01 + u as f64 * 0.01 + f64::from(step) * 0.05, -1.0);
+                t.seq[u].rotate_right(1);
+                t.seq[u][0] = t.fixes;
+            }
+        }
+        Shared {
+            truth: std::sync::Mutex::new(t),
+            unit_by_id: (0..3).map(|u| (format!("U{u}"), u)).collect(),
+            ..Shared::default()
+        }
+    }
+
+    fn answer(units: &[(u32, (f64, f64))]) -> Value {
+        let q = (51.0, -1.0);
+        Value::Array(
+            units
+                .iter()
+                .map(|(u, p)| json!({"unit":{"id":format!("U{u}"),"lat":p.0,"lon":p.1},"distance_m":haversine_m(q, *p)}))
+                .collect(),
+        )
+    }
+
+    fn check(shared: &Shared, seen: u64, results: &Value) -> Result<Judged, String> {
+        let t = shared.truth.lock().expect("truth");
+        check_nearest(&t, shared, (51.0, -1.0), seen, results)
+    }
+
+    /// An answer is judged against what the server had seen: the same
+    /// answer is right after 3 fixes and wrong after 6, and a unit the
+    /// server could not yet know may not appear at all.
+    #[test]
+    fn an_answer_is_judged_against_the_fixes_the_server_had_seen() {
+        let shared = world();
+        let first: Vec<(u32, (f64, f64))> =
+            (0..3).map(|u| (u, (51.01 + f64::from(u) * 0.01, -1.0))).collect();
+        let second: Vec<(u32, (f64, f64))> =
+            (0..3).map(|u| (u, (51.06 + f64::from(u) * 0.01, -1.0))).collect();
+        assert_eq!(check(&shared, 3, &answer(&first)), Ok(Judged::Right));
+        assert_eq!(check(&shared, 6, &answer(&second)), Ok(Judged::Right));
+        // Lag is not an excuse: after 6 fixes the old positions are wrong.
+        assert!(check(&shared, 6, &answer(&first)).is_err());
+        // Unit 2's second fix (the 6th) had not arrived after 5.
+        let mixed = vec![first[2], second[0], second[1]];
+        assert_eq!(check(&shared, 5, &answer(&mixed)), Ok(Judged::Right));
+        assert!(check(&shared, 4, &answer(&mixed)).is_err());
+        // After 2 fixes, unit 2 was unknown to the server.
+        assert!(check(&shared, 2, &answer(&first)).is_err());
+        assert_eq!(check(&shared, 2, &answer(&first[..2])), Ok(Judged::Right));
+        // Leaving out a unit it held is wrong (fewer than k: all must be there).
+        assert!(check(&shared, 3, &answer(&first[..2])).is_err());
+        // Out of order is wrong.
+        let swapped = vec![first[1], first[0], first[2]];
+        assert!(check(&shared, 3, &answer(&swapped)).is_err());
+    }
+
+    /// A unit whose held position is older than the kept ones makes an
+    /// answer it might belong to unjudged, never right or wrong.
+    #[test]
+    fn a_position_older_than_the_kept_ones_is_not_judged() {
+        let shared = world();
+        {
+            let mut t = shared.truth.lock().expect("truth");
+            for _ in 0..crate::loadgen::world::KEPT {
+                t.fixes += 1;
+                let n = t.fixes;
+                t.recent[0].rotate_right(1);
+                t.recent[0][0] = (51.2, -1.0);
+                t.seq[0].rotate_right(1);
+                t.seq[0][0] = n;
+            }
+        }
+        let others: Vec<(u32, (f64, f64))> =
+            (1..3).map(|u| (u, (51.01 + f64::from(u) * 0.01, -1.0))).collect();
+        assert_eq!(check(&shared, 3, &answer(&others)), Ok(Judged::Unjudged));
+    }
 }

@@ -82,6 +82,9 @@ pub struct Outcome {
     pub usage: Option<(u64, u64, f64)>,
     /// Server CPU seconds at the start of the load, when local.
     pub cpu_before: Option<f64>,
+    /// Loadgen's own CPU seconds at the start and at the end of the load:
+    /// it shares the machine with the server.
+    pub loadgen_cpu: (Option<f64>, Option<f64>),
     /// The Redis comparison.
     pub redis: Option<redis_geo::RedisRun>,
     /// With `--redis`: Redis's CPU seconds during the load, and its memory.
@@ -179,6 +182,7 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
         outcome.journal = Some((cpu, r.memory()));
     }
     outcome.usage = srv.usage();
+    outcome.loadgen_cpu.1 = server::cpu_seconds("self");
     srv.stop();
     if let Some(url) = &plan.redis {
         eprintln!("loadgen: the same fleet and nearest workload against Redis GEO at {url}");
@@ -276,6 +280,7 @@ async fn run_bluelight(
             srv.http,
             token.clone(),
             town,
+            plan.map_encoding,
             shared.clone(),
             stop_rx.clone(),
         )));
@@ -325,7 +330,13 @@ async fn run_bluelight(
         bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock),
     );
     let metrics_before = server::metrics(&client, srv.http, token.as_deref()).await?;
+    if plan.exact_nearest_check()
+        && let Some(base) = metrics_before.get("bluelight_engine_fixes_seen_total")
+    {
+        let _ = shared.fixes_seen_base.set(*base as u64);
+    }
     let cpu_before = srv.usage().map(|u| u.2);
+    let loadgen_cpu_before = server::cpu_seconds("self");
     let started = Instant::now();
     let until = started + Duration::from_secs(plan.seconds);
     let steady_from = started + Duration::from_secs(plan.warmup_s);
@@ -432,6 +443,7 @@ async fn run_bluelight(
         checks: clients::Checked::default(),
         usage: None,
         cpu_before,
+        loadgen_cpu: (loadgen_cpu_before, None),
         redis: None,
         journal: None,
         registered,

@@ -46,6 +46,26 @@ pub enum Source {
     Tak,
 }
 
+/// How the dispatch maps' positions feeds are encoded (the `encoding` of
+/// their subscriptions, PROTOCOL.md "Positions in binary").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MapEncoding {
+    /// JSON text frames (the server's default).
+    Json,
+    /// FlatBuffers binary frames (`data/schema/positions.fbs`).
+    Flatbuffers,
+}
+
+impl MapEncoding {
+    /// The subscription's `encoding` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Flatbuffers => "flatbuffers",
+        }
+    }
+}
+
 impl Source {
     /// The server flag that opens its listener, and the name the start-up
     /// line gives it.
@@ -143,6 +163,9 @@ pub struct Options {
     /// plaintext).
     #[arg(long, conflicts_with = "server")]
     pub tls: bool,
+    /// How the dispatch maps ask for their positions feeds.
+    #[arg(long, value_enum, default_value = "json")]
+    pub map_encoding: MapEncoding,
     /// A token with every scope, for a server that has tokens.
     #[arg(long, env = "BLUELIGHT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -202,9 +225,19 @@ pub struct Plan {
     pub journal: bool,
     /// HTTPS and WSS to the server (`--tls`).
     pub tls: bool,
+    /// The maps' positions encoding (`--map-encoding`).
+    pub map_encoding: MapEncoding,
 }
 
 impl Plan {
+    /// Whether nearest answers can be checked exactly: every fix goes to
+    /// the server in one ordered stream it counts as loadgen does
+    /// (FlatBuffers over TCP; UDP reorders and drops, and a device
+    /// protocol's decoder may merge or split reports).
+    pub fn exact_nearest_check(&self) -> bool {
+        self.transport == Transport::Tcp && self.source == Source::Flatbuffers
+    }
+
     /// Fixes per second the fleet offers.
     pub fn offered_rate(&self) -> f64 {
         self.units as f64 * 1000.0 / f64::from(self.interval_ms.max(1))
@@ -256,6 +289,7 @@ impl Options {
             redis,
             journal: self.redis,
             tls: self.tls,
+            map_encoding: self.map_encoding,
         })
     }
 }

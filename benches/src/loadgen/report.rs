@@ -214,7 +214,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             a.3 + n.check_skipped,
         )
     });
-    let (q_checked, q_wrong) = (o.checks.checked, o.checks.wrong);
+    let (q_checked, q_wrong, q_unjudged) = (o.checks.checked, o.checks.wrong, o.checks.unjudged);
     let wrong_examples = &o.checks.wrong_examples;
     if q_wrong > 0 {
         failures.push(format!(
@@ -224,11 +224,22 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
     if q_errors > 0 {
         failures.push(format!("{q_errors} nearest queries got an error"));
     }
-    if p.nearest_qps > 0 && q_checked == 0 {
+    let exact = p.exact_nearest_check();
+    if exact && p.nearest_qps > 0 && q_checked == 0 {
         failures.push("no nearest answer was checked".into());
+    }
+    if exact && q_unjudged > 0 {
+        failures.push(format!(
+            "{q_unjudged} nearest answers could not be judged (the server held positions more than {} reports old)",
+            super::world::KEPT
+        ));
     }
     let cpu = match (o.usage, o.cpu_before) {
         (Some(u), Some(b)) => Some((u.2 - b) / (o.seconds + 3.0) * 100.0),
+        _ => None,
+    };
+    let loadgen_cpu = match o.loadgen_cpu {
+        (Some(b), Some(a)) => Some((a - b) / (o.seconds + 3.0) * 100.0),
         _ => None,
     };
     let accepted_rate = accepted / o.seconds;
@@ -259,6 +270,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         "positions": {
             "subscribers": o.feeds.len(),
             "messages": o.feeds.iter().map(|f| f.messages).sum::<u64>(),
+            "binary_messages": o.feeds.iter().map(|f| f.binary).sum::<u64>(),
             "units": o.feeds.iter().map(|f| f.units).sum::<u64>(),
             "delay": pct(&feed_delay),
             "delay_warmup": pct(&feed_delay_warmup),
@@ -270,6 +282,12 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         "nearest": {
             "sent": q_sent, "answered": q_answered, "errors": q_errors,
             "checked": q_checked, "wrong": q_wrong, "wrong_examples": wrong_examples,
+            "unjudged": q_unjudged,
+            "exact_check": if exact {
+                "against the positions the server held when it answered (its fixes_seen)"
+            } else {
+                "none: the exact check needs FlatBuffers fixes over TCP, one ordered stream"
+            },
             "check_skipped": q_skipped,
             "round_trip": pct(&rtt),
             "round_trip_warmup": pct(&rtt_warmup),
@@ -279,6 +297,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "rss_mib": o.usage.map(|u| u.0 as f64 / 1048576.0),
             "peak_rss_mib": o.usage.map(|u| u.1 as f64 / 1048576.0),
             "cpu_percent_of_one_core": cpu,
+            "loadgen_cpu_percent_of_one_core": loadgen_cpu,
             "realtime_threads": o.metrics_after.get("bluelight_realtime_threads").copied().unwrap_or(0.0),
             "metrics": o.metrics_after,
         },
@@ -339,6 +358,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
                 None => format!("{:?}", p.transport).to_lowercase(),
             } + if p.tls { ", clients over HTTPS and WSS (--tls)" } else { "" },
             "tls": p.tls,
+            "map_encoding": p.map_encoding.as_str(),
             "seed": p.seed, "registered": o.registered,
         },
         "loadgen_realtime_threads": bluelight_ingest::priority::realtime_threads(),
@@ -400,9 +420,9 @@ fn markdown(r: &Value) -> String {
         f(&r["machine"]["kernel"])
     ));
     s.push_str(&format!(
-        "{} units every {} ms for {} s over {}; {} fences; {} positions, {} alerts, {} standing-nearest subscribers; {} nearest/s (1 in {} checked); real-time (SCHED_FIFO) threads: server {}, loadgen {}\n\n",
+        "{} units every {} ms for {} s over {}; {} fences; {} positions ({}), {} alerts, {} standing-nearest subscribers; {} nearest/s (1 in {} checked); real-time (SCHED_FIFO) threads: server {}, loadgen {}\n\n",
         f(&p["units"]), f(&p["interval_ms"]), f(&p["seconds"]), f(&p["transport"]), f(&p["fences"]),
-        f(&p["positions_subscribers"]), f(&p["alerts_subscribers"]), f(&p["standing_nearest_subscribers"]),
+        f(&p["positions_subscribers"]), f(&p["map_encoding"]), f(&p["alerts_subscribers"]), f(&p["standing_nearest_subscribers"]),
         f(&p["nearest_qps"]), f(&p["check_every"]),
         f(&b["server"]["realtime_threads"]),
         f(&r["loadgen_realtime_threads"])
@@ -564,12 +584,13 @@ fn markdown(r: &Value) -> String {
     );
     row(
         &mut s,
-        "nearest answered / checked / wrong",
+        "nearest answered / checked exactly / wrong / unjudged",
         format!(
-            "{} / {} / {}",
+            "{} / {} / {} / {}",
             f(&n["answered"]),
             f(&n["checked"]),
-            f(&n["wrong"])
+            f(&n["wrong"]),
+            f(&n["unjudged"])
         ),
         Some(format!("{} / not checked", f(&redis["nearest"]["answered"]))),
         None,
@@ -586,6 +607,13 @@ fn markdown(r: &Value) -> String {
         &mut s,
         "server CPU (% of one core)",
         f(&sv["cpu_percent_of_one_core"]),
+        None,
+        None,
+    );
+    row(
+        &mut s,
+        "loadgen's own CPU (% of one core, same machine)",
+        f(&sv["loadgen_cpu_percent_of_one_core"]),
         None,
         None,
     );

@@ -140,12 +140,18 @@ impl Server {
                 .ok()
                 .map(|k| k * 1024)
         };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command (which may hold spaces) end with ')'.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some((kb("VmRSS:")?, kb("VmHWM:")?, ticks / 100.0))
+        Some((kb("VmRSS:")?, kb("VmHWM:")?, cpu_seconds(&pid.to_string())?))
     }
+}
+
+/// CPU seconds (user and system) a process has used so far: `pid`, or
+/// `"self"` for loadgen's own.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) end with ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 impl Drop for Server {

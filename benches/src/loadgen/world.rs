@@ -141,18 +141,53 @@ pub struct AlertKey {
     pub time_ms: i64,
 }
 
-/// Positions each unit was sent at, newest first (the server holds one of
-/// them: at most one fix can be in flight while an answer is checked).
+/// Positions kept per unit for the nearest checker: a server up to this
+/// many of a unit's reports behind is still judged exactly.
+pub const KEPT: usize = 8;
+
+/// The positions each unit was sent, newest first, each with its place in
+/// the send order. All fixes go out on one ordered connection, and the
+/// server counts the fixes its writer has taken (`fixes_seen`), so an
+/// answer that says it had seen N fixes held, for each unit, exactly its
+/// newest position among the first N sent.
 #[derive(Debug, Default)]
 pub struct Truth {
-    /// Last three positions (lat, lon) per unit; NaN = none.
-    pub recent: Vec<[(f64, f64); 3]>,
-    /// How many positions each unit has been sent, capped at 3.
-    pub count: Vec<u8>,
-    /// The frame number each of `recent` went out in.
-    pub frame: Vec<[u64; 3]>,
-    /// Frames recorded so far.
-    pub frames: u64,
+    /// Each unit's last [`KEPT`] positions (lat, lon), newest first.
+    pub recent: Vec<[(f64, f64); KEPT]>,
+    /// The place in the send order (from 1) of each of `recent`; 0 = none.
+    pub seq: Vec<[u64; KEPT]>,
+    /// Fixes recorded so far (each before it is written).
+    pub fixes: u64,
+}
+
+/// What the server held for a unit when it had seen a number of fixes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Held {
+    /// This position (lat, lon).
+    At(f64, f64),
+    /// Nothing: none of its fixes had arrived.
+    Nothing,
+    /// A position older than the ones kept: cannot be judged.
+    Unknown,
+}
+
+impl Truth {
+    /// What the server held for unit `u` after the first `seen` fixes.
+    pub fn held(&self, u: usize, seen: u64) -> Held {
+        let (Some(recent), Some(seq)) = (self.recent.get(u), self.seq.get(u)) else {
+            return Held::Nothing;
+        };
+        for (p, &n) in recent.iter().zip(seq) {
+            if n == 0 {
+                // Every position this unit was sent is kept: none had arrived.
+                return Held::Nothing;
+            }
+            if n <= seen {
+                return Held::At(p.0, p.1);
+            }
+        }
+        Held::Unknown
+    }
 }
 
 /// What the sender shares with the checkers and the report.
@@ -170,9 +205,10 @@ pub struct Shared {
     pub done: AtomicBool,
     /// Unit index by id.
     pub unit_by_id: HashMap<String, u32>,
-    /// Frames recorded in the truth (each before it is written): a nearest
-    /// answer read now cannot reflect a later frame.
-    pub frames_recorded: AtomicU64,
+    /// The server's `fixes_seen` before the first fix was sent (set when
+    /// sending starts): a nearest answer's count less this is how many of
+    /// loadgen's fixes it reflects.
+    pub fixes_seen_base: std::sync::OnceLock<u64>,
     /// When warm-up ends (set when sending starts).
     pub steady_from: std::sync::OnceLock<Instant>,
 }
@@ -419,21 +455,14 @@ pub fn send_fleet(
             frame.clear();
             owed.clear();
             if let Ok(mut t) = shared.truth.lock() {
-                t.frames += 1;
-                let frame = t.frames;
                 for f in chunk {
-                    let u = f.unit as usize;
-                    let r = &mut t.recent[u];
-                    r[2] = r[1];
-                    r[1] = r[0];
-                    r[0] = (f.fix.lat, f.fix.lon);
-                    let n = &mut t.frame[u];
-                    n[2] = n[1];
-                    n[1] = n[0];
-                    n[0] = frame;
-                    t.count[u] = (t.count[u] + 1).min(3);
+                    t.fixes += 1;
+                    let (u, n) = (f.unit as usize, t.fixes);
+                    t.recent[u].rotate_right(1);
+                    t.recent[u][0] = (f.fix.lat, f.fix.lon);
+                    t.seq[u].rotate_right(1);
+                    t.seq[u][0] = n;
                 }
-                shared.frames_recorded.store(frame, Ordering::Release);
             }
             for f in chunk {
                 frame.push((fleet.units()[f.unit as usize].key, f.fix));
@@ -505,9 +534,8 @@ pub fn send_fleet(
 /// A fresh truth for `units` units.
 pub fn truth(units: usize) -> Truth {
     Truth {
-        recent: vec![[(f64::NAN, f64::NAN); 3]; units],
-        count: vec![0; units],
-        frame: vec![[0; 3]; units],
-        frames: 0,
+        recent: vec![[(f64::NAN, f64::NAN); KEPT]; units],
+        seq: vec![[0; KEPT]; units],
+        fixes: 0,
     }
 }
