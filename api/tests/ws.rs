@@ -54,15 +54,9 @@ async fn send(ws: &mut Ws, v: Value) {
 
 /// The next JSON message (skipping pings), within 5 s.
 async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a message in time");
-        match m.expect("open").expect("frame") {
-            Message::Text(t) => return serde_json::from_str(&t).expect("json"),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
+    match recv_frame(ws).await {
+        Frame::Json(v) => v,
+        Frame::Binary(b) => panic!("expected JSON text, got {} binary bytes", b.len()),
     }
 }
 
