@@ -124,6 +124,9 @@ pub struct CotOut {
     /// TLS to say who a device is: PROTOCOL.md lets nothing else see the
     /// units a token would limit).
     loopback_only: bool,
+    /// `--tak-out HOST:PORT`: the TAK Server the leader pushes the picture
+    /// to (a follower does not, so the server is sent one picture).
+    tak_out: Option<String>,
     /// Clients being sent the picture.
     pub clients: AtomicU64,
     /// Units sent, all clients together.
@@ -140,12 +143,14 @@ impl std::fmt::Debug for CotOut {
 }
 
 impl CotOut {
-    /// CoT out reading the engine through `tasks`.
-    pub fn new(tasks: WriterTasks, loopback_only: bool) -> Arc<Self> {
+    /// CoT out reading the engine through `tasks`, pushing to `tak_out`
+    /// once [`CotOut::lead`] is called.
+    pub fn new(tasks: WriterTasks, loopback_only: bool, tak_out: Option<String>) -> Arc<Self> {
         Arc::new(Self {
             tasks,
             picture: broadcast::channel(BROADCAST_DEPTH).0,
             loopback_only,
+            tak_out,
             clients: AtomicU64::new(0),
             units_sent: AtomicU64::new(0),
         })
@@ -278,11 +283,19 @@ impl CotOut {
         Ok(())
     }
 
+    /// Starts pushing to `--tak-out`, if given: when this server starts
+    /// as the leader, or when it is promoted.
+    pub fn lead(self: &Arc<Self>) {
+        if let Some(server) = &self.tak_out {
+            tokio::spawn(self.clone().push_to(server.clone()));
+        }
+    }
+
     /// `--tak-out HOST:PORT`: pushes the picture to a TAK Server as a
     /// client (XML, as every TAK Server takes), reconnecting with backoff
     /// (1 s doubling to 30 s). What the server sends back is read and
     /// dropped: it is not ingested, so two servers cannot echo each other.
-    pub async fn push_to(self: Arc<Self>, server: String) {
+    async fn push_to(self: Arc<Self>, server: String) {
         let mut backoff = Duration::from_secs(1);
         loop {
             match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&server)).await

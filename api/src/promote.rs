@@ -3,7 +3,8 @@
 //! the lease first, so the old leader can append nothing more; applies the
 //! journal to its end; then its stage journals, its outbox appends (what it
 //! made that the old leader's outbox had not yet appended goes first), its
-//! clock runs and its ingest listeners are bound.
+//! ingest listeners are bound, and its clock and its push to `--tak-out`
+//! run.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -84,7 +85,7 @@ pub async fn promote(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             );
         }
     };
-    tokio::spawn(crate::server::run_clock(s.clone()));
+    crate::server::lead(&s);
     tracing::warn!(next, %devices, "promoted: this server leads");
     let mut v = json!({"role": "leader", "next_entry": next});
     for (name, addr) in devices.named() {

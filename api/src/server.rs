@@ -204,7 +204,7 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         if loopback_only {
             tracing::info!("cot out: tokens are configured, so the picture goes to loopback connections and to devices whose certificate maps to a token with read");
         }
-        crate::cot_out::CotOut::new(pipeline.tasks.clone(), loopback_only)
+        crate::cot_out::CotOut::new(pipeline.tasks.clone(), loopback_only, cfg.tak_out.clone())
     });
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(cert), Some(key)) => {
@@ -247,13 +247,10 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
     });
     if let Some(c) = &cot_out {
         tokio::spawn(c.clone().run());
-        if let (Some(server), true) = (&cfg.tak_out, leading) {
-            tokio::spawn(c.clone().push_to(server.clone()));
-        }
     }
     let devices = if leading {
         let bound = bind_devices(&state).await?;
-        tokio::spawn(run_clock(state.clone()));
+        lead(&state);
         bound
     } else {
         // A follower binds none: its ingest comes from the journal.
@@ -353,6 +350,16 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// What only the leader runs besides its device listeners: the clock
+/// (staleness, dwell) and the push to `--tak-out`. At start, or when a
+/// follower is promoted.
+pub(crate) fn lead(state: &Arc<AppState>) {
+    tokio::spawn(run_clock(state.clone()));
+    if let Some(c) = &state.cot_out {
+        c.lead();
+    }
+}
+
 /// The engine's clock: staleness, dwell for silent units, history expiry.
 /// Each second's scan is done in `clock_parts` parts, evenly spaced, so
 /// the engine is never held long: a tenth of a national fleet (30,000
@@ -362,7 +369,7 @@ fn hostname() -> String {
 /// A tick is a command in the writer's queue like a batch of fixes: the
 /// writer runs it in order with them, and a journal records it with its
 /// time, so a replay marks units stale at the same place in the stream.
-pub(crate) async fn run_clock(state: Arc<AppState>) {
+async fn run_clock(state: Arc<AppState>) {
     let parts = state.tuning.clock_parts.max(1);
     let mut every = tokio::time::interval(Duration::from_secs(1) / parts);
     let mut part = 0;

@@ -743,7 +743,15 @@ async fn a_follower_is_promoted_once_the_killed_leaders_lease_lapses_and_carries
     let cfg = cfg.to_string_lossy().into_owned();
     let leader_port = free_port();
     let mut leader = Bluelight::serve(&redis.url(), leader_port, &["--config", &cfg]);
-    let follower = Bluelight::follow(&redis.url(), free_port(), &["--config", &cfg]);
+    // A TAK Server the picture is pushed to: by the leader only, so by the
+    // follower once it is promoted.
+    let tak = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let tak_addr = tak.local_addr().expect("addr").to_string();
+    let follower = Bluelight::follow(
+        &redis.url(),
+        free_port(),
+        &["--config", &cfg, "--tak-out", &tak_addr],
+    );
     assert_eq!(
         send_json(
             leader.http,
@@ -765,6 +773,12 @@ async fn a_follower_is_promoted_once_the_killed_leaders_lease_lapses_and_carries
     let (st, e) = send_json(follower.http, "POST", "/v1/admin/promote", &json!({})).await;
     assert_eq!(st, 409, "{e}");
     assert!(e["error"].as_str().unwrap_or("").contains("lease"), "{e}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), tak.accept())
+            .await
+            .is_err(),
+        "a follower must not push to the TAK Server"
+    );
     leader.kill();
     let deadline = Instant::now() + Duration::from_secs(10);
     let promoted = loop {
@@ -801,6 +815,19 @@ async fn a_follower_is_promoted_once_the_killed_leaders_lease_lapses_and_carries
         std::net::TcpStream::connect(ingest).is_ok(),
         "ingest bound at {ingest}"
     );
+    // And it pushes the picture to the TAK Server: every unit it holds.
+    let (mut pushed, _) = tokio::time::timeout(Duration::from_secs(10), tak.accept())
+        .await
+        .expect("the promoted follower connects to --tak-out")
+        .expect("accept");
+    let picture = read_until(&mut pushed, Duration::from_secs(10), |got| {
+        (0..20).all(|i| got.contains(&format!("uid=\"P{i}\"")))
+    })
+    .await;
+    assert!(
+        (0..20).all(|i| picture.contains(&format!("uid=\"P{i}\""))),
+        "{picture}"
+    );
     // The old leader, restarted, finds the new one's lease and gives up.
     let mut old = std::process::Command::new(env!("CARGO_BIN_EXE_bluelight"))
         .args([
@@ -834,4 +861,25 @@ async fn a_follower_is_promoted_once_the_killed_leaders_lease_lapses_and_carries
     let again = Bluelight::serve(&redis.url(), port, &["--config", &cfg]);
     let kept = history(again.http, t0).await;
     assert_eq!(kept.len(), 40, "{kept:?}");
+}
+
+/// Reads `stream` until `done` holds for what came (as text) or `wait`
+/// passes; returns what came.
+async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    wait: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while !done(&String::from_utf8_lossy(&got)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
