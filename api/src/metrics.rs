@@ -191,6 +191,15 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             "# HELP bluelight_engine_fixes_seen_total Fixes the writer has taken, accepted or refused.\n# TYPE bluelight_engine_fixes_seen_total counter\nbluelight_engine_fixes_seen_total {}",
             k.fixes_seen
         );
+        let (live, slots) = e.region_counts();
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_engine_regions Regions live: fences, positions feeds' areas and standing-nearest zones.\n# TYPE bluelight_engine_regions gauge\nbluelight_engine_regions {live}"
+        );
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_engine_region_slots Slots of the region table (removed feeds' and zones' slots are taken again).\n# TYPE bluelight_engine_region_slots gauge\nbluelight_engine_region_slots {slots}"
+        );
         let h = e.history_stats();
         let _ = writeln!(
             m,

@@ -148,6 +148,14 @@ impl Engine {
         &self.counters
     }
 
+    /// Regions (fences, feed areas, standing-query zones) live, and the
+    /// slots their table holds: the slots grow with fences ever made, not
+    /// with feeds and zones, whose ids are taken again.
+    pub fn region_counts(&self) -> (usize, usize) {
+        let slots = self.regions.list.len();
+        (slots - self.regions.free.len(), slots)
+    }
+
     /// The last alert `seq` used (0 before any alert).
     pub fn last_seq(&self) -> u64 {
         self.seq

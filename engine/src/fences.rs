@@ -421,11 +421,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Number of regions of every kind (for metrics).
-    pub fn region_count(&self) -> usize {
-        self.regions.list.iter().filter(|r| r.is_some()).count()
-    }
-
     /// Cells in the cover index (for metrics and memory reports).
     pub fn cover_cells(&self) -> usize {
         self.regions.cover.cell_count()

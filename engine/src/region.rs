@@ -167,8 +167,13 @@ impl Memberships {
 /// and zones, their covers and the units inside them.
 #[derive(Debug, Default)]
 pub(crate) struct Regions {
-    /// Regions by id; `None` once removed (ids are never reused).
+    /// Regions by id; `None` once removed, until a feed or zone takes the
+    /// id again (see [`Regions::install`]).
     pub list: Vec<Option<Region>>,
+    /// Ids of removed regions, for feeds and zones to take again: maps
+    /// panning and standing queries re-zoning make and drop regions all
+    /// day, and the list would otherwise grow with every one.
+    pub free: Vec<u32>,
     /// Whether region `i` is a fence that detects dwell: the clock's scan
     /// reads this, not the regions (a cache miss per membership, most of a
     /// national scan's time), and skips dwell altogether when none is.
@@ -196,13 +201,42 @@ impl Regions {
         self.list.get(id as usize)?.as_ref()
     }
 
-    /// Adds `region` under a new id (in the cover index too); returns the id.
+    /// Adds `region` (in the cover index too); returns its id.
+    ///
+    /// A feed or a zone takes the id of a removed region when there is
+    /// one. A fence always takes a new, higher id: one fix's alerts come
+    /// out in region-id order, and a restored engine installs its fences
+    /// again in that order, so fence ids must keep the order fences were
+    /// made in for a replay to give the same `seq`s.
+    ///
+    /// Reuse is safe because a removed region leaves nothing behind that
+    /// a newcomer could inherit: `Engine::remove_region` drops every
+    /// membership (members are inside the shape, or its band, so among
+    /// the units near it) and looks up again the candidates of their
+    /// cells; a cell elsewhere that still lists the id lists it as a
+    /// boundary candidate (an interior one would hold members), so its
+    /// units are tested exactly against whichever region holds the id.
     pub fn install(&mut self, region: Region) -> u32 {
-        let id = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
-        self.cover.insert(id, &region.cover);
-        self.dwell
-            .push(matches!(&region.kind, RegionKind::Fence { detect, .. } if detect.dwell));
-        self.list.push(Some(region));
+        let dwell = matches!(&region.kind, RegionKind::Fence { detect, .. } if detect.dwell);
+        let reuse = match region.kind {
+            RegionKind::Fence { .. } => None,
+            RegionKind::Feed(_) | RegionKind::Zone(_) => self.free.pop(),
+        };
+        let id = match reuse {
+            Some(id) => {
+                self.list[id as usize] = Some(region);
+                self.dwell[id as usize] = dwell;
+                id
+            }
+            None => {
+                self.list.push(Some(region));
+                self.dwell.push(dwell);
+                u32::try_from(self.list.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        if let Some(Some(r)) = self.list.get(id as usize) {
+            self.cover.insert(id, &r.cover);
+        }
         id
     }
 
@@ -214,6 +248,7 @@ impl Regions {
             *d = false;
         }
         self.cover.remove(id, &region.cover);
+        self.free.push(id);
         Some(region)
     }
 

@@ -328,6 +328,91 @@ proptest! {
         }
     }
 
+    /// Feeds opened and closed over and over take the ids of the regions
+    /// gone before them: each newcomer must start with exactly the units
+    /// inside it and inherit nothing (no member, no candidate) from the
+    /// feed whose id it took, and the fence beside them must not notice.
+    #[test]
+    fn feeds_opened_and_closed_over_and_over_track_the_units_inside(
+        center in place(),
+        ops in proptest::collection::vec((0u8..4, 0usize..6, 0.0f64..360.0, 0.0f64..1.0, 100.0f64..3000.0), 1..80),
+    ) {
+        use std::collections::BTreeMap;
+        let mut e = Engine::new(EngineConfig::default()).expect("config");
+        let mut out = Outputs::default();
+        let fence = Shape::circle(center.0, center.1, 1500.0).expect("circle");
+        e.put_fence(
+            FenceSpec {
+                id: "f".into(),
+                shape: fence.clone(),
+                detect: Detect::default(),
+                dwell_s: 0,
+                hysteresis_m: 0.0,
+                filter: Filter::all(),
+                source: None,
+            },
+            T0,
+            &mut out,
+        ).expect("fence");
+        let units: Vec<UnitSlot> = (0..6).map(|u| e.intern_unit(&format!("U{u}"))).collect();
+        let mut at: BTreeMap<UnitSlot, (f64, f64)> = BTreeMap::new();
+        // Open feeds: their area and the members their events say.
+        let mut feeds: BTreeMap<u32, (Shape, BTreeSet<UnitSlot>)> = BTreeMap::new();
+        let (mut opened, mut most_open) = (0, 0);
+        for (i, &(op, pick, bearing, r, size)) in ops.iter().enumerate() {
+            let (lat, lon) = sphere::destination(center.0, center.1, bearing, r * 4000.0);
+            let lon = sphere::wrap_lon(lon);
+            match op {
+                0 => {
+                    let shape = Shape::circle(lat, lon, size).expect("circle");
+                    let (feed, snap) = e.subscribe_feed(shape.clone(), Filter::all(), T0).expect("feed");
+                    opened += 1;
+                    let want: BTreeSet<UnitSlot> =
+                        at.iter().filter(|(_, p)| shape.contains(p.0, p.1)).map(|(u, _)| *u).collect();
+                    prop_assert_eq!(snap.iter().copied().collect::<BTreeSet<_>>(), want);
+                    prop_assert!(feeds.insert(feed, (shape, snap.into_iter().collect())).is_none());
+                    most_open = most_open.max(feeds.len());
+                }
+                1 => {
+                    if let Some(&feed) = feeds.keys().nth(pick % feeds.len().max(1)) {
+                        e.unsubscribe_feed(feed).expect("open");
+                        feeds.remove(&feed);
+                    }
+                }
+                _ => {
+                    let u = units[pick];
+                    out.clear();
+                    // Ten minutes apart: the implied-speed filter never refuses.
+                    e.apply(u, &Fix::at(T0 + 1 + i as i64 * 600_000, lat, lon), &mut out);
+                    at.insert(u, (lat, lon));
+                    for ev in &out.feed {
+                        let Some((_, members)) = feeds.get_mut(&ev.feed) else {
+                            prop_assert!(false, "an event of feed {} that is closed", ev.feed);
+                            continue;
+                        };
+                        match ev.change {
+                            FeedChange::Entered => prop_assert!(members.insert(ev.unit)),
+                            FeedChange::Left => prop_assert!(members.remove(&ev.unit)),
+                            FeedChange::Moved => prop_assert!(members.contains(&ev.unit)),
+                        }
+                    }
+                }
+            }
+            for (feed, (shape, members)) in &feeds {
+                let want: BTreeSet<UnitSlot> =
+                    at.iter().filter(|(_, p)| shape.contains(p.0, p.1)).map(|(u, _)| *u).collect();
+                prop_assert_eq!(members, &want, "feed {} after op {}", feed, i);
+            }
+            let want: BTreeSet<UnitSlot> =
+                at.iter().filter(|(_, p)| fence.contains(p.0, p.1)).map(|(u, _)| *u).collect();
+            prop_assert_eq!(e.fence_members("f").into_iter().collect::<BTreeSet<_>>(), want);
+        }
+        // The table holds the fence and at most the feeds open at once.
+        let (live, slots) = e.region_counts();
+        prop_assert_eq!(live, 1 + feeds.len());
+        prop_assert!(slots <= 1 + most_open, "{} slots after {} feeds, {} at most open", slots, opened, most_open);
+    }
+
     #[test]
     fn feeds_over_countries_and_the_world_track_the_units_inside(
         w in -180.0f64..180.0,
