@@ -81,6 +81,9 @@ pub struct AlertsSeen {
     pub latency: Histogram<u64>,
     /// The same for fixes sent during the warm-up.
     pub latency_warmup: Histogram<u64>,
+    /// The same for fixes sent (after the warm-up) while the analyst's
+    /// export ran; these are not in `latency`.
+    pub latency_export: Histogram<u64>,
     /// Closed by the server (e.g. 1013) before the end.
     pub closed_early: Option<String>,
 }
@@ -150,6 +153,7 @@ pub async fn alerts_client(
         unknown: 0,
         latency: histogram(),
         latency_warmup: histogram(),
+        latency_export: histogram(),
         closed_early: None,
     };
     loop {
@@ -174,7 +178,13 @@ pub async fn alerts_client(
                     if *n == 1
                         && let Some(sent) = shared.expected.lock().ok().and_then(|e| e.get(&key).copied())
                     {
-                        let h = if shared.warming_up(sent) { &mut seen.latency_warmup } else { &mut seen.latency };
+                        let h = if shared.warming_up(sent) {
+                            &mut seen.latency_warmup
+                        } else if shared.during_export(sent) {
+                            &mut seen.latency_export
+                        } else {
+                            &mut seen.latency
+                        };
                         let _ = h.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
                     }
                 }

@@ -14,6 +14,7 @@
 //! * [`plan`] — flags, presets, the resolved plan.
 //! * [`world`] — fleet, fences, the truth, the alerts owed, the sender.
 //! * [`clients`] — WebSocket clients: alerts, positions, nearest.
+//! * [`export`] — `--export-at`: an analyst's export in the middle of it.
 //! * [`journal`] — `--redis`: the server journals to a redis-server of
 //!   loadgen's own.
 //! * [`redis_geo`] — the Redis GEO comparison.
@@ -21,6 +22,7 @@
 //! * [`report`] — JSON and Markdown.
 
 pub mod clients;
+pub mod export;
 pub mod journal;
 pub mod plan;
 pub mod redis_geo;
@@ -91,6 +93,8 @@ pub struct Outcome {
     pub journal: Option<(f64, serde_json::Value)>,
     /// Units the fleet registered.
     pub registered: usize,
+    /// The analyst's export (`--export-at`).
+    pub export: Option<export::ExportRun>,
 }
 
 /// Merges histograms.
@@ -351,6 +355,17 @@ async fn run_bluelight(
                 Instant::now()
             })?
     };
+    // The analyst's download reads hundreds of megabytes: with the maps,
+    // at their lower priority, so the clocks being timed do not wait on it.
+    let analyst = plan.export_at.map(|at_s| {
+        bulk.spawn(export::analyst(
+            srv.http,
+            token.clone(),
+            shared.clone(),
+            started + Duration::from_secs(at_s),
+            at_s,
+        ))
+    });
     let clients_n = plan.nearest_qps.div_ceil(500).max(1);
     // A small queue: an answer is checked against the positions sent
     // lately, so it must not wait long for its check.
@@ -447,7 +462,14 @@ async fn run_bluelight(
         redis: None,
         journal: None,
         registered,
+        export: None,
     };
+    if let Some(a) = analyst {
+        outcome.export = Some(a.await.unwrap_or_else(|e| export::ExportRun {
+            error: Some(e.to_string()),
+            ..export::ExportRun::default()
+        }));
+    }
     for t in alert_tasks {
         match t.await {
             Ok(Ok(seen)) => outcome.alerts.push(seen),

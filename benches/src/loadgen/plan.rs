@@ -166,6 +166,12 @@ pub struct Options {
     /// How the dispatch maps ask for their positions feeds.
     #[arg(long, value_enum, default_value = "json")]
     pub map_encoding: MapEncoding,
+    /// This many seconds into the run, an analyst downloads a full-retention
+    /// export (`GET /v1/export` over all history, GeoJSON); the report gives
+    /// fix-to-alert of the fixes sent while it ran beside the rest of the
+    /// run's (issue 16: an export must not move the alerts).
+    #[arg(long, value_name = "SECONDS")]
+    pub export_at: Option<u64>,
     /// A token with every scope, for a server that has tokens.
     #[arg(long, env = "BLUELIGHT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -227,6 +233,8 @@ pub struct Plan {
     pub tls: bool,
     /// The maps' positions encoding (`--map-encoding`).
     pub map_encoding: MapEncoding,
+    /// Seconds into the run of the analyst's export (`--export-at`).
+    pub export_at: Option<u64>,
 }
 
 impl Plan {
@@ -290,6 +298,7 @@ impl Options {
             journal: self.redis,
             tls: self.tls,
             map_encoding: self.map_encoding,
+            export_at: self.export_at.map(|at| at.min(seconds.saturating_sub(1))),
         })
     }
 }

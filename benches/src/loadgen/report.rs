@@ -202,6 +202,10 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
     }
     let alert_latency = super::merged(o.alerts.iter().map(|a| &a.latency));
     let alert_latency_warmup = super::merged(o.alerts.iter().map(|a| &a.latency_warmup));
+    let alert_latency_export = super::merged(o.alerts.iter().map(|a| &a.latency_export));
+    if let Some(e) = o.export.as_ref().and_then(|e| e.error.as_ref()) {
+        failures.push(format!("the analyst's export failed: {e}"));
+    }
     let feed_delay = super::merged(o.feeds.iter().map(|f| &f.delay));
     let feed_delay_warmup = super::merged(o.feeds.iter().map(|f| &f.delay_warmup));
     let rtt = super::merged(o.nearest.iter().map(|n| &n.rtt));
@@ -265,6 +269,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "unexpected": unexpected,
             "fix_to_alert": pct(&alert_latency),
             "fix_to_alert_warmup": pct(&alert_latency_warmup),
+            "fix_to_alert_during_export": pct(&alert_latency_export),
             "server_fix_to_alert": server_quantiles(o, "bluelight_fix_to_alert_seconds"),
         },
         "positions": {
@@ -338,6 +343,16 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "outbox_dropped": o.metrics_after.get("bluelight_outbox_dropped_total"),
         })
     });
+    let export = o.export.as_ref().map(|e| {
+        json!({
+            "at_s": e.at_s,
+            "seconds": e.seconds,
+            "mib": e.bytes as f64 / 1048576.0,
+            "mib_per_s": e.bytes as f64 / 1048576.0 / e.seconds.max(1e-9),
+            "fixes_at_most": e.fixes_at_most,
+            "error": e.error,
+        })
+    });
     let passed = failures.is_empty();
     let report = json!({
         "passed": passed,
@@ -365,6 +380,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         "bluelight": bluelight,
         "redis_geo": redis,
         "journal": journal,
+        "export": export,
     });
     let md = markdown(&report);
     (report, md, passed)
@@ -535,6 +551,30 @@ fn markdown(r: &Value) -> String {
         None,
         None,
     );
+    if !r["export"].is_null() {
+        let e = &r["export"];
+        row(
+            &mut s,
+            "fix-to-alert while the analyst's export ran, p50/p99/p999/max",
+            lat(&a["fix_to_alert_during_export"]),
+            None,
+            None,
+        );
+        row(
+            &mut s,
+            "the analyst's export (all history, GeoJSON)",
+            format!(
+                "from {} s: {} MiB ({} fixes at most) in {} s, {} MiB/s",
+                f(&e["at_s"]),
+                f(&e["mib"]),
+                f(&e["fixes_at_most"]),
+                f(&e["seconds"]),
+                f(&e["mib_per_s"])
+            ),
+            None,
+            None,
+        );
+    }
     row(
         &mut s,
         "server's own fix-to-frame, p50/p99/p999 at most",

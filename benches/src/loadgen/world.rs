@@ -214,9 +214,20 @@ pub struct Shared {
     pub fixes_seen_base: std::sync::OnceLock<u64>,
     /// When warm-up ends (set when sending starts).
     pub steady_from: std::sync::OnceLock<Instant>,
+    /// When the analyst's export (`--export-at`) started, and when its last
+    /// byte came.
+    pub export_began: std::sync::OnceLock<Instant>,
+    /// See `export_began`.
+    pub export_ended: std::sync::OnceLock<Instant>,
 }
 
 impl Shared {
+    /// Whether something that started at `t` overlapped the analyst's
+    /// export.
+    pub fn during_export(&self, t: Instant) -> bool {
+        self.export_began.get().is_some_and(|b| t >= *b) && self.export_ended.get().is_none_or(|e| t <= *e)
+    }
+
     /// Whether something that started at `t` belongs to the warm-up.
     pub fn warming_up(&self, t: Instant) -> bool {
         self.steady_from.get().is_none_or(|s| t < *s)
