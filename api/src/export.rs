@@ -667,7 +667,11 @@ mod tests {
         let (Some(got), Some(want)) = (got.as_object(), want.as_object()) else {
             panic!("objects: {text}");
         };
-        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{text}");
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{text}"
+        );
         for (k, v) in want {
             if ["speed_mps", "heading_deg", "accuracy_m"].contains(&k.as_str()) {
                 assert_eq!(

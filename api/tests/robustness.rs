@@ -419,3 +419,57 @@ async fn a_large_area_is_covered_without_holding_up_fixes() {
         "a fix waited {slowest:?} beside a {took:?} fence"
     );
 }
+
+/// Regression: the polygon across the antimeridian (Fiji, two
+/// degrees wide) was read the long way round the globe, 358° wide: a unit
+/// in London was inside it. It is taken the short way now: a unit at 179.5°
+/// and one at -179.5° enter it; one on the prime meridian at the same
+/// latitude does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polygon_across_the_antimeridian_is_taken_the_short_way() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server().await;
+    let fiji = json!({"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[179.0,-17.0],[-179.0,-17.0],[-179.0,-15.0],[179.0,-15.0],[179.0,-17.0]]]},"properties":{}});
+    let (st, v) = send_json(s.http, "PUT", "/v1/fences/fiji", &fiji).await;
+    assert_eq!(st, 201, "{v}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", s.http))
+        .await
+        .expect("connects");
+    let sub = json!({"type":"subscribe","id":"a","stream":"alerts"});
+    ws.send(Message::Text(sub.to_string().into()))
+        .await
+        .expect("send");
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("subscribed") => break,
+            Some(Ok(_)) => {}
+            other => panic!("no reply: {other:?}"),
+        }
+    }
+    let t = now_ms();
+    let fixes = json!({"fixes": [
+        {"id":"WEST","lat":-16.0,"lon":179.5,"time_ms":t},
+        {"id":"EAST","lat":-16.0,"lon":-179.5,"time_ms":t},
+        {"id":"LONG-WAY","lat":-16.0,"lon":0.0,"time_ms":t},
+        {"id":"LONDON","lat":51.5,"lon":-0.12,"time_ms":t},
+    ]});
+    let (st, r) = send_json(s.http, "POST", "/v1/fixes", &fixes).await;
+    assert_eq!((st, &r["accepted"]), (200, &json!(4)), "{r}");
+    let mut entered = Vec::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).expect("json");
+            if v["type"] == "alert" {
+                assert_eq!(
+                    (&v["event"], &v["fence"]),
+                    (&json!("enter"), &json!("fiji")),
+                    "{v}"
+                );
+                entered.push(v["unit"]["id"].as_str().unwrap_or("").to_owned());
+            }
+        }
+    }
+    entered.sort();
+    assert_eq!(entered, ["EAST", "WEST"]);
+}

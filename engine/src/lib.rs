@@ -56,6 +56,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod alert;
+mod antimeridian;
 mod cell_geometry;
 pub mod clock;
 mod config;

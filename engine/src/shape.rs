@@ -3,8 +3,11 @@
 //!
 //! Semantics, precisely:
 //! * `Polygon`: GeoJSON (Multi)Polygon; edges are straight in lon/lat
-//!   (RFC 7946); a point on an edge or vertex is inside; holes are outside
-//!   (their boundary is inside). Longitudes ±180 are the same meridian.
+//!   (RFC 7946), except that an edge spanning more than 180° of longitude
+//!   crosses the antimeridian the short way, and a ring that so goes round
+//!   a pole holds that pole (`crate::antimeridian`); a point on an edge or
+//!   vertex is inside; holes are outside (their boundary is inside).
+//!   Longitudes ±180 are the same meridian.
 //! * `Circle`: every point whose great-circle distance to the centre is at
 //!   most the radius.
 //! * `BBox`: `[w, s, e, n]` in degrees, edges included; `w > e` crosses the
@@ -42,8 +45,13 @@ pub enum Shape {
 pub struct PolygonShape {
     /// The geometry as given.
     pub source: MultiPolygon,
-    /// The prepared index used for point tests.
+    /// The prepared index used for point tests, of the geometry taken the
+    /// short way across the antimeridian (`crate::antimeridian`): its
+    /// longitudes may then run past ±180.
     pub index: IndexedMultiPolygon,
+    /// The index's longitudes run past ±180, so a point is also tested at
+    /// its longitude ±360.
+    wraps: bool,
 }
 
 /// A geodesic circle.
@@ -113,10 +121,18 @@ impl Shape {
                     check_lat_lon(c.y, c.x).map_err(|e| EngineError::BadGeometry(e.to_string()))?;
                 }
             }
+        }
+        let short = crate::antimeridian::short_way(&mp).map_err(EngineError::BadGeometry)?;
+        let drawn = short.as_ref().unwrap_or(&mp);
+        for poly in &drawn.0 {
             crate::validity::check_simple(poly).map_err(EngineError::BadGeometry)?;
         }
-        let index = IndexedMultiPolygon::new(&mp);
-        Ok(Shape::Polygon(Box::new(PolygonShape { source: mp, index })))
+        let index = IndexedMultiPolygon::new(drawn);
+        Ok(Shape::Polygon(Box::new(PolygonShape {
+            wraps: short.is_some(),
+            source: mp,
+            index,
+        })))
     }
 
     /// A geodesic circle.
@@ -182,7 +198,9 @@ impl Shape {
     pub fn contains(&self, lat: f64, lon: f64) -> bool {
         match self {
             Shape::Polygon(p) => {
-                p.index.contains(lon, lat) || (lon.abs() == 180.0 && p.index.contains(-lon, lat))
+                p.index.contains(lon, lat)
+                    || (lon.abs() == 180.0 && p.index.contains(-lon, lat))
+                    || (p.wraps && (p.index.contains(lon + 360.0, lat) || p.index.contains(lon - 360.0, lat)))
             }
             Shape::Circle(c) => sphere::chord2(c.center, sphere::to_vec3(lat, lon)) <= c.c2,
             Shape::BBox([w, s, e, n]) => {
@@ -371,10 +389,12 @@ pub fn lat_lon_box_aabb(w: f64, s: f64, e: f64, n: f64) -> Aabb3 {
         lats.push(0.0);
     }
     let mut lons = vec![w, e];
-    for l in [-180.0, -90.0, 0.0, 90.0, 180.0] {
-        if l > w && l < e {
-            lons.push(l);
-        }
+    // Every quarter meridian between (a polygon taken the short way
+    // across the antimeridian runs past ±180, up to a turn and a half).
+    let mut l = (w / 90.0).floor() * 90.0 + 90.0;
+    while l < e && lons.len() < 12 {
+        lons.push(l);
+        l += 90.0;
     }
     let mut b = [[f64::INFINITY; 3], [f64::NEG_INFINITY; 3]];
     for &lat in &lats {

@@ -651,3 +651,137 @@ proptest! {
         prop_assert_eq!(b.snapshot(), a.snapshot());
     }
 }
+
+/// A star around (`lat`, `lon`) with `radii` in degrees: the polygon as
+/// a client sends it (every longitude within ±180) and as meant, the
+/// short way (each longitude plus its whole turns, in one addition as
+/// the engine makes it, so the two meet exactly at the vertices).
+fn star_across(lat: f64, lon: f64, radii: &[f64]) -> (MultiPolygon, Polygon) {
+    let n = radii.len();
+    type Ring = Vec<(f64, f64)>;
+    let (mut sent, mut meant): (Ring, Ring) = radii
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let a = std::f64::consts::TAU * i as f64 / n as f64;
+            let (x, y) = (lon + r * a.cos(), (lat + r * a.sin()).clamp(-89.0, 89.0));
+            let w = sphere::wrap_lon(x);
+            let turns = ((x - w) / 360.0).round();
+            ((w, y), (w + turns * 360.0, y))
+        })
+        .unzip();
+    sent.push(sent[0]);
+    meant.push(meant[0]);
+    (
+        MultiPolygon(vec![Polygon::new(LineString::from(sent), vec![])]),
+        Polygon::new(LineString::from(meant), vec![]),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// A fence drawn across the antimeridian (its longitudes wrapped, as
+    /// GeoJSON writers send them) holds exactly the points of the shape
+    /// meant, the short way: checked against geo's own point test on the
+    /// unwrapped polygon, at random points, on its vertices and on the
+    /// antimeridian itself, and its alerts follow.
+    #[test]
+    fn fences_across_the_antimeridian_are_taken_the_short_way(
+        lat in -70.0f64..70.0,
+        lon in 179.92f64..180.08,
+        radii in proptest::collection::vec(0.01f64..0.1, 3..14),
+        points in proptest::collection::vec((0u8..4, -0.15f64..0.15, -0.15f64..0.15, any::<usize>()), 1..40),
+    ) {
+        use geo::Intersects;
+        let (sent, meant) = star_across(lat, lon, &radii);
+        let verts: Vec<(f64, f64)> = sent.0[0].exterior().0.iter().map(|c| (c.y, c.x)).collect();
+        let inside = |la: f64, lo: f64| {
+            [lo, lo + 360.0, lo - 360.0]
+                .iter()
+                .any(|&x| meant.intersects(&geo::Point::new(x, la)))
+        };
+        let shape = Shape::polygon(sent).expect("a valid star");
+        let mut e = Engine::new(EngineConfig::default()).expect("config");
+        let mut out = Outputs::default();
+        e.put_fence(
+            FenceSpec {
+                id: "f".into(),
+                shape: shape.clone(),
+                detect: Detect::default(),
+                dwell_s: 0,
+                hysteresis_m: 0.0,
+                filter: Filter::all(),
+                source: None,
+            },
+            T0,
+            &mut out,
+        ).expect("fence");
+        let u = e.intern_unit("U");
+        let mut was_in = false;
+        for (i, &(mode, dy, dx, pick)) in points.iter().enumerate() {
+            let (la, lo) = match mode {
+                0 => verts[pick % verts.len()],
+                1 => ((lat + dy).clamp(-90.0, 90.0), 180.0),
+                _ => ((lat + dy).clamp(-90.0, 90.0), lon + dx),
+            };
+            let lo = sphere::wrap_lon(lo);
+            let want = inside(la, lo);
+            prop_assert_eq!(shape.contains(la, lo), want, "{},{}", la, lo);
+            out.clear();
+            // A day apart: the implied-speed filter never refuses.
+            e.apply(u, &Fix::at(T0 + 1 + i as i64 * 86_400_000, la, lo), &mut out);
+            let got: Vec<&str> = out.alerts.iter().map(|a| a.event.as_str()).collect();
+            let expect: Vec<&str> = match (was_in, want) {
+                (false, true) => vec!["enter"],
+                (true, false) => vec!["exit"],
+                _ => vec![],
+            };
+            prop_assert_eq!(got, expect, "{},{}", la, lo);
+            was_in = want;
+        }
+    }
+
+    /// A ring round a pole holds the cap on its side: a point is inside
+    /// when it is at or beyond the ring's latitude at its longitude (the
+    /// ring's edges interpolated in longitude).
+    #[test]
+    fn a_ring_round_a_pole_holds_the_cap(
+        north in any::<bool>(),
+        lats in proptest::collection::vec(55.0f64..85.0, 3..12),
+        start in -180.0f64..180.0,
+        points in proptest::collection::vec((0.0f64..1.0, -180.0f64..180.0, 40.0f64..90.0), 1..40),
+    ) {
+        let sign = if north { 1.0 } else { -1.0 };
+        let n = lats.len();
+        // Vertices east round the globe, equally spaced, from `start`.
+        let mut ring: Vec<(f64, f64)> = (0..n)
+            .map(|i| {
+                let lo = start + 360.0 * i as f64 / n as f64;
+                (sphere::wrap_lon(lo), sign * lats[i])
+            })
+            .collect();
+        ring.push(ring[0]);
+        let shape = Shape::polygon(MultiPolygon(vec![Polygon::new(LineString::from(ring), vec![])]))
+            .expect("a ring round the pole");
+        for &(f, lo, la) in &points {
+            let la = sign * la;
+            // The edge below (above) the point, interpolated.
+            let along = (lo - start).rem_euclid(360.0) / (360.0 / n as f64);
+            let (k, t) = (along.floor() as usize % n, along.fract());
+            let edge = sign * (lats[k] + t * (lats[(k + 1) % n] - lats[k]));
+            // Keep clear of the edge itself: float rounding of the two
+            // interpolations may differ there (vertices are tested below).
+            if (la - edge).abs() < 1e-9 {
+                continue;
+            }
+            let want = if north { la >= edge } else { la <= edge };
+            prop_assert_eq!(shape.contains(la, lo), want, "{},{} edge {} (f {})", la, lo, edge, f);
+        }
+        for (i, lat) in lats.iter().enumerate() {
+            let lo = sphere::wrap_lon(start + 360.0 * i as f64 / n as f64);
+            prop_assert!(shape.contains(sign * lat, lo), "vertex {}", i);
+            prop_assert!(shape.contains(sign * 90.0, lo), "the pole");
+        }
+    }
+}
