@@ -433,3 +433,46 @@ async fn a_listening_tak_client_is_still_heard_after_the_idle_timeout() {
     client.write_all(event.as_bytes()).await.expect("write");
     unit_until(s.http, "ANDROID-LATE", |_| true).await;
 }
+
+/// Regression: ATAK pings its TAK server (`t-x-c-t`, a point at 0,0 with
+/// unknown error) and asks for TAK protocol v1 (`t-x-takp-q`) in XML on
+/// the same connection as its position reports; each was read as a fix
+/// and refused as `null_island`, so every phone's keep-alive counted as
+/// bad input on the SRE's dashboard. TAK's control messages are passed
+/// over: no unit, no refusal; the phone's own report beside them lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tak_pings_and_negotiation_are_neither_units_nor_refusals() {
+    let s = support::server_with(ServeConfig {
+        cot_tcp: Some("127.0.0.1:0".parse().expect("addr")),
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut t = String::new();
+    bluelight_ingest::cot::format_rfc3339_ms(now_ms(), &mut t);
+    let ping = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><event version="2.0" uid="ANDROID-9-ping" type="t-x-c-t" how="h-g-i-g-o" time="{t}" start="{t}" stale="{t}"><point lat="0.0" lon="0.0" hae="0.0" ce="9999999.0" le="9999999.0"/><detail/></event>"#
+    );
+    let ask = format!(
+        r#"<event version="2.0" uid="protouid" type="t-x-takp-q" how="m-g" time="{t}" start="{t}" stale="{t}"><point lat="0.0" lon="0.0" hae="0.0" ce="999999" le="999999"/><detail><TakControl><TakRequest version="1"/></TakControl></detail></event>"#
+    );
+    let me = format!(
+        r#"<event version="2.0" uid="ANDROID-9" type="a-f-G-U-C" how="m-g" time="{t}" start="{t}" stale="{t}"><point lat="51.5" lon="-0.12" hae="0" ce="5" le="9999999"/><detail><contact callsign="NINER"/></detail></event>"#
+    );
+    let mut cot = tokio::net::TcpStream::connect(s.devices.cot_tcp.expect("bound"))
+        .await
+        .expect("connect");
+    cot.write_all(format!("{ping}{ask}{me}").as_bytes())
+        .await
+        .expect("write");
+    unit_until(s.http, "ANDROID-9", |v| v["properties"]["callsign"] == "NINER").await;
+    for id in ["ANDROID-9-ping", "protouid"] {
+        let (status, v) = get_json(s.http, &format!("/v1/units/{id}")).await;
+        assert_eq!(status, 404, "{id}: {v}");
+    }
+    let (_, all) = get_json(s.http, "/v1/units").await;
+    assert_eq!(all["features"].as_array().map(Vec::len), Some(1), "{all}");
+    for reason in ["null_island", "bad_frame"] {
+        let line = format!("bluelight_fixes_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(s.http, &line).await, 0.0, "{reason}");
+    }
+}

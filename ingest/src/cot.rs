@@ -148,7 +148,8 @@ pub fn decode_cot(
 /// Puts a decoded event into `out`: a fix for unit `uid` (or, failing
 /// validation, an entry in `out.errors`), and what the event says of the
 /// unit: its kind (`type`), callsign, `how`, team (as the tag
-/// `group:<name>`) and stale time.
+/// `group:<name>`) and stale time. TAK control messages (type `t-x-…`)
+/// are passed over, adding nothing.
 ///
 /// # Errors
 /// An event without a uid, a time or a position.
@@ -159,6 +160,12 @@ pub fn push_event(
     now_ms: i64,
     out: &mut IngestBatch,
 ) -> Result<(), CotError> {
+    // TAK's own control messages (`t-x-…`: pings, protocol negotiation)
+    // say nothing of where anyone is: an ATAK ping's point is 0,0 with
+    // unknown error, and would be a phantom unit at Null Island.
+    if event.kind.starts_with("t-x-") {
+        return Ok(());
+    }
     if event.uid.is_empty() {
         return Err(CotError::Attribute("uid"));
     }
@@ -356,10 +363,24 @@ mod tests {
         assert_eq!(w.tags, None, "no team: the unit's tags are left as they are");
     }
 
+    /// Regression: an ATAK ping (as ATAK and pytak send it) became a unit
+    /// "…-ping" at 0,0.
+    #[test]
+    fn tak_control_messages_are_passed_over() {
+        let v = ValidationConfig::default();
+        let ping = r#"<event version="2.0" uid="ANDROID-1-ping" type="t-x-c-t" how="h-g-i-g-o" time="2025-11-21T10:15:30Z" start="2025-11-21T10:15:30Z" stale="2025-11-21T10:15:50Z"><point lat="0.0" lon="0.0" hae="0.0" ce="9999999.0" le="9999999.0"/><detail/></event>"#;
+        let ask = r#"<event version="2.0" uid="protouid" type="t-x-takp-q" how="m-g" time="2025-11-21T10:15:30Z" start="2025-11-21T10:15:30Z" stale="2025-11-21T10:16:30Z"><point lat="0.0" lon="0.0" hae="0.0" ce="999999" le="999999"/><detail><TakControl><TakRequest version="1"/></TakControl></detail></event>"#;
+        for xml in [ping, ask] {
+            let mut out = IngestBatch::default();
+            assert_eq!(decode_cot(xml, 0, &v, NOW, &mut out), Ok(()));
+            assert!(out.fixes.is_empty() && out.errors.is_empty() && out.metas.is_empty());
+        }
+    }
+
     #[test]
     fn events_without_position_or_uid_are_refused_by_name() {
         let v = ValidationConfig::default();
-        let no_point = r#"<event uid="x" type="t-x-c-t" time="2025-11-21T10:15:30Z"/>"#;
+        let no_point = r#"<event uid="x" type="b-m-p-s-m" time="2025-11-21T10:15:30Z"/>"#;
         assert_eq!(
             decode_cot(no_point, 0, &v, NOW, &mut IngestBatch::default()),
             Err(CotError::Attribute("point lat"))
