@@ -29,15 +29,12 @@ use bluelight_ingest::cot::format_rfc3339_ms;
 use bluelight_ingest::tak::{self, proto};
 use bluelight_ingest::tasks::WriterTasks;
 use bluelight_ingest::tls::DeviceGrant;
-use bluelight_ingest::transport::CotOutlet;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bluelight_ingest::transport::{CotFrame, CotOutlet, CotSender, cot_channel};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, oneshot};
 
 /// Units copied out of the engine per bulk step on the writer.
 const COPY_STEP: usize = 20_000;
-
-/// A client that takes no bytes for this long is dropped.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Pictures a client may fall behind before it is sent the whole picture
 /// again.
@@ -109,9 +106,9 @@ struct CotUnit {
 pub struct Picture {
     /// XML events, each after its XML declaration and a newline (as TAK
     /// servers stream them).
-    pub xml: Vec<u8>,
+    pub xml: Arc<[u8]>,
     /// TAK protocol v1 messages in the streaming framing.
-    pub v1: Vec<u8>,
+    pub v1: Arc<[u8]>,
     /// Units in it.
     pub units: usize,
 }
@@ -236,9 +233,8 @@ impl CotOut {
 
     /// Sends the picture to one client until it goes: the whole picture,
     /// then each second's changes; the whole picture again if it fell
-    /// behind. `v1` says which encoding (it may turn true once the client
-    /// has spoken).
-    async fn serve(self: Arc<Self>, mut write: impl AsyncWrite + Unpin, v1: Arc<AtomicBool>) {
+    /// behind. The client's writer sends each in the encoding it speaks.
+    async fn serve(self: Arc<Self>, send: CotSender) {
         self.clients.fetch_add(1, Ordering::Relaxed);
         let mut changes = self.picture.subscribe();
         'whole: loop {
@@ -250,13 +246,13 @@ impl CotOut {
             let Some(whole) = encode(units).await else {
                 break;
             };
-            if self.send(&mut write, &whole, &v1).await.is_err() {
+            if self.send(&send, &whole).await.is_err() {
                 break;
             }
             loop {
                 match changes.recv().await {
                     Ok(p) => {
-                        if self.send(&mut write, &p, &v1).await.is_err() {
+                        if self.send(&send, &p).await.is_err() {
                             break 'whole;
                         }
                     }
@@ -268,17 +264,15 @@ impl CotOut {
         self.clients.fetch_sub(1, Ordering::Relaxed);
     }
 
-    async fn send(
-        &self,
-        write: &mut (impl AsyncWrite + Unpin),
-        p: &Picture,
-        v1: &AtomicBool,
-    ) -> std::io::Result<()> {
-        let bytes = if v1.load(Ordering::Relaxed) { &p.v1 } else { &p.xml };
-        match tokio::time::timeout(SEND_TIMEOUT, write.write_all(bytes)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
-        }
+    /// Queues `p` for a client; an error once its writer has stopped (it
+    /// took nothing for `COT_SEND_TIMEOUT`, or went).
+    async fn send(&self, send: &CotSender, p: &Picture) -> Result<(), ()> {
+        let frame = CotFrame {
+            xml: p.xml.clone(),
+            v1: p.v1.clone(),
+            then_v1: false,
+        };
+        send.send(frame).await.map_err(|_| ())?;
         self.units_sent.fetch_add(p.units as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -308,7 +302,9 @@ impl CotOut {
                         let mut buf = [0u8; 4096];
                         while matches!(read.read(&mut buf).await, Ok(n) if n > 0) {}
                     });
-                    self.clone().serve(write, Arc::new(AtomicBool::new(false))).await;
+                    // A TAK Server takes XML from every client.
+                    let (send, _stopped) = cot_channel(write, Arc::new(AtomicBool::new(false)));
+                    self.clone().serve(send).await;
                     drain.abort();
                     tracing::warn!(%server, "tak-out: connection lost; reconnecting");
                 }
@@ -325,13 +321,7 @@ impl CotOut {
 struct Outlet(Arc<CotOut>);
 
 impl CotOutlet for Outlet {
-    fn attach(
-        &self,
-        write: tokio::io::WriteHalf<bluelight_ingest::transport::DeviceStream>,
-        peer: SocketAddr,
-        grant: &DeviceGrant,
-        tak_v1: Arc<AtomicBool>,
-    ) -> Option<Arc<tokio::sync::Notify>> {
+    fn attach(&self, send: CotSender, peer: SocketAddr, grant: &DeviceGrant) -> bool {
         let allowed = if grant.certified {
             grant.picture
         } else {
@@ -339,16 +329,10 @@ impl CotOutlet for Outlet {
         };
         if !allowed {
             tracing::debug!(%peer, who = %grant.name, "cot out: not sent (a non-loopback client without a certificate, or a token without read or with an agency limit)");
-            return None;
+            return false;
         }
-        let stopped = Arc::new(tokio::sync::Notify::new());
-        let (out, notify) = (self.0.clone(), stopped.clone());
-        tokio::spawn(async move {
-            out.serve(write, tak_v1).await;
-            // notify_one keeps the permit if the reader is not waiting yet.
-            notify.notify_one();
-        });
-        Some(stopped)
+        tokio::spawn(self.0.clone().serve(send));
+        true
     }
 }
 
@@ -357,17 +341,17 @@ impl CotOutlet for Outlet {
 async fn encode(units: Vec<CotUnit>) -> Option<Picture> {
     tokio::task::spawn_blocking(move || {
         bluelight_ingest::priority::lower_this_thread();
-        let mut p = Picture {
-            units: units.len(),
-            ..Picture::default()
-        };
         let mut text = String::with_capacity(units.len() * 600);
+        let mut v1 = Vec::with_capacity(units.len() * 200);
         for u in &units {
             write_xml(u, &mut text);
-            tak::encode_stream(&v1_message(u), &mut p.v1);
+            tak::encode_stream(&v1_message(u), &mut v1);
         }
-        p.xml = text.into_bytes();
-        p
+        Picture {
+            xml: text.into_bytes().into(),
+            v1: v1.into(),
+            units: units.len(),
+        }
     })
     .await
     .ok()

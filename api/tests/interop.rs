@@ -17,7 +17,7 @@ use bluelight_ingest::decode::{UnitInfoSpec, encode_flatbuffers};
 use bluelight_ingest::lip::{PduWriter, REASON_EMERGENCY, ShortCodes};
 use serde_json::Value;
 use support::open::{get_json, now_ms};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn devices_server() -> Running {
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -438,10 +438,13 @@ async fn a_listening_tak_client_is_still_heard_after_the_idle_timeout() {
 /// unknown error) and asks for TAK protocol v1 (`t-x-takp-q`) in XML on
 /// the same connection as its position reports; each was read as a fix
 /// and refused as `null_island`, so every phone's keep-alive counted as
-/// bad input on the SRE's dashboard. TAK's control messages are passed
-/// over: no unit, no refusal; the phone's own report beside them lands.
+/// bad input on the SRE's dashboard, and no phone was ever answered. Now
+/// the server offers v1 as a client connects (`t-x-takp-v`), answers a
+/// ping with a pong and a request with its acceptance, after which the
+/// connection speaks v1; control messages are neither units nor refusals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tak_pings_and_negotiation_are_neither_units_nor_refusals() {
+async fn tak_clients_are_offered_v1_answered_and_switched() {
+    use bluelight_ingest::tak::{encode_stream, proto};
     let s = support::server_with(ServeConfig {
         cot_tcp: Some("127.0.0.1:0".parse().expect("addr")),
         ..ServeConfig::default()
@@ -452,27 +455,106 @@ async fn tak_pings_and_negotiation_are_neither_units_nor_refusals() {
     let ping = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><event version="2.0" uid="ANDROID-9-ping" type="t-x-c-t" how="h-g-i-g-o" time="{t}" start="{t}" stale="{t}"><point lat="0.0" lon="0.0" hae="0.0" ce="9999999.0" le="9999999.0"/><detail/></event>"#
     );
-    let ask = format!(
-        r#"<event version="2.0" uid="protouid" type="t-x-takp-q" how="m-g" time="{t}" start="{t}" stale="{t}"><point lat="0.0" lon="0.0" hae="0.0" ce="999999" le="999999"/><detail><TakControl><TakRequest version="1"/></TakControl></detail></event>"#
-    );
     let me = format!(
         r#"<event version="2.0" uid="ANDROID-9" type="a-f-G-U-C" how="m-g" time="{t}" start="{t}" stale="{t}"><point lat="51.5" lon="-0.12" hae="0" ce="5" le="9999999"/><detail><contact callsign="NINER"/></detail></event>"#
     );
     let mut cot = tokio::net::TcpStream::connect(s.devices.cot_tcp.expect("bound"))
         .await
         .expect("connect");
-    cot.write_all(format!("{ping}{ask}{me}").as_bytes())
+    let offer = read_until(&mut cot, |got| got.contains("</event>")).await;
+    assert!(
+        offer.contains(r#"type="t-x-takp-v""#) && offer.contains(r#"<TakProtocolSupport version="1"/>"#),
+        "{offer}"
+    );
+    cot.write_all(format!("{ping}{me}").as_bytes())
         .await
         .expect("write");
+    let pong = read_until(&mut cot, |got| got.contains("</event>")).await;
+    assert!(pong.contains(r#"type="t-x-c-t-r""#), "{pong}");
     unit_until(s.http, "ANDROID-9", |v| v["properties"]["callsign"] == "NINER").await;
-    for id in ["ANDROID-9-ping", "protouid"] {
+    // The phone asks for v1, repeating the offer's uid, then waits.
+    let uid = offer
+        .split("uid=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the offer's uid");
+    let ask = format!(
+        r#"<event version="2.0" uid="{uid}" type="t-x-takp-q" how="m-g" time="{t}" start="{t}" stale="{t}"><point lat="0.0" lon="0.0" hae="0.0" ce="999999" le="999999"/><detail><TakControl><TakRequest version="1"/></TakControl></detail></event>"#
+    );
+    cot.write_all(ask.as_bytes()).await.expect("write");
+    let answer = read_until(&mut cot, |got| got.contains("</event>")).await;
+    assert!(
+        answer.contains(r#"type="t-x-takp-r""#) && answer.contains(r#"<TakResponse status="true"/>"#),
+        "{answer}"
+    );
+    // From the next byte on, v1: a report, then a ping answered in v1.
+    let event = |kind: &str, uid: &str, lat: f64| proto::TakMessage {
+        tak_control: None,
+        cot_event: Some(proto::CotEvent {
+            r#type: kind.into(),
+            uid: uid.into(),
+            // Ten seconds on: 11 m in a few milliseconds is a speed jump.
+            send_time: u64::try_from(now_ms() + 10_000).unwrap_or(0),
+            how: "m-g".into(),
+            lat,
+            lon: -0.12,
+            ce: 5.0,
+            ..proto::CotEvent::default()
+        }),
+    };
+    let mut frames = Vec::new();
+    encode_stream(&event("a-f-G-U-C", "ANDROID-9", 51.5001), &mut frames);
+    encode_stream(&event("t-x-c-t", "ANDROID-9-ping", 0.0), &mut frames);
+    cot.write_all(&frames).await.expect("write");
+    unit_until(s.http, "ANDROID-9", |v| {
+        v["geometry"]["coordinates"][1] == 51.5001
+    })
+    .await;
+    let mut got = Vec::new();
+    let pong_v1 = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = cot.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&buf[..n]);
+            let mut kinds = Vec::new();
+            let _ = bluelight_ingest::tak::split_stream(&got, 1 << 20, |payload| {
+                use prost::Message as _;
+                if let Ok(m) = proto::TakMessage::decode(payload) {
+                    kinds.push(m.cot_event.map(|e| e.r#type).unwrap_or_default());
+                }
+            });
+            if !kinds.is_empty() {
+                return kinds;
+            }
+        }
+    })
+    .await
+    .expect("a v1 pong");
+    assert_eq!(pong_v1, ["t-x-c-t-r"]);
+    for id in ["ANDROID-9-ping", uid] {
         let (status, v) = get_json(s.http, &format!("/v1/units/{id}")).await;
         assert_eq!(status, 404, "{id}: {v}");
     }
-    let (_, all) = get_json(s.http, "/v1/units").await;
-    assert_eq!(all["features"].as_array().map(Vec::len), Some(1), "{all}");
     for reason in ["null_island", "bad_frame"] {
         let line = format!("bluelight_fixes_rejected_total{{reason=\"{reason}\"}}");
         assert_eq!(metric(s.http, &line).await, 0.0, "{reason}");
     }
+}
+
+/// Reads `stream` until `done` holds for what came (as text); panics after
+/// 5 s.
+async fn read_until(stream: &mut tokio::net::TcpStream, done: impl Fn(&str) -> bool) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !done(&String::from_utf8_lossy(&got)) {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("nothing more after {:?}", String::from_utf8_lossy(&got)));
+    String::from_utf8_lossy(&got).into_owned()
 }

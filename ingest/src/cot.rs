@@ -71,6 +71,32 @@ pub struct CotEvent<'a> {
     pub callsign: &'a str,
     /// `<__group name>`: the team colour.
     pub group: &'a str,
+    /// `<TakControl><TakRequest version="1"/>`: a client asking to speak
+    /// TAK protocol version 1 (in a `t-x-takp-q` event).
+    pub asks_v1: bool,
+}
+
+/// A TAK control message (type `t-x-…`): nothing of where anyone is, but
+/// something the listener may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// `t-x-c-t`: a client's keep-alive, which a server answers with
+    /// `t-x-c-t-r`.
+    Ping,
+    /// `t-x-takp-q` asking for TAK protocol version 1.
+    AskV1,
+    /// Any other (a request for another version, ...).
+    Other,
+}
+
+/// What one event was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// A position report: a fix (or, failing validation, an entry in
+    /// the batch's errors).
+    Position,
+    /// A TAK control message: nothing added to the batch.
+    Control(Control),
 }
 
 /// Decodes one `<event>` (with or without an XML declaration) into `out`.
@@ -85,11 +111,12 @@ pub fn decode_cot(
     v: &ValidationConfig,
     now_ms: i64,
     out: &mut IngestBatch,
-) -> Result<(), CotError> {
+) -> Result<Decoded, CotError> {
     let mut reader = Reader::from_str(xml);
     let (mut uid, mut kind, mut how, mut time, mut stale) = (None, None, None, None, None);
     let (mut lat, mut lon, mut ce) = (None, None, None);
     let (mut course, mut speed, mut callsign, mut group) = (None, None, None, None);
+    let mut asks_v1 = false;
     let mut seen_event = false;
     let number = |s: Option<String>| s.and_then(|s| s.parse::<f64>().ok());
     loop {
@@ -114,6 +141,7 @@ pub fn decode_cot(
                 }
                 "contact" => callsign = attr(&e, "callsign"),
                 "__group" => group = attr(&e, "name"),
+                "TakRequest" => asks_v1 = attr(&e, "version").as_deref() == Some("1"),
                 _ => {}
             },
             Event::End(e) if e.local_name().as_ref() == "event" => break,
@@ -141,6 +169,7 @@ pub fn decode_cot(
         speed,
         callsign: callsign.as_deref().unwrap_or_default(),
         group: group.as_deref().unwrap_or_default(),
+        asks_v1,
     };
     push_event(&event, index, v, now_ms, out)
 }
@@ -159,12 +188,16 @@ pub fn push_event(
     v: &ValidationConfig,
     now_ms: i64,
     out: &mut IngestBatch,
-) -> Result<(), CotError> {
+) -> Result<Decoded, CotError> {
     // TAK's own control messages (`t-x-…`: pings, protocol negotiation)
     // say nothing of where anyone is: an ATAK ping's point is 0,0 with
     // unknown error, and would be a phantom unit at Null Island.
     if event.kind.starts_with("t-x-") {
-        return Ok(());
+        return Ok(Decoded::Control(match event.kind {
+            "t-x-c-t" => Control::Ping,
+            "t-x-takp-q" if event.asks_v1 => Control::AskV1,
+            _ => Control::Other,
+        }));
     }
     if event.uid.is_empty() {
         return Err(CotError::Attribute("uid"));
@@ -188,7 +221,7 @@ pub fn push_event(
     };
     if let Err(r) = v.check(&fix, now_ms) {
         out.errors.push((index, r));
-        return Ok(());
+        return Ok(Decoded::Position);
     }
     out.measurements_cleared += fix.clear_out_of_range();
     let id = out.push_text(event.uid);
@@ -215,7 +248,7 @@ pub fn push_event(
     });
     out.fixes.push((UnitRef::Id(id), fix));
     out.index.push(index);
-    Ok(())
+    Ok(Decoded::Position)
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time (`2025-11-21T10:15:30.123Z`
@@ -370,9 +403,9 @@ mod tests {
         let v = ValidationConfig::default();
         let ping = r#"<event version="2.0" uid="ANDROID-1-ping" type="t-x-c-t" how="h-g-i-g-o" time="2025-11-21T10:15:30Z" start="2025-11-21T10:15:30Z" stale="2025-11-21T10:15:50Z"><point lat="0.0" lon="0.0" hae="0.0" ce="9999999.0" le="9999999.0"/><detail/></event>"#;
         let ask = r#"<event version="2.0" uid="protouid" type="t-x-takp-q" how="m-g" time="2025-11-21T10:15:30Z" start="2025-11-21T10:15:30Z" stale="2025-11-21T10:16:30Z"><point lat="0.0" lon="0.0" hae="0.0" ce="999999" le="999999"/><detail><TakControl><TakRequest version="1"/></TakControl></detail></event>"#;
-        for xml in [ping, ask] {
+        for (xml, what) in [(ping, Control::Ping), (ask, Control::AskV1)] {
             let mut out = IngestBatch::default();
-            assert_eq!(decode_cot(xml, 0, &v, NOW, &mut out), Ok(()));
+            assert_eq!(decode_cot(xml, 0, &v, NOW, &mut out), Ok(Decoded::Control(what)));
             assert!(out.fixes.is_empty() && out.errors.is_empty() && out.metas.is_empty());
         }
     }

@@ -15,7 +15,7 @@ use prost::Message as _;
 use thiserror::Error;
 
 use crate::batch::IngestBatch;
-use crate::cot::{CotError, CotEvent, push_event};
+use crate::cot::{Control, CotError, CotEvent, Decoded, push_event};
 use crate::validate::{Reject, ValidationConfig};
 
 /// The messages of `data/schema/tak.proto` (package
@@ -66,8 +66,11 @@ impl TakError {
 pub enum Content {
     /// A CoT event: a fix (or, failing validation, an entry in `errors`).
     Event,
-    /// Only `TakControl`: no fix.
+    /// Only `TakControl`, or a TAK control event other than a ping: no
+    /// fix.
     Control,
+    /// A ping (`t-x-c-t`): no fix; a server answers it.
+    Ping,
 }
 
 /// Decodes `TakMessage`s into one message kept between them, so a stream
@@ -127,9 +130,93 @@ impl TakDecoder {
             group: detail
                 .and_then(|d| d.group.as_ref())
                 .map_or("", |g| g.name.as_str()),
+            asks_v1: false,
         };
-        push_event(&event, index, v, now_ms, out)?;
-        Ok(Content::Event)
+        Ok(match push_event(&event, index, v, now_ms, out)? {
+            Decoded::Position => Content::Event,
+            Decoded::Control(Control::Ping) => Content::Ping,
+            Decoded::Control(_) => Content::Control,
+        })
+    }
+}
+
+/// What a server says of TAK's protocol on a `--cot-tcp` connection (the
+/// negotiation of ATAK-CIV's `takproto` README, as TAK Server does it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlReply {
+    /// `t-x-takp-v`: the versions spoken (0 and 1), offered once when a
+    /// client connects.
+    Offer,
+    /// `t-x-takp-r` with status true: the answer to a request for version
+    /// 1; both sides speak it from the next byte.
+    Accept,
+    /// `t-x-c-t-r`: the answer to a ping, so a client's keep-alive sees
+    /// the server alive.
+    Pong,
+}
+
+/// The uid of the server's offer, which a client repeats in its request.
+const PROTO_UID: &str = "bluelight-takp";
+
+/// `reply` as a frame for a CoT connection, in both encodings.
+pub fn control_frame(reply: ControlReply, now_ms: i64) -> crate::transport::CotFrame {
+    let mut t = String::new();
+    crate::cot::format_rfc3339_ms(now_ms, &mut t);
+    let mut stale = String::new();
+    crate::cot::format_rfc3339_ms(now_ms.saturating_add(60_000), &mut stale);
+    let (uid, kind, how, detail) = match reply {
+        ControlReply::Offer => (
+            PROTO_UID,
+            "t-x-takp-v",
+            "m-g",
+            r#"<TakControl><TakProtocolSupport version="1"/></TakControl>"#,
+        ),
+        ControlReply::Accept => (
+            PROTO_UID,
+            "t-x-takp-r",
+            "m-g",
+            r#"<TakControl><TakResponse status="true"/></TakControl>"#,
+        ),
+        ControlReply::Pong => ("takPong", "t-x-c-t-r", "h-g-i-g-o", ""),
+    };
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<event version=\"2.0\" uid=\"{uid}\" type=\"{kind}\" how=\"{how}\" time=\"{t}\" start=\"{t}\" stale=\"{stale}\"><point lat=\"0.0\" lon=\"0.0\" hae=\"9999999.0\" ce=\"9999999.0\" le=\"9999999.0\"/><detail>{detail}</detail></event>"
+    );
+    let ms = u64::try_from(now_ms).unwrap_or(0);
+    let message = match reply {
+        // In v1 the versions spoken are a `TakControl`.
+        ControlReply::Offer => proto::TakMessage {
+            tak_control: Some(proto::TakControl {
+                min_proto_version: 1,
+                max_proto_version: 1,
+                contact_uid: String::new(),
+            }),
+            cot_event: None,
+        },
+        // Only ever sent on XML (a v1 client has nothing to ask), and a
+        // pong is an event like any other.
+        ControlReply::Accept | ControlReply::Pong => proto::TakMessage {
+            tak_control: None,
+            cot_event: Some(proto::CotEvent {
+                r#type: kind.into(),
+                uid: uid.into(),
+                send_time: ms,
+                start_time: ms,
+                stale_time: ms.saturating_add(60_000),
+                how: how.into(),
+                hae: 999_999.0,
+                ce: 999_999.0,
+                le: 999_999.0,
+                ..proto::CotEvent::default()
+            }),
+        },
+    };
+    let mut v1 = Vec::new();
+    encode_stream(&message, &mut v1);
+    crate::transport::CotFrame {
+        xml: xml.into_bytes().into(),
+        v1: v1.into(),
+        then_v1: reply == ControlReply::Accept,
     }
 }
 

@@ -142,7 +142,11 @@ pub async fn serve_cot_udp(socket: UdpSocket, queue: IngestQueue, limits: Listen
                 .map_err(|e| e.to_string()),
             None => std::str::from_utf8(datagram)
                 .map_err(|e| e.to_string())
-                .and_then(|xml| crate::cot::decode_cot(xml, 0, v, now, batch).map_err(|e| e.to_string())),
+                .and_then(|xml| {
+                    crate::cot::decode_cot(xml, 0, v, now, batch)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }),
         };
         if let Err(e) = decoded {
             queue.counters.reject(Reject::BadFrame);
@@ -469,24 +473,77 @@ pub async fn serve_cot_tcp(
     .await;
 }
 
-/// Where the sending half of a CoT connection goes, when the server sends
+/// One thing to send on a CoT connection, in both encodings: its writer
+/// sends whichever the connection speaks when the frame's turn comes (so
+/// a switch to TAK protocol v1 falls exactly between two frames).
+#[derive(Debug, Clone)]
+pub struct CotFrame {
+    /// XML events, each after its XML declaration.
+    pub xml: Arc<[u8]>,
+    /// The same as TAK protocol v1 streaming messages.
+    pub v1: Arc<[u8]>,
+    /// The connection speaks TAK protocol v1 after this frame (the
+    /// answer to a client's request for it).
+    pub then_v1: bool,
+}
+
+/// Frames for a CoT connection's writer.
+pub type CotSender = tokio::sync::mpsc::Sender<CotFrame>;
+
+/// A CoT client that takes no bytes for this long is dropped.
+pub const COT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Frames queued for one CoT connection before its senders wait.
+const COT_QUEUE: usize = 8;
+
+/// Sends `frames` on `write` until they end or the client takes nothing
+/// for [`COT_SEND_TIMEOUT`]; `v1` says which encoding the connection
+/// speaks (the reader sets it when the client's first byte is TAK
+/// protocol; this sets it after a frame that switches). Notifies
+/// `stopped` when it ends.
+pub async fn cot_writer(
+    mut write: impl AsyncWrite + Unpin,
+    mut frames: tokio::sync::mpsc::Receiver<CotFrame>,
+    v1: Arc<std::sync::atomic::AtomicBool>,
+    stopped: Arc<tokio::sync::Notify>,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    while let Some(f) = frames.recv().await {
+        let bytes = if v1.load(Ordering::Relaxed) { &f.v1 } else { &f.xml };
+        match tokio::time::timeout(COT_SEND_TIMEOUT, write.write_all(bytes)).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+        if f.then_v1 {
+            v1.store(true, Ordering::Relaxed);
+        }
+    }
+    // notify_one keeps the permit if the reader is not waiting yet.
+    stopped.notify_one();
+}
+
+/// A frame queue and its writer for `write`: the sender, and what the
+/// writer notifies once it stops.
+pub fn cot_channel(
+    write: impl AsyncWrite + Unpin + Send + 'static,
+    v1: Arc<std::sync::atomic::AtomicBool>,
+) -> (CotSender, Arc<tokio::sync::Notify>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(COT_QUEUE);
+    let stopped = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(cot_writer(write, rx, v1, stopped.clone()));
+    (tx, stopped)
+}
+
+/// Where the sending side of a CoT connection goes, when the server sends
 /// the live picture back (CoT out lives in the api, which builds this
 /// before the listener: the listener never calls up into it otherwise).
 pub trait CotOutlet: Send + Sync {
-    /// A connection opened: `write` is its sending half, `peer` its
-    /// address, `grant` what it may see; `tak_v1` turns true if the
-    /// client's first byte says it speaks TAK protocol version 1 (it
-    /// starts false: XML). Returns, when it takes the connection, what it
-    /// notifies once it stops sending: the reading side then waits on the
-    /// client without an idle timeout (a TAK client may only listen) and
-    /// ends with the sending side.
-    fn attach(
-        &self,
-        write: tokio::io::WriteHalf<DeviceStream>,
-        peer: SocketAddr,
-        grant: &DeviceGrant,
-        tak_v1: Arc<std::sync::atomic::AtomicBool>,
-    ) -> Option<Arc<tokio::sync::Notify>>;
+    /// A connection opened: `send` queues frames for it, `peer` is its
+    /// address, `grant` what it may see. Returns whether it takes the
+    /// connection: the reading side then waits on the client without an
+    /// idle timeout (a TAK client may only listen) and ends when the
+    /// client's writer stops.
+    fn attach(&self, send: CotSender, peer: SocketAddr, grant: &DeviceGrant) -> bool;
 }
 
 async fn cot_connection(
@@ -498,27 +555,37 @@ async fn cot_connection(
     let DeviceConnection { stream, peer, grant } = conn;
     let (mut stream, write) = tokio::io::split(stream);
     let speaks_v1 = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sending = outlet.and_then(|o| o.attach(write, peer, &grant, speaks_v1.clone()));
+    let (send, stopped) = cot_channel(write, speaks_v1.clone());
+    // As a TAK Server does: the versions it speaks, offered once (XML; a
+    // client asks for one with `t-x-takp-q`).
+    let _ = send.try_send(crate::tak::control_frame(
+        crate::tak::ControlReply::Offer,
+        queue.now_ms(),
+    ));
+    let listening = outlet.is_some_and(|o| o.attach(send.clone(), peer, &grant));
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut tak = None;
     let mut decoder = crate::tak::TakDecoder::new();
     loop {
-        let read = match &sending {
-            Some(stopped) => tokio::select! {
+        let read = if listening {
+            tokio::select! {
                 r = stream.read(&mut chunk) => Ok(r),
                 () = stopped.notified() => return Ok(()),
-            },
-            None => tokio::time::timeout(limits.idle_timeout, stream.read(&mut chunk)).await,
+            }
+        } else {
+            tokio::time::timeout(limits.idle_timeout, stream.read(&mut chunk)).await
         };
         let n = match read {
             Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return Ok(()),
             Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let tak = *tak.get_or_insert_with(|| {
+        let v1 = *tak.get_or_insert_with(|| {
             let v1 = buf.first() == Some(&crate::tak::MAGIC);
-            speaks_v1.store(v1, Ordering::Relaxed);
+            if v1 {
+                speaks_v1.store(true, Ordering::Relaxed);
+            }
             v1
         });
         let mut batch = queue.batch();
@@ -526,11 +593,16 @@ async fn cot_connection(
         batch.agencies = grant.agencies;
         let (v, now) = (&queue.validation, queue.now_ms());
         let mut index = 0u32;
-        let used = if tak {
+        let mut replies: Vec<crate::tak::ControlReply> = Vec::new();
+        let used = if v1 {
             crate::tak::split_stream(&buf, limits.max_frame_bytes, |payload| {
-                if let Err(e) = decoder.decode(payload, index, v, now, &mut batch) {
-                    queue.counters.reject(e.reason());
-                    tracing::debug!(error = %e, "skipped a TAK message");
+                match decoder.decode(payload, index, v, now, &mut batch) {
+                    Ok(crate::tak::Content::Ping) => replies.push(crate::tak::ControlReply::Pong),
+                    Ok(_) => {}
+                    Err(e) => {
+                        queue.counters.reject(e.reason());
+                        tracing::debug!(error = %e, "skipped a TAK message");
+                    }
                 }
                 index += 1;
             })
@@ -545,8 +617,15 @@ async fn cot_connection(
                     .and_then(|xml| {
                         crate::cot::decode_cot(xml, index, v, now, &mut batch).map_err(|e| e.to_string())
                     });
-                if decoded.is_err() {
-                    queue.counters.reject(Reject::BadFrame);
+                match decoded {
+                    Ok(crate::cot::Decoded::Control(crate::cot::Control::Ping)) => {
+                        replies.push(crate::tak::ControlReply::Pong);
+                    }
+                    Ok(crate::cot::Decoded::Control(crate::cot::Control::AskV1)) => {
+                        replies.push(crate::tak::ControlReply::Accept);
+                    }
+                    Ok(_) => {}
+                    Err(_) => queue.counters.reject(Reject::BadFrame),
                 }
                 index += 1;
             });
@@ -557,6 +636,15 @@ async fn cot_connection(
             used
         };
         buf.drain(..used);
+        for reply in replies {
+            // A client asking for v1 sends nothing more until it has the
+            // answer, and v1 from the next byte on: so do we.
+            if reply == crate::tak::ControlReply::Accept {
+                tak = Some(true);
+            }
+            // A client too slow to take an answer is not waited for.
+            let _ = send.try_send(crate::tak::control_frame(reply, now));
+        }
         if (!batch.fixes.is_empty() || !batch.errors.is_empty()) && queue.send(batch).await.is_err() {
             return Ok(());
         }
