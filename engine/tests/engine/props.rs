@@ -121,6 +121,19 @@ fn brute_nearest(e: &Engine, slots: &[UnitSlot], q: &NearestQuery) -> Vec<(UnitS
         .collect()
 }
 
+/// A fence that fires enter and exit only, for every unit.
+fn enter_exit_fence(id: &str, shape: Shape) -> FenceSpec {
+    FenceSpec {
+        id: id.into(),
+        shape,
+        detect: Detect::default(),
+        dwell_s: 0,
+        hysteresis_m: 0.0,
+        filter: Filter::all(),
+        source: None,
+    }
+}
+
 fn star_polygon(center: (f64, f64), radii: &[f64]) -> (MultiPolygon, Vec<(f64, f64)>) {
     let n = radii.len();
     let mut ring: Vec<(f64, f64)> = radii
@@ -260,19 +273,7 @@ proptest! {
         };
         let mut e = Engine::new(EngineConfig::default()).expect("config");
         let mut out = Outputs::default();
-        e.put_fence(
-            FenceSpec {
-                id: "f".into(),
-                shape: shape.clone(),
-                detect: Detect { enter: true, exit: true, dwell: false },
-                dwell_s: 0,
-                hysteresis_m: 0.0,
-                filter: Filter::all(),
-                source: None,
-            },
-            T0,
-            &mut out,
-        ).expect("fence");
+        e.put_fence(enter_exit_fence("f", shape.clone()), T0, &mut out).expect("fence");
         let mut inside: BTreeSet<UnitSlot> = BTreeSet::new();
         for (w, steps) in walks.iter().enumerate() {
             let u = e.intern_unit(&format!("W{w}"));
@@ -341,19 +342,7 @@ proptest! {
         let mut e = Engine::new(EngineConfig::default()).expect("config");
         let mut out = Outputs::default();
         let fence = Shape::circle(center.0, center.1, 1500.0).expect("circle");
-        e.put_fence(
-            FenceSpec {
-                id: "f".into(),
-                shape: fence.clone(),
-                detect: Detect::default(),
-                dwell_s: 0,
-                hysteresis_m: 0.0,
-                filter: Filter::all(),
-                source: None,
-            },
-            T0,
-            &mut out,
-        ).expect("fence");
+        e.put_fence(enter_exit_fence("f", fence.clone()), T0, &mut out).expect("fence");
         let units: Vec<UnitSlot> = (0..6).map(|u| e.intern_unit(&format!("U{u}"))).collect();
         let mut at: BTreeMap<UnitSlot, (f64, f64)> = BTreeMap::new();
         // Open feeds: their area and the members their events say.
@@ -704,19 +693,7 @@ proptest! {
         let shape = Shape::polygon(sent).expect("a valid star");
         let mut e = Engine::new(EngineConfig::default()).expect("config");
         let mut out = Outputs::default();
-        e.put_fence(
-            FenceSpec {
-                id: "f".into(),
-                shape: shape.clone(),
-                detect: Detect::default(),
-                dwell_s: 0,
-                hysteresis_m: 0.0,
-                filter: Filter::all(),
-                source: None,
-            },
-            T0,
-            &mut out,
-        ).expect("fence");
+        e.put_fence(enter_exit_fence("f", shape.clone()), T0, &mut out).expect("fence");
         let u = e.intern_unit("U");
         let mut was_in = false;
         for (i, &(mode, dy, dx, pick)) in points.iter().enumerate() {
