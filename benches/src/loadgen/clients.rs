@@ -84,6 +84,10 @@ pub struct AlertsSeen {
     /// The same for fixes sent (after the warm-up) while the analyst's
     /// export ran; these are not in `latency`.
     pub latency_export: Histogram<u64>,
+    /// With `--export-at`, on one subscriber: every live alert after the
+    /// warm-up as (when its fix was sent, latency µs), so the report can
+    /// set the export's window beside equal windows before and after it.
+    pub samples: Vec<(Instant, u32)>,
     /// Closed by the server (e.g. 1013) before the end.
     pub closed_early: Option<String>,
 }
@@ -140,6 +144,7 @@ pub async fn alerts_client(
     token: Option<String>,
     shared: Arc<Shared>,
     fences: Arc<Fences>,
+    keep_samples: bool,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<AlertsSeen> {
     let mut ws = connect(http, token.as_deref()).await?;
@@ -154,6 +159,7 @@ pub async fn alerts_client(
         latency: histogram(),
         latency_warmup: histogram(),
         latency_export: histogram(),
+        samples: Vec::new(),
         closed_early: None,
     };
     loop {
@@ -178,14 +184,16 @@ pub async fn alerts_client(
                     if *n == 1
                         && let Some(sent) = shared.expected.lock().ok().and_then(|e| e.get(&key).copied())
                     {
+                        let us = at.saturating_duration_since(sent).as_micros().max(1) as u64;
                         let h = if shared.warming_up(sent) {
                             &mut seen.latency_warmup
-                        } else if shared.during_export(sent) {
-                            &mut seen.latency_export
                         } else {
-                            &mut seen.latency
+                            if keep_samples {
+                                seen.samples.push((sent, u32::try_from(us).unwrap_or(u32::MAX)));
+                            }
+                            if shared.during_export(sent) { &mut seen.latency_export } else { &mut seen.latency }
                         };
-                        let _ = h.record(at.saturating_duration_since(sent).as_micros().max(1) as u64);
+                        let _ = h.record(us);
                     }
                 }
                 Some(Ok(Message::Close(f))) => {

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
+
 use super::tls;
 use super::world::Shared;
 
@@ -23,6 +25,38 @@ pub struct ExportRun {
     pub fixes_at_most: u64,
     /// What went wrong, if it did.
     pub error: Option<String>,
+    /// When the request went and when its last byte came.
+    pub window: Option<(Instant, Instant)>,
+}
+
+impl ExportRun {
+    /// Fix-to-alert of `samples` (sent, µs) in the export's window and in
+    /// windows as long just before and just after it: what the run did
+    /// without the export, at the same point of the run.
+    pub fn windows(&self, samples: &[(Instant, u32)]) -> Option<[(&'static str, Histogram<u64>); 3]> {
+        let (began, ended) = self.window?;
+        let d = ended.saturating_duration_since(began);
+        let before = began.checked_sub(d)?;
+        let after = ended + d;
+        let mut hs = [
+            ("before", super::clients::histogram()),
+            ("during", super::clients::histogram()),
+            ("after", super::clients::histogram()),
+        ];
+        for &(sent, us) in samples {
+            let i = if sent >= before && sent < began {
+                0
+            } else if sent >= began && sent <= ended {
+                1
+            } else if sent > ended && sent <= after {
+                2
+            } else {
+                continue;
+            };
+            let _ = hs[i].1.record(u64::from(us));
+        }
+        Some(hs)
+    }
 }
 
 /// Waits until `at`, then downloads `GET /v1/export` over all history,
@@ -42,8 +76,10 @@ pub async fn analyst(
     let began = Instant::now();
     let _ = shared.export_began.set(began);
     let outcome = download(http, token.as_deref(), &mut run).await;
-    let _ = shared.export_ended.set(Instant::now());
-    run.seconds = began.elapsed().as_secs_f64();
+    let ended = Instant::now();
+    let _ = shared.export_ended.set(ended);
+    run.seconds = ended.duration_since(began).as_secs_f64();
+    run.window = Some((began, ended));
     if let Err(e) = outcome {
         run.error = Some(format!("{e:#}"));
     }
@@ -75,4 +111,25 @@ async fn download(http: SocketAddr, token: Option<&str>, run: &mut ExportRun) ->
         run.bytes += chunk.len() as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_are_set_in_the_window_they_were_sent_in() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let run = ExportRun {
+            window: Some((at(1000), at(1500))),
+            ..ExportRun::default()
+        };
+        // Before is 500..1000, during 1000..=1500, after 1500..=2000.
+        let samples = [(at(100), 1), (at(600), 2), (at(1000), 3), (at(1500), 4), (at(1501), 5), (at(2500), 6)];
+        let [before, during, after] = run.windows(&samples).expect("windows");
+        assert_eq!((before.0, before.1.len(), before.1.max()), ("before", 1, 2));
+        assert_eq!((during.0, during.1.len(), during.1.min(), during.1.max()), ("during", 2, 3, 4));
+        assert_eq!((after.0, after.1.len(), after.1.max()), ("after", 1, 5));
+    }
 }

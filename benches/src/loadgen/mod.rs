@@ -268,12 +268,13 @@ async fn run_bluelight(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x5eed);
     let mut alert_tasks = Vec::new();
-    for _ in 0..plan.alerts {
+    for i in 0..plan.alerts {
         alert_tasks.push(tokio::spawn(clients::alerts_client(
             srv.http,
             token.clone(),
             shared.clone(),
             fences.clone(),
+            i == 0 && plan.export_at.is_some(),
             stop_rx.clone(),
         )));
     }

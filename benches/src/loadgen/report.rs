@@ -344,7 +344,18 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         })
     });
     let export = o.export.as_ref().map(|e| {
+        let samples = o
+            .alerts
+            .iter()
+            .map(|a| a.samples.as_slice())
+            .find(|s| !s.is_empty())
+            .unwrap_or(&[]);
+        let windows: serde_json::Map<String, Value> = e
+            .windows(samples)
+            .map(|ws| ws.iter().map(|(k, h)| ((*k).to_owned(), pct(h))).collect())
+            .unwrap_or_default();
         json!({
+            "fix_to_alert_one_subscriber": windows,
             "at_s": e.at_s,
             "seconds": e.seconds,
             "mib": e.bytes as f64 / 1048576.0,
@@ -557,6 +568,19 @@ fn markdown(r: &Value) -> String {
             &mut s,
             "fix-to-alert while the analyst's export ran, p50/p99/p999/max",
             lat(&a["fix_to_alert_during_export"]),
+            None,
+            None,
+        );
+        let w = &e["fix_to_alert_one_subscriber"];
+        row(
+            &mut s,
+            "one subscriber's fix-to-alert, p50/p99/p999/max: the export's window, and as long before and after",
+            format!(
+                "before {}; during {}; after {}",
+                lat(&w["before"]),
+                lat(&w["during"]),
+                lat(&w["after"])
+            ),
             None,
             None,
         );
