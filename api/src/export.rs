@@ -167,15 +167,6 @@ fn push_csv_field(out: &mut String, s: &str) {
 /// them, so rows are formatted without holding it.
 type Names = HashMap<UnitSlot, (Arc<str>, Option<Agency>)>;
 
-/// Adds the units of `records` that `names` lacks (holding the engine).
-fn learn_names(e: &Engine, records: &[HistoryRecord], names: &mut Names) {
-    for r in records {
-        names
-            .entry(r.unit)
-            .or_insert_with(|| (Arc::from(e.unit_id(r.unit)), e.unit_agency(r.unit)));
-    }
-}
-
 fn name_of(names: &Names, u: UnitSlot) -> (&str, Option<Agency>) {
     names.get(&u).map_or(("", None), |(id, a)| (id, *a))
 }
@@ -431,12 +422,40 @@ fn for_each_slice(s: &AppState, q: &HistoryQuery, mut f: impl FnMut(&[HistoryRec
     }
 }
 
-/// [`learn_names`] for many records, a slice per hold of the engine.
+/// Units' ids and agencies copied out per hold of the engine: about a
+/// third of a millisecond. A minute of a national fleet names 300,000
+/// units, and learning a 64k-record slice's names in one hold (an id
+/// copied and a map insert each) held the writer for tens of
+/// milliseconds, which every alert behind it waited for.
+const NAME_STEP: usize = 4096;
+
+/// Adds the units of `records` that `names` lacks: which they are is found
+/// without the engine, and their ids are copied out [`NAME_STEP`] at a
+/// hold.
 fn learn_all_names(s: &AppState, records: &[HistoryRecord], names: &mut Names) {
-    for rows in records.chunks(SLICE) {
+    let mut unknown: Vec<UnitSlot> = records
+        .iter()
+        .map(|r| r.unit)
+        .filter(|u| !names.contains_key(u))
+        .collect();
+    unknown.sort_unstable_by_key(|u| u.0);
+    unknown.dedup();
+    let mut ids = String::new();
+    let mut found: Vec<(UnitSlot, usize, Option<Agency>)> = Vec::with_capacity(NAME_STEP);
+    for part in unknown.chunks(NAME_STEP) {
+        ids.clear();
+        found.clear();
         let e = s.engine.lock();
-        learn_names(&e, rows, names);
+        for &u in part {
+            ids.push_str(e.unit_id(u));
+            found.push((u, ids.len(), e.unit_agency(u)));
+        }
         parking_lot::MutexGuard::unlock_fair(e);
+        let mut start = 0;
+        for &(u, end, agency) in &found {
+            names.insert(u, (Arc::from(&ids[start..end]), agency));
+            start = end;
+        }
     }
 }
 

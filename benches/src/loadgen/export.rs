@@ -126,10 +126,20 @@ mod tests {
             ..ExportRun::default()
         };
         // Before is 500..1000, during 1000..=1500, after 1500..=2000.
-        let samples = [(at(100), 1), (at(600), 2), (at(1000), 3), (at(1500), 4), (at(1501), 5), (at(2500), 6)];
+        let samples = [
+            (at(100), 1),
+            (at(600), 2),
+            (at(1000), 3),
+            (at(1500), 4),
+            (at(1501), 5),
+            (at(2500), 6),
+        ];
         let [before, during, after] = run.windows(&samples).expect("windows");
         assert_eq!((before.0, before.1.len(), before.1.max()), ("before", 1, 2));
-        assert_eq!((during.0, during.1.len(), during.1.min(), during.1.max()), ("during", 2, 3, 4));
+        assert_eq!(
+            (during.0, during.1.len(), during.1.min(), during.1.max()),
+            ("during", 2, 3, 4)
+        );
         assert_eq!((after.0, after.1.len(), after.1.max()), ("after", 1, 5));
     }
 }
