@@ -373,21 +373,7 @@ mod tests {
         let mut e = Engine::new(EngineConfig::default()).expect("engine");
         let mut rows = UnitRows::default();
         let mut slots = Vec::new();
-        let agencies = [
-            Agency::Other,
-            Agency::Police,
-            Agency::Fire,
-            Agency::Ambulance,
-            Agency::Coastguard,
-        ];
-        let statuses = [
-            Status::Unknown,
-            Status::Available,
-            Status::Enroute,
-            Status::AtScene,
-            Status::Unavailable,
-            Status::Emergency,
-        ];
+        let (agencies, statuses) = (Agency::ALL, Status::ALL);
         for n in 0..12u8 {
             let slot = e.intern_unit(&format!("U\"{n}\\\n"));
             let tags: &[&str] = match n % 3 {

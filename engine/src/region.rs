@@ -217,26 +217,18 @@ impl Regions {
     /// boundary candidate (an interior one would hold members), so its
     /// units are tested exactly against whichever region holds the id.
     pub fn install(&mut self, region: Region) -> u32 {
-        let dwell = matches!(&region.kind, RegionKind::Fence { detect, .. } if detect.dwell);
         let reuse = match region.kind {
             RegionKind::Fence { .. } => None,
             RegionKind::Feed(_) | RegionKind::Zone(_) => self.free.pop(),
         };
-        let id = match reuse {
-            Some(id) => {
-                self.list[id as usize] = Some(region);
-                self.dwell[id as usize] = dwell;
-                id
-            }
-            None => {
-                self.list.push(Some(region));
-                self.dwell.push(dwell);
-                u32::try_from(self.list.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
-        if let Some(Some(r)) = self.list.get(id as usize) {
-            self.cover.insert(id, &r.cover);
-        }
+        let id = reuse.unwrap_or_else(|| {
+            self.list.push(None);
+            self.dwell.push(false);
+            u32::try_from(self.list.len() - 1).unwrap_or(u32::MAX)
+        });
+        self.cover.insert(id, &region.cover);
+        self.dwell[id as usize] = matches!(&region.kind, RegionKind::Fence { detect, .. } if detect.dwell);
+        self.list[id as usize] = Some(region);
         id
     }
 

@@ -16,8 +16,6 @@ use super::world::Shared;
 pub struct ExportRun {
     /// Seconds into the run it started.
     pub at_s: u64,
-    /// Seconds from the request to the last byte.
-    pub seconds: f64,
     /// Bytes of GeoJSON received.
     pub bytes: u64,
     /// The server's upper bound of the fixes to come
@@ -30,6 +28,12 @@ pub struct ExportRun {
 }
 
 impl ExportRun {
+    /// Seconds from the request to the last byte (0 if it never went).
+    pub fn seconds(&self) -> f64 {
+        self.window
+            .map_or(0.0, |(b, e)| e.duration_since(b).as_secs_f64())
+    }
+
     /// Fix-to-alert of `samples` (sent, µs) in the export's window and in
     /// windows as long just before and just after it: what the run did
     /// without the export, at the same point of the run.
@@ -78,7 +82,6 @@ pub async fn analyst(
     let outcome = download(http, token.as_deref(), &mut run).await;
     let ended = Instant::now();
     let _ = shared.export_ended.set(ended);
-    run.seconds = ended.duration_since(began).as_secs_f64();
     run.window = Some((began, ended));
     if let Err(e) = outcome {
         run.error = Some(format!("{e:#}"));

@@ -357,9 +357,9 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         json!({
             "fix_to_alert_one_subscriber": windows,
             "at_s": e.at_s,
-            "seconds": e.seconds,
+            "seconds": e.seconds(),
             "mib": e.bytes as f64 / 1048576.0,
-            "mib_per_s": e.bytes as f64 / 1048576.0 / e.seconds.max(1e-9),
+            "mib_per_s": e.bytes as f64 / 1048576.0 / e.seconds().max(1e-9),
             "fixes_at_most": e.fixes_at_most,
             "error": e.error,
         })
