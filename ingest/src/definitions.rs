@@ -397,6 +397,74 @@ impl FilterDef {
     }
 }
 
+/// An area of PROTOCOL.md ("Areas"): `{"bbox":..}`, `{"circle":..}`,
+/// `{"polygon":..}`, `{"h3":[..]}` or `{"fence":"id"}` (a fence of `e`).
+///
+/// # Errors
+/// Malformed, or naming an unknown fence; the text says which.
+pub fn area_from_json(e: &Engine, area: &JsonValue) -> Result<Shape, String> {
+    let a = area
+        .as_object()
+        .ok_or("area must be an object with bbox, circle, polygon, h3 or fence")?;
+    let nums = |x: &JsonValue| -> Option<Vec<f64>> { x.as_array()?.iter().map(JsonValue::as_f64).collect() };
+    if let Some(b) = a.get("bbox") {
+        let b = nums(b)
+            .filter(|b| b.len() == 4)
+            .ok_or("bbox must be [w, s, e, n]")?;
+        return Shape::bbox([b[0], b[1], b[2], b[3]]).map_err(|err| err.to_string());
+    }
+    if let Some(c) = a.get("circle") {
+        let center = c
+            .get("center")
+            .and_then(nums)
+            .filter(|c| c.len() == 2)
+            .ok_or("circle.center must be [lon, lat]")?;
+        let r = c
+            .get("radius_m")
+            .and_then(JsonValue::as_f64)
+            .ok_or("circle.radius_m must be a number")?;
+        return Shape::circle(center[1], center[0], r).map_err(|err| err.to_string());
+    }
+    if let Some(p) = a.get("polygon") {
+        let g: geojson::Geometry =
+            serde_json::from_value(p.clone()).map_err(|err| format!("polygon: {err}"))?;
+        let mp = match &g.value {
+            geojson::GeometryValue::Polygon { coordinates } => {
+                MultiPolygon(vec![polygon(coordinates).map_err(|err| err.to_string())?])
+            }
+            geojson::GeometryValue::MultiPolygon { coordinates } => MultiPolygon(
+                coordinates
+                    .iter()
+                    .map(|p| polygon(p))
+                    .collect::<Result<_, _>>()
+                    .map_err(|err| err.to_string())?,
+            ),
+            _ => return Err("polygon must be a GeoJSON Polygon or MultiPolygon".into()),
+        };
+        return Shape::polygon(mp).map_err(|err| err.to_string());
+    }
+    if let Some(cells) = a.get("h3") {
+        let list = cells.as_array().ok_or("h3 must be a list of cells")?;
+        let cells = list
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .and_then(|s| s.parse::<h3o::CellIndex>().ok())
+                    .ok_or(format!("invalid H3 cell {c}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Shape::cells(cells).map_err(|err| err.to_string());
+    }
+    if let Some(f) = a.get("fence") {
+        let id = f.as_str().ok_or("fence must be a fence id")?;
+        return e
+            .fence(id)
+            .map(|spec| spec.shape)
+            .ok_or_else(|| format!("fence {id:?} not found"));
+    }
+    Err("area must have bbox, circle, polygon, h3 or fence".into())
+}
+
 /// Parses a PROTOCOL.md filter object and compiles it (a session's filter,
 /// which lives and dies with its session).
 ///
