@@ -130,11 +130,20 @@ fn smoke_preset_writes_a_correct_report_with_the_redis_comparison() {
 /// fixes over TLS on TCP, against a server loadgen starts with a
 /// certificate of its own making; every check holds. The maps take their
 /// feeds in FlatBuffers (`--map-encoding flatbuffers`), and read them.
+/// Fences, feeds, standing queries and sessions come and go beside it
+/// (`--churn`), and the server's memory is sampled.
 #[test]
-fn smoke_preset_passes_over_tls_with_binary_maps() {
+fn smoke_preset_passes_over_tls_with_binary_maps_while_fences_and_sessions_churn() {
     let out = std::env::temp_dir().join(format!("bluelight-loadgen-tls-{}", std::process::id()));
     let status = run_loadgen(
-        &["--preset", "smoke", "--tls", "--map-encoding", "flatbuffers"],
+        &[
+            "--preset",
+            "smoke",
+            "--tls",
+            "--map-encoding",
+            "flatbuffers",
+            "--churn",
+        ],
         &out,
     );
     let json = std::fs::read_to_string(out.join("loadgen-smoke.json")).expect("the JSON report");
@@ -167,6 +176,20 @@ fn smoke_preset_passes_over_tls_with_binary_maps() {
     );
     assert_eq!(b["nearest"]["wrong"], 0);
     assert!(b["positions"]["units"].as_u64().is_some_and(|n| n > 0));
+    // The churn ran without a failure (a failure fails the run, above).
+    let churn = &r["memory"]["churn"];
+    assert!(churn["fences_put"].as_u64().is_some_and(|n| n >= 5), "{churn}");
+    assert!(churn["sessions"].as_u64().is_some_and(|n| n >= 1), "{churn}");
+    assert!(churn["unsubscribed"].as_u64().is_some_and(|n| n >= 3), "{churn}");
+    assert_eq!(churn["errors"], 0, "{churn}");
+    let samples = r["memory"]["samples"].as_array().expect("memory samples");
+    assert!(samples.len() >= 2, "at the start and at the end: {samples:?}");
+    assert!(
+        samples
+            .iter()
+            .all(|m| m["rss_mib"].as_f64().is_some_and(|x| x > 1.0))
+    );
+    assert!(samples.iter().all(|m| m["engine_regions"].as_f64().is_some()));
     // Clients that speak only TLS got every answer above, so the server
     // spoke it, with the certificate loadgen made.
     assert!(out.join("loadgen-server.crt").is_file());

@@ -19,14 +19,14 @@ use tokio_tungstenite::tungstenite::Message;
 use super::world::{AlertKey, Fences, Held, Shared, Truth};
 use bluelight_ingest::places::Place;
 
-type Ws = tokio_tungstenite::WebSocketStream<bluelight_ingest::transport::DeviceStream>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<bluelight_ingest::transport::DeviceStream>;
 
 /// A histogram of microseconds (1 µs to 1 h, 3 significant digits).
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
 }
 
-async fn connect(http: SocketAddr, token: Option<&str>) -> anyhow::Result<Ws> {
+pub(crate) async fn connect(http: SocketAddr, token: Option<&str>) -> anyhow::Result<Ws> {
     let scheme = super::tls::ws_scheme();
     let url = match token {
         Some(t) => format!("{scheme}://{http}/v1/ws?token={t}"),
@@ -52,7 +52,8 @@ async fn connect(http: SocketAddr, token: Option<&str>) -> anyhow::Result<Ws> {
     tokio::time::timeout(Duration::from_secs(10), connecting).await?
 }
 
-async fn subscribe(ws: &mut Ws, msg: Value) -> anyhow::Result<()> {
+/// Sends a subscription and waits for its `subscribed`; returns its `sub`.
+pub(crate) async fn subscribe(ws: &mut Ws, msg: Value) -> anyhow::Result<String> {
     ws.send(Message::Text(msg.to_string().into())).await?;
     loop {
         let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -61,7 +62,7 @@ async fn subscribe(ws: &mut Ws, msg: Value) -> anyhow::Result<()> {
         if let Message::Text(t) = m {
             let v: Value = serde_json::from_str(t.as_str())?;
             match v["type"].as_str() {
-                Some("subscribed") => return Ok(()),
+                Some("subscribed") => return Ok(v["sub"].as_str().unwrap_or_default().to_owned()),
                 Some("error") => anyhow::bail!("subscribe refused: {v}"),
                 _ => {}
             }

@@ -15,6 +15,8 @@
 //! * [`world`] — fleet, fences, the truth, the alerts owed, the sender.
 //! * [`clients`] — WebSocket clients: alerts, positions, nearest.
 //! * [`export`] — `--export-at`: an analyst's export in the middle of it.
+//! * [`soak`] — `--churn`: fences, feeds and sessions that come and go,
+//!   and the server's memory each minute.
 //! * [`journal`] — `--redis`: the server journals to a redis-server of
 //!   loadgen's own.
 //! * [`redis_geo`] — the Redis GEO comparison.
@@ -28,6 +30,7 @@ pub mod plan;
 pub mod redis_geo;
 pub mod report;
 pub mod server;
+pub mod soak;
 pub mod tls;
 pub mod world;
 
@@ -95,6 +98,11 @@ pub struct Outcome {
     pub registered: usize,
     /// The analyst's export (`--export-at`).
     pub export: Option<export::ExportRun>,
+    /// What the churn did (`--churn`).
+    pub churn: Option<Arc<soak::Churn>>,
+    /// The server's memory at the start of the load, each minute, and at
+    /// its end (when loadgen started the server).
+    pub memory: Vec<soak::MemorySample>,
 }
 
 /// Merges histograms.
@@ -300,6 +308,21 @@ async fn run_bluelight(
             stop_rx.clone(),
         )));
     }
+    let churn = plan.churn.then(|| {
+        let stats = Arc::new(soak::Churn::default());
+        // Another seed: the churned fences are not the loaded ones.
+        let pool = Arc::new(Fences::generate(500, towns, plan.seed ^ 0xc4a2));
+        bulk.spawn(soak::churn(
+            srv.http,
+            token.clone(),
+            towns.clone(),
+            pool,
+            plan.seed,
+            stats.clone(),
+            stop_rx.clone(),
+        ));
+        stats
+    });
     // Registration, over the transport the fixes take (TCP keeps order).
     let mut sink = match plan.transport {
         Transport::Tcp => {
@@ -412,12 +435,24 @@ async fn run_bluelight(
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.tick().await;
     let mut metrics_steady = None;
+    let mut memory = Vec::new();
+    if let Some(u) = srv.usage() {
+        memory.push(soak::MemorySample::new(0, u.0, &metrics_before));
+    }
     while !shared.done.load(Ordering::Relaxed) {
         every.tick().await;
         if metrics_steady.is_none() && Instant::now() >= steady_from {
             metrics_steady = server::metrics(&client, srv.http, token.as_deref()).await.ok();
         }
         if let Ok(m) = server::metrics(&client, srv.http, token.as_deref()).await {
+            let minute = started.elapsed().as_secs() / 60;
+            if let Some(u) = srv.usage()
+                && memory
+                    .last()
+                    .is_some_and(|s: &soak::MemorySample| s.minute < minute)
+            {
+                memory.push(soak::MemorySample::new(minute, u.0, &m));
+            }
             let now = m.get("bluelight_fixes_accepted_total").copied().unwrap_or(last);
             accepted_per_s.push(now - last);
             last = now;
@@ -437,6 +472,11 @@ async fn run_bluelight(
     // Drain: let the server apply what is queued and the alerts arrive.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop_tx.send(true);
+    let metrics_after = server::metrics(&client, srv.http, token.as_deref()).await?;
+    if let Some(u) = srv.usage() {
+        let minute = started.elapsed().as_secs_f64() / 60.0;
+        memory.push(soak::MemorySample::new(minute.ceil() as u64, u.0, &metrics_after));
+    }
     let mut outcome = Outcome {
         plan: plan.clone(),
         seconds,
@@ -444,7 +484,7 @@ async fn run_bluelight(
         send_errors: shared.send_errors.load(Ordering::Relaxed),
         metrics_before,
         metrics_steady,
-        metrics_after: server::metrics(&client, srv.http, token.as_deref()).await?,
+        metrics_after,
         accepted_per_s,
         expected: shared
             .expected
@@ -464,6 +504,8 @@ async fn run_bluelight(
         journal: None,
         registered,
         export: None,
+        churn,
+        memory,
     };
     if let Some(a) = analyst {
         outcome.export = Some(a.await.unwrap_or_else(|e| export::ExportRun {

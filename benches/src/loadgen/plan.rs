@@ -20,6 +20,10 @@ pub enum Preset {
     Api,
     /// 1M units at 1 Hz: more than the server takes; reports what it sustains.
     Max,
+    /// `national` for an hour with fences, feeds, standing queries and
+    /// sessions created and removed all the time (`--churn`), the server's
+    /// memory read each minute.
+    Soak,
 }
 
 /// How fixes reach the server.
@@ -172,6 +176,11 @@ pub struct Options {
     /// run's (issue 16: an export must not move the alerts).
     #[arg(long, value_name = "SECONDS")]
     pub export_at: Option<u64>,
+    /// Fences, positions feeds, standing nearest queries and sessions
+    /// created and removed all the time beside the load (a fence and a
+    /// session a second); on in `--preset soak`.
+    #[arg(long)]
+    pub churn: bool,
     /// A token with every scope, for a server that has tokens.
     #[arg(long, env = "BLUELIGHT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -235,6 +244,8 @@ pub struct Plan {
     pub map_encoding: MapEncoding,
     /// Seconds into the run of the analyst's export (`--export-at`).
     pub export_at: Option<u64>,
+    /// Fences, feeds, queries and sessions come and go (`--churn`).
+    pub churn: bool,
 }
 
 impl Plan {
@@ -267,6 +278,7 @@ impl Options {
             Preset::Surge => ("surge", (300_000, 1_000, 60, 5_000, 200, 50, 50, 500), 5),
             Preset::Api => ("api", (100_000, 500, 60, 1_000, 100, 20, 0, 2_000), 5),
             Preset::Max => ("max", (1_000_000, 1_000, 30, 1_000, 20, 5, 10, 100), 5),
+            Preset::Soak => ("soak", (300_000, 5_000, 3_600, 5_000, 200, 50, 50, 500), 10),
         };
         let seconds = self.seconds.unwrap_or(d.2).max(1);
         let redis = match &self.target {
@@ -299,6 +311,7 @@ impl Options {
             tls: self.tls,
             map_encoding: self.map_encoding,
             export_at: self.export_at.map(|at| at.min(seconds.saturating_sub(1))),
+            churn: self.churn || preset == Preset::Soak,
         })
     }
 }

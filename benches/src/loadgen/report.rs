@@ -364,6 +364,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "error": e.error,
         })
     });
+    let memory = soak_report(o, &mut failures);
     let passed = failures.is_empty();
     let report = json!({
         "passed": passed,
@@ -392,9 +393,57 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         "redis_geo": redis,
         "journal": journal,
         "export": export,
+        "memory": memory,
     });
     let md = markdown(&report);
     (report, md, passed)
+}
+
+/// The server's memory each minute and, with `--churn`, what the churn
+/// did; a churn that failed, or RSS that grew 5% or more after minute 10
+/// of a run of at least 20 minutes, fails the run (issue 16).
+fn soak_report(o: &Outcome, failures: &mut Vec<String>) -> Value {
+    let growth = super::soak::growth_after_ten(&o.memory);
+    if let Some(g) = growth.filter(|g| *g >= 0.05) {
+        failures.push(format!(
+            "server RSS grew {:.1}% after minute 10 (at most 5%)",
+            g * 100.0
+        ));
+    }
+    let churn = o.churn.as_ref().map(|c| {
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let last_error = c.last_error.lock().ok().and_then(|e| e.clone());
+        if n(&c.errors) > 0 {
+            failures.push(format!(
+                "{} churn operations failed; the last: {}",
+                n(&c.errors),
+                last_error.as_deref().unwrap_or("?")
+            ));
+        }
+        if n(&c.fences_put) == 0 || n(&c.sessions) == 0 {
+            failures.push("the churn put no fence or closed no session".into());
+        }
+        json!({
+            "fences_put": n(&c.fences_put),
+            "fences_deleted": n(&c.fences_deleted),
+            "sessions": n(&c.sessions),
+            "subscribed": n(&c.subscribed),
+            "unsubscribed": n(&c.unsubscribed),
+            "errors": n(&c.errors),
+            "last_error": last_error,
+        })
+    });
+    json!({
+        "samples": o.memory.iter().map(|m| {
+            let mut v = json!({"minute": m.minute, "rss_mib": m.rss as f64 / 1048576.0});
+            for (k, g) in &m.gauges {
+                v[k.trim_start_matches("bluelight_")] = json!(g);
+            }
+            v
+        }).collect::<Vec<_>>(),
+        "rss_growth_after_minute_10": growth,
+        "churn": churn,
+    })
 }
 
 fn f(v: &Value) -> String {
@@ -681,6 +730,7 @@ fn markdown(r: &Value) -> String {
         None,
         None,
     );
+    memory_markdown(&r["memory"], &mut s);
     if has_redis {
         s.push_str(&format!("\nNot compared: {}.\n", f(&redis["not_compared"])));
         if b["server"]["realtime_threads"].as_f64().is_some_and(|n| n > 0.0) {
@@ -698,4 +748,46 @@ fn markdown(r: &Value) -> String {
         }
     }
     s
+}
+
+/// The churn and the memory table, for runs with `--churn` or longer than
+/// a couple of minutes.
+fn memory_markdown(m: &Value, s: &mut String) {
+    let samples = m["samples"].as_array().map_or(&[][..], Vec::as_slice);
+    let c = &m["churn"];
+    if !c.is_null() {
+        s.push_str(&format!(
+            "\nChurn: {} fences put, {} deleted; {} sessions opened and closed, {} subscriptions made, {} dropped by `unsubscribe`; {} failed{}.\n",
+            f(&c["fences_put"]),
+            f(&c["fences_deleted"]),
+            f(&c["sessions"]),
+            f(&c["subscribed"]),
+            f(&c["unsubscribed"]),
+            f(&c["errors"]),
+            c["last_error"].as_str().map(|e| format!(" (last: {e})")).unwrap_or_default(),
+        ));
+    }
+    if c.is_null() && samples.len() < 4 {
+        return;
+    }
+    s.push_str(&format!(
+        "\nServer memory each minute; RSS growth after minute 10: {}.\n\n\
+         | minute | RSS MiB | units | fences | regions / slots | sessions | history fixes |\n|---|---|---|---|---|---|---|\n",
+        m["rss_growth_after_minute_10"]
+            .as_f64()
+            .map_or("not judged (under 20 minutes)".into(), |g| format!("{:.2}%", g * 100.0))
+    ));
+    for x in samples {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} / {} | {} | {} |\n",
+            f(&x["minute"]),
+            f(&x["rss_mib"]),
+            f(&x["units"]),
+            f(&x["fences"]),
+            f(&x["engine_regions"]),
+            f(&x["engine_region_slots"]),
+            f(&x["ws_sessions"]),
+            f(&x["history_fixes"]),
+        ));
+    }
 }
