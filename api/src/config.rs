@@ -177,6 +177,18 @@ pub struct Tuning {
     /// With Redis: alerts a resuming session (`since_seq`) reads from the
     /// stream at most, beyond the in-memory ring.
     pub alert_resume_max: usize,
+    /// WebSocket sessions (`/v1/ws`) open at once; one more is answered
+    /// 503 with a JSON error naming this key.
+    pub max_sessions: usize,
+    /// Units the engine holds at most: a fix or registration of a new unit
+    /// past it is refused (reason `too_many_units`). Units are never
+    /// forgotten, so this bounds every per-unit table.
+    pub max_units: usize,
+    /// Fences at most; a new one past it is refused (400, naming this key;
+    /// replacing one is not refused).
+    pub max_fences: usize,
+    /// Proximity rules at most, likewise.
+    pub max_rules: usize,
     /// With Redis: the leader lease's life without renewal, ms. A follower
     /// can be promoted this long after the leader stopped (the leader
     /// renews it every fifth of it).
@@ -213,6 +225,10 @@ impl Default for Tuning {
             journal_in_flight: 8,
             alert_resume_max: 100_000,
             lease_ms: 10_000,
+            max_sessions: 5_000,
+            max_units: 2_000_000,
+            max_fences: 100_000,
+            max_rules: 1_000,
         }
     }
 }
@@ -447,6 +463,17 @@ impl ServeConfig {
                 "redis and follow are exclusive: a server leads (--redis URL) or follows (--follow URL)"
                     .into(),
             ));
+        }
+        let t = &self.tuning;
+        for (key, v) in [
+            ("max_sessions", t.max_sessions),
+            ("max_units", t.max_units),
+            ("max_fences", t.max_fences),
+            ("max_rules", t.max_rules),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!("tuning.{key} must be at least 1")));
+            }
         }
         if self.max_subscriptions == 0 {
             return Err(ConfigError::Invalid(

@@ -115,6 +115,8 @@ pub struct Hub {
     pub alerts_fired: [AtomicU64; 6],
     /// Subscriptions refused because the session held `max_subscriptions`.
     pub subscriptions_refused: AtomicU64,
+    /// WebSocket upgrades refused for `max_sessions`.
+    pub sessions_refused: AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -143,6 +145,7 @@ impl Hub {
             conflated: AtomicU64::new(0),
             alerts_fired: Default::default(),
             subscriptions_refused: AtomicU64::new(0),
+            sessions_refused: AtomicU64::new(0),
         }
     }
 

@@ -174,7 +174,12 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         let _ = writeln!(
             m,
             "# HELP bluelight_fences Fences.\n# TYPE bluelight_fences gauge\nbluelight_fences {}",
-            e.fence_ids().len()
+            e.fence_count()
+        );
+        let _ = writeln!(
+            m,
+            "# HELP bluelight_rules Proximity rules.\n# TYPE bluelight_rules gauge\nbluelight_rules {}",
+            e.rule_count()
         );
         let _ = writeln!(
             m,
@@ -211,6 +216,7 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             "# HELP bluelight_history_dropped_total Fixes dropped from history at its cap.\n# TYPE bluelight_history_dropped_total counter\nbluelight_history_dropped_total {}",
             h.dropped_cap
         );
+        limits(&s, e.config(), &mut m);
     }
     if let Some(r) = &s.redis {
         redis_metrics(&r.journal.status, &r.outbox, &mut m);
@@ -236,6 +242,48 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 }
 
 /// The journal's and the outbox's state (with `--redis`).
+/// Every bound the server keeps on a map, a queue or a buffer, by its
+/// configuration key, so a dashboard sets each beside what it holds.
+fn limits(s: &AppState, e: &bluelight_engine::EngineConfig, m: &mut String) {
+    let t = &s.tuning;
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_limit Configured bounds, by configuration key (what each bounds: the gauge named in the README's Limits table).\n# TYPE bluelight_limit gauge"
+    );
+    let limits: [(&str, usize); 22] = [
+        ("max_units", e.max_units),
+        ("max_fences", e.max_fences),
+        ("max_rules", e.max_rules),
+        ("max_cover_cells", e.max_cover_cells),
+        ("max_tags", bluelight_engine::MAX_TAGS),
+        ("history_max_fixes", e.history_max_fixes),
+        ("max_sessions", t.max_sessions),
+        ("max_subscriptions", s.max_subscriptions),
+        ("session_queue", t.session_queue),
+        ("alert_ring", t.alert_ring),
+        ("queue_batches", t.queue_batches),
+        ("task_queue", t.task_queue),
+        ("udp_hold_fixes", bluelight_ingest::transport::UDP_HOLD_MAX),
+        ("http_max_connections", t.http_max_connections),
+        ("device_max_connections", t.device_max_connections),
+        ("http_max_body_bytes", t.http_max_body_bytes),
+        ("ws_max_message_bytes", t.ws_max_message_bytes),
+        ("ws_ingest_max_message_bytes", t.ws_ingest_max_message_bytes),
+        ("device_max_frame_bytes", t.device_max_frame_bytes),
+        ("journal_entry_bytes", t.journal_entry_bytes),
+        ("journal_in_flight", t.journal_in_flight),
+        ("alert_resume_max", t.alert_resume_max),
+    ];
+    for (name, v) in limits {
+        let _ = writeln!(m, "bluelight_limit{{name=\"{name}\"}} {v}");
+    }
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_ws_sessions_refused_total WebSocket upgrades refused (503) because max_sessions were open.\n# TYPE bluelight_ws_sessions_refused_total counter\nbluelight_ws_sessions_refused_total {}",
+        s.hub.sessions_refused.load(Ordering::Relaxed)
+    );
+}
+
 fn redis_metrics(j: &JournalStatus, o: &Outbox, m: &mut String) {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let up = j.up.load(Ordering::Relaxed) && o.up.load(Ordering::Relaxed);

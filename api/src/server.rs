@@ -104,6 +104,9 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
         stale_after_s: cfg.stale_after_s,
         history_retention_s: cfg.history_retention_s,
         history_max_fixes: cfg.history_max_fixes,
+        max_units: t.max_units,
+        max_fences: t.max_fences,
+        max_rules: t.max_rules,
         ..EngineConfig::default()
     };
     let hub = Arc::new(crate::hub::Hub::new(t.alert_ring));

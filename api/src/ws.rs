@@ -47,6 +47,7 @@ pub struct WsQuery {
         (status = 401, description = "No token, or not one the server knows", body = crate::openapi::ErrorReply),
         (status = 403, description = "An Origin header naming another site", body = crate::openapi::ErrorReply),
         (status = 426, description = "The connection cannot be upgraded", body = crate::openapi::ErrorReply),
+        (status = 503, description = "The server holds max_sessions sessions already", body = crate::openapi::ErrorReply),
     ),
     security(("bearer" = []), ("token_query" = [])))]
 pub async fn handler(
@@ -66,6 +67,16 @@ pub async fn handler(
         Ok(ws) => ws,
         Err(not_ws) => return not_ws.into_response(),
     };
+    let open = s.sessions.load(Ordering::Relaxed);
+    if open >= s.tuning.max_sessions as u64 {
+        s.hub.sessions_refused.fetch_add(1, Ordering::Relaxed);
+        return crate::http::error(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this server holds {open} WebSocket sessions, the most max_sessions allows; try again later"
+            ),
+        );
+    }
     // A small read buffer: tungstenite zero-fills the whole buffer before
     // every read attempt, and client messages are small (128 KiB of memset
     // per poll was 8% of the server's CPU under load).

@@ -473,3 +473,164 @@ async fn a_polygon_across_the_antimeridian_is_taken_the_short_way() {
     entered.sort();
     assert_eq!(entered, ["EAST", "WEST"]);
 }
+
+/// Issue 16 "bounded state": WebSocket sessions past `max_sessions` are
+/// refused 503 with the contract's JSON error naming the key, counted; a
+/// session that closes makes room for the next.
+#[tokio::test]
+async fn a_session_past_max_sessions_is_refused_naming_the_limit_until_one_closes() {
+    let mut cfg = ServeConfig::default();
+    cfg.tuning.max_sessions = 2;
+    let s = support::server_with(cfg).await;
+    let url = format!("ws://{}/v1/ws", s.http);
+    let (first, _) = tokio_tungstenite::connect_async(&url).await.expect("first");
+    let (_second, _) = tokio_tungstenite::connect_async(&url).await.expect("second");
+    // The count is taken once the session runs: wait for both.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, m) = http(s.http, "GET", "/metrics", None, b"").await;
+        if String::from_utf8_lossy(&m).contains("bluelight_ws_sessions 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "two sessions never counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 503);
+            let v: Value = serde_json::from_slice(r.body().as_deref().unwrap_or(b"")).expect("a JSON error");
+            assert!(
+                v["error"].as_str().is_some_and(|e| e.contains("max_sessions")),
+                "{v}"
+            );
+        }
+        other => panic!("a third session was not refused: {other:?}"),
+    }
+    let (_, m) = http(s.http, "GET", "/metrics", None, b"").await;
+    assert!(
+        String::from_utf8_lossy(&m).contains("bluelight_ws_sessions_refused_total 1"),
+        "{}",
+        String::from_utf8_lossy(&m)
+    );
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if tokio_tungstenite::connect_async(&url).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no room after a session closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 16 "bounded state": units are never forgotten, so `max_units`
+/// bounds every per-unit table. A fix naming a new unit past it is
+/// refused `too_many_units` and counted; units already known still move,
+/// and the good fixes beside the refused one are kept.
+#[tokio::test]
+async fn a_new_unit_past_max_units_is_refused_and_known_units_still_move() {
+    let mut cfg = ServeConfig::default();
+    cfg.tuning.max_units = 2;
+    let s = support::server_with(cfg).await;
+    let t = now_ms() - 10_000;
+    let fix = |id: &str, t: i64| json!({"id": id, "lat": 51.5, "lon": -0.12, "time_ms": t});
+    let (st, r) = send_json(
+        s.http,
+        "POST",
+        "/v1/fixes",
+        &json!({"fixes": [fix("A", t), fix("B", t), fix("C", t), fix("A", t + 1000)]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!((&r["accepted"], &r["rejected"]), (&json!(3), &json!(1)), "{r}");
+    assert_eq!(r["errors"][0]["index"], 2, "{r}");
+    assert!(
+        r["errors"][0]["reason"]
+            .as_str()
+            .is_some_and(|e| e.contains("too_many_units")),
+        "{r}"
+    );
+    let (st, _) = get_json(s.http, "/v1/units/C").await;
+    assert_eq!(st, 404, "the refused unit was not made");
+    let (st, a) = get_json(s.http, "/v1/units/A").await;
+    assert_eq!(st, 200);
+    assert_eq!(a["properties"]["time_ms"], t + 1000, "{a}");
+    let (_, m) = http(s.http, "GET", "/metrics", None, b"").await;
+    let m = String::from_utf8_lossy(&m);
+    assert!(
+        m.contains("bluelight_fixes_rejected_total{reason=\"too_many_units\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("bluelight_units 2"), "{m}");
+}
+
+/// Issue 16 "bounded state": a new fence past `max_fences` (and a new rule
+/// past `max_rules`) is refused naming the key; replacing one is not.
+#[tokio::test]
+async fn a_new_fence_or_rule_past_its_limit_is_refused_and_a_replacement_is_not() {
+    let mut cfg = ServeConfig::default();
+    cfg.tuning.max_fences = 1;
+    cfg.tuning.max_rules = 1;
+    let s = support::server_with(cfg).await;
+    let fence =
+        json!({"type":"Feature","properties":{},"geometry":{"type":"Point","coordinates":[-0.12,51.5]}});
+    let mut fence = fence;
+    fence["properties"]["radius_m"] = json!(500);
+    let (st, _) = send_json(s.http, "PUT", "/v1/fences/one", &fence).await;
+    assert_eq!(st, 201);
+    let (st, r) = send_json(s.http, "PUT", "/v1/fences/two", &fence).await;
+    assert_eq!(st, 400, "{r}");
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("max_fences")),
+        "{r}"
+    );
+    let (st, _) = send_json(s.http, "PUT", "/v1/fences/one", &fence).await;
+    assert_eq!(st, 200, "replacing the one fence is not refused");
+    let rule =
+        json!({"type":"proximity","from":{"agency":["police"]},"to":{"agency":["fire"]},"radius_m":100});
+    let (st, _) = send_json(s.http, "PUT", "/v1/rules/one", &rule).await;
+    assert_eq!(st, 201);
+    let (st, r) = send_json(s.http, "PUT", "/v1/rules/two", &rule).await;
+    assert_eq!(st, 400, "{r}");
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("max_rules")),
+        "{r}"
+    );
+    let (st, _) = send_json(s.http, "PUT", "/v1/rules/one", &rule).await;
+    assert_eq!(st, 200);
+}
+
+/// Issue 16 "bounded state": every bound is in `/metrics`, by its key.
+#[tokio::test]
+async fn metrics_show_every_configured_bound_by_its_key() {
+    let mut cfg = ServeConfig::default();
+    cfg.tuning.max_units = 12_345;
+    let s = support::server_with(cfg).await;
+    let (_, m) = http(s.http, "GET", "/metrics", None, b"").await;
+    let m = String::from_utf8_lossy(&m);
+    assert!(m.contains("bluelight_limit{name=\"max_units\"} 12345"), "{m}");
+    for key in [
+        "max_fences",
+        "max_rules",
+        "max_cover_cells",
+        "max_tags",
+        "history_max_fixes",
+        "max_sessions",
+        "max_subscriptions",
+        "session_queue",
+        "alert_ring",
+        "queue_batches",
+        "task_queue",
+        "udp_hold_fixes",
+        "http_max_connections",
+        "device_max_connections",
+        "http_max_body_bytes",
+        "ws_max_message_bytes",
+        "device_max_frame_bytes",
+    ] {
+        assert!(
+            m.contains(&format!("bluelight_limit{{name=\"{key}\"}} ")),
+            "{key} missing:\n{m}"
+        );
+    }
+}

@@ -23,6 +23,15 @@ pub struct EngineConfig {
     pub history_max_fixes: usize,
     /// The most cells one cover may hold, so a huge area cannot exhaust memory.
     pub max_cover_cells: usize,
+    /// The most units the engine holds: a fix or a registration naming a
+    /// new unit past it is refused (`too_many_units`), so a flood of made-up
+    /// ids cannot exhaust memory. Units are never forgotten (a stale unit is
+    /// still a unit), so this is the bound of every per-unit table.
+    pub max_units: usize,
+    /// The most fences; a new one past it is refused (a replaced one is not).
+    pub max_fences: usize,
+    /// The most proximity rules; a new one past it is refused.
+    pub max_rules: usize,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +44,9 @@ impl Default for EngineConfig {
             history_retention_s: 3600,
             history_max_fixes: 20_000_000,
             max_cover_cells: 4_000_000,
+            max_units: 2_000_000,
+            max_fences: 100_000,
+            max_rules: 1_000,
         }
     }
 }

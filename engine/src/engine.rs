@@ -396,7 +396,7 @@ impl Engine {
     /// unit's record, its cell and its entry there), so that the cache
     /// misses of a chunk of fixes overlap instead of coming one after
     /// another: the loads of one unit do not wait for the last unit's.
-    pub fn warm_for_fixes(&self, slots: &[UnitSlot]) {
+    pub fn warm_for_fixes(&self, slots: impl IntoIterator<Item = UnitSlot>) {
         let mut acc = 0u64;
         for s in slots {
             if let Some(st) = self.units.state.get(s.index()) {

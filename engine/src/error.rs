@@ -63,6 +63,16 @@ pub enum EngineError {
         /// The resolution.
         res: u8,
     },
+    /// A new fence or rule past its configured cap.
+    #[error("{what}: this server holds {max}, the most {key} allows; delete one first")]
+    Full {
+        /// What is full ("fences", "rules").
+        what: &'static str,
+        /// The cap.
+        max: usize,
+        /// The configuration key that sets it.
+        key: &'static str,
+    },
     /// A snapshot that does not decode.
     #[error("snapshot: {0}")]
     Snapshot(String),

@@ -182,6 +182,13 @@ impl Engine {
                 reason: "must be 0..=100000",
             });
         }
+        if !self.regions.fences.contains_key(&spec.id) && self.regions.fences.len() >= self.cfg.max_fences {
+            return Err(EngineError::Full {
+                what: "fences",
+                max: self.cfg.max_fences,
+                key: "max_fences",
+            });
+        }
         let name: Arc<str> = Arc::from(spec.id.as_str());
         let kind = RegionKind::Fence {
             name: name.clone(),
@@ -302,6 +309,11 @@ impl Engine {
             RegionKind::Fence { source, .. } => Some(source.clone()),
             _ => None,
         }
+    }
+
+    /// How many fences there are.
+    pub fn fence_count(&self) -> usize {
+        self.regions.fences.len()
     }
 
     /// Fence ids, sorted.

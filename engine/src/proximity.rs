@@ -103,6 +103,14 @@ impl Engine {
                 });
             }
         }
+        let known = self.rules.list.iter().any(|r| r.spec.id == spec.id);
+        if !known && self.rules.list.len() >= self.cfg.max_rules {
+            return Err(EngineError::Full {
+                what: "rules",
+                max: self.cfg.max_rules,
+                key: "max_rules",
+            });
+        }
         let rule = Rule::new(spec);
         match self.rules.list.iter_mut().find(|r| r.spec.id == rule.spec.id) {
             Some(r) => {
@@ -130,6 +138,11 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// How many proximity rules there are.
+    pub fn rule_count(&self) -> usize {
+        self.rules.list.len()
     }
 
     /// Rule definitions.

@@ -42,11 +42,13 @@ pub enum Reject {
     /// A unit of an agency the sender may not place (its token's or its
     /// certificate's agencies).
     Forbidden,
+    /// A new unit when the engine holds `max_units` already.
+    TooManyUnits,
 }
 
 impl Reject {
     /// Every reason, in counter order.
-    pub const ALL: [Reject; 16] = [
+    pub const ALL: [Reject; 17] = [
         Reject::NotFinite,
         Reject::OutOfRange,
         Reject::NullIsland,
@@ -63,6 +65,7 @@ impl Reject {
         Reject::NoUnit,
         Reject::Unsupported,
         Reject::Forbidden,
+        Reject::TooManyUnits,
     ];
 
     /// The name used in replies and metrics.
@@ -84,6 +87,7 @@ impl Reject {
             Reject::NoUnit => "no_unit",
             Reject::Unsupported => "unsupported",
             Reject::Forbidden => "forbidden",
+            Reject::TooManyUnits => "too_many_units",
         }
     }
 }

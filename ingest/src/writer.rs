@@ -294,7 +294,8 @@ pub struct Applier {
     counters: Arc<IngestCounters>,
     chunk: usize,
     out: Outputs,
-    slots: Vec<UnitSlot>,
+    /// Each fix's unit, `None` for a new unit past `max_units`.
+    slots: Vec<Option<UnitSlot>>,
 }
 
 impl Applier {
@@ -396,9 +397,14 @@ impl Applier {
                         self.counters.reject(Reject::Forbidden);
                         continue;
                     }
-                    engine.register_key(key, batch.str(r))
+                    let id = batch.str(r);
+                    (engine.find_unit(id).is_some() || room(engine)).then(|| engine.register_key(key, id))
                 }
                 (u, _) => resolve(engine, batch, u),
+            };
+            let Some(slot) = slot else {
+                self.counters.reject(Reject::TooManyUnits);
+                continue;
             };
             if !allowed(engine, slot, m.agency, batch.agencies) {
                 self.counters.reject(Reject::Forbidden);
@@ -446,9 +452,14 @@ impl Applier {
         self.slots.clear();
         self.slots
             .extend(fixes.iter().map(|(unit, _)| resolve(engine, batch, unit)));
-        engine.warm_for_fixes(&self.slots);
+        engine.warm_for_fixes(self.slots.iter().flatten().copied());
         for ((n, (_, fix)), &slot) in range.zip(fixes).zip(self.slots.iter()) {
             let i = batch.index.get(n).copied().unwrap_or(n as u32);
+            let Some(slot) = slot else {
+                self.counters.reject(Reject::TooManyUnits);
+                report.errors.push((i, Reject::TooManyUnits));
+                continue;
+            };
             if !allowed(engine, slot, None, batch.agencies) {
                 self.counters.reject(Reject::Forbidden);
                 report.errors.push((i, Reject::Forbidden));
@@ -492,11 +503,27 @@ fn allowed(engine: &Engine, slot: UnitSlot, agency: Option<Agency>, mask: Option
     }
 }
 
-fn resolve(engine: &mut Engine, batch: &IngestBatch, u: &UnitRef) -> UnitSlot {
+/// The unit a fix or an update names, created on first sight while the
+/// engine has room for it (`max_units`).
+fn resolve(engine: &mut Engine, batch: &IngestBatch, u: &UnitRef) -> Option<UnitSlot> {
     match u {
-        UnitRef::Key(k) => engine.intern_key(*k),
-        UnitRef::Id(r) => engine.intern_unit(batch.str(r)),
+        UnitRef::Key(k) => match engine.find_key(*k) {
+            Some(s) => Some(s),
+            None => room(engine).then(|| engine.intern_key(*k)),
+        },
+        UnitRef::Id(r) => {
+            let id = batch.str(r);
+            match engine.find_unit(id) {
+                Some(s) => Some(s),
+                None => room(engine).then(|| engine.intern_unit(id)),
+            }
+        }
     }
+}
+
+/// Whether the engine may take one more unit.
+fn room(engine: &Engine) -> bool {
+    engine.unit_count() < engine.config().max_units
 }
 
 #[cfg(test)]
