@@ -141,7 +141,13 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
                     session.push(Outgoing::Text(Refusal::bad("send JSON text frames").frame(&Value::Null)));
                 }
                 Some(Ok(Message::Pong(_) | Message::Ping(_))) => last_heard = tokio::time::Instant::now(),
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break 'conn,
+                Some(Err(e)) => {
+                    if let Some(frame) = over_limit(e, "ws_max_message_bytes", t.ws_max_message_bytes) {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), tx.send(Message::Close(Some(frame)))).await;
+                    }
+                    break 'conn;
+                }
+                Some(Ok(Message::Close(_))) | None => break 'conn,
             },
             _ = session.wake.notified() => {}
             () = &mut timer, if armed => {}
@@ -261,6 +267,27 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
     let closed = subscriptions::close_all(&s, &session);
     s.sessions.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(subscriptions = closed, "WebSocket session closed");
+}
+
+/// The close frame for a client message over a size limit (1009, "message
+/// too big", RFC 6455), naming the limit's key; `None` for any other read
+/// error (the connection is gone).
+pub(crate) fn over_limit(e: axum::Error, key: &str, max: usize) -> Option<CloseFrame> {
+    let e = e.into_inner();
+    match e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) => {
+            tracing::debug!(
+                key,
+                max,
+                "closing a WebSocket with 1009: a message over the limit"
+            );
+            Some(CloseFrame {
+                code: 1009,
+                reason: format!("a message over {key} ({max} bytes)").into(),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Closes with 1013: the client fell behind its alerts (none was dropped:

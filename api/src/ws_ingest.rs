@@ -95,6 +95,7 @@ async fn run(socket: WebSocket, s: Arc<AppState>, ack: bool, agencies: Option<u8
     let mut pending: FuturesOrdered<PendingAck> = FuturesOrdered::new();
     let mut frame: u64 = 0;
     let mut reading = true;
+    let mut closing = None;
     while reading || !pending.is_empty() {
         tokio::select! {
             biased;
@@ -116,9 +117,19 @@ async fn run(socket: WebSocket, s: Arc<AppState>, ack: bool, agencies: Option<u8
                 }
             }
             msg = inp.next(), if reading && pending.len() < MAX_PENDING_ACKS => {
-                let Some(Ok(msg)) = msg else {
-                    reading = false;
-                    continue;
+                let msg = match msg {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        // Its acks still go out first; then the close says why.
+                        let max = s.tuning.ws_ingest_max_message_bytes;
+                        closing = crate::ws::over_limit(e, "ws_ingest_max_message_bytes", max);
+                        reading = false;
+                        continue;
+                    }
+                    None => {
+                        reading = false;
+                        continue;
+                    }
                 };
                 let mut batch = queue.batch();
                 batch.agencies = agencies;
@@ -158,5 +169,12 @@ async fn run(socket: WebSocket, s: Arc<AppState>, ack: bool, agencies: Option<u8
                 }
             }
         }
+    }
+    if let Some(frame) = closing {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            out.send(Message::Close(Some(frame))),
+        )
+        .await;
     }
 }

@@ -634,3 +634,36 @@ async fn metrics_show_every_configured_bound_by_its_key() {
         );
     }
 }
+
+/// Regression: a WebSocket message over the size limit ended the
+/// connection with no close code. It is closed with 1009 ("message too
+/// big", RFC 6455) naming the limit's key, on `/v1/ws` and `/v1/ingest`.
+#[tokio::test]
+async fn a_websocket_message_over_the_limit_is_closed_with_1009_naming_it() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut cfg = ServeConfig::default();
+    cfg.tuning.ws_max_message_bytes = 64 << 10;
+    cfg.tuning.ws_ingest_max_message_bytes = 64 << 10;
+    let s = support::server_with(cfg).await;
+    for (path, key) in [
+        ("/v1/ws", "ws_max_message_bytes"),
+        ("/v1/ingest", "ws_ingest_max_message_bytes"),
+    ] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{path}", s.http))
+            .await
+            .expect("connects");
+        let big = format!("{{\"type\":\"nearest\",\"pad\":\"{}\"}}", "x".repeat(100 << 10));
+        ws.send(Message::Text(big.into())).await.expect("sent");
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(Message::Close(f)))) => break f,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("{path}: no close frame: {other:?}"),
+            }
+        };
+        let f = close.expect("a close frame with a code");
+        assert_eq!(u16::from(f.code), 1009, "{path}: {f:?}");
+        assert!(f.reason.contains(key), "{path}: {f:?}");
+    }
+}
