@@ -341,8 +341,8 @@ async fn run_bluelight(
     // stayed FlatBuffers: it alone gives ids, agencies and kinds).
     if let Some(device) = srv.device {
         sink = match plan.source {
-            Source::Nmea => Sink::Nmea(std::net::TcpStream::connect(device)?),
-            Source::Tak => Sink::Tak(std::net::TcpStream::connect(device)?),
+            Source::Nmea => Sink::Nmea(tls::blocking(std::net::TcpStream::connect(device)?)?),
+            Source::Tak => Sink::Tak(tls::blocking(std::net::TcpStream::connect(device)?)?),
             Source::Lip => Sink::Lip(std::net::UdpSocket::bind("127.0.0.1:0")?, device),
             Source::Flatbuffers => sink,
         };

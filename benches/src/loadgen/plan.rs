@@ -286,11 +286,6 @@ impl Options {
             Some(t) if t.len() == 2 && t[0] == "redis-geo" => Some(t[1].clone()),
             Some(t) => anyhow::bail!("--target {t:?}: the one target is `redis-geo URL`"),
         };
-        if self.tls && self.source != Source::Flatbuffers {
-            anyhow::bail!(
-                "--tls sends FlatBuffers fixes (over TCP with TLS, or UDP): loadgen's NMEA and TAK senders do not speak TLS yet"
-            );
-        }
         Ok(Plan {
             preset: name,
             units: self.units.unwrap_or(d.0).max(1),

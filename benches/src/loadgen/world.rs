@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -242,12 +242,14 @@ pub enum Sink {
     Udp(UdpSocket, SocketAddr),
     /// Redis GEOADD, pipelined per batch.
     Redis(Box<redis::Connection>),
-    /// NMEA 0183 over TCP: `$PBLU`, RMC and GGA per fix.
-    Nmea(TcpStream),
+    /// NMEA 0183 over TCP (TLS over it with `--tls`): `$PBLU`, RMC and
+    /// GGA per fix.
+    Nmea(Box<dyn Write + Send>),
     /// TETRA LIP over UDP: a short location report per fix.
     Lip(UdpSocket, SocketAddr),
-    /// TAK protocol v1 over TCP, streaming framing.
-    Tak(TcpStream),
+    /// TAK protocol v1 over TCP (TLS over it with `--tls`), streaming
+    /// framing.
+    Tak(Box<dyn Write + Send>),
 }
 
 /// Fixes per frame: a datagram of 1,000 fixes is about 50 KB.
