@@ -307,8 +307,7 @@ impl IntoResponse for Denied {
 /// certificate's common name maps to (one with neither `ingest` nor `read`
 /// is refused): it sends only with `ingest`, places
 /// only units of the token's agencies, and receives the live picture (CoT
-/// out) only with `read` and no agency limit (the picture is encoded once
-/// for every client, not per agency). A certificate no token maps is
+/// out) only with `read`, and of the token's agencies only. A certificate no token maps is
 /// refused. A connection without a certificate is one the start-up rules
 /// let through (loopback, or `--insecure`): it sends anything, and CoT
 /// out decides by its address.
@@ -319,7 +318,7 @@ impl bluelight_ingest::tls::DeviceAuthority for Tokens {
         (ingest || read).then(|| DeviceGrant {
             // A device that only listens (`read`) places nothing.
             agencies: if ingest { e.caller.agencies } else { Some(0) },
-            picture: read && e.caller.agencies.is_none(),
+            picture: read.then(|| e.caller.agencies.unwrap_or(bluelight_ingest::tls::ALL_AGENCIES)),
             name: e.name.clone(),
             certified: true,
         })
@@ -333,7 +332,7 @@ impl bluelight_ingest::tls::DeviceAuthority for Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bluelight_ingest::tls::DeviceAuthority;
+    use bluelight_ingest::tls::{ALL_AGENCIES, DeviceAuthority};
 
     fn tokens() -> Tokens {
         let t = |name: &str, scopes: &[&str], agencies: Option<&[&str]>, certs: &[&str]| TokenConfig {
@@ -349,6 +348,7 @@ mod tests {
             t("listener", &["read"], None, &["atak-1"]),
             t("gateway", &["ingest", "read"], None, &["gw-1"]),
             t("auditor", &["export"], None, &["audit-1"]),
+            t("medics", &["read"], Some(&["ambulance"]), &["medic-1"]),
         ])
     }
 
@@ -357,9 +357,9 @@ mod tests {
         let t = tokens();
         let amb = t.grant(Some("amb-12")).expect("prefix match");
         assert_eq!(amb.agencies, Some(1 << Agency::Ambulance as u8));
-        assert!(!amb.picture, "an agency-limited device gets no shared picture");
+        assert_eq!(amb.picture, None, "ingest alone: no picture");
         let gw = t.grant(Some("gw-1")).expect("exact match");
-        assert_eq!((gw.agencies, gw.picture), (None, true));
+        assert_eq!((gw.agencies, gw.picture), (None, Some(ALL_AGENCIES)));
         assert!(t.grant(Some("gw-10")).is_none(), "exact names match exactly");
     }
 
@@ -367,7 +367,13 @@ mod tests {
     fn a_listening_device_places_nothing_and_one_without_ingest_or_read_is_refused() {
         let t = tokens();
         let atak = t.grant(Some("atak-1")).expect("read alone is enough to listen");
-        assert_eq!((atak.agencies, atak.picture), (Some(0), true));
+        assert_eq!((atak.agencies, atak.picture), (Some(0), Some(ALL_AGENCIES)));
+        let medic = t.grant(Some("medic-1")).expect("read, limited");
+        assert_eq!(
+            (medic.agencies, medic.picture),
+            (Some(0), Some(1 << Agency::Ambulance as u8)),
+            "a limited listener sees its agencies' units only"
+        );
         assert!(t.grant(Some("audit-1")).is_none());
         assert!(t.grant(Some("stranger")).is_none());
         assert!(t.grant(None).is_none(), "a certificate without a common name");

@@ -28,7 +28,7 @@ use bluelight_engine::{Agency, Engine, Fix, Status, UnitSlot};
 use bluelight_ingest::cot::format_rfc3339_ms;
 use bluelight_ingest::tak::{self, proto};
 use bluelight_ingest::tasks::WriterTasks;
-use bluelight_ingest::tls::DeviceGrant;
+use bluelight_ingest::tls::{ALL_AGENCIES, DeviceGrant};
 use bluelight_ingest::transport::{CotFrame, CotOutlet, CotSender, cot_channel};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, oneshot};
@@ -101,9 +101,9 @@ struct CotUnit {
     stale_ms: i64,
 }
 
-/// Each second's changes (or a whole picture), encoded once both ways.
+/// One agency's units of a [`Picture`], encoded once both ways.
 #[derive(Debug, Default)]
-pub struct Picture {
+pub struct Part {
     /// XML events, each after its XML declaration and a newline (as TAK
     /// servers stream them).
     pub xml: Arc<[u8]>,
@@ -111,6 +111,15 @@ pub struct Picture {
     pub v1: Arc<[u8]>,
     /// Units in it.
     pub units: usize,
+}
+
+/// Each second's changes (or a whole picture), one part an agency
+/// (indexed by `Agency as usize`): a client limited to some agencies is
+/// sent their parts, and every client shares the same bytes.
+#[derive(Debug, Default)]
+pub struct Picture {
+    /// The parts.
+    pub parts: [Part; Agency::ALL.len()],
 }
 
 /// CoT out: the picture and the clients it goes to.
@@ -231,10 +240,11 @@ impl CotOut {
         rx.await.ok()
     }
 
-    /// Sends the picture to one client until it goes: the whole picture,
-    /// then each second's changes; the whole picture again if it fell
-    /// behind. The client's writer sends each in the encoding it speaks.
-    async fn serve(self: Arc<Self>, send: CotSender) {
+    /// Sends the picture of the agencies in `mask` to one client until it
+    /// goes: the whole picture, then each second's changes; the whole
+    /// picture again if it fell behind. The client's writer sends each in
+    /// the encoding it speaks.
+    async fn serve(self: Arc<Self>, send: CotSender, mask: u8) {
         self.clients.fetch_add(1, Ordering::Relaxed);
         let mut changes = self.picture.subscribe();
         'whole: loop {
@@ -246,13 +256,13 @@ impl CotOut {
             let Some(whole) = encode(units).await else {
                 break;
             };
-            if self.send(&send, &whole).await.is_err() {
+            if self.send(&send, &whole, mask).await.is_err() {
                 break;
             }
             loop {
                 match changes.recv().await {
                     Ok(p) => {
-                        if self.send(&send, &p).await.is_err() {
+                        if self.send(&send, &p, mask).await.is_err() {
                             break 'whole;
                         }
                     }
@@ -264,16 +274,21 @@ impl CotOut {
         self.clients.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Queues `p` for a client; an error once its writer has stopped (it
-    /// took nothing for `COT_SEND_TIMEOUT`, or went).
-    async fn send(&self, send: &CotSender, p: &Picture) -> Result<(), ()> {
-        let frame = CotFrame {
-            xml: p.xml.clone(),
-            v1: p.v1.clone(),
-            then_v1: false,
-        };
-        send.send(frame).await.map_err(|_| ())?;
-        self.units_sent.fetch_add(p.units as u64, Ordering::Relaxed);
+    /// Queues the parts of `p` in `mask` for a client; an error once its
+    /// writer has stopped (it took nothing for `COT_SEND_TIMEOUT`, or went).
+    async fn send(&self, send: &CotSender, p: &Picture, mask: u8) -> Result<(), ()> {
+        for (i, part) in p.parts.iter().enumerate() {
+            if part.units == 0 || mask & (1 << i) == 0 {
+                continue;
+            }
+            let frame = CotFrame {
+                xml: part.xml.clone(),
+                v1: part.v1.clone(),
+                then_v1: false,
+            };
+            send.send(frame).await.map_err(|_| ())?;
+            self.units_sent.fetch_add(part.units as u64, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -304,7 +319,7 @@ impl CotOut {
                     });
                     // A TAK Server takes XML from every client.
                     let (send, _stopped) = cot_channel(write, Arc::new(AtomicBool::new(false)));
-                    self.clone().serve(send).await;
+                    self.clone().serve(send, ALL_AGENCIES).await;
                     drain.abort();
                     tracing::warn!(%server, "tak-out: connection lost; reconnecting");
                 }
@@ -322,16 +337,16 @@ struct Outlet(Arc<CotOut>);
 
 impl CotOutlet for Outlet {
     fn attach(&self, send: CotSender, peer: SocketAddr, grant: &DeviceGrant) -> bool {
-        let allowed = if grant.certified {
+        let mask = if grant.certified {
             grant.picture
         } else {
-            !self.0.loopback_only || peer.ip().is_loopback()
+            (!self.0.loopback_only || peer.ip().is_loopback()).then_some(ALL_AGENCIES)
         };
-        if !allowed {
-            tracing::debug!(%peer, who = %grant.name, "cot out: not sent (a non-loopback client without a certificate, or a token without read or with an agency limit)");
+        let Some(mask) = mask else {
+            tracing::debug!(%peer, who = %grant.name, "cot out: not sent (a non-loopback client without a certificate, or a token without read)");
             return false;
-        }
-        tokio::spawn(self.0.clone().serve(send));
+        };
+        tokio::spawn(self.0.clone().serve(send, mask));
         true
     }
 }
@@ -341,16 +356,19 @@ impl CotOutlet for Outlet {
 async fn encode(units: Vec<CotUnit>) -> Option<Picture> {
     tokio::task::spawn_blocking(move || {
         bluelight_ingest::priority::lower_this_thread();
-        let mut text = String::with_capacity(units.len() * 600);
-        let mut v1 = Vec::with_capacity(units.len() * 200);
+        let mut parts: [(String, Vec<u8>, usize); Agency::ALL.len()] = Default::default();
         for u in &units {
-            write_xml(u, &mut text);
-            tak::encode_stream(&v1_message(u), &mut v1);
+            let (text, v1, n) = &mut parts[u.agency as usize];
+            write_xml(u, text);
+            tak::encode_stream(&v1_message(u), v1);
+            *n += 1;
         }
         Picture {
-            xml: text.into_bytes().into(),
-            v1: v1.into(),
-            units: units.len(),
+            parts: parts.map(|(text, v1, units)| Part {
+                xml: text.into_bytes().into(),
+                v1: v1.into(),
+                units,
+            }),
         }
     })
     .await

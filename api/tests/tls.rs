@@ -309,6 +309,8 @@ async fn mutual_tls_server(server: &Ca, clients: &Ca, test: &str) -> bluelight_a
         tls_cert: Some(cert),
         tls_key: Some(key),
         tls_client_ca: Some(clients.ca_file(&dir)),
+        cot_tcp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        cot_out: true,
         ..ServeConfig::default()
     };
     cfg.auth.tokens = vec![
@@ -326,6 +328,13 @@ async fn mutual_tls_server(server: &Ca, clients: &Ca, test: &str) -> bluelight_a
             &["ingest", "read"],
             None,
             &["gw-1"],
+        ),
+        token(
+            "medics listening",
+            "medic-devices-unused-secret-1",
+            &["read"],
+            Some(&["ambulance"]),
+            &["medic-*"],
         ),
         token(
             "ambulance ingest",
@@ -562,5 +571,63 @@ async fn an_ambulance_device_cannot_place_or_take_over_a_police_unit() {
     );
     let (_, p1) = unit(&server, s.http, "P-1").await;
     assert_eq!(p1["properties"]["status"], "available", "{p1}");
+    s.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Reads a CoT out connection (TLS with `device`'s certificate) for `for_`,
+/// or until `enough` holds; what it was sent, as text.
+async fn cot_out_text(
+    addr: SocketAddr,
+    device: &TlsConnector,
+    for_: Duration,
+    enough: impl Fn(&str) -> bool,
+) -> String {
+    let tcp = TcpStream::connect(addr).await.expect("connects");
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut s = device.connect(name, tcp).await.expect("handshake");
+    let deadline = Instant::now() + for_;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while Instant::now() < deadline && !enough(&String::from_utf8_lossy(&got)) {
+        match tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Issue 17: CoT out to a device whose certificate maps to a token limited
+/// to an agency is that agency's units only (it got no picture at all);
+/// a device of an unlimited token is sent every unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cot_out_to_an_agency_limited_device_is_its_agencies_units_only() {
+    let (server, clients) = (Ca::new("server"), Ca::new("devices"));
+    let s = mutual_tls_server(&server, &clients, "cot-out-agencies").await;
+    let cot = s.devices.cot_tcp.expect("a CoT listener");
+    let gw = clients.device("gw-1", &server);
+    send_device(
+        s.devices.ingest,
+        Some(&gw),
+        &[
+            frame(555, "P-1", Agency::Police, Status::Available, 50.92),
+            frame(3, "AMB-3", Agency::Ambulance, Status::Available, 50.93),
+        ],
+    )
+    .await
+    .expect("gateway");
+    until_placed(&server, s.http, "P-1").await;
+    until_placed(&server, s.http, "AMB-3").await;
+    let both = |t: &str| t.contains("uid=\"P-1\"") && t.contains("uid=\"AMB-3\"");
+    let all = cot_out_text(cot, &gw, Duration::from_secs(10), both).await;
+    assert!(both(&all), "the gateway (read, every agency) sees both: {all}");
+    let medic = clients.device("medic-7", &server);
+    // Past the first whole picture and a second's changes: P-1 never comes.
+    let seen = cot_out_text(cot, &medic, Duration::from_secs(3), |_| false).await;
+    assert!(
+        seen.contains("uid=\"AMB-3\""),
+        "the medic sees its agency's unit: {seen}"
+    );
+    assert!(!seen.contains("P-1"), "the medic sees no police unit: {seen}");
     s.shutdown(Duration::from_secs(5)).await;
 }

@@ -181,14 +181,18 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     cn.as_str().ok().map(str::to_owned)
 }
 
+/// Every agency, as a mask of `1 << agency`.
+pub const ALL_AGENCIES: u8 = (1 << bluelight_engine::Agency::ALL.len()) - 1;
+
 /// What a device connection may do, granted on its certificate.
 #[derive(Debug, Clone)]
 pub struct DeviceGrant {
     /// The agencies whose units it may send (bit `1 << agency`); `None`:
     /// all of them.
     pub agencies: Option<u8>,
-    /// Whether it may receive the live picture (CoT out).
-    pub picture: bool,
+    /// The agencies whose units it receives in the live picture (CoT
+    /// out), as a mask (bit `1 << agency`); `None`: no picture.
+    pub picture: Option<u8>,
     /// Who it is, for the log (the token's name).
     pub name: Arc<str>,
     /// Whether a client certificate vouched for it.
@@ -201,7 +205,7 @@ impl DeviceGrant {
     pub fn open() -> Self {
         Self {
             agencies: None,
-            picture: true,
+            picture: Some(ALL_AGENCIES),
             name: Arc::from("anyone"),
             certified: false,
         }
