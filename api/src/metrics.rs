@@ -203,7 +203,7 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         );
         let _ = writeln!(
             m,
-            "# HELP bluelight_engine_region_slots Slots of the region table (removed feeds' and zones' slots are taken again).\n# TYPE bluelight_engine_region_slots gauge\nbluelight_engine_region_slots {slots}"
+            "# HELP bluelight_engine_region_slots Slots of the region table: about twice the most fences, or feeds and zones, alive at once (removed regions' ids are taken again).\n# TYPE bluelight_engine_region_slots gauge\nbluelight_engine_region_slots {slots}"
         );
         let h = e.history_stats();
         let _ = writeln!(

@@ -240,6 +240,9 @@ pub(crate) fn compute_cover(
         current = next.into_iter().map(u64::from).collect();
         inside_memo.clear();
     }
+    // In cell order, not the hash sets' (random per process): the same
+    // area gives the same cover, so snapshots of equal engines are equal.
+    out.sort_unstable_by_key(|&(c, _)| u64::from(c));
     Ok(out)
 }
 

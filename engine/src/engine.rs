@@ -149,11 +149,12 @@ impl Engine {
     }
 
     /// Regions (fences, feed areas, standing-query zones) live, and the
-    /// slots their table holds: the slots grow with fences ever made, not
-    /// with feeds and zones, whose ids are taken again.
+    /// slots their table holds: about twice the most of either kind alive
+    /// at once (fences take even ids, feeds and zones odd ones, and each
+    /// takes removed ids again).
     pub fn region_counts(&self) -> (usize, usize) {
-        let slots = self.regions.list.len();
-        (slots - self.regions.free.len(), slots)
+        let live = self.regions.list.iter().filter(|r| r.is_some()).count();
+        (live, self.regions.list.len())
     }
 
     /// The last alert `seq` used (0 before any alert).

@@ -167,13 +167,21 @@ impl Memberships {
 /// and zones, their covers and the units inside them.
 #[derive(Debug, Default)]
 pub(crate) struct Regions {
-    /// Regions by id; `None` once removed, until a feed or zone takes the
-    /// id again (see [`Regions::install`]).
+    /// Regions by id; `None` where no region is (an id removed and not
+    /// yet taken again, or one of the other kind's; see
+    /// [`Regions::install`]).
     pub list: Vec<Option<Region>>,
-    /// Ids of removed regions, for feeds and zones to take again: maps
-    /// panning and standing queries re-zoning make and drop regions all
-    /// day, and the list would otherwise grow with every one.
+    /// Odd ids of removed feeds and zones, to take again: maps panning and
+    /// standing queries re-zoning make and drop regions all day, and the
+    /// list would otherwise grow with every one.
     pub free: Vec<u32>,
+    /// Odd ids feeds and zones have had: the next new one is
+    /// `2 * feed_ids + 1`.
+    pub feed_ids: u32,
+    /// Even ids below `fence_next` that no fence holds.
+    pub fence_free: std::collections::BTreeSet<u32>,
+    /// The next even id no fence has had.
+    pub fence_next: u32,
     /// Whether region `i` is a fence that detects dwell: the clock's scan
     /// reads this, not the regions (a cache miss per membership, most of a
     /// national scan's time), and skips dwell altogether when none is.
@@ -203,11 +211,15 @@ impl Regions {
 
     /// Adds `region` (in the cover index too); returns its id.
     ///
-    /// A feed or a zone takes the id of a removed region when there is
-    /// one. A fence always takes a new, higher id: one fix's alerts come
-    /// out in region-id order, and a restored engine installs its fences
-    /// again in that order, so fence ids must keep the order fences were
-    /// made in for a replay to give the same `seq`s.
+    /// Fences take even ids, feeds and zones odd ones, and each kind takes
+    /// its removed ids again, so the list is bounded by the most regions
+    /// alive at once, however many come and go. A fence takes the
+    /// smallest even id no fence holds: one fix's alerts come out in
+    /// region-id order, so a replay must give each fence the id it had,
+    /// and this choice depends only on the fences there are (which the
+    /// journal and the snapshot reproduce; the snapshot keeps each fence's
+    /// id), never on feeds and zones (which belong to sessions and are
+    /// not replayed).
     ///
     /// Reuse is safe because a removed region leaves nothing behind that
     /// a newcomer could inherit: `Engine::remove_region` drops every
@@ -217,19 +229,46 @@ impl Regions {
     /// boundary candidate (an interior one would hold members), so its
     /// units are tested exactly against whichever region holds the id.
     pub fn install(&mut self, region: Region) -> u32 {
-        let reuse = match region.kind {
-            RegionKind::Fence { .. } => None,
-            RegionKind::Feed(_) | RegionKind::Zone(_) => self.free.pop(),
+        let id = match region.kind {
+            RegionKind::Fence { .. } => self.fence_free.pop_first().unwrap_or_else(|| {
+                self.fence_next += 2;
+                self.fence_next - 2
+            }),
+            RegionKind::Feed(_) | RegionKind::Zone(_) => self.free.pop().unwrap_or_else(|| {
+                self.feed_ids += 1;
+                2 * self.feed_ids - 1
+            }),
         };
-        let id = reuse.unwrap_or_else(|| {
-            self.list.push(None);
-            self.dwell.push(false);
-            u32::try_from(self.list.len() - 1).unwrap_or(u32::MAX)
-        });
+        self.install_at(id, region);
+        id
+    }
+
+    /// Adds a fence at `id` (a restore: the snapshot says which): the
+    /// even ids below it that no fence holds become free.
+    ///
+    /// # Errors
+    /// An odd id, or one a fence holds.
+    pub fn install_fence_at(&mut self, id: u32, region: Region) -> Result<(), String> {
+        if id % 2 != 0 || self.get(id).is_some() {
+            return Err(format!("fence region id {id} is odd or taken"));
+        }
+        while self.fence_next <= id {
+            self.fence_free.insert(self.fence_next);
+            self.fence_next += 2;
+        }
+        self.fence_free.remove(&id);
+        self.install_at(id, region);
+        Ok(())
+    }
+
+    fn install_at(&mut self, id: u32, region: Region) {
+        if self.list.len() <= id as usize {
+            self.list.resize_with(id as usize + 1, || None);
+            self.dwell.resize(id as usize + 1, false);
+        }
         self.cover.insert(id, &region.cover);
         self.dwell[id as usize] = matches!(&region.kind, RegionKind::Fence { detect, .. } if detect.dwell);
         self.list[id as usize] = Some(region);
-        id
     }
 
     /// Takes region `id` out of the list and the cover index (its
@@ -240,7 +279,11 @@ impl Regions {
             *d = false;
         }
         self.cover.remove(id, &region.cover);
-        self.free.push(id);
+        if id % 2 == 0 {
+            self.fence_free.insert(id);
+        } else {
+            self.free.push(id);
+        }
         Some(region)
     }
 

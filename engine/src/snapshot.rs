@@ -32,7 +32,12 @@ use crate::rules::{Rule, RuleSpec};
 use crate::shape::Shape;
 use crate::units::{FLAG_HAS_DETAILS, FLAG_HAS_KIND, FLAG_STALE, UnitDetails, UnitState};
 
-const MAGIC: &[u8; 8] = b"BLSNAP04";
+const MAGIC: &[u8; 8] = b"BLSNAP05";
+
+/// The format before each fence kept its region id (fences then took
+/// ids in the order they were made, which a restore reproduced by
+/// installing them in order): still read.
+const MAGIC_04: &[u8; 8] = b"BLSNAP04";
 
 /// The format before units' callsigns and stale times (a section after
 /// the rules): still read.
@@ -271,6 +276,9 @@ impl<'a> Reader<'a> {
 #[derive(Debug, Clone)]
 struct FrozenFence {
     id: String,
+    /// Its region id: a restored fence takes the same one, so one fix's
+    /// alerts still come out in the same order (region-id order).
+    region: u32,
     detect: Detect,
     dwell_s: u32,
     hysteresis_m: f64,
@@ -365,6 +373,7 @@ impl Frozen {
         w.len(self.fences.len());
         for f in &self.fences {
             w.str(&f.id);
+            w.u32(f.region);
             w.u8(u8::from(f.detect.enter) | u8::from(f.detect.exit) << 1 | u8::from(f.detect.dwell) << 2);
             w.u32(f.dwell_s);
             w.f64(f.hysteresis_m);
@@ -478,6 +487,7 @@ impl Engine {
                 };
                 Some(FrozenFence {
                     id: id.to_owned(),
+                    region: rid,
                     detect: *detect,
                     dwell_s: *dwell_s,
                     hysteresis_m: r.hysteresis_m,
@@ -526,10 +536,11 @@ impl Engine {
     pub fn restore(cfg: EngineConfig, bytes: &[u8]) -> Result<Self, EngineError> {
         let mut e = Engine::new(cfg)?;
         let mut r = Reader { buf: bytes, pos: 0 };
-        let (with_cells, with_details) = match r.take(MAGIC.len(), "magic")? {
-            m if m == MAGIC => (true, true),
-            m if m == MAGIC_03 => (true, false),
-            m if m == MAGIC_02 => (false, false),
+        let (with_cells, with_details, with_region_ids) = match r.take(MAGIC.len(), "magic")? {
+            m if m == MAGIC => (true, true, true),
+            m if m == MAGIC_04 => (true, true, false),
+            m if m == MAGIC_03 => (true, false, false),
+            m if m == MAGIC_02 => (false, false, false),
             _ => {
                 return Err(EngineError::Snapshot(
                     "not a bluelight snapshot (bad magic)".into(),
@@ -597,6 +608,11 @@ impl Engine {
         let nf = r.len("fences")?;
         for _ in 0..nf {
             let id = r.str("fence id")?;
+            let region_id = if with_region_ids {
+                Some(r.u32("fence region id")?)
+            } else {
+                None
+            };
             let d = r.u8("detect")?;
             let dwell_s = r.u32("dwell")?;
             let hysteresis_m = r.f64("hysteresis")?;
@@ -631,14 +647,25 @@ impl Engine {
             // No unit is placed yet: installing fires nothing and finds no
             // member; the snapshot's memberships follow.
             let fixed: Arc<[u8]> = Arc::from(bytes.get(fixed_from..r.pos).unwrap_or_default());
-            let rid = e.install_region(Region {
+            let region = Region {
                 kind,
                 shape,
                 filter,
                 hysteresis_m,
                 cover,
                 frozen: Some(fixed),
-            });
+            };
+            let rid = match region_id {
+                Some(rid) => {
+                    e.regions
+                        .install_fence_at(rid, region)
+                        .map_err(|why| EngineError::Snapshot(format!("fence {id:?}: {why}")))?;
+                    rid
+                }
+                // Older snapshots list fences in the order they were
+                // made, which was their region ids' order.
+                None => e.install_region(region),
+            };
             e.regions.fences.insert(id, rid);
             let nm = r.len("members")?;
             for _ in 0..nm {
