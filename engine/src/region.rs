@@ -249,7 +249,7 @@ impl Regions {
     /// # Errors
     /// An odd id, or one a fence holds.
     pub fn install_fence_at(&mut self, id: u32, region: Region) -> Result<(), String> {
-        if id % 2 != 0 || self.get(id).is_some() {
+        if !id.is_multiple_of(2) || self.get(id).is_some() {
             return Err(format!("fence region id {id} is odd or taken"));
         }
         while self.fence_next <= id {
@@ -279,7 +279,7 @@ impl Regions {
             *d = false;
         }
         self.cover.remove(id, &region.cover);
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             self.fence_free.insert(id);
         } else {
             self.free.push(id);
