@@ -157,6 +157,11 @@ impl Engine {
         (live, self.regions.list.len())
     }
 
+    /// Candidate sets interned now (at most [`crate::MAX_CANDIDATE_SETS`]).
+    pub fn candidate_sets(&self) -> usize {
+        self.regions.cover.interned()
+    }
+
     /// The last alert `seq` used (0 before any alert).
     pub fn last_seq(&self) -> u64 {
         self.seq

@@ -22,7 +22,7 @@ impl Engine {
     /// silently (creation) — the caller fires events when replacing.
     pub(crate) fn install_region(&mut self, region: Region) -> u32 {
         let id = self.regions.install(region);
-        if self.regions.cover.interned() > 1 << 20 {
+        if self.regions.cover.interned() > crate::MAX_CANDIDATE_SETS {
             self.regions.cover.clear_interned();
             self.invalidate(None);
         }

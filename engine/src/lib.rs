@@ -102,6 +102,13 @@ pub use shape::{Circle, Shape};
 pub use snapshot::Frozen;
 pub use units::MAX_TAGS;
 
+/// Distinct candidate sets (the regions a cell may be in) the engine keeps
+/// interned before it forgets them all and every unit looks its own up
+/// again: sets come with every new combination of overlapping regions, so
+/// maps and fences that come and go would otherwise grow them for ever
+/// (about 100 bytes a set).
+pub const MAX_CANDIDATE_SETS: usize = 1 << 20;
+
 mod filter;
 
 /// The engine as the server shares it: one writer thread takes the lock a

@@ -772,20 +772,21 @@ fn memory_markdown(m: &Value, s: &mut String) {
     }
     s.push_str(&format!(
         "\nServer memory each minute; RSS growth after minute 10: {}.\n\n\
-         | minute | RSS MiB | units | fences | regions / slots | sessions | history fixes |\n|---|---|---|---|---|---|---|\n",
+         | minute | RSS MiB | units | fences | regions / slots | candidate sets | sessions | history fixes |\n|---|---|---|---|---|---|---|---|\n",
         m["rss_growth_after_minute_10"]
             .as_f64()
             .map_or("not judged (under 20 minutes)".into(), |g| format!("{:.2}%", g * 100.0))
     ));
     for x in samples {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} / {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} / {} | {} | {} | {} |\n",
             f(&x["minute"]),
             f(&x["rss_mib"]),
             f(&x["units"]),
             f(&x["fences"]),
             f(&x["engine_regions"]),
             f(&x["engine_region_slots"]),
+            f(&x["engine_candidate_sets"]),
             f(&x["ws_sessions"]),
             f(&x["history_fixes"]),
         ));

@@ -80,11 +80,12 @@ pub struct MemorySample {
 }
 
 /// The gauges each [`MemorySample`] keeps.
-pub const GAUGES: [&str; 6] = [
+pub const GAUGES: [&str; 7] = [
     "bluelight_units",
     "bluelight_fences",
     "bluelight_engine_regions",
     "bluelight_engine_region_slots",
+    "bluelight_engine_candidate_sets",
     "bluelight_ws_sessions",
     "bluelight_history_fixes",
 ];
