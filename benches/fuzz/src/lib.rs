@@ -1,7 +1,7 @@
 //! The bodies of bluelight's fuzz targets, one function per target, so the
 //! same code runs under libFuzzer (`fuzz_targets/`, through `cargo fuzz`)
 //! and over the committed seeds and found crashes as a plain test
-//! (`tests/replay.rs`).
+//! (`benches/tests/fuzz_seeds.rs`, which compiles this file as a module).
 //!
 //! Each body takes bytes as a device or a client would send them, runs
 //! them through what the server runs them through (the decoder, then the

@@ -103,6 +103,8 @@ pub struct Outcome {
     /// The server's memory at the start of the load, each minute, and at
     /// its end (when loadgen started the server).
     pub memory: Vec<soak::MemorySample>,
+    /// The commit checked out when the run started.
+    pub commit: String,
 }
 
 /// Merges histograms.
@@ -120,6 +122,7 @@ fn merged<'a>(hs: impl Iterator<Item = &'a Histogram<u64>>) -> Histogram<u64> {
 /// The server or Redis cannot be reached, the output cannot be written.
 pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
     let plan = opts.plan()?;
+    let commit = report::commit();
     std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
     let towns = Arc::new(bluelight_ingest::places::uk()?);
     let redis = if plan.journal {
@@ -188,6 +191,7 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
         .build()?;
     let redis_cpu_before = redis.as_ref().and_then(journal::RedisProcess::cpu_s);
     let mut outcome = rt.block_on(run_bluelight(&plan, &srv, opts, &towns, bulk.handle()))?;
+    outcome.commit = commit;
     drop(bulk);
     if let Some(r) = &redis {
         let cpu = r.cpu_s().unwrap_or(0.0) - redis_cpu_before.unwrap_or(0.0);
@@ -506,6 +510,7 @@ async fn run_bluelight(
         export: None,
         churn,
         memory,
+        commit: String::new(),
     };
     if let Some(a) = analyst {
         outcome.export = Some(a.await.unwrap_or_else(|e| export::ExportRun {

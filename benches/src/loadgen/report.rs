@@ -51,7 +51,9 @@ fn machine() -> Value {
 
 /// HEAD, with `+changes` when tracked files differ from it (the committed
 /// reports aside: an earlier run's report is not a change to what ran).
-fn commit() -> String {
+/// Read when the run starts: an hour's soak must not report what was
+/// checked out when it ended.
+pub fn commit() -> String {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
@@ -370,7 +372,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         "passed": passed,
         "failures": failures,
         "preset": p.preset,
-        "commit": commit(),
+        "commit": o.commit,
         "machine": machine(),
         "when_ms": bluelight_engine::Clock::now_ms(&bluelight_engine::SystemClock),
         "params": {
