@@ -103,8 +103,8 @@ impl Engine {
                 });
             }
         }
-        let known = self.rules.list.iter().any(|r| r.spec.id == spec.id);
-        if !known && self.rules.list.len() >= self.cfg.max_rules {
+        let at = self.rules.list.iter().position(|r| r.spec.id == spec.id);
+        if at.is_none() && self.rules.list.len() >= self.cfg.max_rules {
             return Err(EngineError::Full {
                 what: "rules",
                 max: self.cfg.max_rules,
@@ -112,9 +112,9 @@ impl Engine {
             });
         }
         let rule = Rule::new(spec);
-        match self.rules.list.iter_mut().find(|r| r.spec.id == rule.spec.id) {
-            Some(r) => {
-                *r = rule;
+        match at {
+            Some(i) => {
+                self.rules.list[i] = rule;
                 Ok(false)
             }
             None => {
