@@ -207,7 +207,7 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         );
         let _ = writeln!(
             m,
-            "# HELP bluelight_engine_candidate_sets Candidate sets (the regions a cell may be in) interned; all are forgotten past the limit candidate_sets.\n# TYPE bluelight_engine_candidate_sets gauge\nbluelight_engine_candidate_sets {}",
+            "# HELP bluelight_engine_candidate_sets Candidate sets (the regions a cell may be in) interned: at most one per occupied cell, plus fewer than 4096 no cell holds, awaiting release.\n# TYPE bluelight_engine_candidate_sets gauge\nbluelight_engine_candidate_sets {}",
             e.candidate_sets()
         );
         let h = e.history_stats();
@@ -255,13 +255,12 @@ fn limits(s: &AppState, e: &bluelight_engine::EngineConfig, m: &mut String) {
         m,
         "# HELP bluelight_limit Configured bounds, by configuration key (what each bounds: the gauge named in the README's Limits table).\n# TYPE bluelight_limit gauge"
     );
-    let limits: [(&str, usize); 23] = [
+    let limits: [(&str, usize); 22] = [
         ("max_units", e.max_units),
         ("max_fences", e.max_fences),
         ("max_rules", e.max_rules),
         ("max_cover_cells", e.max_cover_cells),
         ("max_tags", bluelight_engine::MAX_TAGS),
-        ("candidate_sets", bluelight_engine::MAX_CANDIDATE_SETS),
         ("history_max_fixes", e.history_max_fixes),
         ("max_sessions", t.max_sessions),
         ("max_subscriptions", s.max_subscriptions),

@@ -145,7 +145,7 @@ impl Engine {
             let region = self
                 .build_region(RegionKind::Zone(q), shape, filter, 0.0, res)
                 .ok()?;
-            Some(self.install_region(region))
+            Some(self.regions.install(region))
         });
         match zone {
             Some(z) => {

@@ -14,7 +14,6 @@
 use std::collections::{HashMap as StdHashMap, HashSet};
 
 use h3o::{CellIndex, LatLng, Resolution};
-use hashbrown::HashMap;
 
 use crate::error::EngineError;
 use crate::shape::Shape;
@@ -309,113 +308,6 @@ fn boundary_cells(shape: &Shape, res: Resolution, band_m: f64, max_cells: usize)
         }
     });
     (!overflow).then_some(cells)
-}
-
-/// Cell → candidate regions, and interned candidate sets.
-///
-/// A candidate is packed as `region << 1 | interior`.
-#[derive(Debug, Default)]
-pub(crate) struct CoverIndex {
-    /// Candidates by cell (any resolution up to the fine one).
-    cells: HashMap<u64, Vec<u32>>,
-    /// How many cover cells each resolution has (to probe only those).
-    per_res: [u32; 16],
-    /// Interned candidate sets; index 0 is the empty set.
-    sets: Vec<Box<[u32]>>,
-    /// Ids of interned sets.
-    set_ids: HashMap<Box<[u32]>, u32>,
-    /// Reused buffer for lookups.
-    scratch: Vec<u32>,
-}
-
-impl CoverIndex {
-    /// Adds a region's cover.
-    pub fn insert(&mut self, region: u32, cover: &[CoverCell]) {
-        for &(cell, interior) in cover {
-            let list = self.cells.entry(u64::from(cell)).or_default();
-            if list.is_empty() {
-                self.per_res[usize::from(u8::from(cell.resolution()))] += 1;
-            }
-            list.push(region << 1 | u32::from(interior));
-        }
-    }
-
-    /// Removes a region's cover (the same cells it was inserted with).
-    pub fn remove(&mut self, region: u32, cover: &[CoverCell]) {
-        for &(cell, _) in cover {
-            let key = u64::from(cell);
-            if let Some(list) = self.cells.get_mut(&key) {
-                list.retain(|c| c >> 1 != region);
-                if list.is_empty() {
-                    self.cells.remove(&key);
-                    self.per_res[usize::from(u8::from(cell.resolution()))] -= 1;
-                }
-            }
-        }
-    }
-
-    /// Appends the candidates of a fine cell (unsorted) to `out`.
-    pub fn collect(&self, fine_cell: CellIndex, out: &mut Vec<u32>) {
-        let fine = u8::from(fine_cell.resolution());
-        for r in 0..=fine {
-            if self.per_res[usize::from(r)] == 0 {
-                continue;
-            }
-            let key = if r == fine {
-                Some(fine_cell)
-            } else {
-                Resolution::try_from(r).ok().and_then(|res| fine_cell.parent(res))
-            };
-            if let Some(list) = key.and_then(|k| self.cells.get(&u64::from(k))) {
-                out.extend_from_slice(list);
-            }
-        }
-    }
-
-    /// The interned candidate set of a fine cell.
-    pub fn lookup(&mut self, fine_cell: CellIndex) -> u32 {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        self.collect(fine_cell, &mut scratch);
-        self.scratch = scratch;
-        if self.scratch.is_empty() {
-            return 0;
-        }
-        self.scratch.sort_unstable();
-        if let Some(&id) = self.set_ids.get(self.scratch.as_slice()) {
-            return id;
-        }
-        if self.sets.is_empty() {
-            self.sets.push(Box::new([]));
-        }
-        let id = u32::try_from(self.sets.len()).unwrap_or(0);
-        let boxed: Box<[u32]> = self.scratch.as_slice().into();
-        self.sets.push(boxed.clone());
-        self.set_ids.insert(boxed, id);
-        id
-    }
-
-    /// The candidates of an interned set.
-    #[inline]
-    pub fn set(&self, id: u32) -> &[u32] {
-        if id == 0 { &[] } else { &self.sets[id as usize] }
-    }
-
-    /// Number of interned sets (the engine clears them when this grows large).
-    pub fn interned(&self) -> usize {
-        self.sets.len()
-    }
-
-    /// Forgets interned sets; every unit must refresh before using its id.
-    pub fn clear_interned(&mut self) {
-        self.sets.clear();
-        self.set_ids.clear();
-    }
-
-    /// Total cover cells held.
-    pub fn cell_count(&self) -> usize {
-        self.cells.len()
-    }
 }
 
 #[cfg(test)]

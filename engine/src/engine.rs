@@ -157,7 +157,8 @@ impl Engine {
         (live, self.regions.list.len())
     }
 
-    /// Candidate sets interned now (at most [`crate::MAX_CANDIDATE_SETS`]).
+    /// Candidate sets interned now: at most one per occupied cell, plus
+    /// those no cell holds awaiting release (fewer than 4,096).
     pub fn candidate_sets(&self) -> usize {
         self.regions.cover.interned()
     }
@@ -281,7 +282,7 @@ impl Engine {
             self.unlink(slot, st.cell);
         }
         let (index, cover) = (&mut self.index, &mut self.regions.cover);
-        let c = index.cell_for(h3, self.shard_res, || cover.lookup(h3));
+        let c = index.cell_for(h3, self.shard_res, || cover.take(h3));
         let members = &mut self.index.cells[c as usize].members;
         let xyz = self.units.state[slot as usize].xyz();
         if members.len() == members.capacity() {
@@ -310,6 +311,9 @@ impl Engine {
         let empty = members.is_empty();
         self.units.state[slot as usize].cell = NONE;
         if empty {
+            let held = self.index.cells[c as usize].candset;
+            self.regions.cover.put_back(held);
+            self.index.cells[c as usize].candset = 0;
             self.index.release(c);
         }
     }
@@ -372,7 +376,11 @@ impl Engine {
         };
         for c in cells {
             if let Ok(h3) = CellIndex::try_from(self.index.cells[c as usize].cell) {
-                self.index.cells[c as usize].candset = self.regions.cover.lookup(h3);
+                // Taken before the old is given back, so a set that stays
+                // the same never counts zero holders.
+                let new = self.regions.cover.take(h3);
+                let old = std::mem::replace(&mut self.index.cells[c as usize].candset, new);
+                self.regions.cover.put_back(old);
             }
         }
     }

@@ -18,17 +18,6 @@ use crate::sphere;
 impl Engine {
     // ----- regions -----------------------------------------------------
 
-    /// Installs `region` as a new id; returns it. Units inside become members
-    /// silently (creation) — the caller fires events when replacing.
-    pub(crate) fn install_region(&mut self, region: Region) -> u32 {
-        let id = self.regions.install(region);
-        if self.regions.cover.interned() > crate::MAX_CANDIDATE_SETS {
-            self.regions.cover.clear_interned();
-            self.invalidate(None);
-        }
-        id
-    }
-
     /// Units that may be inside `shape` widened by `band_m` (anchors within
     /// slack), sorted and deduplicated, in `self.scratch_slots`.
     pub(crate) fn units_near(&mut self, shape: &Shape, band_m: f64) -> Vec<u32> {
@@ -200,7 +189,7 @@ impl Engine {
             self.build_region_covered(kind, spec.shape, spec.filter, spec.hysteresis_m, self.fine, cover)?;
         region.frozen = Some(crate::snapshot::fence_static_part(&region));
         let old = self.regions.fences.get(&spec.id).copied();
-        let new_id = self.install_region(region);
+        let new_id = self.regions.install(region);
         self.regions.fences.insert(spec.id, new_id);
         let Some(new_region) = self.regions.get(new_id).cloned() else {
             return Ok(old.is_none());
@@ -390,7 +379,7 @@ impl Engine {
         self.next_id += 1;
         let res = crate::cover::feed_resolution(&shape, self.fine);
         let region = self.build_region_covered(RegionKind::Feed(feed), shape, filter, 0.0, res, cover)?;
-        let id = self.install_region(region);
+        let id = self.regions.install(region);
         self.regions.feeds.insert(feed, id);
         let Some(region) = self.regions.get(id).cloned() else {
             return Ok((feed, Vec::new()));

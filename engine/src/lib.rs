@@ -37,7 +37,9 @@
 //! * `cell_geometry` — each cell's safe region (its inscribed cap), which
 //!   lets most fixes skip H3 and the R-tree entirely.
 //! * `shard` — H3-keyed shards of `rstar` trees and the shard-of-shards tree.
-//! * `cover` — H3 covers of regions and the candidate index.
+//! * `cover` — H3 covers of regions.
+//! * `candidates` — the cell → candidate regions index, and the interned
+//!   candidate sets occupied cells hold (freed when none does).
 //! * `region` — `Regions`: fences, feed areas and nearest zones as one kind
 //!   of thing, their covers and per-unit membership lists, and a unit's
 //!   evaluation against them.
@@ -57,6 +59,7 @@
 
 mod alert;
 mod antimeridian;
+mod candidates;
 mod cell_geometry;
 pub mod clock;
 mod config;
@@ -101,13 +104,6 @@ pub use rules::RuleSpec;
 pub use shape::{Circle, Shape};
 pub use snapshot::Frozen;
 pub use units::MAX_TAGS;
-
-/// Distinct candidate sets (the regions a cell may be in) the engine keeps
-/// interned before it forgets them all and every unit looks its own up
-/// again: sets come with every new combination of overlapping regions, so
-/// maps and fences that come and go would otherwise grow them for ever
-/// (about 100 bytes a set).
-pub const MAX_CANDIDATE_SETS: usize = 1 << 20;
 
 mod filter;
 

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::alert::{Alert, AlertEvent, FeedChange, FeedEvent, Outputs};
-use crate::cover::{CoverCell, CoverIndex};
+use crate::candidates::CoverIndex;
+use crate::cover::CoverCell;
 use crate::filter::Filter;
 use crate::model::UnitSlot;
 use crate::shape::Shape;

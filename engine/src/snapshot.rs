@@ -664,7 +664,7 @@ impl Engine {
                 }
                 // Older snapshots list fences in the order they were
                 // made, which was their region ids' order.
-                None => e.install_region(region),
+                None => e.regions.install(region),
             };
             e.regions.fences.insert(id, rid);
             let nm = r.len("members")?;

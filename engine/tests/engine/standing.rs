@@ -2,7 +2,7 @@
 
 use bluelight_engine::{FeedChange, Filter, Fix, Outputs, Shape, sphere};
 
-use crate::support::{engine, square};
+use crate::support::{engine, events, fence, square};
 
 const T0: i64 = 1_763_726_400_000;
 
@@ -140,4 +140,42 @@ fn a_kind_filter_never_matches_a_unit_without_a_kind() {
         .expect("filter");
     let s = Shape::circle(10.0, 10.0, 1000.0).expect("circle");
     assert_eq!(e.area(&s, &f, false, T0), vec![rrv]);
+}
+
+/// A unit driving past thousands of small fences (every school, every
+/// hospital entrance) leaves behind each cell's combination of fences:
+/// the candidate sets must come back when no occupied cell holds them
+/// (the soak's steady memory growth before they did).
+#[test]
+fn candidate_sets_of_cells_left_behind_are_freed() {
+    let mut e = engine();
+    let mut out = Outputs::default();
+    // 5,000 points about 400 m apart, each in its own fence.
+    let points: Vec<(f64, f64)> = (0..5000)
+        .map(|i| (50.0 + 0.004 * f64::from(i / 70), -2.0 + 0.006 * f64::from(i % 70)))
+        .collect();
+    for (i, &(lat, lon)) in points.iter().enumerate() {
+        let shape = Shape::circle(lat, lon, 60.0).expect("circle");
+        e.put_fence(fence(&format!("site-{i}"), shape), T0, &mut out)
+            .expect("fence");
+    }
+    let car = e.intern_unit("CAR-1");
+    let mut most = 0;
+    for (i, &(lat, lon)) in points.iter().enumerate() {
+        out.clear();
+        // Ten minutes apart: the implied-speed filter never refuses.
+        e.apply(car, &Fix::at(T0 + 600_000 * (i as i64 + 1), lat, lon), &mut out);
+        let entered: Vec<_> = events(&out).into_iter().filter(|(ev, _)| ev == "enter").collect();
+        assert_eq!(
+            entered,
+            vec![("enter".into(), format!("site-{i}"))],
+            "at site {i}"
+        );
+        most = most.max(e.candidate_sets());
+    }
+    assert_eq!(e.occupied_cells(), 1);
+    assert!(
+        most <= 1 + 4096,
+        "{most} candidate sets interned at most for one occupied cell"
+    );
 }
