@@ -415,6 +415,7 @@ fn soak_report(o: &Outcome, failures: &mut Vec<String>) -> Value {
     let churn = o.churn.as_ref().map(|c| {
         let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let last_error = c.last_error.lock().ok().and_then(|e| e.clone());
+        let first_errors = c.first_errors.lock().map(|e| e.clone()).unwrap_or_default();
         if n(&c.errors) > 0 {
             failures.push(format!(
                 "{} churn operations failed; the last: {}",
@@ -433,6 +434,7 @@ fn soak_report(o: &Outcome, failures: &mut Vec<String>) -> Value {
             "unsubscribed": n(&c.unsubscribed),
             "errors": n(&c.errors),
             "last_error": last_error,
+            "first_errors": first_errors,
         })
     });
     json!({
@@ -768,6 +770,9 @@ fn memory_markdown(m: &Value, s: &mut String) {
             f(&c["errors"]),
             c["last_error"].as_str().map(|e| format!(" (last: {e})")).unwrap_or_default(),
         ));
+        for e in c["first_errors"].as_array().into_iter().flatten() {
+            s.push_str(&format!("* {}\n", e.as_str().unwrap_or_default()));
+        }
     }
     if c.is_null() && samples.len() < 4 {
         return;

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -35,6 +36,8 @@ pub const LIVE_FENCES: usize = 30;
 pub const FEEDS_PER_SESSION: usize = 4;
 /// Standing nearest queries each churned session opens.
 pub const NEAREST_PER_SESSION: usize = 2;
+/// Failures kept word for word for the report.
+pub const ERRORS_KEPT: usize = 8;
 /// How long a churned session lives: half with every subscription, half
 /// after dropping some.
 pub const SESSION_LIFE: Duration = Duration::from_secs(10);
@@ -55,6 +58,9 @@ pub struct Churn {
     pub unsubscribed: AtomicU64,
     /// Operations that failed.
     pub errors: AtomicU64,
+    /// The first failures, said (at most [`ERRORS_KEPT`]): enough to tell
+    /// which step fails and when, without a log of thousands.
+    pub first_errors: Mutex<Vec<String>>,
     /// The last failure, said.
     pub last_error: Mutex<Option<String>>,
 }
@@ -62,6 +68,11 @@ pub struct Churn {
 impl Churn {
     fn failed(&self, e: impl std::fmt::Display) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut first) = self.first_errors.lock()
+            && first.len() < ERRORS_KEPT
+        {
+            first.push(e.to_string());
+        }
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(e.to_string());
         }
@@ -176,7 +187,7 @@ pub async fn churn(
         let (stats, token) = (stats.clone(), token.clone());
         tokio::spawn(async move {
             if let Err(e) = session(http, token.as_deref(), &towns, &stats).await {
-                stats.failed(format!("session: {e}"));
+                stats.failed(format!("session: {e:#}"));
             }
         });
     }
@@ -189,7 +200,8 @@ async fn session(
     towns: &[Place],
     stats: &Churn,
 ) -> anyhow::Result<()> {
-    let mut ws = connect(http, token).await?;
+    let started = Instant::now();
+    let mut ws = connect(http, token).await.context("connect")?;
     let mut subs = Vec::new();
     for (i, t) in towns.iter().enumerate() {
         let msg = if i < FEEDS_PER_SESSION {
@@ -198,20 +210,34 @@ async fn session(
         } else {
             json!({"type":"subscribe","id":i,"stream":"nearest","point":[t.lon, t.lat],"k":5})
         };
-        subs.push(subscribe(&mut ws, msg).await?);
+        let what = if i < FEEDS_PER_SESSION {
+            "positions"
+        } else {
+            "nearest"
+        };
+        let sub = subscribe(&mut ws, msg).await.with_context(|| {
+            format!(
+                "subscribe {i} ({what}), {:.1} s into the session",
+                started.elapsed().as_secs_f64()
+            )
+        })?;
+        subs.push(sub);
         stats.subscribed.fetch_add(1, Ordering::Relaxed);
     }
-    read_for(&mut ws, SESSION_LIFE / 2).await?;
+    read_for(&mut ws, SESSION_LIFE / 2).await.context("reading")?;
     // Every other subscription dropped by hand; the rest go with the
     // session.
     for sub in subs.iter().step_by(2) {
         ws.send(Message::Text(
             json!({"type":"unsubscribe","sub":sub}).to_string().into(),
         ))
-        .await?;
+        .await
+        .context("unsubscribe")?;
         stats.unsubscribed.fetch_add(1, Ordering::Relaxed);
     }
-    read_for(&mut ws, SESSION_LIFE / 2).await?;
+    read_for(&mut ws, SESSION_LIFE / 2)
+        .await
+        .context("reading after unsubscribing")?;
     let _ = ws.close(None).await;
     stats.sessions.fetch_add(1, Ordering::Relaxed);
     Ok(())
