@@ -64,7 +64,7 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     }
     let _ = writeln!(
         m,
-        "# HELP bluelight_ingest_ignored_total Well-formed device messages that carry no fix, passed over (NMEA sentences other than RMC and GGA, LIP PDUs other than location reports).\n# TYPE bluelight_ingest_ignored_total counter\nbluelight_ingest_ignored_total {}",
+        "# HELP bluelight_ingest_ignored_total Well-formed device messages that carry no fix, passed over (NMEA sentences other than RMC and GGA, LIP PDUs other than location reports, CoT events that are not units: markers, chat, drawings).\n# TYPE bluelight_ingest_ignored_total counter\nbluelight_ingest_ignored_total {}",
         c.ignored.load(Ordering::Relaxed)
     );
     let _ = writeln!(

@@ -97,6 +97,10 @@ pub enum Decoded {
     Position,
     /// A TAK control message: nothing added to the batch.
     Control(Control),
+    /// An event that is not a unit's position (a map marker `b-m-p-…`, a
+    /// chat message `b-t-f`, a drawing `u-d-…`): passed over, counted as
+    /// ignored.
+    NotAUnit,
 }
 
 /// Decodes one `<event>` (with or without an XML declaration) into `out`.
@@ -178,7 +182,8 @@ pub fn decode_cot(
 /// validation, an entry in `out.errors`), and what the event says of the
 /// unit: its kind (`type`), callsign, `how`, team (as the tag
 /// `group:<name>`) and stale time. TAK control messages (type `t-x-…`)
-/// are passed over, adding nothing.
+/// and events of types other than atoms (`a-…`) are passed over, adding
+/// nothing.
 ///
 /// # Errors
 /// An event without a uid, a time or a position.
@@ -198,6 +203,14 @@ pub fn push_event(
             "t-x-takp-q" if event.asks_v1 => Control::AskV1,
             _ => Control::Other,
         }));
+    }
+    // Only atoms (`a-…`: friendly, hostile, ... ground units, aircraft,
+    // vessels) are things that move and report. A marker a dispatcher
+    // drops on an ATAK map, or a GeoChat message (whose uid is new every
+    // message), would otherwise become a "unit" that nearest offers for an
+    // incident. An event with no type is taken as a unit, as before.
+    if !event.kind.is_empty() && event.kind.split('-').next() != Some("a") {
+        return Ok(Decoded::NotAUnit);
     }
     if event.uid.is_empty() {
         return Err(CotError::Attribute("uid"));
@@ -410,10 +423,33 @@ mod tests {
         }
     }
 
+    /// Regression: a marker dropped on an ATAK map, and every GeoChat
+    /// message (a new uid each), became a unit that nearest could offer.
+    #[test]
+    fn markers_chat_and_drawings_are_not_units() {
+        let v = ValidationConfig::default();
+        let marker = r#"<event version="2.0" uid="9f1c-marker" type="b-m-p-s-m" how="h-g-i-g-o" time="2025-11-21T10:15:30Z" start="2025-11-21T10:15:30Z" stale="2026-11-21T10:15:30Z"><point lat="51.5" lon="-0.12" hae="0" ce="9999999" le="9999999"/><detail><contact callsign="RV point"/></detail></event>"#;
+        let chat = r#"<event version="2.0" uid="GeoChat.ANDROID-1.All Chat Rooms.5a1e" type="b-t-f" how="h-g-i-g-o" time="2025-11-21T10:15:30Z" start="2025-11-21T10:15:30Z" stale="2025-11-22T10:15:30Z"><point lat="51.5" lon="-0.12" hae="0" ce="9999999" le="9999999"/><detail><__chat chatroom="All Chat Rooms"/><remarks>on scene</remarks></detail></event>"#;
+        let drawing = r#"<event version="2.0" uid="c0rd0n" type="u-d-f" how="h-e" time="2025-11-21T10:15:30Z" start="2025-11-21T10:15:30Z" stale="2025-11-22T10:15:30Z"><point lat="51.5" lon="-0.12" hae="0" ce="9999999" le="9999999"/></event>"#;
+        for xml in [marker, chat, drawing] {
+            let mut out = IngestBatch::default();
+            assert_eq!(
+                decode_cot(xml, 0, &v, NOW, &mut out),
+                Ok(Decoded::NotAUnit),
+                "{xml}"
+            );
+            assert!(out.fixes.is_empty() && out.errors.is_empty() && out.metas.is_empty());
+        }
+        // A unit's own report beside them is still a unit.
+        let mut out = IngestBatch::default();
+        assert_eq!(decode_cot(ATAK, 0, &v, NOW, &mut out), Ok(Decoded::Position));
+        assert_eq!(out.fixes.len(), 1);
+    }
+
     #[test]
     fn events_without_position_or_uid_are_refused_by_name() {
         let v = ValidationConfig::default();
-        let no_point = r#"<event uid="x" type="b-m-p-s-m" time="2025-11-21T10:15:30Z"/>"#;
+        let no_point = r#"<event uid="x" type="a-f-G-U-C" time="2025-11-21T10:15:30Z"/>"#;
         assert_eq!(
             decode_cot(no_point, 0, &v, NOW, &mut IngestBatch::default()),
             Err(CotError::Attribute("point lat"))

@@ -71,6 +71,8 @@ pub enum Content {
     Control,
     /// A ping (`t-x-c-t`): no fix; a server answers it.
     Ping,
+    /// An event that is not a unit's position ([`Decoded::NotAUnit`]).
+    NotAUnit,
 }
 
 /// Decodes `TakMessage`s into one message kept between them, so a stream
@@ -136,6 +138,7 @@ impl TakDecoder {
             Decoded::Position => Content::Event,
             Decoded::Control(Control::Ping) => Content::Ping,
             Decoded::Control(_) => Content::Control,
+            Decoded::NotAUnit => Content::NotAUnit,
         })
     }
 }

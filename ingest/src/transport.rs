@@ -135,22 +135,28 @@ pub async fn serve_cot_udp(socket: UdpSocket, queue: IngestQueue, limits: Listen
     let mut decoder = crate::tak::TakDecoder::new();
     udp_loop(socket, queue, limits, true, move |datagram, queue, batch| {
         let (v, now) = (&queue.validation, queue.now_ms());
-        let decoded = match crate::tak::mesh_payload(datagram) {
+        let not_a_unit = match crate::tak::mesh_payload(datagram) {
             Some(payload) => decoder
                 .decode(payload, 0, v, now, batch)
-                .map(|_| ())
+                .map(|c| c == crate::tak::Content::NotAUnit)
                 .map_err(|e| e.to_string()),
             None => std::str::from_utf8(datagram)
                 .map_err(|e| e.to_string())
                 .and_then(|xml| {
                     crate::cot::decode_cot(xml, 0, v, now, batch)
-                        .map(|_| ())
+                        .map(|d| d == crate::cot::Decoded::NotAUnit)
                         .map_err(|e| e.to_string())
                 }),
         };
-        if let Err(e) = decoded {
-            queue.counters.reject(Reject::BadFrame);
-            tracing::debug!(error = %e, "refused a CoT datagram");
+        match not_a_unit {
+            Ok(true) => {
+                queue.counters.ignored.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                queue.counters.reject(Reject::BadFrame);
+                tracing::debug!(error = %e, "refused a CoT datagram");
+            }
         }
     })
     .await;
@@ -598,6 +604,9 @@ async fn cot_connection(
             crate::tak::split_stream(&buf, limits.max_frame_bytes, |payload| {
                 match decoder.decode(payload, index, v, now, &mut batch) {
                     Ok(crate::tak::Content::Ping) => replies.push(crate::tak::ControlReply::Pong),
+                    Ok(crate::tak::Content::NotAUnit) => {
+                        queue.counters.ignored.fetch_add(1, Ordering::Relaxed);
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         queue.counters.reject(e.reason());
@@ -623,6 +632,9 @@ async fn cot_connection(
                     }
                     Ok(crate::cot::Decoded::Control(crate::cot::Control::AskV1)) => {
                         replies.push(crate::tak::ControlReply::Accept);
+                    }
+                    Ok(crate::cot::Decoded::NotAUnit) => {
+                        queue.counters.ignored.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(_) => {}
                     Err(_) => queue.counters.reject(Reject::BadFrame),

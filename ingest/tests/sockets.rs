@@ -239,9 +239,16 @@ async fn cot_events_from_tak_clients_arrive_and_a_bad_event_is_skipped() {
     let wintak = format!(
         r#"<event version="2.0" uid="WINTAK-7" type="a-f-G-E-V-A" how="h-e" time="{t}" start="{t}" stale="{t}"><point lat="50.9097" lon="-1.4044" hae="9999999.0" ce="9999999.0" le="9999999.0"/><detail/></event>"#
     );
+    // A marker dropped on the map and a chat message: not units.
+    let marker = format!(
+        r#"<event version="2.0" uid="9f1c-marker" type="b-m-p-s-m" how="h-g-i-g-o" time="{t}" start="{t}" stale="{t}"><point lat="51.5" lon="-0.12" hae="0" ce="9999999" le="9999999"/><detail><contact callsign="RV point"/></detail></event>"#
+    );
+    let chat = format!(
+        r#"<event version="2.0" uid="GeoChat.ANDROID-1.All Chat Rooms.5a1e" type="b-t-f" how="h-g-i-g-o" time="{t}" start="{t}" stale="{t}"><point lat="51.5" lon="-0.12" hae="0" ce="9999999" le="9999999"/><detail><remarks>on scene</remarks></detail></event>"#
+    );
     let mut conn = TcpStream::connect(addr).await.expect("connect");
     // Split mid-event across writes, as a real stream may be.
-    let stream = format!("{atak}{broken}{wintak}");
+    let stream = format!("{atak}{marker}{broken}{chat}{wintak}");
     let (a, b) = stream.split_at(stream.len() / 2);
     conn.write_all(a.as_bytes()).await.expect("write");
     conn.flush().await.expect("flush");
@@ -250,7 +257,13 @@ async fn cot_events_from_tak_clients_arrive_and_a_bad_event_is_skipped() {
     let c = pipeline.counters.clone();
     until("both TAK fixes", || c.accepted() == 2).await;
     until("the broken event", || c.rejected(Reject::BadFrame) == 1).await;
+    assert_eq!(
+        c.ignored.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "the marker and the chat"
+    );
     let e = engine.lock();
+    assert!(e.find_unit("9f1c-marker").is_none(), "a map marker is not a unit");
     let view = e
         .find_unit("ANDROID-1")
         .and_then(|s| e.unit_view(s))
