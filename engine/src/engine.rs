@@ -406,6 +406,17 @@ impl Engine {
         self.history.prepare()
     }
 
+    /// Takes history memory readied on another thread, for the next
+    /// fixes' records (see [`crate::HistoryMemory`]).
+    pub fn give_history_memory(&mut self, m: crate::HistoryMemory) {
+        self.history.give(m);
+    }
+
+    /// Whether history keeps fixes (so memory readied for it is used).
+    pub fn keeps_history(&self) -> bool {
+        self.history.keeps()
+    }
+
     /// Touches what applying a fix reads first for each of `slots` (the
     /// unit's record, its cell and its entry there), so that the cache
     /// misses of a chunk of fixes overlap instead of coming one after

@@ -31,6 +31,30 @@ const READY_CHUNKS: usize = 2;
 /// step waits for it.
 const PREPARE_STEP: usize = 1024;
 
+/// Memory for history's records, readied (its pages written, so faulted
+/// in) by a thread other than the engine's: a replay that reads the
+/// journal on one core readies the memory the engine fills on the other,
+/// and the kernel's zeroing of fresh pages (a tenth of a replay) leaves the
+/// engine's core. Hand it over with [`crate::Engine::give_history_memory`].
+#[derive(Debug)]
+pub struct HistoryMemory(Vec<HistoryRecord>);
+
+impl HistoryMemory {
+    /// Records one holds.
+    pub const RECORDS: usize = CHUNK;
+
+    /// Allocates and writes one chunk's memory.
+    pub fn ready() -> Self {
+        let blank = HistoryRecord {
+            unit: UnitSlot(0),
+            fix: Fix::at(0, 0.0, 0.0),
+        };
+        let mut c = vec![blank; CHUNK];
+        c.clear();
+        Self(c)
+    }
+}
+
 /// One fix of one unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HistoryRecord {
@@ -134,6 +158,11 @@ impl History {
         self.push_unlogged(unit, fix);
     }
 
+    /// Whether it keeps fixes at all.
+    pub fn keeps(&self) -> bool {
+        self.max_fixes > 0
+    }
+
     /// Starts logging, unless it already is.
     pub fn start_log(&mut self) {
         if self.max_fixes > 0 && self.log.is_none() {
@@ -224,6 +253,14 @@ impl History {
             self.spare.push(c);
         }
         true
+    }
+
+    /// Keeps readied memory for the next chunks (up to the spare cap; the
+    /// rest is freed).
+    pub fn give(&mut self, m: HistoryMemory) {
+        if self.max_fixes > 0 && self.spare.len() < SPARE_CHUNKS && m.0.capacity() >= CHUNK {
+            self.spare.push(m.0);
+        }
     }
 
     fn recycle(&mut self, b: Bucket) {
@@ -428,6 +465,28 @@ mod tests {
         assert_eq!(h.buckets[0].chunks[0].len(), 1);
         // A history that keeps nothing prepares nothing.
         assert!(!History::new(3600, 0).prepare());
+    }
+
+    #[test]
+    fn memory_readied_elsewhere_is_used_for_the_next_chunks() {
+        let mut h = History::new(3600, 10 * CHUNK);
+        let m = HistoryMemory::ready();
+        let at = m.0.as_ptr();
+        h.give(m);
+        h.push(UnitSlot(1), &Fix::at(0, 1.0, 1.0));
+        assert_eq!(
+            h.buckets[0].chunks[0].as_ptr(),
+            at,
+            "the given chunk holds the first record"
+        );
+        // Past the spare cap, or with no history kept, it is not kept.
+        for _ in 0..SPARE_CHUNKS + 3 {
+            h.give(HistoryMemory::ready());
+        }
+        assert_eq!(h.spare.len(), SPARE_CHUNKS);
+        let mut none = History::new(3600, 0);
+        none.give(HistoryMemory::ready());
+        assert!(none.spare.is_empty());
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub use cover::Cover;
 pub use engine::{Applied, Engine, EngineCounters};
 pub use error::EngineError;
 pub use filter::Filter;
-pub use history::{HistoryCursor, HistoryRecord, HistoryStats};
+pub use history::{HistoryCursor, HistoryMemory, HistoryRecord, HistoryStats};
 pub use history_log::HistoryLog;
 pub use model::Neighbor;
 pub use model::{Agency, Fix, Status, UnitSlot, UnitView};

@@ -3,7 +3,7 @@
 //! with the same consumer of outputs (the alert outbox keeps only the
 //! alerts it does not hold yet). Then the stage may start.
 
-use bluelight_engine::{Engine, EngineConfig, EngineError};
+use bluelight_engine::{Engine, EngineConfig, EngineError, HistoryMemory};
 use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Value};
@@ -14,8 +14,18 @@ use crate::batch::IngestBatch;
 use crate::queue::Command;
 use crate::writer::{Applier, OutputConsumer};
 
-/// A page of decoded entries (number, commands), or why reading stopped.
-type PageResult = Result<Vec<(u64, Vec<Command>)>, RecoveryError>;
+/// A page of decoded entries, or why reading stopped.
+type PageResult = Result<Vec<Entry>, RecoveryError>;
+
+/// One journal entry, decoded, with history memory readied for its fixes.
+struct Entry {
+    /// Its number.
+    n: u64,
+    /// Its commands.
+    commands: Vec<Command>,
+    /// Memory for history's records (see [`HistoryMemory`]).
+    memory: Vec<HistoryMemory>,
+}
 
 /// Entries read from Redis at a time.
 const PAGE: usize = 256;
@@ -88,9 +98,20 @@ pub async fn recover(
     // applies the one before: Redis's time and the decoding overlap the
     // engine's.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<PageResult>(2);
-    let reader = tokio::spawn(read_pages(conn.clone(), keys.journal.clone(), expected, tx));
+    let reader = tokio::spawn(read_pages(
+        conn.clone(),
+        keys.journal.clone(),
+        expected,
+        engine.keeps_history(),
+        tx,
+    ));
     'pages: while let Some(page) = rx.recv().await {
-        for (n, decoded) in page? {
+        for Entry {
+            n,
+            commands: decoded,
+            memory,
+        } in page?
+        {
             if n != expected {
                 hole_at = Some(expected);
                 tracing::error!(
@@ -99,6 +120,9 @@ pub async fn recover(
                     "the journal has a hole (Redis was away while the last leader served): replay stops before it"
                 );
                 break 'pages;
+            }
+            for m in memory {
+                engine.give_history_memory(m);
             }
             for command in &decoded {
                 applier.apply(&mut &mut engine, command, |e, out, _| {
@@ -184,14 +208,21 @@ pub async fn load_snapshot(
 }
 
 /// Reads and decodes the journal from entry `from` on, a page at a time,
-/// until its end (or the receiver stops listening).
+/// until its end (or the receiver stops listening). With `history`, each
+/// entry comes with the history memory its fixes will fill, readied here
+/// on this task's core rather than in the middle of the replay.
 async fn read_pages(
     mut conn: ConnectionManager,
     journal: String,
     from: u64,
+    history: bool,
     tx: tokio::sync::mpsc::Sender<PageResult>,
 ) {
     let mut from = format!("{from}-0");
+    // Fixes read so far; a chunk of memory is readied each time they pass
+    // a multiple of its size, and one at the start.
+    let mut fixes = 0usize;
+    let mut readied = 0usize;
     loop {
         let page: StreamRangeReply = match conn.xrange_count(&journal, &from, "+", PAGE).await {
             Ok(p) => p,
@@ -216,7 +247,23 @@ async fn read_pages(
                 return;
             };
             match codec::decode(bytes, IngestBatch::default) {
-                Ok(c) => decoded.push((n, c)),
+                Ok(commands) => {
+                    fixes += commands
+                        .iter()
+                        .map(|c| match c {
+                            Command::Fixes(b) => b.fixes.len(),
+                            _ => 0,
+                        })
+                        .sum::<usize>();
+                    let want = if history {
+                        fixes / HistoryMemory::RECORDS + 1
+                    } else {
+                        0
+                    };
+                    let memory = (readied..want).map(|_| HistoryMemory::ready()).collect();
+                    readied = readied.max(want);
+                    decoded.push(Entry { n, commands, memory });
+                }
                 Err(error) => {
                     let _ = tx.send(Err(RecoveryError::Entry { entry: n, error })).await;
                     return;
