@@ -109,6 +109,22 @@ pub enum Command {
     Replace(Box<bluelight_engine::Engine>),
 }
 
+impl Command {
+    /// What it is, in a word or two (for logs).
+    pub fn what(&self) -> &'static str {
+        match self {
+            Self::Fixes(_) => "a batch of fixes",
+            Self::PutFence { .. } => "a fence put",
+            Self::RemoveFence(_) => "a fence removal",
+            Self::PutRule(_) => "a rule put",
+            Self::RemoveRule(_) => "a rule removal",
+            Self::Tick { .. } => "a part of the clock's scan",
+            Self::Snapshot { .. } => "a snapshot's copy",
+            Self::Replace(_) => "an engine replaced",
+        }
+    }
+}
+
 /// Where the writer answers a command, if its sender waits.
 #[derive(Debug)]
 pub enum Reply {

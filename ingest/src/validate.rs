@@ -205,8 +205,16 @@ pub struct IngestCounters {
     pub measurements_cleared: AtomicU64,
     /// Well-formed device messages that carry no fix and are passed over
     /// (NMEA sentences other than RMC and GGA, LIP PDUs other than
-    /// location reports).
+    /// location reports; CoT events that are not units).
     pub ignored: AtomicU64,
+    /// The writer's longest step so far, µs: one batch, query, slice of
+    /// bulk work or snapshot copy, waiting for the engine included. Every
+    /// fix and query waits behind a step, so this is the worst stall the
+    /// writer itself has caused or suffered.
+    pub writer_longest_step_us: AtomicU64,
+    /// Writer steps that took [`crate::writer::LONG_STEP`] or more (each
+    /// also logged, naming what it was).
+    pub writer_long_steps: AtomicU64,
 }
 
 impl IngestCounters {

@@ -126,6 +126,11 @@ pub fn spawn(
         })
 }
 
+/// A writer step this long or longer is counted and logged: at
+/// `national` a step takes about a millisecond, so a quarter of a second
+/// is a stall every client sees.
+pub const LONG_STEP: Duration = Duration::from_millis(250);
+
 struct Writer {
     engine: SharedEngine,
     batches: Batches,
@@ -161,14 +166,20 @@ impl Writer {
             let mut job = match self.next_work(&waiter, prepared) {
                 Work::Batch(job) => job,
                 Work::Query(task) => {
+                    let started = Instant::now();
                     let mut engine = self.engine.lock();
                     run_query(&mut engine, task);
                     self.tasks.run_queries(&mut engine);
+                    drop(engine);
+                    self.stepped("queries", started);
                     continue;
                 }
                 Work::Bulk => {
+                    let started = Instant::now();
                     let mut engine = self.engine.lock();
                     self.tasks.run_bulk(&mut engine, self.cfg.bulk_slice);
+                    drop(engine);
+                    self.stepped("bulk work", started);
                     continue;
                 }
                 Work::Idle => {
@@ -179,6 +190,7 @@ impl Writer {
             };
             match job.command {
                 Command::Snapshot { history, reply } => {
+                    let started = Instant::now();
                     let mut engine = self.engine.lock();
                     let frozen = engine.freeze();
                     let history = match history {
@@ -187,6 +199,7 @@ impl Writer {
                         SnapshotHistory::Whole => engine.take_history_log(true),
                     };
                     drop(engine);
+                    self.stepped("a snapshot's copy", started);
                     let _ = reply.send((frozen, history));
                     continue;
                 }
@@ -197,6 +210,7 @@ impl Writer {
                 }
                 command => job.command = command,
             }
+            let started = Instant::now();
             let outcome = {
                 let mut engine = self.engine.lock();
                 let received = match &job.command {
@@ -216,11 +230,28 @@ impl Writer {
                         }
                     })
             };
+            self.stepped(job.command.what(), started);
             prepared = false;
             outcome.answer(job.reply.take());
             if let Command::Fixes(batch) = job.command {
                 self.batches.pool.give_back(batch);
             }
+        }
+    }
+
+    /// Counts a step that started at `started` (and logs a long one).
+    fn stepped(&self, what: &str, started: Instant) {
+        let took = started.elapsed();
+        let c = &self.batches.counters;
+        c.writer_longest_step_us
+            .fetch_max(took.as_micros().try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
+        if took >= LONG_STEP {
+            c.writer_long_steps.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                step = what,
+                took_ms = took.as_millis() as u64,
+                "the writer took long over one step (waiting for the engine included): every fix and query waited behind it"
+            );
         }
     }
 

@@ -134,3 +134,29 @@ async fn a_full_task_queue_refuses_more_and_runs_every_task_it_took() {
     until("every task taken to run", || ran.load(Ordering::Relaxed) == taken).await;
     assert!(pipeline.tasks.query_slot().is_some(), "room again");
 }
+
+/// An SRE paged for a stall must be able to see it: a step the writer
+/// could not finish for a quarter of a second (here, the engine held by
+/// someone else meanwhile) is counted, and the longest step is kept.
+#[tokio::test]
+async fn a_long_writer_step_is_counted_with_its_length() {
+    let (engine, pipeline) = writer();
+    assert_eq!(apply(&pipeline, 1, 10).await, 10);
+    let c = pipeline.queue.counters.clone();
+    assert_eq!(c.writer_long_steps.load(Ordering::Relaxed), 0);
+    let held = engine.clone();
+    let holder = std::thread::spawn(move || {
+        let _e = held.lock();
+        std::thread::sleep(Duration::from_millis(400));
+    });
+    // Queued while the engine is held: the writer's step waits for it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(apply(&pipeline, 11, 10).await, 10);
+    holder.join().expect("holder");
+    assert_eq!(c.writer_long_steps.load(Ordering::Relaxed), 1);
+    let longest = c.writer_longest_step_us.load(Ordering::Relaxed);
+    assert!(
+        (250_000..5_000_000).contains(&longest),
+        "longest step {longest} µs"
+    );
+}
