@@ -188,6 +188,7 @@ impl Writer {
                 }
                 Work::Stop => break,
             };
+            let what = job.command.what();
             match job.command {
                 Command::Snapshot { history, reply } => {
                     let started = Instant::now();
@@ -199,7 +200,7 @@ impl Writer {
                         SnapshotHistory::Whole => engine.take_history_log(true),
                     };
                     drop(engine);
-                    self.stepped("a snapshot's copy", started);
+                    self.stepped(what, started);
                     let _ = reply.send((frozen, history));
                     continue;
                 }
@@ -230,7 +231,7 @@ impl Writer {
                         }
                     })
             };
-            self.stepped(job.command.what(), started);
+            self.stepped(what, started);
             prepared = false;
             outcome.answer(job.reply.take());
             if let Command::Fixes(batch) = job.command {
