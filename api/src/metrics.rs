@@ -69,7 +69,7 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     );
     let _ = writeln!(
         m,
-        "# HELP bluelight_writer_longest_step_seconds The writer's longest step since start (a batch, a query, a slice of bulk work, a snapshot's copy; waiting for the engine included): every fix and query waits behind a step.\n# TYPE bluelight_writer_longest_step_seconds gauge\nbluelight_writer_longest_step_seconds {}\n# HELP bluelight_writer_long_steps_total Writer steps of 250 ms or more, each also logged with what it was.\n# TYPE bluelight_writer_long_steps_total counter\nbluelight_writer_long_steps_total {}",
+        "# HELP bluelight_writer_longest_step_seconds The writer's longest step since start (a batch, a query, a slice of bulk work, a snapshot's copy, idle work; waiting for the engine included): every fix and query waits behind a step.\n# TYPE bluelight_writer_longest_step_seconds gauge\nbluelight_writer_longest_step_seconds {}\n# HELP bluelight_writer_long_steps_total Writer steps of 250 ms or more, each also logged with what it was.\n# TYPE bluelight_writer_long_steps_total counter\nbluelight_writer_long_steps_total {}",
         c.writer_longest_step_us.load(Ordering::Relaxed) as f64 / 1e6,
         c.writer_long_steps.load(Ordering::Relaxed)
     );

@@ -183,7 +183,11 @@ impl Writer {
                     continue;
                 }
                 Work::Idle => {
+                    // Measured too: work that arrives meanwhile waits
+                    // behind it (and behind whoever holds the engine).
+                    let started = Instant::now();
                     prepared = !self.engine.lock().prepare();
+                    self.stepped("idle work (readying history memory)", started);
                     continue;
                 }
                 Work::Stop => break,
