@@ -136,8 +136,9 @@ pub fn next_due(session: &Session) -> Option<Instant> {
         .min()
 }
 
-/// Takes the conflated changes of every feed due (at most `max_hz`).
-pub fn due_feeds(session: &Session, now: Instant) -> Option<DueFeeds> {
+/// Takes the conflated changes of every feed due (at most `max_hz`),
+/// counting the changes conflated away in `conflated`.
+pub fn due_feeds(session: &Session, now: Instant, conflated: &AtomicU64) -> Option<DueFeeds> {
     let mut due = Vec::new();
     for (sub, record) in session.subscriptions.lock().iter_mut() {
         if let Subscription::Positions {
@@ -150,13 +151,13 @@ pub fn due_feeds(session: &Session, now: Instant) -> Option<DueFeeds> {
             && !changes.is_empty()
         {
             schedule.last = now;
-            // Drained, not taken: the sets keep their room, so the writer
-            // does not grow them again (rehashing) after every update.
+            let (mut changed, mut left) = (Vec::new(), Vec::new());
+            conflated.fetch_add(changes.take(&mut changed, &mut left), Ordering::Relaxed);
             due.push(DueFeed {
                 sub: sub.clone(),
                 encoding: *encoding,
-                changed: changes.changed.drain().collect(),
-                left: changes.left.drain().collect(),
+                changed,
+                left,
             });
         }
     }
@@ -175,7 +176,7 @@ pub fn start_feed_copy(
     let Some(slot) = s.tasks.bulk_slot() else {
         return false;
     };
-    let Some(due) = due_feeds(session, Instant::now()) else {
+    let Some(due) = due_feeds(session, Instant::now(), &s.hub.conflated) else {
         return false;
     };
     let writer = s.feed_writer.clone();
@@ -390,12 +391,7 @@ mod tests {
         assert_eq!(next_due(&session), None, "nothing waits");
         let mark = |sub: &str, unit: u32, left: bool| {
             if let Some(Subscription::Positions { changes, .. }) = session.subscriptions.lock().get_mut(sub) {
-                if left {
-                    changes.changed.clear();
-                    changes.left.insert(unit);
-                } else {
-                    changes.changed.insert(unit);
-                }
+                changes.push(unit, left);
             }
         };
         mark("p1", 1, false);
@@ -424,17 +420,17 @@ mod tests {
         let change = |unit: u32| {
             if let Some(Subscription::Positions { changes, .. }) = session.subscriptions.lock().get_mut("p1")
             {
-                changes.changed.insert(unit);
+                changes.push(unit, false);
             }
         };
         change(1);
         tokio::time::advance(Duration::from_millis(499)).await;
         assert!(
-            due_feeds(&session, Instant::now()).is_none(),
+            due_feeds(&session, Instant::now(), &AtomicU64::new(0)).is_none(),
             "not before max_hz allows"
         );
         tokio::time::advance(Duration::from_millis(1)).await;
-        let due = due_feeds(&session, Instant::now()).expect("due after its interval");
+        let due = due_feeds(&session, Instant::now(), &AtomicU64::new(0)).expect("due after its interval");
         assert_eq!(
             due,
             vec![DueFeed {
@@ -446,13 +442,13 @@ mod tests {
         );
         // The next change waits a whole interval from this update.
         change(2);
-        assert!(due_feeds(&session, Instant::now()).is_none());
+        assert!(due_feeds(&session, Instant::now(), &AtomicU64::new(0)).is_none());
         assert_eq!(
             next_due(&session),
             Some(Instant::now() + Duration::from_millis(500))
         );
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(due_feeds(&session, Instant::now()).is_some());
+        assert!(due_feeds(&session, Instant::now(), &AtomicU64::new(0)).is_some());
     }
 
     /// A copy in steps gives what one copy would, and each step stays

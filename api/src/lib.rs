@@ -27,7 +27,8 @@
 //!   (the writer's output consumer).
 //! * [`session`] — a connection's outgoing queues and its subscriptions.
 //! * [`ws`] — the `/v1/ws` socket loop; [`subscriptions`] — its requests;
-//!   [`feeds`] — when and how its rate-limited updates go out.
+//!   [`feeds`] — when and how its rate-limited updates go out;
+//!   [`feed_changes`] — a feed's changes waiting for it, conflated.
 //! * [`ws_ingest`] — `/v1/ingest`.
 //! * [`feed_writer`] — the low-priority thread that writes positions feeds.
 //! * [`cot_out`] — the live picture to TAK clients and a TAK Server.
@@ -47,6 +48,7 @@ pub mod cot_out;
 pub mod demo;
 pub mod durable;
 pub mod export;
+pub mod feed_changes;
 pub mod feed_writer;
 pub mod feeds;
 pub mod follower;

@@ -126,7 +126,7 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     );
     let _ = writeln!(
         m,
-        "# HELP bluelight_positions_conflated_total Position updates superseded by a later fix before the feed flushed.\n# TYPE bluelight_positions_conflated_total counter\nbluelight_positions_conflated_total {}",
+        "# HELP bluelight_positions_conflated_total Position changes superseded by a later change of the same unit before the feed flushed.\n# TYPE bluelight_positions_conflated_total counter\nbluelight_positions_conflated_total {}",
         s.hub.conflated.load(Ordering::Relaxed)
     );
     let _ = writeln!(

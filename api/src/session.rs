@@ -30,23 +30,7 @@ pub enum Outgoing {
     Nearest(String, Instant),
 }
 
-/// Conflated changes of one positions feed since its last update
-/// (foldhash sets: the writer inserts hundreds of thousands of slots a
-/// second).
-#[derive(Debug, Default)]
-pub struct FeedChanges {
-    /// Units that moved or entered.
-    pub changed: hashbrown::HashSet<u32>,
-    /// Units that left.
-    pub left: hashbrown::HashSet<u32>,
-}
-
-impl FeedChanges {
-    /// Whether nothing has changed since the last update.
-    pub fn is_empty(&self) -> bool {
-        self.changed.is_empty() && self.left.is_empty()
-    }
-}
+pub use crate::feed_changes::FeedChanges;
 
 /// When a rate-limited subscription may next send.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::world::{AlertKey, Fences, Held, Shared, Truth};
+use super::world::{AlertKey, Fences, Held, Shared};
 use bluelight_ingest::places::Place;
 
 pub(crate) type Ws = tokio_tungstenite::WebSocketStream<bluelight_ingest::transport::DeviceStream>;
@@ -386,11 +386,7 @@ pub fn checker(shared: &Shared, checks: std::sync::mpsc::Receiver<Check>) -> Che
             found.unjudged += 1;
             continue;
         };
-        let verdict = match shared.truth.lock() {
-            Ok(t) => check_nearest(&t, shared, c.point, seen, &c.results),
-            Err(_) => Err("truth poisoned".to_string()),
-        };
-        match verdict {
+        match check_nearest(shared, c.point, seen, &c.results) {
             Ok(Judged::Right) => found.checked += 1,
             Ok(Judged::Unjudged) => found.unjudged += 1,
             Err(why) => {
@@ -404,6 +400,9 @@ pub fn checker(shared: &Shared, checks: std::sync::mpsc::Receiver<Check>) -> Che
     }
     found
 }
+
+/// Units the checker reads under one lock of the truth.
+pub const CHECK_BLOCK: usize = 4096;
 
 /// K of every one-shot query.
 pub const NEAREST_K: usize = 10;
@@ -511,19 +510,21 @@ pub enum Judged {
 /// server held for it, at the right distance, in order; and no unit left
 /// out may be closer than the k-th. With loadgen's one ordered sender,
 /// anything else is a wrong answer, not a lagging server.
-pub fn check_nearest(
-    truth: &Truth,
-    shared: &Shared,
-    q: (f64, f64),
-    seen: u64,
-    results: &Value,
-) -> Result<Judged, String> {
+///
+/// The truth is locked a block of units at a time ([`CHECK_BLOCK`]): the
+/// sender records every fix in it, and this thread runs at low priority,
+/// so holding it for a whole scan stalled the sender behind a thread the
+/// scheduler had set aside. What the sender adds meanwhile is newer than
+/// `seen`, so the verdict does not change; a position it pushes out of
+/// the kept ones makes the answer unjudged, never wrong.
+pub fn check_nearest(shared: &Shared, q: (f64, f64), seen: u64, results: &Value) -> Result<Judged, String> {
     let results = results.as_array().ok_or("no results list")?;
     // geo's Earth radius and the server's may differ in the 6th digit.
     let tol = |d: f64| 1.0 + d * 1e-5;
     let mut returned: Vec<u32> = Vec::with_capacity(results.len());
     let mut last = 0.0;
     let mut judged = Judged::Right;
+    let truth = shared.truth.lock().map_err(|_| "truth poisoned")?;
     for r in results {
         let id = r["unit"]["id"].as_str().ok_or("result without unit id")?;
         let u = *shared.unit_by_id.get(id).ok_or(format!("unknown unit {id}"))?;
@@ -557,6 +558,7 @@ pub fn check_nearest(
         }
         returned.push(u);
     }
+    drop(truth);
     let kth = if results.len() < NEAREST_K {
         f64::INFINITY
     } else {
@@ -570,26 +572,36 @@ pub fn check_nearest(
     // accepts, is 6 km): a unit whose newest latitude is this much beyond
     // the k-th is beyond it at every position the server may hold.
     const MAX_TRAVEL_M: f64 = 50_000.0;
-    for (u, newest) in truth.newest_lat.iter().enumerate() {
-        let beyond = newest.is_nan() || (newest - q.0).abs() * M_PER_DEG >= kth + MAX_TRAVEL_M;
-        if beyond || returned.contains(&(u as u32)) {
-            continue;
-        }
-        match truth.held(u, seen) {
-            Held::Nothing => {}
-            // The latitude gap alone clears most of the band.
-            Held::At(lat, _) if (lat - q.0).abs() * M_PER_DEG >= kth => {}
-            Held::At(lat, lon) => {
-                let d = haversine_m(q, (lat, lon));
-                if d + tol(kth.min(1e9)) < kth {
-                    return Err(format!(
-                        "unit {} was {d:.1} m away after {seen} fixes, but the answer's k-th is {kth:.1} m",
-                        truth_id(shared, u)
-                    ));
-                }
+    let units = shared
+        .truth
+        .lock()
+        .map_err(|_| "truth poisoned")?
+        .newest_lat
+        .len();
+    for start in (0..units).step_by(CHECK_BLOCK) {
+        let truth = shared.truth.lock().map_err(|_| "truth poisoned")?;
+        let block = start..(start + CHECK_BLOCK).min(truth.newest_lat.len());
+        for (u, newest) in block.clone().zip(truth.newest_lat.get(block).unwrap_or_default()) {
+            let beyond = newest.is_nan() || (newest - q.0).abs() * M_PER_DEG >= kth + MAX_TRAVEL_M;
+            if beyond || returned.contains(&(u as u32)) {
+                continue;
             }
-            // Held at a position older than any kept: it may belong.
-            Held::Unknown => judged = Judged::Unjudged,
+            match truth.held(u, seen) {
+                Held::Nothing => {}
+                // The latitude gap alone clears most of the band.
+                Held::At(lat, _) if (lat - q.0).abs() * M_PER_DEG >= kth => {}
+                Held::At(lat, lon) => {
+                    let d = haversine_m(q, (lat, lon));
+                    if d + tol(kth.min(1e9)) < kth {
+                        return Err(format!(
+                            "unit {} was {d:.1} m away after {seen} fixes, but the answer's k-th is {kth:.1} m",
+                            truth_id(shared, u)
+                        ));
+                    }
+                }
+                // Held at a position older than any kept: it may belong.
+                Held::Unknown => judged = Judged::Unjudged,
+            }
         }
     }
     Ok(judged)
@@ -641,8 +653,7 @@ mod tests {
     }
 
     fn check(shared: &Shared, seen: u64, results: &Value) -> Result<Judged, String> {
-        let t = shared.truth.lock().expect("truth");
-        check_nearest(&t, shared, (51.0, -1.0), seen, results)
+        check_nearest(shared, (51.0, -1.0), seen, results)
     }
 
     /// An answer is judged against what the server had seen: the same
