@@ -572,6 +572,8 @@ pub fn check_nearest(shared: &Shared, q: (f64, f64), seen: u64, results: &Value)
     // accepts, is 6 km): a unit whose newest latitude is this much beyond
     // the k-th is beyond it at every position the server may hold.
     const MAX_TRAVEL_M: f64 = 50_000.0;
+    let reach = kth + MAX_TRAVEL_M;
+    let lon_cut = longitude_cut(q.0, reach / M_PER_DEG, reach);
     let units = shared
         .truth
         .lock()
@@ -582,8 +584,12 @@ pub fn check_nearest(shared: &Shared, q: (f64, f64), seen: u64, results: &Value)
         let truth = shared.truth.lock().map_err(|_| "truth poisoned")?;
         let block = start..(start + CHECK_BLOCK).min(truth.newest_lat.len());
         for (u, newest) in block.clone().zip(truth.newest_lat.get(block).unwrap_or_default()) {
-            let beyond = newest.is_nan() || (newest - q.0).abs() * M_PER_DEG >= kth + MAX_TRAVEL_M;
+            let beyond = newest.is_nan() || (newest - q.0).abs() * M_PER_DEG >= reach;
             if beyond || returned.contains(&(u as u32)) {
+                continue;
+            }
+            let dlon = truth.newest_lon.get(u).map_or(0.0, |lon| (lon - q.1).abs());
+            if dlon.min(360.0 - dlon) >= lon_cut {
                 continue;
             }
             match truth.held(u, seen) {
@@ -605,6 +611,23 @@ pub fn check_nearest(shared: &Shared, q: (f64, f64), seen: u64, results: &Value)
         }
     }
     Ok(judged)
+}
+
+/// The difference of longitude beyond which a point whose latitude is
+/// within `lat_band` degrees of `lat` is at least `reach_m` away: by the
+/// haversine formula, sin(d / 2R) >= sqrt(cos φ1 cos φ2) sin(Δλ / 2), and
+/// both cosines are at least that of the band's largest latitude.
+/// Infinite (no cut) when no longitude is far enough.
+fn longitude_cut(lat: f64, lat_band: f64, reach_m: f64) -> f64 {
+    // geo's sphere, a little larger, so the bound stays a lower bound.
+    const R: f64 = 6_371_008.8 * 1.000_001;
+    let half = reach_m / (2.0 * R);
+    let widest = (lat.abs() + lat_band).min(90.0).to_radians().cos();
+    let s = half.sin() / widest;
+    if !half.is_finite() || half >= std::f64::consts::FRAC_PI_2 || s.is_nan() || s >= 1.0 {
+        return f64::INFINITY;
+    }
+    2.0 * s.asin().to_degrees() * 1.000_001
 }
 
 /// A unit's id, for a message.
@@ -632,7 +655,7 @@ mod tests {
                 t.recent[u][0] = (51.01 + u as f64 * 0.01 + f64::from(step) * 0.05, -1.0);
                 t.seq[u].rotate_right(1);
                 t.seq[u][0] = t.fixes;
-                t.newest_lat[u] = t.recent[u][0].0;
+                (t.newest_lat[u], t.newest_lon[u]) = t.recent[u][0];
             }
         }
         Shared {
@@ -682,6 +705,51 @@ mod tests {
         // Out of order is wrong.
         let swapped = vec![first[1], first[0], first[2]];
         assert!(check(&shared, 3, &answer(&swapped)).is_err());
+    }
+
+    /// The longitude cut never passes over a unit that belongs: with a
+    /// full answer (ten units on a line north of the query), a unit a few
+    /// hundred metres east at the query's latitude, left out, makes it
+    /// wrong; one two degrees east (140 km) does not.
+    #[test]
+    fn a_unit_beside_the_query_is_not_cut_by_longitude() {
+        let place = |east_lon: f64| {
+            let mut t = truth(NEAREST_K + 1);
+            for u in 0..=NEAREST_K {
+                let p = if u == NEAREST_K {
+                    (51.0, east_lon)
+                } else {
+                    (51.01 + u as f64 * 0.001, -1.0)
+                };
+                t.fixes += 1;
+                t.recent[u][0] = p;
+                t.seq[u][0] = t.fixes;
+                (t.newest_lat[u], t.newest_lon[u]) = p;
+            }
+            Shared {
+                truth: std::sync::Mutex::new(t),
+                unit_by_id: (0..=NEAREST_K as u32).map(|u| (format!("U{u}"), u)).collect(),
+                ..Shared::default()
+            }
+        };
+        let line: Vec<(u32, (f64, f64))> = (0..NEAREST_K as u32)
+            .map(|u| (u, (51.01 + f64::from(u) * 0.001, -1.0)))
+            .collect();
+        let seen = NEAREST_K as u64 + 1;
+        assert!(check(&place(-0.996), seen, &answer(&line)).is_err());
+        assert_eq!(check(&place(1.0), seen, &answer(&line)), Ok(Judged::Right));
+    }
+
+    proptest::proptest! {
+        /// Against the haversine distance itself, everywhere on the globe.
+        #[test]
+        fn the_longitude_cut_is_a_lower_bound(lat in -89.0f64..89.0, band in 0.0f64..5.0, reach in 1.0f64..2_000_000.0, dlat in -1.0f64..1.0, dlon in 0.0f64..180.0) {
+            let cut = longitude_cut(lat, band, reach);
+            let other = (lat + dlat * band).clamp(-90.0, 90.0);
+            if dlon >= cut {
+                proptest::prop_assert!(haversine_m((lat, 0.0), (other, dlon)) >= reach * 0.999_999);
+            }
+        }
     }
 
     /// A unit whose held position is older than the kept ones makes an

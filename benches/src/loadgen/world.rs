@@ -159,6 +159,9 @@ pub struct Truth {
     /// Each unit's newest latitude (NaN = none), apart from `recent` so the
     /// checker's first cut over every unit reads 8 bytes a unit, not 192.
     pub newest_lat: Vec<f64>,
+    /// Each unit's newest longitude, read only for units the latitude
+    /// leaves in question.
+    pub newest_lon: Vec<f64>,
     /// Fixes recorded so far (each before it is written).
     pub fixes: u64,
 }
@@ -479,6 +482,7 @@ pub fn send_fleet(
                     t.seq[u].rotate_right(1);
                     t.seq[u][0] = n;
                     t.newest_lat[u] = f.fix.lat;
+                    t.newest_lon[u] = f.fix.lon;
                 }
             }
             for f in chunk {
@@ -554,6 +558,7 @@ pub fn truth(units: usize) -> Truth {
         recent: vec![[(f64::NAN, f64::NAN); KEPT]; units],
         seq: vec![[0; KEPT]; units],
         newest_lat: vec![f64::NAN; units],
+        newest_lon: vec![f64::NAN; units],
         fixes: 0,
     }
 }
