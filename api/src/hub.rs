@@ -87,7 +87,7 @@ struct Routes {
     /// The latest alerts, oldest first, for `since_seq`.
     ring: VecDeque<Arc<AlertRecord>>,
     /// Alert subscriptions and what each selects (the hub routes by it).
-    alert_subs: HashMap<String, (Arc<Session>, AlertSelect)>,
+    alert_subs: HashMap<Arc<str>, (Arc<Session>, AlertSelect)>,
     /// Engine feed id → its session and sub id.
     feeds: HashMap<u32, (Arc<Session>, String)>,
     /// Engine standing-query id → its session and sub id.
@@ -163,19 +163,30 @@ impl Hub {
     /// `received` is when the batch's fixes arrived.
     pub fn route(&self, engine: &Engine, out: &Outputs, received: Option<Instant>) {
         let mut routes = self.routes.lock();
-        for a in &out.alerts {
-            if let Some(i) = ALERT_EVENTS.iter().position(|e| *e == a.event) {
-                self.alerts_fired[i].fetch_add(1, Ordering::Relaxed);
-            }
-            let r = Arc::new(AlertRecord::new(engine, a, received));
-            routes.ring.push_back(r.clone());
-            if routes.ring.len() > self.alert_ring {
-                routes.ring.pop_front();
-            }
-            for (sub, (session, select)) in &routes.alert_subs {
-                if select.wants(&r, engine) {
-                    session.push(Outgoing::Alert(sub.clone(), r.clone()));
+        if !out.alerts.is_empty() {
+            let mut records = Vec::with_capacity(out.alerts.len());
+            for a in &out.alerts {
+                if let Some(i) = ALERT_EVENTS.iter().position(|e| *e == a.event) {
+                    self.alerts_fired[i].fetch_add(1, Ordering::Relaxed);
                 }
+                let r = Arc::new(AlertRecord::new(engine, a, received));
+                routes.ring.push_back(r.clone());
+                if routes.ring.len() > self.alert_ring {
+                    routes.ring.pop_front();
+                }
+                records.push(r);
+            }
+            // A subscription at a time, its alerts in seq order, queued
+            // under one lock with one wake-up.
+            let mut batch = Vec::new();
+            for (sub, (session, select)) in &routes.alert_subs {
+                batch.extend(
+                    records
+                        .iter()
+                        .filter(|r| select.wants(r, engine))
+                        .map(|r| Outgoing::Alert(sub.clone(), r.clone())),
+                );
+                session.push_all(&mut batch);
             }
         }
         let mut woken: Vec<Arc<Session>> = Vec::new();
@@ -233,7 +244,7 @@ impl Hub {
         &self,
         engine: &Engine,
         session: &Arc<Session>,
-        sub: String,
+        sub: Arc<str>,
         select: AlertSelect,
         since_seq: Option<u64>,
     ) -> Option<u64> {

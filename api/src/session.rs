@@ -23,8 +23,9 @@ pub enum Outgoing {
     Text(String),
     /// A frame written elsewhere (a positions snapshot, text or binary).
     Frame(axum::extract::ws::Message),
-    /// An alert for a subscription.
-    Alert(String, Arc<AlertRecord>),
+    /// An alert for a subscription (its id shared by every alert routed
+    /// to it: the writer routes tens of thousands a second).
+    Alert(Arc<str>, Arc<AlertRecord>),
     /// A reply to a one-shot nearest request whose frame was read at the
     /// given instant: the session records the round trip when it is sent.
     Nearest(String, Instant),
@@ -141,6 +142,25 @@ impl Session {
         self.wake.notify_one();
     }
 
+    /// Queues every message of `batch` (emptying it) under one lock and
+    /// wakes the session once: the writer routes a chunk's alerts this
+    /// way, not one lock, and one contended wake-up, an alert.
+    pub fn push_all(&self, batch: &mut Vec<Outgoing>) {
+        if batch.is_empty() {
+            return;
+        }
+        {
+            let mut q = self.queue.lock();
+            let room = self.queue_cap.saturating_sub(q.len());
+            if batch.len() > room {
+                self.too_slow.store(true, Ordering::Relaxed);
+            }
+            q.extend(batch.drain(..).take(room));
+            batch.clear();
+        }
+        self.wake.notify_one();
+    }
+
     /// Everything queued, replays first; and how many of them are replays.
     pub fn drain(&self) -> (Vec<Outgoing>, usize) {
         let mut all: Vec<Outgoing> = self.replay.lock().drain(..).collect();
@@ -152,5 +172,53 @@ impl Session {
     /// Messages waiting.
     pub fn queued(&self) -> usize {
         self.queue.lock().len() + self.replay.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    fn texts(n: usize) -> Vec<Outgoing> {
+        (0..n).map(|i| Outgoing::Text(i.to_string())).collect()
+    }
+
+    /// A batch is queued in order with one wake-up; one past the cap
+    /// queues what fits and marks the session too slow, as single pushes do.
+    #[test]
+    fn a_batch_is_queued_in_order_up_to_the_cap() {
+        let s = Session::new(5);
+        let mut batch = texts(3);
+        s.push_all(&mut batch);
+        assert!(batch.is_empty());
+        assert!(s.wake.notified().now_or_never().is_some(), "woken");
+        assert!(s.wake.notified().now_or_never().is_none(), "once");
+        assert!(!s.too_slow.load(Ordering::Relaxed));
+        let mut batch = texts(4);
+        s.push_all(&mut batch);
+        assert!(
+            batch.is_empty(),
+            "what did not fit is dropped: the session closes"
+        );
+        assert!(s.too_slow.load(Ordering::Relaxed));
+        let (queued, replayed) = s.drain();
+        let queued: Vec<String> = queued
+            .into_iter()
+            .map(|m| match m {
+                Outgoing::Text(t) => t,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            (queued, replayed),
+            (
+                vec!["0", "1", "2", "0", "1"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                0
+            )
+        );
     }
 }

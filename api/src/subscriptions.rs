@@ -214,6 +214,7 @@ fn subscribe(
                 .insert(sub.clone(), Subscription::Alerts);
             // From the stream first, then the ring after the last of them.
             let mut since = since;
+            let sub: Arc<str> = sub.into();
             for r in older {
                 since = since.max(Some(r.seq));
                 if select.wants(&r, &e) {
