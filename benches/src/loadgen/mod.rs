@@ -26,6 +26,7 @@
 pub mod clients;
 pub mod export;
 pub mod journal;
+pub mod pauses;
 pub mod plan;
 pub mod redis_geo;
 pub mod report;
@@ -105,6 +106,8 @@ pub struct Outcome {
     pub memory: Vec<soak::MemorySample>,
     /// The commit checked out when the run started.
     pub commit: String,
+    /// loadgen's own pauses during the run.
+    pub pauses: Option<pauses::PauseLog>,
 }
 
 /// Merges histograms.
@@ -190,7 +193,9 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
         .enable_all()
         .build()?;
     let redis_cpu_before = redis.as_ref().and_then(journal::RedisProcess::cpu_s);
+    let watcher = pauses::Pauses::start()?;
     let mut outcome = rt.block_on(run_bluelight(&plan, &srv, opts, &towns, bulk.handle()))?;
+    outcome.pauses = Some(watcher.finish());
     outcome.commit = commit;
     drop(bulk);
     if let Some(r) = &redis {
@@ -511,6 +516,7 @@ async fn run_bluelight(
         churn,
         memory,
         commit: String::new(),
+        pauses: None,
     };
     if let Some(a) = analyst {
         outcome.export = Some(a.await.unwrap_or_else(|e| export::ExportRun {

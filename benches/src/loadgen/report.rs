@@ -305,6 +305,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "peak_rss_mib": o.usage.map(|u| u.1 as f64 / 1048576.0),
             "cpu_percent_of_one_core": cpu,
             "loadgen_cpu_percent_of_one_core": loadgen_cpu,
+            "loadgen_pauses": o.pauses,
             "realtime_threads": o.metrics_after.get("bluelight_realtime_threads").copied().unwrap_or(0.0),
             "metrics": o.metrics_after,
         },
@@ -734,6 +735,39 @@ fn markdown(r: &Value) -> String {
         None,
         None,
     );
+    let pauses = &sv["loadgen_pauses"];
+    if pauses.is_object() {
+        let listed: Vec<String> = pauses["first"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "at {:.0} s: {:.0} / {:.0} ms",
+                    p["at_s"].as_f64().unwrap_or(0.0),
+                    p["monotonic_ms"].as_f64().unwrap_or(0.0),
+                    p["wall_ms"].as_f64().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        row(
+            &mut s,
+            "loadgen's own pauses over 1 s (a 100 ms ticker; monotonic / wall clock)",
+            format!(
+                "{}; longest {:.0} / {:.0} ms{}",
+                pauses["count"].as_u64().unwrap_or(0),
+                pauses["longest_monotonic_ms"].as_f64().unwrap_or(0.0),
+                pauses["longest_wall_ms"].as_f64().unwrap_or(0.0),
+                if listed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", listed.join("; "))
+                }
+            ),
+            None,
+            None,
+        );
+    }
     memory_markdown(&r["memory"], &mut s);
     if has_redis {
         s.push_str(&format!("\nNot compared: {}.\n", f(&redis["not_compared"])));
