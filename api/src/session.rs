@@ -131,32 +131,28 @@ impl Session {
 
     /// Queues a message; a queue past its cap marks the session too slow.
     pub fn push(&self, m: Outgoing) {
-        {
-            let mut q = self.queue.lock();
-            if q.len() >= self.queue_cap {
-                self.too_slow.store(true, Ordering::Relaxed);
-            } else {
-                q.push_back(m);
-            }
-        }
-        self.wake.notify_one();
+        self.enqueue(std::iter::once(m));
     }
 
     /// Queues every message of `batch` (emptying it) under one lock and
     /// wakes the session once: the writer routes a chunk's alerts this
     /// way, not one lock, and one contended wake-up, an alert.
     pub fn push_all(&self, batch: &mut Vec<Outgoing>) {
-        if batch.is_empty() {
-            return;
+        if !batch.is_empty() {
+            self.enqueue(batch.drain(..));
         }
+    }
+
+    /// Queues what fits under the cap (what does not marks the session
+    /// too slow: it closes and resumes with `since_seq`), then wakes it.
+    fn enqueue(&self, msgs: impl ExactSizeIterator<Item = Outgoing>) {
         {
             let mut q = self.queue.lock();
             let room = self.queue_cap.saturating_sub(q.len());
-            if batch.len() > room {
+            if msgs.len() > room {
                 self.too_slow.store(true, Ordering::Relaxed);
             }
-            q.extend(batch.drain(..).take(room));
-            batch.clear();
+            q.extend(msgs.take(room));
         }
         self.wake.notify_one();
     }
