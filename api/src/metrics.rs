@@ -134,6 +134,13 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         "# HELP bluelight_ingest_queue_batches Batches waiting for the engine's writer (the queue holds 256).\n# TYPE bluelight_ingest_queue_batches gauge\nbluelight_ingest_queue_batches {}",
         s.queue.queued()
     );
+    let (queries, bulk) = s.tasks.queued();
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_writer_tasks_queued Queries (nearest, a feed's first picture) and bulk tasks waiting for the engine's writer (each queue holds {}).\n# TYPE bluelight_writer_tasks_queued gauge\nbluelight_writer_tasks_queued{{kind=\"query\"}} {queries}\nbluelight_writer_tasks_queued{{kind=\"bulk\"}} {bulk}",
+        s.tuning.task_queue
+    );
+    runtime_metrics(&mut m);
     let (queued, queued_max) = s.hub.queued_messages();
     let _ = writeln!(
         m,
@@ -386,4 +393,24 @@ fn redis_metrics(j: &JournalStatus, o: &Outbox, m: &mut String) {
     ] {
         let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
+}
+
+/// The async runtime's own figures: a runtime whose workers are busy all
+/// the time, or whose global queue grows, delays every socket at once
+/// (the writer's steps would not show it).
+fn runtime_metrics(m: &mut String) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let rt = rt.metrics();
+    let workers = rt.num_workers();
+    let busy: f64 = (0..workers)
+        .map(|w| rt.worker_total_busy_duration(w).as_secs_f64())
+        .sum();
+    let _ = writeln!(
+        m,
+        "# HELP bluelight_runtime_workers The async runtime's worker threads.\n# TYPE bluelight_runtime_workers gauge\nbluelight_runtime_workers {workers}\n# HELP bluelight_runtime_busy_seconds_total Time the runtime's workers spent running tasks, all workers together.\n# TYPE bluelight_runtime_busy_seconds_total counter\nbluelight_runtime_busy_seconds_total {busy:.6}\n# HELP bluelight_runtime_global_queue_tasks Tasks woken from outside the runtime and not yet run.\n# TYPE bluelight_runtime_global_queue_tasks gauge\nbluelight_runtime_global_queue_tasks {}\n# HELP bluelight_runtime_tasks Tasks alive in the runtime.\n# TYPE bluelight_runtime_tasks gauge\nbluelight_runtime_tasks {}",
+        rt.global_queue_depth(),
+        rt.num_alive_tasks()
+    );
 }

@@ -94,6 +94,20 @@ async fn healthz_and_metrics_answer() {
     // Its value is the process's (this test binary probes real-time
     // scheduling elsewhere): the binary's own is checked with `--realtime`.
     assert!(text.contains("\nbluelight_realtime_threads "), "{text}");
+    // What places a stall (loadgen reads them every second).
+    assert!(
+        text.contains("\nbluelight_writer_tasks_queued{kind=\"query\"} 0\n"),
+        "{text}"
+    );
+    let busy = text
+        .lines()
+        .find_map(|l| l.strip_prefix("bluelight_runtime_busy_seconds_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(
+        busy.is_some_and(|b| b > 0.0),
+        "the runtime has run this request: {busy:?}"
+    );
+    assert!(text.contains("\nbluelight_runtime_workers "), "{text}");
 }
 
 #[tokio::test]

@@ -813,6 +813,38 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_coordinate_reads_as_degrees_plus_minutes_over_sixty(degrees in 0u64..=179, minutes in 0u64..60, frac in any::<u64>(), digits in 0usize..=13, west in any::<bool>()) {
+            // NMEA numbers are read up to 18 digits: 5 before the point.
+            let frac = if digits == 0 { String::new() } else { format!(".{:0digits$}", frac % 10u64.pow(digits as u32)) };
+            let text = format!("{degrees:03}{minutes:02}{frac}");
+            let expected = degrees as f64 + text[3..].parse::<f64>().unwrap_or(f64::NAN) / 60.0;
+            let hemisphere: &[u8] = if west { b"W" } else { b"E" };
+            let got = coordinate(text.as_bytes(), hemisphere, b'E', b'W', 180.0).map(|d| d.map(f64::abs));
+            // Within a few ulps of the float parse.
+            prop_assert!(matches!(got, Ok(Some(d)) if (d - expected).abs() <= expected * 1e-15 + 1e-15), "{text}: {got:?} vs {expected}");
+            prop_assert_eq!(coordinate(text.as_bytes(), hemisphere, b'E', b'W', 180.0).map(|d| d.map(f64::is_sign_negative)), Ok(Some(west && expected != 0.0)));
+        }
+    }
+
+    #[test]
+    fn coordinates_at_the_edges() {
+        let c = |v: &str, max: f64| coordinate(v.as_bytes(), b"N", b'N', b'S', max);
+        assert_eq!(c("9000.0000", 90.0), Ok(Some(90.0)));
+        assert_eq!(c("9000.0001", 90.0), Err(()), "past the pole");
+        assert_eq!(c("8960.0000", 90.0), Err(()), "sixty minutes");
+        assert_eq!(c("18000", 180.0), Ok(Some(180.0)));
+        assert_eq!(c("18100", 180.0), Err(()));
+        assert_eq!(c("99999999999999999", 180.0), Err(()), "huge whole degrees");
+        assert!(
+            matches!(c(".000000000000000001", 90.0), Ok(Some(d)) if d < 1e-19),
+            "eighteen digits after the point"
+        );
+        assert!(matches!(c("5130.5", 90.0), Ok(Some(d)) if (d - (51.0 + 30.5 / 60.0)).abs() < 1e-13));
+        assert_eq!(c("", 90.0), Ok(None));
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(10_000))]
         #[test]
         fn random_and_mutated_lines_never_panic(cut in any::<usize>(), junk in proptest::collection::vec(any::<u8>(), 0..12), bytes in proptest::collection::vec(any::<u8>(), 0..120)) {

@@ -83,6 +83,16 @@ impl WriterTasks {
     pub fn bulk_slot(&self) -> Option<BulkSlot<'_>> {
         self.bulk.try_reserve().ok().map(BulkSlot)
     }
+
+    /// Queries and bulk tasks waiting for the writer now (for `/metrics`:
+    /// a query queue that fills says the writer has stopped taking work).
+    pub fn queued(&self) -> (usize, usize) {
+        let waiting = |max: usize, free: usize| max.saturating_sub(free);
+        (
+            waiting(self.queries.max_capacity(), self.queries.capacity()),
+            waiting(self.bulk.max_capacity(), self.bulk.capacity()),
+        )
+    }
 }
 
 /// A reserved place in the writer's query queue ([`WriterTasks::query_slot`]).

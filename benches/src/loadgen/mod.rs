@@ -21,6 +21,7 @@
 //!   loadgen's own.
 //! * [`redis_geo`] — the Redis GEO comparison.
 //! * [`server`] — the server process, `/metrics`, `/proc`.
+//! * [`timeline`] — the server's `/metrics`, second by second.
 //! * [`report`] — JSON and Markdown.
 
 pub mod clients;
@@ -32,6 +33,7 @@ pub mod redis_geo;
 pub mod report;
 pub mod server;
 pub mod soak;
+pub mod timeline;
 pub mod tls;
 pub mod world;
 
@@ -70,6 +72,8 @@ pub struct Outcome {
     pub metrics_after: std::collections::BTreeMap<String, f64>,
     /// Accepted per second, sampled each second during the run.
     pub accepted_per_s: Vec<f64>,
+    /// The server's `/metrics` each second of the run.
+    pub timeline: Vec<timeline::Second>,
     /// Alerts owed.
     pub expected: std::collections::HashSet<world::AlertKey>,
     /// Per alerts subscriber.
@@ -436,12 +440,11 @@ async fn run_bluelight(
         );
         b
     };
-    let mut accepted_per_s = Vec::new();
-    let mut last = metrics_before
-        .get("bluelight_fixes_accepted_total")
-        .copied()
-        .unwrap_or(0.0);
+    let mut timeline = timeline::Timeline::new(0.0, &metrics_before);
     let mut every = tokio::time::interval(Duration::from_secs(1));
+    // A slow `/metrics` must not be followed by a burst of reads a moment
+    // apart (each would look like a second with nothing accepted).
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
     let mut metrics_steady = None;
     let mut memory = Vec::new();
@@ -453,6 +456,7 @@ async fn run_bluelight(
         if metrics_steady.is_none() && Instant::now() >= steady_from {
             metrics_steady = server::metrics(&client, srv.http, token.as_deref()).await.ok();
         }
+        let asked = Instant::now();
         if let Ok(m) = server::metrics(&client, srv.http, token.as_deref()).await {
             let minute = started.elapsed().as_secs() / 60;
             if let Some(u) = srv.usage()
@@ -462,12 +466,11 @@ async fn run_bluelight(
             {
                 memory.push(soak::MemorySample::new(minute, u.0, &m));
             }
-            let now = m.get("bluelight_fixes_accepted_total").copied().unwrap_or(last);
-            accepted_per_s.push(now - last);
-            last = now;
+            let took_ms = asked.elapsed().as_secs_f64() * 1e3;
+            timeline.push(started.elapsed().as_secs_f64(), took_ms, m);
             bar.set_message(format!(
                 "{:.0} fixes/s accepted, {} sent",
-                accepted_per_s.last().copied().unwrap_or(0.0),
+                timeline.seconds.last().map_or(0.0, |s| s.accepted_per_s),
                 shared.sent.load(Ordering::Relaxed)
             ));
         }
@@ -494,7 +497,8 @@ async fn run_bluelight(
         metrics_before,
         metrics_steady,
         metrics_after,
-        accepted_per_s,
+        accepted_per_s: timeline.accepted_per_s(),
+        timeline: timeline.seconds,
         expected: shared
             .expected
             .lock()

@@ -397,6 +397,10 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         "journal": journal,
         "export": export,
         "memory": memory,
+        "timeline": {
+            "worst_seconds": super::timeline::worst(&o.timeline),
+            "seconds": o.timeline,
+        },
     });
     let md = markdown(&report);
     (report, md, passed)
@@ -768,6 +772,7 @@ fn markdown(r: &Value) -> String {
             None,
         );
     }
+    timeline_markdown(&r["timeline"], &mut s);
     memory_markdown(&r["memory"], &mut s);
     if has_redis {
         s.push_str(&format!("\nNot compared: {}.\n", f(&redis["not_compared"])));
@@ -830,6 +835,36 @@ fn memory_markdown(m: &Value, s: &mut String) {
             f(&x["engine_candidate_sets"]),
             f(&x["ws_sessions"]),
             f(&x["history_fixes"]),
+        ));
+    }
+}
+
+/// The seconds that accepted fewest fixes, with what the server's gauges
+/// said then: where a stall was (the writer, the runtime, the sessions).
+fn timeline_markdown(t: &Value, s: &mut String) {
+    let worst = t["worst_seconds"].as_array().map_or(&[][..], Vec::as_slice);
+    if worst.is_empty() {
+        return;
+    }
+    s.push_str(
+        "\nThe seconds that accepted fewest fixes, from `/metrics` (every second is in the JSON's `timeline`): \
+         runtime busy is the async workers' share of their time, alerts over 1 s are by the server's own clock.\n\n\
+         | at s | accepted/s | `/metrics` took ms | ingest queue | writer queries | session queues (max one) | runtime busy | runtime global queue | alerts over 1 s |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for x in worst {
+        s.push_str(&format!(
+            "| {:.0} | {:.0} | {:.0} | {} | {} | {} ({}) | {:.0}% | {} | {} |\n",
+            x["at_s"].as_f64().unwrap_or(0.0),
+            x["accepted_per_s"].as_f64().unwrap_or(0.0),
+            x["metrics_ms"].as_f64().unwrap_or(0.0),
+            f(&x["ingest_queue"]),
+            f(&x["writer_queries"]),
+            f(&x["ws_queued"]),
+            f(&x["ws_queued_max"]),
+            x["runtime_busy"].as_f64().unwrap_or(0.0) * 100.0,
+            f(&x["runtime_global_queue"]),
+            f(&x["alerts_over_1s"]),
         ));
     }
 }
