@@ -67,22 +67,48 @@ pub async fn handler(
         Ok(ws) => ws,
         Err(not_ws) => return not_ws.into_response(),
     };
-    let open = s.sessions.load(Ordering::Relaxed);
-    if open >= s.tuning.max_sessions as u64 {
-        s.hub.sessions_refused.fetch_add(1, Ordering::Relaxed);
-        return crate::http::error(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "this server holds {open} WebSocket sessions, the most max_sessions allows; try again later"
-            ),
-        );
-    }
+    let place = match SessionPlace::take(&s) {
+        Ok(place) => place,
+        Err(open) => {
+            s.hub.sessions_refused.fetch_add(1, Ordering::Relaxed);
+            return crate::http::error(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this server holds {open} WebSocket sessions, the most max_sessions allows; try again later"
+                ),
+            );
+        }
+    };
     // A small read buffer: tungstenite zero-fills the whole buffer before
     // every read attempt, and client messages are small (128 KiB of memset
     // per poll was 8% of the server's CPU under load).
     ws.max_message_size(s.tuning.ws_max_message_bytes)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| run(socket, s, who))
+        .on_upgrade(move |socket| run(socket, s, who, place))
+}
+
+/// A place among `max_sessions`, taken when the upgrade is asked for (a
+/// count read then and raised once the session ran let concurrent
+/// upgrades pass the limit together) and given back when the session
+/// ends, or when the upgrade never completes.
+struct SessionPlace(Arc<AppState>);
+
+impl SessionPlace {
+    /// A place, or the sessions open when there is none.
+    fn take(s: &Arc<AppState>) -> Result<Self, u64> {
+        let max = s.tuning.max_sessions as u64;
+        s.sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .map(|_| Self(Arc::clone(s)))
+    }
+}
+
+impl Drop for SessionPlace {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Bytes tungstenite reads at a time from a client.
@@ -91,7 +117,7 @@ const READ_BUFFER: usize = 8 << 10;
 type Tx = SplitSink<WebSocket, Message>;
 type Rx = SplitStream<WebSocket>;
 
-async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
+async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller, _place: SessionPlace) {
     let (mut tx, mut rx) = socket.split();
     let t = &s.tuning;
     let send_timeout = Duration::from_secs(t.ws_send_timeout_s);
@@ -113,7 +139,6 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
     let mut pool: Vec<UnitRows> = Vec::new();
     let mut feeds_job: Option<tokio::sync::oneshot::Receiver<FeedsDone>> = None;
     let mut ready: Vec<(String, Message)> = Vec::new();
-    s.sessions.fetch_add(1, Ordering::Relaxed);
     'conn: loop {
         tokio::select! {
             changed = stop.changed() => {
@@ -265,7 +290,6 @@ async fn run(socket: WebSocket, s: Arc<AppState>, who: Caller) {
         };
     }
     let closed = subscriptions::close_all(&s, &session);
-    s.sessions.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(subscriptions = closed, "WebSocket session closed");
 }
 

@@ -485,7 +485,7 @@ async fn a_session_past_max_sessions_is_refused_naming_the_limit_until_one_close
     let url = format!("ws://{}/v1/ws", s.http);
     let (first, _) = tokio_tungstenite::connect_async(&url).await.expect("first");
     let (_second, _) = tokio_tungstenite::connect_async(&url).await.expect("second");
-    // The count is taken once the session runs: wait for both.
+    // Counted from the upgrade on, but wait for both all the same.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (_, m) = http(s.http, "GET", "/metrics", None, b"").await;
@@ -521,6 +521,31 @@ async fn a_session_past_max_sessions_is_refused_naming_the_limit_until_one_close
         assert!(Instant::now() < deadline, "no room after a session closed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Regression: the count was read when an upgrade was asked for and
+/// raised only once its session ran, so upgrades asked for together could
+/// all pass `max_sessions`. Many at once: never more open than the limit.
+#[tokio::test]
+async fn upgrades_asked_for_together_never_pass_max_sessions() {
+    let mut cfg = ServeConfig::default();
+    cfg.tuning.max_sessions = 3;
+    let s = support::server_with(cfg).await;
+    let url = format!("ws://{}/v1/ws", s.http);
+    let attempts = (0..40).map(|_| tokio_tungstenite::connect_async(url.clone()));
+    let results = futures_util::future::join_all(attempts).await;
+    let (open, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    assert_eq!(open.len(), 3, "exactly max_sessions upgraded");
+    for r in refused {
+        match r {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+            other => panic!("refused otherwise than 503: {other:?}"),
+        }
+    }
+    let (_, m) = http(s.http, "GET", "/metrics", None, b"").await;
+    let m = String::from_utf8_lossy(&m);
+    assert!(m.contains("bluelight_ws_sessions 3\n"), "{m}");
+    assert!(m.contains("bluelight_ws_sessions_refused_total 37\n"), "{m}");
 }
 
 /// Issue 16 "bounded state": units are never forgotten, so `max_units`

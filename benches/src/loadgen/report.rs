@@ -848,13 +848,13 @@ fn timeline_markdown(t: &Value, s: &mut String) {
     }
     s.push_str(
         "\nThe seconds that accepted fewest fixes, from `/metrics` (every second is in the JSON's `timeline`): \
-         runtime busy is the async workers' share of their time, alerts over 1 s are by the server's own clock.\n\n\
-         | at s | accepted/s | `/metrics` took ms | ingest queue | writer queries | session queues (max one) | runtime busy | runtime global queue | alerts over 1 s |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         runtime busy is the async workers' share of their time (a worker's busy spell is counted when it ends), alerts over 1 s are by the server's own clock, steal is CPU time the hypervisor took from the CPU it took most from.\n\n\
+         | at s | accepted/s | `/metrics` took ms | ingest queue | writer queries | session queues (max one) | runtime busy | runtime global queue | alerts over 1 s | steal ms |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for x in worst {
         s.push_str(&format!(
-            "| {:.0} | {:.0} | {:.0} | {} | {} | {} ({}) | {:.0}% | {} | {} |\n",
+            "| {:.0} | {:.0} | {:.0} | {} | {} | {} ({}) | {:.0}% | {} | {} | {} |\n",
             x["at_s"].as_f64().unwrap_or(0.0),
             x["accepted_per_s"].as_f64().unwrap_or(0.0),
             x["metrics_ms"].as_f64().unwrap_or(0.0),
@@ -865,6 +865,7 @@ fn timeline_markdown(t: &Value, s: &mut String) {
             x["runtime_busy"].as_f64().unwrap_or(0.0) * 100.0,
             f(&x["runtime_global_queue"]),
             f(&x["alerts_over_1s"]),
+            f(&x["steal_ms_max_cpu"]),
         ));
     }
 }

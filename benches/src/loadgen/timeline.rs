@@ -39,6 +39,11 @@ pub struct Second {
     /// Alert frames the server itself sent more than a second after their
     /// fix, since the sample before.
     pub alerts_over_1s: f64,
+    /// CPU time the hypervisor took from this machine's CPUs since the
+    /// sample before, ms, the CPU it took most from (`/proc/stat` steal):
+    /// a virtual CPU stopped for a second stops whatever runs on it, and
+    /// a thread watching from the other CPU sees no pause.
+    pub steal_ms_max_cpu: f64,
 }
 
 /// Builds [`Second`]s from successive `/metrics` reads.
@@ -48,6 +53,8 @@ pub struct Timeline {
     pub seconds: Vec<Second>,
     /// The previous read and when it was taken.
     last: Option<(f64, BTreeMap<String, f64>)>,
+    /// Each CPU's steal time at the previous read, in clock ticks.
+    last_steal: Vec<u64>,
 }
 
 const ACCEPTED: &str = "bluelight_fixes_accepted_total";
@@ -61,6 +68,7 @@ impl Timeline {
         Self {
             seconds: Vec::new(),
             last: Some((at_s, before.clone())),
+            last_steal: steal_ticks(),
         }
     }
 
@@ -80,6 +88,7 @@ impl Timeline {
             }
             _ => (0.0, 0.0, 0.0),
         };
+        let steal_ms_max_cpu = self.steal_since_last();
         self.seconds.push(Second {
             at_s,
             metrics_ms,
@@ -91,8 +100,22 @@ impl Timeline {
             runtime_busy: busy,
             runtime_global_queue: get("bluelight_runtime_global_queue_tasks"),
             alerts_over_1s: late.max(0.0),
+            steal_ms_max_cpu,
         });
         self.last = Some((at_s, m));
+    }
+
+    /// The most steal time one CPU had since the last call, ms.
+    fn steal_since_last(&mut self) -> f64 {
+        let now = steal_ticks();
+        let most = now
+            .iter()
+            .zip(&self.last_steal)
+            .map(|(n, l)| n.saturating_sub(*l))
+            .max()
+            .unwrap_or(0);
+        self.last_steal = now;
+        most as f64 * 1000.0 / TICKS_PER_S
     }
 
     /// Fixes accepted a second, sample by sample.
@@ -101,20 +124,38 @@ impl Timeline {
     }
 }
 
+/// `/proc/stat`'s clock ticks a second (`USER_HZ`, 100 on Linux).
+const TICKS_PER_S: f64 = 100.0;
+
+/// Each CPU's steal time so far, in clock ticks (empty off Linux).
+fn steal_ticks() -> Vec<u64> {
+    std::fs::read_to_string("/proc/stat").map_or_else(|_| Vec::new(), |s| parse_steal(&s))
+}
+
+/// The steal column (the eighth number) of each `cpuN` line.
+fn parse_steal(stat: &str) -> Vec<u64> {
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .filter_map(|l| l.split_ascii_whitespace().nth(8)?.parse().ok())
+        .collect()
+}
+
 /// The samples worth a look, in time order: the [`WORST_LISTED`] that
-/// accepted fewest fixes a second, and the [`WORST_LISTED`] in which the
+/// accepted fewest fixes a second, the [`WORST_LISTED`] in which the
 /// server sent most alerts over a second late (a stall may hold alerts
-/// and not fixes). The first and last samples are left out: they are
-/// partial.
+/// and not fixes), and the [`WORST_LISTED`] with most steal time. The
+/// first and last samples are left out: they are partial.
 pub fn worst(seconds: &[Second]) -> Vec<Second> {
     let inner = seconds.get(1..seconds.len().saturating_sub(1)).unwrap_or(&[]);
     let mut by_rate: Vec<Second> = inner.to_vec();
     by_rate.sort_by(|a, b| a.accepted_per_s.total_cmp(&b.accepted_per_s));
     by_rate.truncate(WORST_LISTED);
-    let mut by_late: Vec<Second> = inner.iter().filter(|s| s.alerts_over_1s > 0.0).copied().collect();
-    by_late.sort_by(|a, b| b.alerts_over_1s.total_cmp(&a.alerts_over_1s));
-    by_late.truncate(WORST_LISTED);
-    by_rate.extend(by_late);
+    for key in [|s: &Second| s.alerts_over_1s, |s: &Second| s.steal_ms_max_cpu] {
+        let mut most: Vec<Second> = inner.iter().filter(|s| key(s) > 0.0).copied().collect();
+        most.sort_by(|a, b| key(b).total_cmp(&key(a)));
+        most.truncate(WORST_LISTED);
+        by_rate.extend(most);
+    }
     by_rate.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     by_rate.dedup_by(|a, b| a.at_s == b.at_s);
     by_rate
@@ -136,6 +177,15 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
+    }
+
+    #[test]
+    fn steal_is_read_per_cpu_not_from_the_total_line() {
+        let stat = "cpu  389899 50190 49565 224329 1500 0 10442 3704 0 0\n\
+                    cpu0 196830 25782 24395 110399 536 0 5181 1783 0 0\n\
+                    cpu1 193069 24408 25169 113929 963 0 5260 1920 0 0\n\
+                    intr 1 2 3\n";
+        assert_eq!(parse_steal(stat), vec![1783, 1920]);
     }
 
     #[test]
