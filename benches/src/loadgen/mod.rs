@@ -112,6 +112,9 @@ pub struct Outcome {
     pub commit: String,
     /// loadgen's own pauses during the run.
     pub pauses: Option<pauses::PauseLog>,
+    /// Ticks of loadgen's main runtime (its alerts and nearest clients)
+    /// over a second late.
+    pub runtime_pauses: Option<pauses::PauseLog>,
 }
 
 /// Merges histograms.
@@ -197,9 +200,11 @@ pub fn main_with(opts: &Options) -> anyhow::Result<bool> {
         .enable_all()
         .build()?;
     let redis_cpu_before = redis.as_ref().and_then(journal::RedisProcess::cpu_s);
-    let watcher = pauses::Pauses::start()?;
+    let watcher = pauses::Pauses::start(rt.handle())?;
     let mut outcome = rt.block_on(run_bluelight(&plan, &srv, opts, &towns, bulk.handle()))?;
-    outcome.pauses = Some(watcher.finish());
+    let (pauses, runtime_pauses) = watcher.finish();
+    outcome.pauses = Some(pauses);
+    outcome.runtime_pauses = Some(runtime_pauses);
     outcome.commit = commit;
     drop(bulk);
     if let Some(r) = &redis {
@@ -521,6 +526,7 @@ async fn run_bluelight(
         memory,
         commit: String::new(),
         pauses: None,
+        runtime_pauses: None,
     };
     if let Some(a) = analyst {
         outcome.export = Some(a.await.unwrap_or_else(|e| export::ExportRun {

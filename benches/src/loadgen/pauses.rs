@@ -1,6 +1,9 @@
 //! loadgen's own pauses: a thread that wakes every [`TICK`] and notes each
 //! wake-up that came more than a second late, by the monotonic clock and
-//! by the wall clock.
+//! by the wall clock; and a task on loadgen's main runtime (where the
+//! alerts and nearest clients run) that does the same, to tell a client
+//! that read late because its runtime was busy from a server that sent
+//! late.
 //!
 //! Soak runs showed a few seconds in which nothing moved, while the
 //! server's writer reported no step longer than a quarter of a second. A
@@ -68,11 +71,13 @@ impl PauseLog {
     }
 }
 
-/// The running watcher.
+/// The running watchers.
 #[derive(Debug)]
 pub struct Pauses {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<PauseLog>,
+    /// What the runtime's task saw so far.
+    runtime: Arc<std::sync::Mutex<PauseLog>>,
 }
 
 impl Pauses {
@@ -81,7 +86,7 @@ impl Pauses {
     ///
     /// # Errors
     /// The thread cannot be started.
-    pub fn start() -> std::io::Result<Self> {
+    pub fn start(runtime: &tokio::runtime::Handle) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
@@ -100,13 +105,33 @@ impl Pauses {
                 }
                 log
             })?;
-        Ok(Self { stop, thread })
+        let seen = Arc::new(std::sync::Mutex::new(PauseLog::default()));
+        let (log, stopped) = (seen.clone(), stop.clone());
+        runtime.spawn(async move {
+            let began = Instant::now();
+            let mut last = began;
+            while !stopped.load(Ordering::Relaxed) {
+                tokio::time::sleep(TICK).await;
+                let now = Instant::now();
+                if let Ok(mut log) = log.lock() {
+                    log.note((now - began).as_secs_f64(), now - last, now - last);
+                }
+                last = now;
+            }
+        });
+        Ok(Self {
+            stop,
+            thread,
+            runtime: seen,
+        })
     }
 
-    /// Stops the watcher and returns what it saw.
-    pub fn finish(self) -> PauseLog {
+    /// Stops the watchers and returns what they saw: the thread's, then
+    /// the runtime's (whose two clocks are both the monotonic one).
+    pub fn finish(self) -> (PauseLog, PauseLog) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
+        let runtime = self.runtime.lock().map(|l| l.clone()).unwrap_or_default();
+        (self.thread.join().unwrap_or_default(), runtime)
     }
 }
 
@@ -139,12 +164,25 @@ mod tests {
         );
     }
 
-    /// The thread runs, measures its ticks, and stops.
+    /// The thread and the runtime's task run, measure their ticks, and
+    /// stop; a runtime held busy is seen late by its task only.
     #[test]
-    fn the_watcher_starts_and_stops() {
-        let p = Pauses::start().expect("thread");
-        std::thread::sleep(Duration::from_millis(350));
-        let log = p.finish();
-        assert!(log.longest_monotonic_ms >= 100.0, "{log:?}");
+    fn the_watchers_start_and_stop_and_a_busy_runtime_shows() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let p = Pauses::start(rt.handle()).expect("thread");
+        rt.block_on(async {
+            tokio::time::sleep(Duration::from_millis(350)).await;
+            // Hold the only worker without yielding.
+            std::thread::sleep(Duration::from_millis(1_300));
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        });
+        let (thread, runtime) = p.finish();
+        assert!(thread.longest_monotonic_ms >= 100.0, "{thread:?}");
+        assert_eq!(thread.count, 0, "the thread was not held: {thread:?}");
+        assert_eq!(runtime.count, 1, "{runtime:?}");
+        assert!(runtime.longest_monotonic_ms >= 1_300.0, "{runtime:?}");
     }
 }

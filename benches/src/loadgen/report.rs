@@ -306,6 +306,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "cpu_percent_of_one_core": cpu,
             "loadgen_cpu_percent_of_one_core": loadgen_cpu,
             "loadgen_pauses": o.pauses,
+            "loadgen_runtime_pauses": o.runtime_pauses,
             "realtime_threads": o.metrics_after.get("bluelight_realtime_threads").copied().unwrap_or(0.0),
             "metrics": o.metrics_after,
         },
@@ -739,38 +740,19 @@ fn markdown(r: &Value) -> String {
         None,
         None,
     );
-    let pauses = &sv["loadgen_pauses"];
-    if pauses.is_object() {
-        let listed: Vec<String> = pauses["first"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                format!(
-                    "at {:.0} s: {:.0} / {:.0} ms",
-                    p["at_s"].as_f64().unwrap_or(0.0),
-                    p["monotonic_ms"].as_f64().unwrap_or(0.0),
-                    p["wall_ms"].as_f64().unwrap_or(0.0)
-                )
-            })
-            .collect();
-        row(
-            &mut s,
-            "loadgen's own pauses over 1 s (a 100 ms ticker; monotonic / wall clock)",
-            format!(
-                "{}; longest {:.0} / {:.0} ms{}",
-                pauses["count"].as_u64().unwrap_or(0),
-                pauses["longest_monotonic_ms"].as_f64().unwrap_or(0.0),
-                pauses["longest_wall_ms"].as_f64().unwrap_or(0.0),
-                if listed.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", listed.join("; "))
-                }
-            ),
-            None,
-            None,
-        );
+    for (key, what) in [
+        (
+            "loadgen_pauses",
+            "loadgen's own pauses over 1 s (a 100 ms ticker thread; monotonic / wall clock)",
+        ),
+        (
+            "loadgen_runtime_pauses",
+            "loadgen's runtime late over 1 s (a 100 ms ticker task beside its alerts and nearest clients)",
+        ),
+    ] {
+        if let Some(seen) = pauses_said(&sv[key]) {
+            row(&mut s, what, seen, None, None);
+        }
     }
     timeline_markdown(&r["timeline"], &mut s);
     memory_markdown(&r["memory"], &mut s);
@@ -848,13 +830,13 @@ fn timeline_markdown(t: &Value, s: &mut String) {
     }
     s.push_str(
         "\nThe seconds that accepted fewest fixes, from `/metrics` (every second is in the JSON's `timeline`): \
-         runtime busy is the async workers' share of their time (a worker's busy spell is counted when it ends), alerts over 1 s are by the server's own clock, steal is CPU time the hypervisor took from the CPU it took most from.\n\n\
-         | at s | accepted/s | `/metrics` took ms | ingest queue | writer queries | session queues (max one) | runtime busy | runtime global queue | alerts over 1 s | steal ms |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         runtime busy is the async workers' share of their time (a worker's busy spell is counted when it ends), alerts over 1 s are by the server's own clock, steal is CPU time the hypervisor took from the CPU it took most from; the TCP columns are the machine's (`/proc/net`): retransmission timeouts, segments retransmitted, SYNs dropped by a full accept queue.\n\n\
+         | at s | accepted/s | `/metrics` took ms | ingest queue | writer queries | session queues (max one) | runtime busy | runtime global queue | alerts over 1 s | steal ms | TCP timeouts / retransmits / listen overflows |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for x in worst {
         s.push_str(&format!(
-            "| {:.0} | {:.0} | {:.0} | {} | {} | {} ({}) | {:.0}% | {} | {} | {} |\n",
+            "| {:.0} | {:.0} | {:.0} | {} | {} | {} ({}) | {:.0}% | {} | {} | {} | {} / {} / {} |\n",
             x["at_s"].as_f64().unwrap_or(0.0),
             x["accepted_per_s"].as_f64().unwrap_or(0.0),
             x["metrics_ms"].as_f64().unwrap_or(0.0),
@@ -866,6 +848,40 @@ fn timeline_markdown(t: &Value, s: &mut String) {
             f(&x["runtime_global_queue"]),
             f(&x["alerts_over_1s"]),
             f(&x["steal_ms_max_cpu"]),
+            f(&x["tcp_timeouts"]),
+            f(&x["tcp_retransmits"]),
+            f(&x["listen_overflows"]),
         ));
     }
+}
+
+/// What a pause watcher saw, said; `None` when it did not run.
+fn pauses_said(pauses: &Value) -> Option<String> {
+    if !pauses.is_object() {
+        return None;
+    }
+    let listed: Vec<String> = pauses["first"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "at {:.0} s: {:.0} / {:.0} ms",
+                p["at_s"].as_f64().unwrap_or(0.0),
+                p["monotonic_ms"].as_f64().unwrap_or(0.0),
+                p["wall_ms"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    Some(format!(
+        "{}; longest {:.0} / {:.0} ms{}",
+        pauses["count"].as_u64().unwrap_or(0),
+        pauses["longest_monotonic_ms"].as_f64().unwrap_or(0.0),
+        pauses["longest_wall_ms"].as_f64().unwrap_or(0.0),
+        if listed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", listed.join("; "))
+        }
+    ))
 }

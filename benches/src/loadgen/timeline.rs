@@ -44,6 +44,15 @@ pub struct Second {
     /// a virtual CPU stopped for a second stops whatever runs on it, and
     /// a thread watching from the other CPU sees no pause.
     pub steal_ms_max_cpu: f64,
+    /// The machine's TCP retransmission timeouts since the sample before
+    /// (`TcpExt: TCPTimeouts`): on loopback a lost segment waits at least
+    /// 200 ms, doubling, and stops its stream meanwhile.
+    pub tcp_timeouts: f64,
+    /// TCP segments retransmitted since the sample before.
+    pub tcp_retransmits: f64,
+    /// Connections dropped because a listener's accept queue was full
+    /// (`ListenOverflows`): the client's SYN is sent again a second later.
+    pub listen_overflows: f64,
 }
 
 /// Builds [`Second`]s from successive `/metrics` reads.
@@ -55,6 +64,8 @@ pub struct Timeline {
     last: Option<(f64, BTreeMap<String, f64>)>,
     /// Each CPU's steal time at the previous read, in clock ticks.
     last_steal: Vec<u64>,
+    /// The kernel's TCP counters at the previous read.
+    last_tcp: TcpCounters,
 }
 
 const ACCEPTED: &str = "bluelight_fixes_accepted_total";
@@ -69,6 +80,7 @@ impl Timeline {
             seconds: Vec::new(),
             last: Some((at_s, before.clone())),
             last_steal: steal_ticks(),
+            last_tcp: TcpCounters::read(),
         }
     }
 
@@ -89,6 +101,14 @@ impl Timeline {
             _ => (0.0, 0.0, 0.0),
         };
         let steal_ms_max_cpu = self.steal_since_last();
+        let tcp = TcpCounters::read();
+        let tcp_delta = |now: u64, then: u64| now.saturating_sub(then) as f64;
+        let (tcp_timeouts, tcp_retransmits, listen_overflows) = (
+            tcp_delta(tcp.timeouts, self.last_tcp.timeouts),
+            tcp_delta(tcp.retransmits, self.last_tcp.retransmits),
+            tcp_delta(tcp.listen_overflows, self.last_tcp.listen_overflows),
+        );
+        self.last_tcp = tcp;
         self.seconds.push(Second {
             at_s,
             metrics_ms,
@@ -101,6 +121,9 @@ impl Timeline {
             runtime_global_queue: get("bluelight_runtime_global_queue_tasks"),
             alerts_over_1s: late.max(0.0),
             steal_ms_max_cpu,
+            tcp_timeouts,
+            tcp_retransmits,
+            listen_overflows,
         });
         self.last = Some((at_s, m));
     }
@@ -140,17 +163,53 @@ fn parse_steal(stat: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The machine's TCP counters that say a stream stopped (all zero off
+/// Linux).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct TcpCounters {
+    timeouts: u64,
+    retransmits: u64,
+    listen_overflows: u64,
+}
+
+impl TcpCounters {
+    fn read() -> Self {
+        let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+        Self {
+            timeouts: proc_net_counter(&netstat, "TcpExt:", "TCPTimeouts").unwrap_or(0),
+            retransmits: proc_net_counter(&snmp, "Tcp:", "RetransSegs").unwrap_or(0),
+            listen_overflows: proc_net_counter(&netstat, "TcpExt:", "ListenOverflows").unwrap_or(0),
+        }
+    }
+}
+
+/// A counter of `/proc/net/snmp` or `/proc/net/netstat`: a line of names
+/// after `prefix`, then a line of values after the same prefix.
+fn proc_net_counter(text: &str, prefix: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let at = names.split_ascii_whitespace().position(|n| n == name)?;
+    values.split_ascii_whitespace().nth(at)?.parse().ok()
+}
+
 /// The samples worth a look, in time order: the [`WORST_LISTED`] that
 /// accepted fewest fixes a second, the [`WORST_LISTED`] in which the
 /// server sent most alerts over a second late (a stall may hold alerts
-/// and not fixes), and the [`WORST_LISTED`] with most steal time. The
-/// first and last samples are left out: they are partial.
+/// and not fixes), and the [`WORST_LISTED`] with most steal time and with
+/// most TCP timeouts and listen overflows. The first and last samples
+/// are left out: they are partial.
 pub fn worst(seconds: &[Second]) -> Vec<Second> {
     let inner = seconds.get(1..seconds.len().saturating_sub(1)).unwrap_or(&[]);
     let mut by_rate: Vec<Second> = inner.to_vec();
     by_rate.sort_by(|a, b| a.accepted_per_s.total_cmp(&b.accepted_per_s));
     by_rate.truncate(WORST_LISTED);
-    for key in [|s: &Second| s.alerts_over_1s, |s: &Second| s.steal_ms_max_cpu] {
+    for key in [
+        |s: &Second| s.alerts_over_1s,
+        |s: &Second| s.steal_ms_max_cpu,
+        |s: &Second| s.tcp_timeouts + s.listen_overflows,
+    ] {
         let mut most: Vec<Second> = inner.iter().filter(|s| key(s) > 0.0).copied().collect();
         most.sort_by(|a, b| key(b).total_cmp(&key(a)));
         most.truncate(WORST_LISTED);
@@ -177,6 +236,15 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
+    }
+
+    #[test]
+    fn tcp_counters_are_read_by_name() {
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows TCPTimeouts\nTcpExt: 0 39 41\nIpExt: InNoRoutes\nIpExt: 7\n";
+        assert_eq!(proc_net_counter(netstat, "TcpExt:", "TCPTimeouts"), Some(41));
+        assert_eq!(proc_net_counter(netstat, "TcpExt:", "ListenOverflows"), Some(39));
+        assert_eq!(proc_net_counter(netstat, "TcpExt:", "Nothing"), None);
+        assert_eq!(proc_net_counter(netstat, "IpExt:", "InNoRoutes"), Some(7));
     }
 
     #[test]
