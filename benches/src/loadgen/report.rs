@@ -180,14 +180,14 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
     // Alerts: every subscriber must get every owed alert exactly once.
     let (mut missing, mut duplicate, mut unexpected, mut closed) = (0u64, 0u64, 0u64, 0u64);
     for a in &o.alerts {
-        missing += o.expected.iter().filter(|k| !a.counts.contains_key(k)).count() as u64;
-        duplicate += a
-            .counts
+        let counts = a.counts();
+        missing += o.expected.iter().filter(|k| !counts.contains_key(k)).count() as u64;
+        duplicate += counts
             .values()
             .filter(|n| **n > 1)
             .map(|n| u64::from(*n - 1))
             .sum::<u64>();
-        unexpected += a.counts.keys().filter(|k| !o.expected.contains(k)).count() as u64 + a.unknown;
+        unexpected += counts.keys().filter(|k| !o.expected.contains(k)).count() as u64 + a.unknown;
         closed += u64::from(a.closed_early.is_some());
     }
     if missing + duplicate + unexpected > 0 {
@@ -265,7 +265,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
         "alerts": {
             "owed": o.expected.len(),
             "subscribers": o.alerts.len(),
-            "received": o.alerts.iter().map(|a| a.counts.values().map(|n| u64::from(*n)).sum::<u64>()).sum::<u64>(),
+            "received": o.alerts.iter().map(|a| a.received.len() as u64).sum::<u64>(),
             "missing": missing,
             "duplicate": duplicate,
             "unexpected": unexpected,
