@@ -306,20 +306,25 @@ impl Hub {
     /// Messages waiting in session queues: the total and the largest one
     /// session holds (for metrics; a growing maximum names a slow client).
     pub fn queued_messages(&self) -> (usize, usize) {
-        let routes = self.routes.lock();
-        let mut seen: Vec<*const Session> = Vec::new();
+        // Each session once (a session holds many routes), found by a sort
+        // and not a search of those seen (quadratic in sessions), and
+        // counted after the routes' lock, which the writer takes for every
+        // chunk, is let go.
+        let mut sessions: Vec<Arc<Session>> = {
+            let routes = self.routes.lock();
+            routes
+                .alert_subs
+                .values()
+                .map(|(s, _)| s)
+                .chain(routes.feeds.values().map(|(s, _)| s))
+                .chain(routes.nearest.values().map(|(s, _)| s))
+                .cloned()
+                .collect()
+        };
+        sessions.sort_unstable_by_key(Arc::as_ptr);
+        sessions.dedup_by(|a, b| Arc::ptr_eq(a, b));
         let (mut total, mut max) = (0, 0);
-        let sessions = routes
-            .alert_subs
-            .values()
-            .map(|(s, _)| s)
-            .chain(routes.feeds.values().map(|(s, _)| s))
-            .chain(routes.nearest.values().map(|(s, _)| s));
-        for s in sessions {
-            if seen.contains(&Arc::as_ptr(s)) {
-                continue;
-            }
-            seen.push(Arc::as_ptr(s));
+        for s in &sessions {
             let n = s.queued();
             total += n;
             max = max.max(n);
@@ -405,6 +410,22 @@ mod tests {
         // Changes of a feed nobody registered wake nobody.
         hub.route(&e, &changes(8, &[1], FeedChange::Moved), None);
         assert!(!woken(&session));
+    }
+
+    /// `/metrics`' queued messages count a session once however many
+    /// routes it holds, and name the largest queue.
+    #[test]
+    fn queued_messages_count_each_session_once() {
+        let hub = Hub::new(100);
+        let (busy, quiet) = (Arc::new(Session::new(100)), Arc::new(Session::new(100)));
+        hub.route_feed(1, &busy, "p1");
+        hub.route_feed(2, &busy, "p2");
+        hub.route_feed(3, &quiet, "p3");
+        for _ in 0..3 {
+            busy.push(Outgoing::Text("x".into()));
+        }
+        quiet.push(Outgoing::Text("y".into()));
+        assert_eq!(hub.queued_messages(), (4, 3));
     }
 
     fn alert(seq: u64, unit: UnitSlot) -> Outputs {
