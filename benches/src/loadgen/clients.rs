@@ -161,15 +161,7 @@ pub async fn alerts_client(
         json!({"type":"subscribe","id":"a","stream":"alerts","events":["enter","exit"]}),
     )
     .await?;
-    let mut seen = AlertsSeen {
-        received: Vec::new(),
-        unknown: 0,
-        latency: histogram(),
-        latency_warmup: histogram(),
-        latency_export: histogram(),
-        samples: Vec::new(),
-        closed_early: None,
-    };
+    let mut seen = AlertsSeen::default();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -221,6 +213,21 @@ pub async fn alerts_client(
     }
     let _ = ws.close(None).await;
     Ok(seen)
+}
+
+impl Default for AlertsSeen {
+    /// Nothing seen yet.
+    fn default() -> Self {
+        Self {
+            received: Vec::new(),
+            unknown: 0,
+            latency: histogram(),
+            latency_warmup: histogram(),
+            latency_export: histogram(),
+            samples: Vec::new(),
+            closed_early: None,
+        }
+    }
 }
 
 impl AlertsSeen {
@@ -671,12 +678,7 @@ mod tests {
         };
         let seen = AlertsSeen {
             received: vec![key(1, true), key(2, true), key(1, true), key(1, false)],
-            unknown: 0,
-            latency: histogram(),
-            latency_warmup: histogram(),
-            latency_export: histogram(),
-            samples: Vec::new(),
-            closed_early: None,
+            ..AlertsSeen::default()
         };
         let counts = seen.counts();
         assert_eq!(counts.len(), 3);
