@@ -182,7 +182,7 @@ pub async fn alerts_client(
                     seen.received.push(key);
                     // Every arrival is timed: a duplicate (which fails the
                     // run on its own) would be timed twice.
-                    if let Some(sent) = shared.expected.lock().ok().and_then(|e| e.get(&key).copied()) {
+                    if let Some(sent) = shared.expected.sent(&key) {
                         let us = at.saturating_duration_since(sent).as_micros().max(1) as u64;
                         let h = if shared.warming_up(sent) {
                             &mut seen.latency_warmup

@@ -504,11 +504,7 @@ async fn run_bluelight(
         metrics_after,
         accepted_per_s: timeline.accepted_per_s(),
         timeline: timeline.seconds,
-        expected: shared
-            .expected
-            .lock()
-            .map(|e| e.keys().copied().collect())
-            .unwrap_or_default(),
+        expected: shared.expected.keys(),
         alerts: Vec::new(),
         alerts_failed: Vec::new(),
         feeds: Vec::new(),

@@ -196,13 +196,57 @@ impl Truth {
     }
 }
 
+/// Shards of [`Expected`].
+const EXPECTED_SHARDS: usize = 32;
+
+/// Alerts the server owes, with when their fix was sent: filled by the
+/// sender, read by every alerts client for every alert. In shards, so a
+/// table's doubling (a million alerts by the end of a soak) holds one
+/// small lock for a moment, not one lock every client waits on.
+#[derive(Debug, Default)]
+pub struct Expected {
+    shards: [Mutex<HashMap<AlertKey, Instant>>; EXPECTED_SHARDS],
+}
+
+impl Expected {
+    fn shard(&self, k: &AlertKey) -> &Mutex<HashMap<AlertKey, Instant>> {
+        let mixed = k.unit.wrapping_mul(0x9E37_79B9) ^ k.fence.wrapping_mul(0x85EB_CA6B) ^ (k.time_ms as u32);
+        &self.shards[(mixed >> 27) as usize % EXPECTED_SHARDS]
+    }
+
+    /// Owes `keys`, their fix sent `at`.
+    pub fn owe(&self, keys: &[AlertKey], at: Instant) {
+        for k in keys {
+            if let Ok(mut shard) = self.shard(k).lock() {
+                shard.insert(*k, at);
+            }
+        }
+    }
+
+    /// When the fix of an owed alert was sent.
+    pub fn sent(&self, k: &AlertKey) -> Option<Instant> {
+        self.shard(k).lock().ok()?.get(k).copied()
+    }
+
+    /// Every alert owed.
+    pub fn keys(&self) -> std::collections::HashSet<AlertKey> {
+        let mut all = std::collections::HashSet::new();
+        for shard in &self.shards {
+            if let Ok(shard) = shard.lock() {
+                all.extend(shard.keys().copied());
+            }
+        }
+        all
+    }
+}
+
 /// What the sender shares with the checkers and the report.
 #[derive(Debug, Default)]
 pub struct Shared {
     /// Positions sent.
     pub truth: Mutex<Truth>,
     /// Alerts the server owes, with when their fix was sent.
-    pub expected: Mutex<HashMap<AlertKey, Instant>>,
+    pub expected: Expected,
     /// Fixes sent.
     pub sent: AtomicU64,
     /// Frames (or datagrams) that could not be written.
@@ -511,14 +555,9 @@ pub fn send_fleet(
                     }
                 }
             }
-            if !owed.is_empty()
-                && let Ok(mut e) = shared.expected.lock()
-            {
+            if !owed.is_empty() {
                 // Stamped before the write: an alert cannot beat its stamp.
-                let at = Instant::now();
-                for k in &owed {
-                    e.insert(*k, at);
-                }
+                shared.expected.owe(&owed, Instant::now());
             }
             let written = match &mut sink {
                 Sink::Redis(conn) => {
@@ -560,5 +599,40 @@ pub fn truth(units: usize) -> Truth {
         newest_lat: vec![f64::NAN; units],
         newest_lon: vec![f64::NAN; units],
         fixes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owed_alerts_are_found_again_across_shards() {
+        let e = Expected::default();
+        let at = Instant::now();
+        let keys: Vec<AlertKey> = (0..1_000u32)
+            .map(|i| AlertKey {
+                unit: i,
+                fence: i % 7,
+                enter: i % 2 == 0,
+                time_ms: 1_000 + i64::from(i),
+            })
+            .collect();
+        e.owe(&keys, at);
+        assert!(keys.iter().all(|k| e.sent(k) == Some(at)));
+        assert_eq!(e.keys().len(), 1_000);
+        let other = AlertKey {
+            unit: 5,
+            fence: 5,
+            enter: false,
+            time_ms: 1,
+        };
+        assert_eq!(e.sent(&other), None);
+        let used = e
+            .shards
+            .iter()
+            .filter(|s| s.lock().is_ok_and(|m| !m.is_empty()))
+            .count();
+        assert!(used > EXPECTED_SHARDS / 2, "keys spread over the shards: {used}");
     }
 }
