@@ -70,9 +70,8 @@ pub struct Outcome {
     pub metrics_steady: Option<std::collections::BTreeMap<String, f64>>,
     /// After the drain.
     pub metrics_after: std::collections::BTreeMap<String, f64>,
-    /// Accepted per second, sampled each second during the run.
-    pub accepted_per_s: Vec<f64>,
-    /// The server's `/metrics` each second of the run.
+    /// The server's `/metrics` each second of the run (fixes accepted a
+    /// second among them).
     pub timeline: Vec<timeline::Second>,
     /// Alerts owed.
     pub expected: std::collections::HashSet<world::AlertKey>,
@@ -502,7 +501,6 @@ async fn run_bluelight(
         metrics_before,
         metrics_steady,
         metrics_after,
-        accepted_per_s: timeline.accepted_per_s(),
         timeline: timeline.seconds,
         expected: shared.expected.keys(),
         alerts: Vec::new(),

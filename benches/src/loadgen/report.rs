@@ -168,11 +168,11 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
     }
     // The first and last seconds are partial.
     let mut steady: Vec<f64> = o
-        .accepted_per_s
+        .timeline
         .iter()
-        .copied()
+        .map(|s| s.accepted_per_s)
         .skip(1)
-        .take(o.accepted_per_s.len().saturating_sub(2))
+        .take(o.timeline.len().saturating_sub(2))
         .collect();
     let min_1s = steady.iter().copied().fold(f64::INFINITY, f64::min);
     let median_1s = median(&mut steady);

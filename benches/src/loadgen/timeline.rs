@@ -140,11 +140,6 @@ impl Timeline {
         self.last_steal = now;
         most as f64 * 1000.0 / TICKS_PER_S
     }
-
-    /// Fixes accepted a second, sample by sample.
-    pub fn accepted_per_s(&self) -> Vec<f64> {
-        self.seconds.iter().map(|s| s.accepted_per_s).collect()
-    }
 }
 
 /// `/proc/stat`'s clock ticks a second (`USER_HZ`, 100 on Linux).
