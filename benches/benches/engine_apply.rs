@@ -9,6 +9,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 
 const BATCH: usize = 10_000;
 
+/// The server's writer applies fixes in chunks of this many (the
+/// `writer_chunk` tuning default).
+const WRITER_CHUNK: usize = 256;
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_apply");
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -56,6 +60,30 @@ fn bench(c: &mut Criterion) {
                     feed_events += out.feed.len();
                     alerts += out.alerts.len();
                     fixes += batch.len();
+                }
+                total
+            });
+        });
+        // As the writer applies them: chunks of `WRITER_CHUNK`, each
+        // warmed first (`Engine::warm_for_fixes`).
+        let mut slots: Vec<bluelight_engine::UnitSlot> = Vec::with_capacity(WRITER_CHUNK);
+        g.bench_function(BenchmarkId::new("warmed_chunks", &name), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    world.next_fixes(BATCH, &mut batch);
+                    out.clear();
+                    let t = Instant::now();
+                    for chunk in batch.chunks(WRITER_CHUNK) {
+                        slots.clear();
+                        slots.extend(chunk.iter().map(|(slot, _)| *slot));
+                        world.engine.warm_for_fixes(slots.iter().copied());
+                        for (slot, fix) in chunk {
+                            world.engine.apply(*slot, fix, &mut out);
+                        }
+                    }
+                    world.engine.flush(&mut out);
+                    total += t.elapsed();
                 }
                 total
             });

@@ -444,7 +444,11 @@ async fn run_bluelight(
         );
         b
     };
-    let mut timeline = timeline::Timeline::new(0.0, &metrics_before);
+    let mut timeline = timeline::Timeline::new(
+        0.0,
+        &metrics_before,
+        srv.child.as_ref().map(std::process::Child::id),
+    );
     let mut every = tokio::time::interval(Duration::from_secs(1));
     // A slow `/metrics` must not be followed by a burst of reads a moment
     // apart (each would look like a second with nothing accepted).

@@ -830,18 +830,19 @@ fn timeline_markdown(t: &Value, s: &mut String) {
     }
     s.push_str(
         "\nThe seconds that accepted fewest fixes, from `/metrics` (every second is in the JSON's `timeline`): \
-         runtime busy is the async workers' share of their time (a worker's busy spell is counted when it ends), alerts over 1 s are by the server's own clock, steal is CPU time the hypervisor took from the CPU it took most from; the TCP columns are the machine's (`/proc/net`): retransmission timeouts, segments retransmitted, SYNs dropped by a full accept queue.\n\n\
-         | at s | accepted/s | `/metrics` took ms | ingest queue | writer queries | session queues (max one) | runtime busy | runtime global queue | alerts over 1 s | steal ms | TCP timeouts / retransmits / listen overflows |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         runtime busy is the async workers' share of their time (a worker's busy spell is counted when it ends), alerts over 1 s are by the server's own clock, steal is CPU time the hypervisor took from the CPU it took most from; the TCP columns are the machine's (`/proc/net`): retransmission timeouts, segments retransmitted, SYNs dropped by a full accept queue; the writer's columns are its thread's share of the second on a CPU and runnable but waiting for one (`schedstat`; blank when loadgen did not start the server).\n\n\
+         | at s | accepted/s | `/metrics` took ms | ingest queue | writer queries | writer on CPU / waiting | session queues (max one) | runtime busy | runtime global queue | alerts over 1 s | steal ms | TCP timeouts / retransmits / listen overflows |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for x in worst {
         s.push_str(&format!(
-            "| {:.0} | {:.0} | {:.0} | {} | {} | {} ({}) | {:.0}% | {} | {} | {} | {} / {} / {} |\n",
+            "| {:.0} | {:.0} | {:.0} | {} | {} | {} | {} ({}) | {:.0}% | {} | {} | {} | {} / {} / {} |\n",
             x["at_s"].as_f64().unwrap_or(0.0),
             x["accepted_per_s"].as_f64().unwrap_or(0.0),
             x["metrics_ms"].as_f64().unwrap_or(0.0),
             f(&x["ingest_queue"]),
             f(&x["writer_queries"]),
+            writer_said(x),
             f(&x["ws_queued"]),
             f(&x["ws_queued_max"]),
             x["runtime_busy"].as_f64().unwrap_or(0.0) * 100.0,
@@ -853,6 +854,17 @@ fn timeline_markdown(t: &Value, s: &mut String) {
             f(&x["listen_overflows"]),
         ));
     }
+}
+
+/// The writer's share of a second on a CPU and waiting for one; blank
+/// without a reading.
+fn writer_said(x: &Value) -> String {
+    let on = x["writer_cpu"].as_f64().unwrap_or(0.0);
+    let waiting = x["writer_waiting"].as_f64().unwrap_or(0.0);
+    if on == 0.0 && waiting == 0.0 {
+        return String::new();
+    }
+    format!("{:.0}% / {:.0}%", on * 100.0, waiting * 100.0)
 }
 
 /// What a pause watcher saw, said; `None` when it did not run.

@@ -53,6 +53,15 @@ pub struct Second {
     /// Connections dropped because a listener's accept queue was full
     /// (`ListenOverflows`): the client's SYN is sent again a second later.
     pub listen_overflows: f64,
+    /// The server's writer thread on a CPU since the sample before, as a
+    /// fraction of the time (1.0: a whole core), from its
+    /// `/proc/PID/task/TID/schedstat` (0 when loadgen did not start the
+    /// server).
+    pub writer_cpu: f64,
+    /// The writer runnable but waiting for a CPU, as a fraction of the
+    /// time: work it had and could not do because other threads (the
+    /// server's or loadgen's) held both cores.
+    pub writer_waiting: f64,
 }
 
 /// Builds [`Second`]s from successive `/metrics` reads.
@@ -66,6 +75,62 @@ pub struct Timeline {
     last_steal: Vec<u64>,
     /// The kernel's TCP counters at the previous read.
     last_tcp: TcpCounters,
+    /// The server's writer thread, and its times at the previous read.
+    writer: Option<WriterClock>,
+}
+
+/// The server's writer thread's scheduler clocks (`schedstat`: ns on a
+/// CPU, ns runnable and waiting for one).
+#[derive(Debug)]
+struct WriterClock {
+    path: String,
+    on_cpu_ns: u64,
+    waiting_ns: u64,
+}
+
+/// The writer thread's name as the kernel keeps it (15 bytes).
+const WRITER_COMM: &str = "bluelight-write";
+
+impl WriterClock {
+    /// Finds the thread of `pid` named [`WRITER_COMM`].
+    fn find(pid: u32) -> Option<Self> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        for task in tasks.flatten() {
+            let dir = task.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim_end() == WRITER_COMM {
+                let path = dir.join("schedstat").to_string_lossy().into_owned();
+                let (on_cpu_ns, waiting_ns) = read_schedstat(&path)?;
+                return Some(Self {
+                    path,
+                    on_cpu_ns,
+                    waiting_ns,
+                });
+            }
+        }
+        None
+    }
+
+    /// (on CPU, waiting) ns since the last call.
+    fn since_last(&mut self) -> Option<(u64, u64)> {
+        let (on, waiting) = read_schedstat(&self.path)?;
+        let d = (
+            on.saturating_sub(self.on_cpu_ns),
+            waiting.saturating_sub(self.waiting_ns),
+        );
+        (self.on_cpu_ns, self.waiting_ns) = (on, waiting);
+        Some(d)
+    }
+}
+
+/// A `schedstat` file's first two numbers: ns on a CPU, ns waiting.
+fn read_schedstat(path: &str) -> Option<(u64, u64)> {
+    parse_schedstat(&std::fs::read_to_string(path).ok()?)
+}
+
+fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut n = text.split_ascii_whitespace().map(str::parse::<u64>);
+    Some((n.next()?.ok()?, n.next()?.ok()?))
 }
 
 const ACCEPTED: &str = "bluelight_fixes_accepted_total";
@@ -74,22 +139,28 @@ const ALERTS: &str = "bluelight_fix_to_alert_seconds_count";
 const ALERTS_UNDER_1S: &str = "bluelight_fix_to_alert_seconds_bucket{le=\"1\"}";
 
 impl Timeline {
-    /// Starts from the read before the load (its counters are the base).
-    pub fn new(at_s: f64, before: &BTreeMap<String, f64>) -> Self {
+    /// Starts from the read before the load (its counters are the base);
+    /// `server` is the server's process id when loadgen started it.
+    pub fn new(at_s: f64, before: &BTreeMap<String, f64>, server: Option<u32>) -> Self {
         Self {
             seconds: Vec::new(),
             last: Some((at_s, before.clone())),
             last_steal: steal_ticks(),
             last_tcp: TcpCounters::read(),
+            writer: server.and_then(WriterClock::find),
         }
     }
 
     /// Adds a read taken at `at_s` that took `metrics_ms` to answer.
     pub fn push(&mut self, at_s: f64, metrics_ms: f64, m: BTreeMap<String, f64>) {
         let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+        let dt = self.last.as_ref().map_or(0.0, |(t0, _)| at_s - t0);
+        let (writer_cpu, writer_waiting) = match self.writer.as_mut().and_then(WriterClock::since_last) {
+            Some((on, waiting)) if dt > 0.0 => (on as f64 / 1e9 / dt, waiting as f64 / 1e9 / dt),
+            _ => (0.0, 0.0),
+        };
         let (rate, busy, late) = match &self.last {
-            Some((t0, m0)) if at_s > *t0 => {
-                let dt = at_s - t0;
+            Some((_, m0)) if dt > 0.0 => {
                 let delta = |k: &str| (get(k) - m0.get(k).copied().unwrap_or(0.0)).max(0.0);
                 let workers = get("bluelight_runtime_workers").max(1.0);
                 (
@@ -124,6 +195,8 @@ impl Timeline {
             tcp_timeouts,
             tcp_retransmits,
             listen_overflows,
+            writer_cpu,
+            writer_waiting,
         });
         self.last = Some((at_s, m));
     }
@@ -243,6 +316,12 @@ mod tests {
     }
 
     #[test]
+    fn schedstat_gives_time_on_cpu_then_time_waiting() {
+        assert_eq!(parse_schedstat("123456789 2000 31\n"), Some((123_456_789, 2000)));
+        assert_eq!(parse_schedstat("12\n"), None);
+    }
+
+    #[test]
     fn steal_is_read_per_cpu_not_from_the_total_line() {
         let stat = "cpu  389899 50190 49565 224329 1500 0 10442 3704 0 0\n\
                     cpu0 196830 25782 24395 110399 536 0 5181 1783 0 0\n\
@@ -253,7 +332,7 @@ mod tests {
 
     #[test]
     fn rates_are_over_the_time_between_reads_not_per_tick() {
-        let mut t = Timeline::new(0.0, &read(0.0, 0.0, 0.0, 0.0));
+        let mut t = Timeline::new(0.0, &read(0.0, 0.0, 0.0, 0.0), None);
         t.push(1.0, 3.0, read(1000.0, 1.0, 10.0, 10.0));
         // A slow read: three seconds later, 3,000 more fixes.
         t.push(4.0, 2500.0, read(4000.0, 4.0, 30.0, 25.0));
@@ -268,7 +347,7 @@ mod tests {
 
     #[test]
     fn the_worst_seconds_leave_out_the_partial_first_and_last() {
-        let mut t = Timeline::new(0.0, &read(0.0, 0.0, 0.0, 0.0));
+        let mut t = Timeline::new(0.0, &read(0.0, 0.0, 0.0, 0.0), None);
         let totals = [0.0, 100.0, 150.0, 350.0, 360.0, 660.0, 660.0];
         for (i, a) in totals.iter().enumerate() {
             t.push(i as f64 + 1.0, 1.0, read(*a, 0.0, 0.0, 0.0));
@@ -281,7 +360,7 @@ mod tests {
 
     #[test]
     fn seconds_with_late_alerts_are_listed_beside_the_slow_ones() {
-        let mut t = Timeline::new(0.0, &read(0.0, 0.0, 0.0, 0.0));
+        let mut t = Timeline::new(0.0, &read(0.0, 0.0, 0.0, 0.0), None);
         let mut total = 0.0;
         for i in 1..=20 {
             // Every second accepts 1,000 but the 4th and 5th accept 10; the
