@@ -112,6 +112,13 @@ pub struct Tuning {
     /// waiting queries and lets a waiting reader have the engine (256 is
     /// about half a millisecond of work).
     pub writer_chunk: usize,
+    /// The writer's `nice` (-20 to 19; Linux): below 0 it takes a core
+    /// ahead of the server's other threads and of other processes, which
+    /// on a busy machine is most of the fix-to-alert tail. Raising a
+    /// thread needs root, `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows
+    /// it (systemd: `LimitNICE=-10`); refused, the writer runs at the
+    /// server's own priority and the log says so. 0 leaves it there.
+    pub writer_nice: i32,
     /// Queries (and, apart, bulk copies) that may wait for the writer;
     /// past it a request is answered `overloaded`.
     pub task_queue: usize,
@@ -200,6 +207,7 @@ impl Default for Tuning {
         Self {
             queue_batches: 256,
             writer_chunk: 256,
+            writer_nice: bluelight_ingest::priority::WRITER_NICE,
             task_queue: 4096,
             bulk_slice_us: 250,
             bulk_max_wait_ms: 5,
@@ -481,6 +489,12 @@ impl ServeConfig {
             ));
         }
         let t = &self.tuning;
+        if !(-20..=19).contains(&t.writer_nice) {
+            return Err(ConfigError::Invalid(format!(
+                "tuning.writer_nice is {}: a nice value is from -20 to 19",
+                t.writer_nice
+            )));
+        }
         for (key, value) in [
             ("queue_batches", t.queue_batches),
             ("writer_chunk", t.writer_chunk),

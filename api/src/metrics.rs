@@ -105,6 +105,11 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     );
     let _ = writeln!(
         m,
+        "# HELP bluelight_writer_nice The engine writer's nice value as it runs (tuning.writer_nice when the server may raise a thread; below the other threads' 0, it takes a core first).\n# TYPE bluelight_writer_nice gauge\nbluelight_writer_nice {}",
+        bluelight_ingest::priority::writer_nice()
+    );
+    let _ = writeln!(
+        m,
         "# HELP bluelight_ws_sessions WebSocket sessions open.\n# TYPE bluelight_ws_sessions gauge\nbluelight_ws_sessions {}",
         s.sessions.load(Ordering::Relaxed)
     );

@@ -123,6 +123,7 @@ pub async fn start_with_clock(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> anyho
             bulk_slice: Duration::from_micros(t.bulk_slice_us),
             bulk_max_wait: Duration::from_millis(t.bulk_max_wait_ms),
             realtime: cfg.realtime,
+            nice: t.writer_nice,
         },
     };
     // Bound first: a node's id names its HTTP address, which no other

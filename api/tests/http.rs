@@ -371,10 +371,10 @@ fn the_binary_prints_its_addresses_and_serves_them() {
     assert_eq!(v["status"], "ok");
 }
 
-/// Each thread's name, real-time priority and scheduling policy (fields 2,
-/// 40 and 41 of `/proc/PID/task/TID/stat`).
+/// Each thread's name, real-time priority, scheduling policy and nice
+/// value (fields 2, 40, 41 and 19 of `/proc/PID/task/TID/stat`).
 #[cfg(target_os = "linux")]
-fn thread_policies(pid: u32) -> Vec<(String, i32, u32)> {
+fn thread_policies(pid: u32) -> Vec<(String, i32, u32, i64)> {
     let mut out = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))
         .expect("tasks")
@@ -395,7 +395,7 @@ fn thread_policies(pid: u32) -> Vec<(String, i32, u32)> {
                 .and_then(|p| p.parse::<i64>().ok())
                 .expect("a stat field")
         };
-        out.push((name, field(40) as i32, field(41) as u32));
+        out.push((name, field(40) as i32, field(41) as u32, field(19)));
     }
     out
 }
@@ -433,8 +433,8 @@ fn realtime_puts_the_writer_and_the_workers_under_sched_fifo_when_permitted() {
     const SCHED_FIFO: u32 = 1;
     let mut fifo: Vec<(&str, i32)> = policies
         .iter()
-        .filter(|(_, _, p)| *p == SCHED_FIFO)
-        .map(|(n, prio, _)| (n.as_str(), *prio))
+        .filter(|(_, _, p, _)| *p == SCHED_FIFO)
+        .map(|(n, prio, _, _)| (n.as_str(), *prio))
         .collect();
     fifo.sort_unstable();
     let mut want = vec![("tokio-rt-worker", REALTIME_PRIORITY); if permitted { workers } else { 0 }];
@@ -444,6 +444,51 @@ fn realtime_puts_the_writer_and_the_workers_under_sched_fifo_when_permitted() {
         want.insert(0, ("bluelight-write", WRITER_PRIORITY));
     }
     assert_eq!(fifo, want, "threads under SCHED_FIFO, of {policies:?}");
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn the_writer_runs_ahead_of_the_other_threads_when_the_server_may_raise_it() {
+    use bluelight_ingest::priority::{WRITER_NICE, raise_this_thread};
+    // This thread's nice, which the server inherits (field 19 of its stat).
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+    let own: i32 = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(16)?.parse().ok())
+        .expect("nice");
+    // Whether this machine grants it, asked the same way from a thread here.
+    let permitted = std::thread::spawn(|| raise_this_thread(WRITER_NICE))
+        .join()
+        .expect("probe")
+        .is_ok();
+    let (mut child, _lines, _line, http_addr) = serve_binary_with(&[]);
+    let writer_nice = i64::from(if permitted { WRITER_NICE.min(own) } else { own });
+    let want = format!("\nbluelight_writer_nice {writer_nice}\n");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let started = Instant::now();
+    let text = loop {
+        let (_, body) = rt.block_on(http(http_addr, "GET", "/metrics", None, b""));
+        let text = String::from_utf8_lossy(&body).into_owned();
+        if text.contains(&want) || started.elapsed() > Duration::from_secs(5) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let threads = thread_policies(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains(&want), "want {want}: {text}");
+    let nice_of = |name: &str| {
+        threads
+            .iter()
+            .filter(|t| t.0 == name)
+            .map(|t| t.3)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(nice_of("bluelight-write"), vec![writer_nice], "{threads:?}");
+    // Only the writer: the runtime's workers stay at the server's own.
+    let workers = nice_of("tokio-rt-worker");
+    assert!(workers.contains(&i64::from(own)), "{threads:?}");
 }
 
 #[test]

@@ -6,10 +6,80 @@
 //! path of a fix and a query run under `SCHED_FIFO` and never wait for a
 //! core behind normal threads (the writer above the runtime's workers).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// The `nice` value bulk threads run at.
 pub const BULK_NICE: i32 = 10;
+
+/// The `nice` value the engine's writer asks for by default: above every
+/// thread at the usual 0, so on a busy machine the one thread every fix
+/// and query waits on takes a core first. At `surge` on two cores shared
+/// with loadgen, the writer at 0 waited for a core a third of each second
+/// and alerts came up to 0.6 s late; at -10 it waited 7% and the
+/// fix-to-alert p99 was 19 ms (`benches/README.md`).
+pub const WRITER_NICE: i32 = -10;
+
+/// The writer's `nice` as it runs (see [`raise_this_thread`]), for
+/// `/metrics`.
+static WRITER_NICE_NOW: AtomicI32 = AtomicI32::new(0);
+
+/// The `nice` value the engine's writer runs at.
+pub fn writer_nice() -> i32 {
+    WRITER_NICE_NOW.load(Ordering::Relaxed)
+}
+
+/// Sets the calling thread's `nice` to `nice` (Linux: `nice` is per
+/// thread), which below the process's own needs root, `CAP_SYS_NICE` or
+/// an `RLIMIT_NICE` that allows it (systemd: `LimitNICE=`). Returns the
+/// `nice` the thread runs at afterwards.
+///
+/// # Errors
+/// Refused, or not Linux: the thread keeps its priority.
+pub fn raise_this_thread(nice: i32) -> std::io::Result<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::process::setpriority_process(None, nice)?;
+        Ok(rustix::process::getpriority_process(None)?)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = nice;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "thread priorities are only supported on Linux",
+        ))
+    }
+}
+
+/// Raises the calling thread, the engine's writer, to `nice` when it is
+/// below the thread's own (0 leaves it), and records where it runs for
+/// [`writer_nice`]. A refusal is logged once with how to allow it.
+pub fn raise_writer(nice: i32) {
+    #[cfg(target_os = "linux")]
+    let now = rustix::process::getpriority_process(None).unwrap_or(0);
+    #[cfg(not(target_os = "linux"))]
+    let now = 0;
+    let now = if nice < now {
+        match raise_this_thread(nice) {
+            Ok(n) => {
+                tracing::info!(nice = n, "the writer runs ahead of the server's other threads");
+                n
+            }
+            Err(e) => {
+                tracing::info!(
+                    error = %e,
+                    nice = now,
+                    wanted = nice,
+                    "the writer runs at the server's own priority: on a busy machine fixes and alerts then wait for a core behind other threads; allow it with CAP_SYS_NICE or an RLIMIT_NICE (systemd: LimitNICE={nice})"
+                );
+                now
+            }
+        }
+    } else {
+        now
+    };
+    WRITER_NICE_NOW.store(now, Ordering::Relaxed);
+}
 
 /// Lowers the calling thread's priority to at least [`BULK_NICE`] (Linux: `nice` is
 /// per thread). Returns whether it was lowered; elsewhere, or when refused,
@@ -143,6 +213,34 @@ mod tests {
         assert_eq!(
             rustix::process::getpriority_process(None).expect("priority"),
             before
+        );
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_raised_thread_runs_at_its_nice_when_permitted_and_others_do_not() {
+        let before = rustix::process::getpriority_process(None).expect("priority");
+        let (result, own) = std::thread::spawn(move || {
+            let result = super::raise_this_thread(before - 5);
+            (
+                result,
+                rustix::process::getpriority_process(None).expect("priority"),
+            )
+        })
+        .join()
+        .expect("thread");
+        match result {
+            Ok(n) => assert_eq!((n, own), (before - 5, before - 5)),
+            // Refused (no privilege here): said so, and nothing changed.
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+                assert_eq!(own, before);
+            }
+        }
+        assert_eq!(
+            rustix::process::getpriority_process(None).expect("priority"),
+            before,
+            "only that thread"
         );
     }
 

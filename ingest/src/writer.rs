@@ -77,6 +77,12 @@ pub struct WriterConfig {
     /// the fix-to-alert tail. Off by default; when refused the writer runs
     /// as usual and a warning says why.
     pub realtime: bool,
+    /// The writer's `nice` ([`priority::raise_writer`](crate::priority::raise_writer)):
+    /// by default [`WRITER_NICE`](crate::priority::WRITER_NICE), ahead of
+    /// the server's other threads and of other processes at the usual 0;
+    /// 0 leaves it at the process's. Refused without the privilege to
+    /// raise a thread, and then the writer runs as usual.
+    pub nice: i32,
 }
 
 impl Default for WriterConfig {
@@ -86,6 +92,7 @@ impl Default for WriterConfig {
             bulk_slice: Duration::from_micros(250),
             bulk_max_wait: Duration::from_millis(5),
             realtime: false,
+            nice: crate::priority::WRITER_NICE,
         }
     }
 }
@@ -106,6 +113,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("bluelight-writer".into())
         .spawn(move || {
+            crate::priority::raise_writer(cfg.nice);
             if cfg.realtime {
                 use crate::priority::{WRITER_PRIORITY, realtime_this_thread, warn_refused};
                 match realtime_this_thread(WRITER_PRIORITY) {
