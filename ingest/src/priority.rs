@@ -14,9 +14,10 @@ pub const BULK_NICE: i32 = 10;
 /// The `nice` value the engine's writer asks for by default: above every
 /// thread at the usual 0, so on a busy machine the one thread every fix
 /// and query waits on takes a core first. At `surge` on two cores shared
-/// with loadgen, the writer at 0 waited for a core a third of each second
-/// and alerts came up to 0.6 s late; at -10 it waited 7% and the
-/// fix-to-alert p99 was 19 ms (`benches/README.md`).
+/// with loadgen, the writer at 0 was runnable but off a core a third of
+/// each second and the fix-to-alert p99 was 0.45–1.3 s; at -10 it waited
+/// 6–7% and the p99 was 27–149 ms (`benches/README.md`, with what the
+/// other threads gave up for it on that full machine).
 pub const WRITER_NICE: i32 = -10;
 
 /// The writer's `nice` as it runs (see [`raise_this_thread`]), for
@@ -53,7 +54,7 @@ pub fn raise_this_thread(nice: i32) -> std::io::Result<i32> {
 
 /// Raises the calling thread, the engine's writer, to `nice` when it is
 /// below the thread's own (0 leaves it), and records where it runs for
-/// [`writer_nice`]. A refusal is logged once with how to allow it.
+/// [`writer_nice`]. A refusal is logged with how to allow it.
 pub fn raise_writer(nice: i32) {
     #[cfg(target_os = "linux")]
     let now = rustix::process::getpriority_process(None).unwrap_or(0);

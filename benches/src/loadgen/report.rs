@@ -308,6 +308,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "loadgen_pauses": o.pauses,
             "loadgen_runtime_pauses": o.runtime_pauses,
             "realtime_threads": o.metrics_after.get("bluelight_realtime_threads").copied().unwrap_or(0.0),
+            "writer_nice": o.metrics_after.get("bluelight_writer_nice").copied(),
             "metrics": o.metrics_after,
         },
     });
@@ -506,12 +507,13 @@ fn markdown(r: &Value) -> String {
         f(&r["machine"]["kernel"])
     ));
     s.push_str(&format!(
-        "{} units every {} ms for {} s over {}; {} fences; {} positions ({}), {} alerts, {} standing-nearest subscribers; {} nearest/s (1 in {} checked); real-time (SCHED_FIFO) threads: server {}, loadgen {}\n\n",
+        "{} units every {} ms for {} s over {}; {} fences; {} positions ({}), {} alerts, {} standing-nearest subscribers; {} nearest/s (1 in {} checked); real-time (SCHED_FIFO) threads: server {}, loadgen {}; the server's writer at nice {}\n\n",
         f(&p["units"]), f(&p["interval_ms"]), f(&p["seconds"]), f(&p["transport"]), f(&p["fences"]),
         f(&p["positions_subscribers"]), f(&p["map_encoding"]), f(&p["alerts_subscribers"]), f(&p["standing_nearest_subscribers"]),
         f(&p["nearest_qps"]), f(&p["check_every"]),
         f(&b["server"]["realtime_threads"]),
-        f(&r["loadgen_realtime_threads"])
+        f(&r["loadgen_realtime_threads"]),
+        f(&b["server"]["writer_nice"])
     ));
     s.push_str(&format!(
         "Latencies are of the run after its first {} s (warm-up: every unit's first report, every fence's first entries); \
