@@ -112,12 +112,13 @@ pub struct Tuning {
     /// waiting queries and lets a waiting reader have the engine (256 is
     /// about half a millisecond of work).
     pub writer_chunk: usize,
-    /// The writer's `nice` (-20 to 19; Linux): below 0 it takes a core
-    /// ahead of the server's other threads and of other processes, which
-    /// on a busy machine is most of the fix-to-alert tail. Raising a
-    /// thread needs root, `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows
-    /// it (systemd: `LimitNICE=-10`); refused, the writer runs at the
-    /// server's own priority and the log says so. 0 leaves it there.
+    /// The writer's `nice` (-20 to 19; Linux; default 0, off): below 0
+    /// it takes a core ahead of the server's other threads and of other
+    /// processes, which on a full machine was most of the fix-to-alert
+    /// tail (and comes out of their share). Raising a thread needs root,
+    /// `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows it (systemd:
+    /// `LimitNICE=-10`); refused, the writer runs at the server's own
+    /// priority and the log says so.
     pub writer_nice: i32,
     /// Queries (and, apart, bulk copies) that may wait for the writer;
     /// past it a request is answered `overloaded`.
@@ -207,7 +208,7 @@ impl Default for Tuning {
         Self {
             queue_batches: 256,
             writer_chunk: 256,
-            writer_nice: bluelight_ingest::priority::WRITER_NICE,
+            writer_nice: 0,
             task_queue: 4096,
             bulk_slice_us: 250,
             bulk_max_wait_ms: 5,
@@ -608,6 +609,16 @@ mod tests {
 
     #[test]
     fn tuning_has_defaults_and_refuses_zero() {
+        let c: ServeConfig = toml::from_str("[tuning]\nwriter_nice = -30").expect("parses");
+        let err = c.validate().expect_err("out of range").to_string();
+        assert!(err.contains("writer_nice is -30"), "{err}");
+        let c: ServeConfig = toml::from_str("[tuning]\nwriter_nice = -10").expect("parses");
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            ServeConfig::default().tuning.writer_nice,
+            0,
+            "off unless asked for"
+        );
         let c: ServeConfig = toml::from_str("[tuning]\nwriter_chunk = 128").expect("valid");
         assert_eq!(c.tuning.writer_chunk, 128);
         assert_eq!(c.tuning.alert_ring, Tuning::default().alert_ring);

@@ -238,6 +238,15 @@ struct ServeArgs {
     /// `/metrics` shows `bluelight_realtime_threads`.
     #[arg(long, env = "BLUELIGHT_REALTIME")]
     realtime: bool,
+    /// The engine writer's nice value (-20 to 19; default 0, or
+    /// `tuning.writer_nice`): at -10 the one thread every fix and alert
+    /// passes through takes a core ahead of the server's other threads
+    /// and other programs, at their expense on a full machine. Needs root,
+    /// CAP_SYS_NICE or an RLIMIT_NICE that allows it (systemd:
+    /// LimitNICE=-10); without it the server says so and runs as usual.
+    /// `/metrics` shows `bluelight_writer_nice`.
+    #[arg(long, env = "BLUELIGHT_WRITER_NICE", allow_hyphen_values = true)]
+    writer_nice: Option<i32>,
     /// Redis URL, e.g. redis://127.0.0.1:6379/0: every accepted fix and
     /// change is journaled before it is applied, snapshots are written
     /// every minute, every alert goes to the stream PREFIX + "alerts"; a
@@ -334,6 +343,9 @@ impl ServeArgs {
             c.history_max_fixes = v;
         }
         c.realtime |= self.realtime;
+        if let Some(n) = self.writer_nice {
+            c.tuning.writer_nice = n;
+        }
         Ok(c)
     }
 }

@@ -105,7 +105,7 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     );
     let _ = writeln!(
         m,
-        "# HELP bluelight_writer_nice The engine writer's nice value as it runs (tuning.writer_nice when the server may raise a thread; below the other threads' 0, it takes a core first).\n# TYPE bluelight_writer_nice gauge\nbluelight_writer_nice {}",
+        "# HELP bluelight_writer_nice The engine writer's nice value as it runs (--writer-nice when the server may raise a thread, else the server's own; below the other threads' 0, it takes a core first).\n# TYPE bluelight_writer_nice gauge\nbluelight_writer_nice {}",
         bluelight_ingest::priority::writer_nice()
     );
     let _ = writeln!(

@@ -448,8 +448,9 @@ fn realtime_puts_the_writer_and_the_workers_under_sched_fifo_when_permitted() {
 
 #[test]
 #[cfg(target_os = "linux")]
-fn the_writer_runs_ahead_of_the_other_threads_when_the_server_may_raise_it() {
-    use bluelight_ingest::priority::{WRITER_NICE, raise_this_thread};
+fn writer_nice_runs_the_writer_ahead_of_the_other_threads_when_the_server_may_raise_it() {
+    use bluelight_ingest::priority::raise_this_thread;
+    const WRITER_NICE: i32 = -10;
     // This thread's nice, which the server inherits (field 19 of its stat).
     let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
     let own: i32 = stat
@@ -461,19 +462,24 @@ fn the_writer_runs_ahead_of_the_other_threads_when_the_server_may_raise_it() {
         .join()
         .expect("probe")
         .is_ok();
-    let (mut child, _lines, _line, http_addr) = serve_binary_with(&[]);
+    let (mut child, _lines, _line, http_addr) = serve_binary_with(&["--writer-nice=-10"]);
     let writer_nice = i64::from(if permitted { WRITER_NICE.min(own) } else { own });
     let want = format!("\nbluelight_writer_nice {writer_nice}\n");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let started = Instant::now();
-    let text = loop {
-        let (_, body) = rt.block_on(http(http_addr, "GET", "/metrics", None, b""));
-        let text = String::from_utf8_lossy(&body).into_owned();
-        if text.contains(&want) || started.elapsed() > Duration::from_secs(5) {
-            break text;
+    // The writer asks as it starts, which may be just after the server
+    // says it listens.
+    let metrics_saying = |http_addr, want: &str| {
+        let started = Instant::now();
+        loop {
+            let (_, body) = rt.block_on(http(http_addr, "GET", "/metrics", None, b""));
+            let text = String::from_utf8_lossy(&body).into_owned();
+            if text.contains(want) || started.elapsed() > Duration::from_secs(5) {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
+    let text = metrics_saying(http_addr, &want);
     let threads = thread_policies(child.id());
     let _ = child.kill();
     let _ = child.wait();
@@ -489,6 +495,20 @@ fn the_writer_runs_ahead_of_the_other_threads_when_the_server_may_raise_it() {
     // Only the writer: the runtime's workers stay at the server's own.
     let workers = nice_of("tokio-rt-worker");
     assert!(workers.contains(&i64::from(own)), "{threads:?}");
+    // Not asked for, the writer stays where the server runs.
+    let (mut child, _lines, _line, http_addr) = serve_binary_with(&[]);
+    let want = format!("\nbluelight_writer_nice {own}\n");
+    let text = metrics_saying(http_addr, &want);
+    let threads = thread_policies(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains(&want), "{text}");
+    let writer: Vec<i64> = threads
+        .iter()
+        .filter(|t| t.0 == "bluelight-write")
+        .map(|t| t.3)
+        .collect();
+    assert_eq!(writer, vec![i64::from(own)], "{threads:?}");
 }
 
 #[test]

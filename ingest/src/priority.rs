@@ -11,15 +11,6 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 /// The `nice` value bulk threads run at.
 pub const BULK_NICE: i32 = 10;
 
-/// The `nice` value the engine's writer asks for by default: above every
-/// thread at the usual 0, so on a busy machine the one thread every fix
-/// and query waits on takes a core first. At `surge` on two cores shared
-/// with loadgen, the writer at 0 was runnable but off a core a third of
-/// each second and the fix-to-alert p99 was 0.45–1.3 s; at -10 it waited
-/// 6–7% and the p99 was 27–149 ms (`benches/README.md`, with what the
-/// other threads gave up for it on that full machine).
-pub const WRITER_NICE: i32 = -10;
-
 /// The writer's `nice` as it runs (see [`raise_this_thread`]), for
 /// `/metrics`.
 static WRITER_NICE_NOW: AtomicI32 = AtomicI32::new(0);
@@ -52,9 +43,17 @@ pub fn raise_this_thread(nice: i32) -> std::io::Result<i32> {
     }
 }
 
-/// Raises the calling thread, the engine's writer, to `nice` when it is
+/// Raises the calling thread, the engine's writer, to `nice` when that is
 /// below the thread's own (0 leaves it), and records where it runs for
 /// [`writer_nice`]. A refusal is logged with how to allow it.
+///
+/// Off by default (`tuning.writer_nice`, `serve --writer-nice`). At
+/// `surge` on two cores shared with loadgen, the writer at 0 was runnable
+/// but off a core a third of each second and the fix-to-alert p99 was
+/// 0.45–1.3 s; at -10 it waited 6–7% and the p99 was 27–149 ms, but the
+/// threads it then ran ahead of (loadgen's sender, the server's readers
+/// and feeds) fell behind in some runs, and at `national` and `api` runs
+/// differed by more than it changed (`benches/README.md`).
 pub fn raise_writer(nice: i32) {
     #[cfg(target_os = "linux")]
     let now = rustix::process::getpriority_process(None).unwrap_or(0);

@@ -78,10 +78,10 @@ pub struct WriterConfig {
     /// as usual and a warning says why.
     pub realtime: bool,
     /// The writer's `nice` ([`priority::raise_writer`](crate::priority::raise_writer)):
-    /// by default [`WRITER_NICE`](crate::priority::WRITER_NICE), ahead of
-    /// the server's other threads and of other processes at the usual 0;
-    /// 0 leaves it at the process's. Refused without the privilege to
-    /// raise a thread, and then the writer runs as usual.
+    /// below 0 it runs ahead of the server's other threads and of other
+    /// processes at the usual 0; 0 (the default) leaves it at the
+    /// process's. Refused without the privilege to raise a thread, and
+    /// then the writer runs as usual.
     pub nice: i32,
 }
 
@@ -92,7 +92,7 @@ impl Default for WriterConfig {
             bulk_slice: Duration::from_micros(250),
             bulk_max_wait: Duration::from_millis(5),
             realtime: false,
-            nice: crate::priority::WRITER_NICE,
+            nice: 0,
         }
     }
 }

@@ -316,6 +316,38 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
+    fn the_writer_is_found_by_its_thread_name_and_its_time_on_cpu_read() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static STOP: AtomicBool = AtomicBool::new(false);
+        // The thread takes its name as it starts, before running this.
+        static NAMED: AtomicBool = AtomicBool::new(false);
+        let spinner = std::thread::Builder::new()
+            .name("bluelight-writer".into())
+            .spawn(|| {
+                NAMED.store(true, Ordering::Relaxed);
+                let mut n = 0u64;
+                while !STOP.load(Ordering::Relaxed) {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            })
+            .expect("thread");
+        while !NAMED.load(Ordering::Relaxed) {
+            std::thread::yield_now();
+        }
+        let mut clock =
+            WriterClock::find(std::process::id()).expect("the thread named as the server names its writer");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (on_cpu_ns, _) = clock.since_last().expect("schedstat");
+        STOP.store(true, Ordering::Relaxed);
+        spinner.join().expect("spinner");
+        assert!(
+            on_cpu_ns >= 10_000_000,
+            "a spinning thread ran {on_cpu_ns} ns of 100 ms"
+        );
+    }
+
+    #[test]
     fn schedstat_gives_time_on_cpu_then_time_waiting() {
         assert_eq!(parse_schedstat("123456789 2000 31\n"), Some((123_456_789, 2000)));
         assert_eq!(parse_schedstat("12\n"), None);
