@@ -50,7 +50,7 @@ pub fn raise_this_thread(nice: i32) -> std::io::Result<i32> {
 /// Off by default (`tuning.writer_nice`, `serve --writer-nice`). At
 /// `surge` on two cores shared with loadgen, the writer at 0 was runnable
 /// but off a core a third of each second and the fix-to-alert p99 was
-/// 0.45–1.3 s; at -10 it waited 6–7% and the p99 was 27–149 ms, but the
+/// 0.45–1.3 s; at -10 it waited 6–9% and the p99 was 27–149 ms, but the
 /// threads it then ran ahead of (loadgen's sender, the server's readers
 /// and feeds) fell behind in some runs, and at `national` and `api` runs
 /// differed by more than it changed (`benches/README.md`).

@@ -309,6 +309,8 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "loadgen_runtime_pauses": o.runtime_pauses,
             "realtime_threads": o.metrics_after.get("bluelight_realtime_threads").copied().unwrap_or(0.0),
             "writer_nice": o.metrics_after.get("bluelight_writer_nice").copied(),
+            "writer_on_cpu": super::timeline::mean_after(&o.timeline, o.plan.warmup_s as f64, |s| s.writer_cpu),
+            "writer_waiting": super::timeline::mean_after(&o.timeline, o.plan.warmup_s as f64, |s| s.writer_waiting),
             "metrics": o.metrics_after,
         },
     });
@@ -735,6 +737,17 @@ fn markdown(r: &Value) -> String {
         None,
         None,
     );
+    if let (Some(on), Some(waiting)) = (sv["writer_on_cpu"].as_f64(), sv["writer_waiting"].as_f64())
+        && on + waiting > 0.0
+    {
+        row(
+            &mut s,
+            "server's writer on a CPU / runnable but waiting for one (mean share of a second, after warm-up)",
+            format!("{:.0}% / {:.0}%", on * 100.0, waiting * 100.0),
+            None,
+            None,
+        );
+    }
     row(
         &mut s,
         "loadgen's own CPU (% of one core, same machine)",

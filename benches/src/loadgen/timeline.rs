@@ -215,6 +215,17 @@ impl Timeline {
     }
 }
 
+/// The mean of `value` over the samples from `from_s` on, the last
+/// (partial) one left out; `None` without any.
+pub fn mean_after(seconds: &[Second], from_s: f64, value: impl Fn(&Second) -> f64) -> Option<f64> {
+    let whole = seconds.get(..seconds.len().saturating_sub(1)).unwrap_or(&[]);
+    let (sum, n) = whole
+        .iter()
+        .filter(|s| s.at_s >= from_s)
+        .fold((0.0, 0usize), |(sum, n), s| (sum + value(s), n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
 /// `/proc/stat`'s clock ticks a second (`USER_HZ`, 100 on Linux).
 const TICKS_PER_S: f64 = 100.0;
 
@@ -345,6 +356,17 @@ mod tests {
             on_cpu_ns >= 10_000_000,
             "a spinning thread ran {on_cpu_ns} ns of 100 ms"
         );
+    }
+
+    #[test]
+    fn means_are_of_the_seconds_after_the_warm_up_without_the_partial_last() {
+        let mut t = Timeline::new(0.0, &read(0.0, 0.0, 0.0, 0.0), None);
+        for (i, accepted) in [100.0, 300.0, 600.0, 1000.0].into_iter().enumerate() {
+            t.push(i as f64 + 1.0, 1.0, read(accepted, 0.0, 0.0, 0.0));
+        }
+        // Rates 100, 200, 300, 400; from 2 s on, without the last: 200, 300.
+        assert_eq!(mean_after(&t.seconds, 2.0, |s| s.accepted_per_s), Some(250.0));
+        assert_eq!(mean_after(&t.seconds, 9.0, |s| s.accepted_per_s), None);
     }
 
     #[test]
