@@ -59,7 +59,9 @@ pub fn raise_writer(nice: i32) {
     let now = rustix::process::getpriority_process(None).unwrap_or(0);
     #[cfg(not(target_os = "linux"))]
     let now = 0;
-    let now = if nice < now {
+    // 0 is "not asked for": a server started under `nice` keeps its
+    // writer there too, rather than lifting it to 0.
+    let now = if nice != 0 && nice < now {
         match raise_this_thread(nice) {
             Ok(n) => {
                 tracing::info!(nice = n, "the writer runs ahead of the server's other threads");
