@@ -66,7 +66,6 @@ fn bench(c: &mut Criterion) {
         });
         // As the writer applies them: chunks of `WRITER_CHUNK`, each
         // warmed first (`Engine::warm_for_fixes`).
-        let mut slots: Vec<bluelight_engine::UnitSlot> = Vec::with_capacity(WRITER_CHUNK);
         g.bench_function(BenchmarkId::new("warmed_chunks", &name), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -75,9 +74,7 @@ fn bench(c: &mut Criterion) {
                     out.clear();
                     let t = Instant::now();
                     for chunk in batch.chunks(WRITER_CHUNK) {
-                        slots.clear();
-                        slots.extend(chunk.iter().map(|(slot, _)| *slot));
-                        world.engine.warm_for_fixes(slots.iter().copied());
+                        world.engine.warm_for_fixes(chunk.iter().map(|(slot, _)| *slot));
                         for (slot, fix) in chunk {
                             world.engine.apply(*slot, fix, &mut out);
                         }

@@ -743,7 +743,7 @@ fn markdown(r: &Value) -> String {
         row(
             &mut s,
             "server's writer on a CPU / runnable but waiting for one (mean share of a second, after warm-up)",
-            format!("{:.0}% / {:.0}%", on * 100.0, waiting * 100.0),
+            shares(on, waiting),
             None,
             None,
         );
@@ -879,6 +879,11 @@ fn writer_said(x: &Value) -> String {
     if on == 0.0 && waiting == 0.0 {
         return String::new();
     }
+    shares(on, waiting)
+}
+
+/// Two shares of a second as percentages, `on / waiting`.
+fn shares(on: f64, waiting: f64) -> String {
     format!("{:.0}% / {:.0}%", on * 100.0, waiting * 100.0)
 }
 
