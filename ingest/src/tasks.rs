@@ -11,8 +11,11 @@
 //! * Queries run before the next chunk of fixes: they wait at most a chunk.
 //! * Bulk work runs a bounded step at a time, in slices of the writer's
 //!   `bulk_slice` while no fixes wait, and between chunks only when it has
-//!   had no slice for its `bulk_max_wait`.
+//!   had no slice for its `bulk_max_wait`. Bulk tasks take turns a step
+//!   each, so an analyst's export of many steps does not hold up a map's
+//!   feed copy of a few.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bluelight_engine::Engine;
@@ -36,8 +39,9 @@ pub struct WriterTasks {
 pub struct TaskQueues {
     pub(crate) queries: mpsc::Receiver<EngineTask>,
     pub(crate) bulk: mpsc::Receiver<BulkTask>,
-    /// The bulk task under way.
-    pub(crate) current: Option<BulkTask>,
+    /// The bulk tasks under way, in turn order: at most the queue's
+    /// capacity, so the two together stay bounded.
+    pub(crate) under_way: VecDeque<BulkTask>,
     /// When bulk work last had a slice.
     last_bulk: Instant,
 }
@@ -64,7 +68,7 @@ pub fn channel(capacity: usize) -> (WriterTasks, TaskQueues) {
         TaskQueues {
             queries,
             bulk,
-            current: None,
+            under_way: VecDeque::new(),
             last_bulk: Instant::now(),
         },
     )
@@ -79,9 +83,16 @@ impl WriterTasks {
     }
 
     /// Like [`query_slot`](Self::query_slot), for bulk work done in steps
-    /// (a positions feed's copy), one task at a time, in order.
+    /// (a positions feed's copy); tasks under way take turns a step each.
     pub fn bulk_slot(&self) -> Option<BulkSlot<'_>> {
         self.bulk.try_reserve().ok().map(BulkSlot)
+    }
+
+    /// Queues bulk work from a blocking thread (an export's), waiting for
+    /// room. False when the writer has stopped. Never call it on a runtime
+    /// worker: it blocks.
+    pub fn bulk_blocking(&self, step: impl FnMut(&mut Engine) -> bool + Send + 'static) -> bool {
+        self.bulk.blocking_send(Box::new(step)).is_ok()
     }
 
     /// Queries and bulk tasks waiting for the writer now (for `/metrics`:
@@ -125,7 +136,7 @@ impl TaskQueues {
 
     /// Whether bulk work waits.
     pub(crate) fn bulk_waiting(&self) -> bool {
-        self.current.is_some() || !self.bulk.is_empty()
+        !self.under_way.is_empty() || !self.bulk.is_empty()
     }
 
     /// Runs the queries waiting now (not ones queued while they run: the
@@ -145,18 +156,24 @@ impl TaskQueues {
     }
 
     /// Runs bulk steps for `slice` (at least one step when there is bulk
-    /// work, so it always moves).
+    /// work, so it always moves), a step of each task under way in turn.
     pub(crate) fn run_bulk(&mut self, engine: &mut Engine, slice: Duration) {
         let started = Instant::now();
         self.last_bulk = started;
         loop {
-            let Some(mut task) = self.current.take().or_else(|| self.bulk.try_recv().ok()) else {
+            while self.under_way.len() < self.bulk.max_capacity() {
+                match self.bulk.try_recv() {
+                    Ok(t) => self.under_way.push_back(t),
+                    Err(_) => break,
+                }
+            }
+            let Some(mut task) = self.under_way.pop_front() else {
                 return;
             };
             // A step that panics ends its task, not the writer.
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(engine)));
             match step {
-                Ok(false) => self.current = Some(task),
+                Ok(false) => self.under_way.push_back(task),
                 Ok(true) => {}
                 Err(_) => tracing::error!("a bulk engine task panicked on the writer"),
             }
