@@ -1,10 +1,12 @@
 //! `GET /v1/export` and `GET /v1/export/h3`: history for analysts.
 //!
 //! Points are streamed a minute of history at a time: the minute's records
-//! are copied out of the engine a bounded slice at a time (about a
-//! millisecond's hold each), then sorted and formatted without it, so
-//! neither a large window nor a busy minute holds up the fixes, and memory
-//! holds one minute however large the window.
+//! are copied out of the engine a bounded slice at a time, each slice by
+//! the writer as a step of bulk work, then sorted and formatted on the
+//! export's own low-priority thread, so neither a large window nor a busy
+//! minute holds up the fixes, and memory holds one minute however large
+//! the window. The export's thread never holds the engine itself (see
+//! [`on_writer`]).
 //! `shape=tracks` builds one LineString per unit and so holds one coordinate
 //! pair per fix; the H3 aggregate holds one counter per cell.
 
@@ -27,9 +29,12 @@ use crate::state::AppState;
 
 const MINUTE_MS: i64 = 60_000;
 
-/// Records read from history (or units named) per hold of the engine:
-/// about a millisecond's work.
-const SLICE: usize = 65_536;
+/// Records read from history per step on the writer: about a quarter of a
+/// millisecond, the writer's default bulk slice.
+const SLICE: usize = 16_384;
+
+/// Records formatted into one piece of the body.
+const PIECE: usize = 65_536;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Format {
@@ -342,9 +347,7 @@ pub async fn export(
     // An upper bound of the rows to come, for clients' progress bars.
     let most = s.engine.lock().history_count_upper_bound(r.from_ms, r.to_ms);
     let state = s.clone();
-    tokio::task::spawn_blocking(move || {
-        // Bulk work: the writer and the sessions go first.
-        bluelight_ingest::priority::lower_this_thread();
+    let started = export_thread(move || {
         let head = match r.format {
             Format::GeoJson => "{\"type\":\"FeatureCollection\",\"features\":[".to_owned(),
             Format::Csv => "id,time_ms,lat,lon,speed_mps,heading_deg,accuracy_m,status,agency\n".to_owned(),
@@ -355,26 +358,32 @@ pub async fn export(
         }
         let mut first = true;
         // Only the span history holds: a window of years costs nothing extra.
-        let span = state.engine.lock().history_bounds();
+        let Some(span) = on_writer(&state, |e| Some(e.history_bounds())) else {
+            return;
+        };
         let (mut at, to) = match span {
             Some((lo, hi)) => (r.from_ms.max(lo), r.to_ms.min(hi)),
             None => (1, 0),
         };
+        let r = Arc::new(r);
         let mut names = Names::new();
         let mut records = Vec::new();
         while at <= to {
             let end = at.saturating_add(MINUTE_MS - 1).min(to);
-            // The minute's records, copied out a slice at a time: the
-            // engine is held about a millisecond at once, never for the
-            // minute's sorting or formatting (at `national` a minute is
-            // 3.6M fixes: seconds of formatting every fix used to wait for).
-            let q = query(&state.engine.lock(), &r, at, end);
+            // The minute's records, copied out a slice at a time, never
+            // held for the minute's sorting or formatting (at `national`
+            // a minute is 3.6M fixes: seconds of formatting every fix
+            // used to wait for).
             records.clear();
-            for_each_slice(&state, &q, |slice| records.extend_from_slice(slice));
+            if !for_each_slice(&state, &r, at, end, |slice| records.extend_from_slice(slice)) {
+                return;
+            }
             // Nearly in order already (fixes arrive about in time order).
             records.sort_by_key(|x| (x.fix.time_ms, x.unit));
-            for rows in records.chunks(SLICE) {
-                learn_all_names(&state, rows, &mut names);
+            for rows in records.chunks(PIECE) {
+                if !learn_all_names(&state, rows, &mut names) {
+                    return;
+                }
                 let text = format_chunk(&names, rows, r.format, &mut first);
                 if tx.blocking_send(Ok(Bytes::from(text))).is_err() {
                     return;
@@ -389,6 +398,9 @@ pub async fn export(
             let _ = tx.blocking_send(Ok(Bytes::from_static(b"]}")));
         }
     });
+    if started.is_none() {
+        return cannot_start();
+    }
     let stream = tokio_stream_from(rx);
     (
         [
@@ -404,35 +416,87 @@ pub async fn export(
 /// fixes of the window's minutes, before the area, unit and agency filters).
 pub const FIXES_AT_MOST: &str = "x-bluelight-fixes-at-most";
 
-/// Calls `f` with the records `q` matches, unsorted, a slice at a time,
-/// each copied out of the engine in about a millisecond's hold (handed
-/// over fairly, so the writer goes next).
-fn for_each_slice(s: &AppState, q: &HistoryQuery, mut f: impl FnMut(&[HistoryRecord])) {
+/// Runs `step` on the writer, with the engine in hand, as bulk work (a
+/// step at a time between chunks of fixes, taking turns with maps' feed
+/// copies) until it answers, and waits for the answer; `None` when the
+/// server stops first.
+///
+/// An export's thread runs below the writer's priority and never holds
+/// the engine itself: holding it, it could lose its CPU to anything else,
+/// and the writer, with every fix and alert behind it, would wait until
+/// the kernel gave it one back. At `national`, exports that copied out
+/// under the lock themselves cost every alert subscriber 2–7 ms at p99.
+/// Each step must be bounded (a [`SLICE`] of history, a [`NAME_STEP`] of
+/// names). Call it only from an export's thread ([`export_thread`]).
+fn on_writer<T: Send + 'static>(
+    s: &AppState,
+    mut step: impl FnMut(&Engine) -> Option<T> + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    let queued = s.tasks.bulk_blocking(move |e| {
+        let Some(answer) = step(e) else {
+            return false;
+        };
+        if let Some(tx) = tx.take() {
+            let _ = tx.send(answer);
+        }
+        true
+    });
+    if !queued {
+        return None;
+    }
+    rx.blocking_recv().ok()
+}
+
+/// Calls `f` with the records of `r` from `from_ms` to `to_ms`, unsorted,
+/// a slice at a time, each copied out on the writer into a buffer this
+/// thread keeps (so its pages are faulted in here, not on the writer).
+/// False when the server stops first.
+fn for_each_slice(
+    s: &AppState,
+    r: &Arc<Request>,
+    from_ms: i64,
+    to_ms: i64,
+    mut f: impl FnMut(&[HistoryRecord]),
+) -> bool {
+    let r = r.clone();
+    let Some(q) = on_writer(s, move |e| Some(Arc::new(query(e, &r, from_ms, to_ms)))) else {
+        return false;
+    };
     let mut cursor = HistoryCursor::new();
     let mut slice = Vec::with_capacity(SLICE);
     loop {
-        slice.clear();
-        let e = s.engine.lock();
-        let done = e.history_slice(q, &mut cursor, SLICE, &mut slice);
-        parking_lot::MutexGuard::unlock_fair(e);
-        f(&slice);
+        let q = q.clone();
+        let mut job = Some((cursor, std::mem::take(&mut slice)));
+        let copied = on_writer(s, move |e| {
+            let (mut cursor, mut out) = job.take()?;
+            out.clear();
+            let done = e.history_slice(&q, &mut cursor, SLICE, &mut out);
+            Some((cursor, out, done))
+        });
+        let Some((next, filled, done)) = copied else {
+            return false;
+        };
+        f(&filled);
         if done {
-            return;
+            return true;
         }
+        (cursor, slice) = (next, filled);
     }
 }
 
-/// Units' ids and agencies copied out per hold of the engine: about a
+/// Units' ids and agencies copied out per step on the writer: about a
 /// third of a millisecond. A minute of a national fleet names 300,000
-/// units, and learning a 64k-record slice's names in one hold (an id
+/// units, and learning a 64k-record piece's names in one go (an id
 /// copied and a map insert each) held the writer for tens of
 /// milliseconds, which every alert behind it waited for.
 const NAME_STEP: usize = 4096;
 
 /// Adds the units of `records` that `names` lacks: which they are is found
-/// without the engine, and their ids are copied out [`NAME_STEP`] at a
-/// hold.
-fn learn_all_names(s: &AppState, records: &[HistoryRecord], names: &mut Names) {
+/// without the engine, and their ids are copied out on the writer
+/// [`NAME_STEP`] at a step. False when the server stops first.
+fn learn_all_names(s: &AppState, records: &[HistoryRecord], names: &mut Names) -> bool {
     let mut unknown: Vec<UnitSlot> = records
         .iter()
         .map(|r| r.unit)
@@ -440,23 +504,29 @@ fn learn_all_names(s: &AppState, records: &[HistoryRecord], names: &mut Names) {
         .collect();
     unknown.sort_unstable_by_key(|u| u.0);
     unknown.dedup();
-    let mut ids = String::new();
-    let mut found: Vec<(UnitSlot, usize, Option<Agency>)> = Vec::with_capacity(NAME_STEP);
     for part in unknown.chunks(NAME_STEP) {
-        ids.clear();
-        found.clear();
-        let e = s.engine.lock();
-        for &u in part {
-            ids.push_str(e.unit_id(u));
-            found.push((u, ids.len(), e.unit_agency(u)));
-        }
-        parking_lot::MutexGuard::unlock_fair(e);
+        let part = part.to_vec();
+        let copied = on_writer(s, move |e| {
+            let mut ids = String::with_capacity(part.len() * 16);
+            let found: Vec<(UnitSlot, usize, Option<Agency>)> = part
+                .iter()
+                .map(|&u| {
+                    ids.push_str(e.unit_id(u));
+                    (u, ids.len(), e.unit_agency(u))
+                })
+                .collect();
+            Some((ids, found))
+        });
+        let Some((ids, found)) = copied else {
+            return false;
+        };
         let mut start = 0;
-        for &(u, end, agency) in &found {
+        for (u, end, agency) in found {
             names.insert(u, (Arc::from(&ids[start..end]), agency));
             start = end;
         }
     }
+    true
 }
 
 fn tokio_stream_from(
@@ -471,14 +541,19 @@ async fn export_tracks(s: Arc<AppState>, r: Request) -> Response {
     }
     // The whole window's fixes are read (tracks hold one position per fix),
     // a slice at a time, and put in order off the runtime.
-    let built = tokio::task::spawn_blocking(move || {
-        bluelight_ingest::priority::lower_this_thread();
-        let q = query(&s.engine.lock(), &r, r.from_ms, r.to_ms);
+    let Some(built) = export_thread(move || {
+        let r = Arc::new(r);
         let mut records = Vec::new();
-        for_each_slice(&s, &q, |slice| records.extend_from_slice(slice));
+        if !for_each_slice(&s, &r, r.from_ms, r.to_ms, |slice| {
+            records.extend_from_slice(slice)
+        }) {
+            return None;
+        }
         records.sort_by_key(|x| (x.unit, x.fix.time_ms));
         let mut names = Names::new();
-        learn_all_names(&s, &records, &mut names);
+        if !learn_all_names(&s, &records, &mut names) {
+            return None;
+        }
         let mut features: Vec<Value> = records
             .chunk_by(|a, b| a.unit == b.unit)
             .map(|fixes| {
@@ -493,17 +568,49 @@ async fn export_tracks(s: Arc<AppState>, r: Request) -> Response {
             })
             .collect();
         features.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-        json!({"type":"FeatureCollection","features":features})
-    })
-    .await;
-    match built {
-        Ok(fc) => ([(header::CONTENT_TYPE, "application/geo+json")], fc.to_string()).into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"error": "the server is stopping"})),
-        )
-            .into_response(),
+        Some(json!({"type":"FeatureCollection","features":features}))
+    }) else {
+        return cannot_start();
+    };
+    match built.await {
+        Ok(Some(fc)) => ([(header::CONTENT_TYPE, "application/geo+json")], fc.to_string()).into_response(),
+        Ok(None) | Err(_) => stopping(),
     }
+}
+
+/// Runs `work` on a thread of its own under `SCHED_IDLE`
+/// ([`bluelight_ingest::priority::idle_this_thread`]): an export's sorting,
+/// naming and formatting take a core for seconds, and on a busy machine
+/// the writer, the sessions and the devices' connections must have it the
+/// moment they wake. `None` when no thread can be started.
+fn export_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<tokio::sync::oneshot::Receiver<T>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bluelight-export".into())
+        .spawn(move || {
+            bluelight_ingest::priority::idle_this_thread();
+            let _ = tx.send(work());
+        })
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot start an export's thread"))
+        .ok()?;
+    Some(rx)
+}
+
+fn cannot_start() -> Response {
+    crate::http::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server cannot start a thread for the export now: try again",
+    )
+}
+
+fn stopping() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"error": "the server is stopping"})),
+    )
+        .into_response()
 }
 
 /// `GET /v1/export/h3`'s own parameters.
@@ -557,11 +664,10 @@ pub async fn export_h3(
     };
     // Read a slice at a time and counted off the runtime: an H3 lookup a
     // fix is seconds for a full retention, none of it holding the engine.
-    let counted = tokio::task::spawn_blocking(move || {
-        bluelight_ingest::priority::lower_this_thread();
-        let q = query(&s.engine.lock(), &r, r.from_ms, r.to_ms);
+    let Some(counted) = export_thread(move || {
+        let r = Arc::new(r);
         let mut cells: HashMap<h3o::CellIndex, (u64, HashSet<UnitSlot>)> = HashMap::new();
-        for_each_slice(&s, &q, |slice| {
+        let read = for_each_slice(&s, &r, r.from_ms, r.to_ms, |slice| {
             for rec in slice {
                 if let Ok(ll) = h3o::LatLng::new(rec.fix.lat, rec.fix.lon) {
                     let c = cells.entry(ll.to_cell(res)).or_default();
@@ -570,18 +676,18 @@ pub async fn export_h3(
                 }
             }
         });
+        if !read {
+            return None;
+        }
         let mut rows: Vec<(h3o::CellIndex, u64, usize)> =
             cells.into_iter().map(|(c, (n, u))| (c, n, u.len())).collect();
         rows.sort_by_key(|r| u64::from(r.0));
-        (rows, r.format)
-    })
-    .await;
-    let Ok((rows, format)) = counted else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"error": "the server is stopping"})),
-        )
-            .into_response();
+        Some((rows, r.format))
+    }) else {
+        return cannot_start();
+    };
+    let Ok(Some((rows, format))) = counted.await else {
+        return stopping();
     };
     match format {
         Format::Csv => {

@@ -83,6 +83,28 @@ pub fn raise_writer(nice: i32) {
     WRITER_NICE_NOW.store(now, Ordering::Relaxed);
 }
 
+/// Puts the calling thread under Linux's `SCHED_IDLE`: it runs on what
+/// the other threads leave, and any of them that wakes takes its core at
+/// once, where a `nice` thread can keep a woken one waiting until the
+/// next tick. No privilege is needed, but none lets it back to normal
+/// scheduling either, so it is for a thread of its own that ends with its
+/// work (an export's), never a pooled one. Returns whether it was set;
+/// elsewhere, or refused, the thread is lowered to [`BULK_NICE`] instead.
+pub fn idle_this_thread() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread, and `param` is a valid
+        // `sched_param` that lives across the call, which only reads it.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+            return true;
+        }
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot put a bulk thread under SCHED_IDLE");
+    }
+    lower_this_thread();
+    false
+}
+
 /// Lowers the calling thread's priority to at least [`BULK_NICE`] (Linux: `nice` is
 /// per thread). Returns whether it was lowered; elsewhere, or when refused,
 /// the thread keeps its priority and works as before.
@@ -216,6 +238,19 @@ mod tests {
             rustix::process::getpriority_process(None).expect("priority"),
             before
         );
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn an_idle_thread_runs_under_sched_idle_and_others_do_not() {
+        // SAFETY (both calls): pid 0 is the calling thread; no pointers.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let before = policy();
+        let idle = std::thread::spawn(move || (super::idle_this_thread(), policy()))
+            .join()
+            .expect("thread");
+        assert_eq!(idle, (true, libc::SCHED_IDLE));
+        assert_eq!(policy(), before, "only that thread");
     }
 
     #[test]
