@@ -142,7 +142,7 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let (queries, bulk) = s.tasks.queued();
     let _ = writeln!(
         m,
-        "# HELP bluelight_writer_tasks_queued Queries (nearest, a feed's first picture) and bulk tasks waiting for the engine's writer (each queue holds {}).\n# TYPE bluelight_writer_tasks_queued gauge\nbluelight_writer_tasks_queued{{kind=\"query\"}} {queries}\nbluelight_writer_tasks_queued{{kind=\"bulk\"}} {bulk}",
+        "# HELP bluelight_writer_tasks_queued Queries (nearest, a feed's first picture) waiting for the engine's writer, and bulk tasks (feed copies, exports' reads) waiting or under way (each queue holds {}; the writer takes in as many bulk tasks again).\n# TYPE bluelight_writer_tasks_queued gauge\nbluelight_writer_tasks_queued{{kind=\"query\"}} {queries}\nbluelight_writer_tasks_queued{{kind=\"bulk\"}} {bulk}",
         s.tuning.task_queue
     );
     runtime_metrics(&mut m);

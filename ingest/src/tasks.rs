@@ -16,6 +16,8 @@
 //!   feed copy of a few.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bluelight_engine::Engine;
@@ -33,15 +35,19 @@ pub type BulkTask = Box<dyn FnMut(&mut Engine) -> bool + Send>;
 pub struct WriterTasks {
     queries: mpsc::Sender<EngineTask>,
     bulk: mpsc::Sender<BulkTask>,
+    /// How many bulk tasks the writer has taken in and not finished.
+    bulk_under_way: Arc<AtomicUsize>,
 }
 
 /// The writer's end of the task queues.
 pub struct TaskQueues {
     pub(crate) queries: mpsc::Receiver<EngineTask>,
     pub(crate) bulk: mpsc::Receiver<BulkTask>,
-    /// The bulk tasks under way, in turn order: at most the queue's
-    /// capacity, so the two together stay bounded.
-    pub(crate) under_way: VecDeque<BulkTask>,
+    /// The bulk tasks under way, in turn order: about the queue's
+    /// capacity at most, so the two together stay bounded.
+    under_way: VecDeque<BulkTask>,
+    /// `under_way`'s length, for the askers' [`WriterTasks::queued`].
+    under_way_now: Arc<AtomicUsize>,
     /// When bulk work last had a slice.
     last_bulk: Instant,
 }
@@ -60,15 +66,18 @@ impl std::fmt::Debug for TaskQueues {
 pub fn channel(capacity: usize) -> (WriterTasks, TaskQueues) {
     let (queries_tx, queries) = mpsc::channel(capacity.max(1));
     let (bulk_tx, bulk) = mpsc::channel(capacity.max(1));
+    let under_way_now = Arc::new(AtomicUsize::new(0));
     (
         WriterTasks {
             queries: queries_tx,
             bulk: bulk_tx,
+            bulk_under_way: under_way_now.clone(),
         },
         TaskQueues {
             queries,
             bulk,
             under_way: VecDeque::new(),
+            under_way_now,
             last_bulk: Instant::now(),
         },
     )
@@ -95,13 +104,15 @@ impl WriterTasks {
         self.bulk.blocking_send(Box::new(step)).is_ok()
     }
 
-    /// Queries and bulk tasks waiting for the writer now (for `/metrics`:
-    /// a query queue that fills says the writer has stopped taking work).
+    /// Queries waiting for the writer now, and bulk tasks waiting or under
+    /// way (for `/metrics`: a query queue that fills says the writer has
+    /// stopped taking work).
     pub fn queued(&self) -> (usize, usize) {
         let waiting = |max: usize, free: usize| max.saturating_sub(free);
         (
             waiting(self.queries.max_capacity(), self.queries.capacity()),
-            waiting(self.bulk.max_capacity(), self.bulk.capacity()),
+            waiting(self.bulk.max_capacity(), self.bulk.capacity())
+                + self.bulk_under_way.load(Ordering::Relaxed),
         )
     }
 }
@@ -155,9 +166,20 @@ impl TaskQueues {
         self.bulk_waiting() && self.last_bulk.elapsed() >= max_wait
     }
 
+    /// Takes `task` in, behind the bulk tasks under way.
+    pub(crate) fn take_in(&mut self, task: BulkTask) {
+        self.under_way.push_back(task);
+        self.under_way_now.store(self.under_way.len(), Ordering::Relaxed);
+    }
+
     /// Runs bulk steps for `slice` (at least one step when there is bulk
     /// work, so it always moves), a step of each task under way in turn.
     pub(crate) fn run_bulk(&mut self, engine: &mut Engine, slice: Duration) {
+        self.step_bulk(engine, slice);
+        self.under_way_now.store(self.under_way.len(), Ordering::Relaxed);
+    }
+
+    fn step_bulk(&mut self, engine: &mut Engine, slice: Duration) {
         let started = Instant::now();
         self.last_bulk = started;
         loop {

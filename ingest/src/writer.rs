@@ -293,7 +293,7 @@ impl Writer {
                 Some(t) = tasks.queries.recv() => Work::Query(t),
                 j = batches.recv() => j.map_or(Work::Stop, Work::Batch),
                 Some(t) = tasks.bulk.recv() => {
-                    tasks.under_way.push_back(t);
+                    tasks.take_in(t);
                     Work::Bulk
                 }
             }

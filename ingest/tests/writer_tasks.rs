@@ -98,6 +98,28 @@ async fn bulk_tasks_take_turns_a_step_each_while_fixes_go_on() {
 }
 
 #[tokio::test]
+async fn bulk_tasks_under_way_are_counted_until_they_finish() {
+    let (_engine, pipeline) = writer();
+    let finish = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let steps = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let (finish, steps) = (finish.clone(), steps.clone());
+        pipeline.tasks.bulk_slot().expect("room").run(move |_| {
+            steps.fetch_add(1, Ordering::Relaxed);
+            finish.load(Ordering::Relaxed)
+        });
+    }
+    // Taken in by the writer and stepped, out of the queue, yet not done.
+    until("the writer to step all three", || {
+        steps.load(Ordering::Relaxed) >= 6
+    })
+    .await;
+    assert_eq!(pipeline.tasks.queued(), (0, 3));
+    finish.store(true, Ordering::Relaxed);
+    until("every bulk task to finish", || pipeline.tasks.queued() == (0, 0)).await;
+}
+
+#[tokio::test]
 async fn a_task_that_panics_stops_neither_the_writer_nor_other_tasks() {
     let (_engine, pipeline) = writer();
     pipeline
