@@ -479,8 +479,22 @@ fn writer_nice_runs_the_writer_ahead_of_the_other_threads_when_the_server_may_ra
             std::thread::sleep(Duration::from_millis(20));
         }
     };
+    // A thread names itself as it starts: until then /proc shows the
+    // process's name, and the metric can say the writer's nice before
+    // it has (0 is where it starts).
+    let named_threads = |pid| {
+        let started = Instant::now();
+        loop {
+            let threads = thread_policies(pid);
+            if threads.iter().any(|t| t.0 == "bluelight-write") || started.elapsed() > Duration::from_secs(5)
+            {
+                break threads;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
     let text = metrics_saying(http_addr, &want);
-    let threads = thread_policies(child.id());
+    let threads = named_threads(child.id());
     let _ = child.kill();
     let _ = child.wait();
     assert!(text.contains(&want), "want {want}: {text}");
@@ -499,7 +513,7 @@ fn writer_nice_runs_the_writer_ahead_of_the_other_threads_when_the_server_may_ra
     let (mut child, _lines, _line, http_addr) = serve_binary_with(&[]);
     let want = format!("\nbluelight_writer_nice {own}\n");
     let text = metrics_saying(http_addr, &want);
-    let threads = thread_policies(child.id());
+    let threads = named_threads(child.id());
     let _ = child.kill();
     let _ = child.wait();
     assert!(text.contains(&want), "{text}");
