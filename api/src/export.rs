@@ -358,7 +358,7 @@ pub async fn export(
         }
         let mut first = true;
         // Only the span history holds: a window of years costs nothing extra.
-        let Some(span) = on_writer(&state, |e| Some(e.history_bounds())) else {
+        let Some(span) = on_writer(&state, |e| e.history_bounds()) else {
             return;
         };
         let (mut at, to) = match span {
@@ -416,10 +416,9 @@ pub async fn export(
 /// fixes of the window's minutes, before the area, unit and agency filters).
 pub const FIXES_AT_MOST: &str = "x-bluelight-fixes-at-most";
 
-/// Runs `step` on the writer, with the engine in hand, as bulk work (a
-/// step at a time between chunks of fixes, taking turns with maps' feed
-/// copies) until it answers, and waits for the answer; `None` when the
-/// server stops first.
+/// Runs `step` on the writer, with the engine in hand, as one step of
+/// bulk work (between chunks of fixes, taking turns with maps' feed
+/// copies), and waits for its answer; `None` when the server stops first.
 ///
 /// An export's thread runs below the writer's priority and never holds
 /// the engine itself: holding it, it could lose its CPU to anything else,
@@ -427,18 +426,14 @@ pub const FIXES_AT_MOST: &str = "x-bluelight-fixes-at-most";
 /// the kernel gave it one back (the maps' feed copies follow the same
 /// rule). Each step must be bounded (a [`SLICE`] of history, a [`NAME_STEP`] of
 /// names). Call it only from an export's thread ([`export_thread`]).
-fn on_writer<T: Send + 'static>(
-    s: &AppState,
-    mut step: impl FnMut(&Engine) -> Option<T> + Send + 'static,
-) -> Option<T> {
+fn on_writer<T: Send + 'static>(s: &AppState, step: impl FnOnce(&Engine) -> T + Send + 'static) -> Option<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut tx = Some(tx);
+    // A bulk task is called until it says it is done: this one is done
+    // at its first call.
+    let mut once = Some((step, tx));
     let queued = s.tasks.bulk_blocking(move |e| {
-        let Some(answer) = step(e) else {
-            return false;
-        };
-        if let Some(tx) = tx.take() {
-            let _ = tx.send(answer);
+        if let Some((step, tx)) = once.take() {
+            let _ = tx.send(step(e));
         }
         true
     });
@@ -460,19 +455,18 @@ fn for_each_slice(
     mut f: impl FnMut(&[HistoryRecord]),
 ) -> bool {
     let r = r.clone();
-    let Some(q) = on_writer(s, move |e| Some(Arc::new(query(e, &r, from_ms, to_ms)))) else {
+    let Some(q) = on_writer(s, move |e| Arc::new(query(e, &r, from_ms, to_ms))) else {
         return false;
     };
     let mut cursor = HistoryCursor::new();
     let mut slice = Vec::with_capacity(SLICE);
     loop {
         let q = q.clone();
-        let mut job = Some((cursor, std::mem::take(&mut slice)));
+        let mut out = std::mem::take(&mut slice);
         let copied = on_writer(s, move |e| {
-            let (mut cursor, mut out) = job.take()?;
             out.clear();
             let done = e.history_slice(&q, &mut cursor, SLICE, &mut out);
-            Some((cursor, out, done))
+            (cursor, out, done)
         });
         let Some((next, filled, done)) = copied else {
             return false;
@@ -514,7 +508,7 @@ fn learn_all_names(s: &AppState, records: &[HistoryRecord], names: &mut Names) -
                     (u, ids.len(), e.unit_agency(u))
                 })
                 .collect();
-            Some((ids, found))
+            (ids, found)
         });
         let Some((ids, found)) = copied else {
             return false;
