@@ -406,6 +406,17 @@ fn decimal(f: &[u8]) -> Option<(u64, u64, usize)> {
     (count > 0).then_some((whole, frac, scale))
 }
 
+/// 10^n as integers, n < 19 (decimal reads at most 18 digits).
+const POW10_INT: [u64; 19] = {
+    let mut table = [1; 19];
+    let mut i = 1;
+    while i < 19 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
 const POW10: [f64; 19] = {
     let mut table = [1.0; 19];
     let mut i = 1;
@@ -416,10 +427,32 @@ const POW10: [f64; 19] = {
     table
 };
 
+/// `RECIP10[n]` is 10^-n and `RECIP600[n]` is 1 / (60 × 10^n), each
+/// rounded once: a multiplication in place of a division, within an ulp
+/// or two of it (a division's latency was most of a coordinate's time).
+const RECIP10: [f64; 19] = {
+    let mut table = [1.0; 19];
+    let mut i = 0;
+    while i < 19 {
+        table[i] = 1.0 / POW10[i];
+        i += 1;
+    }
+    table
+};
+const RECIP600: [f64; 19] = {
+    let mut table = [1.0; 19];
+    let mut i = 0;
+    while i < 19 {
+        table[i] = 1.0 / (60.0 * POW10[i]);
+        i += 1;
+    }
+    table
+};
+
 #[inline]
 fn number(f: &[u8]) -> Option<f64> {
     let (whole, frac, scale) = decimal(f)?;
-    Some(whole as f64 + frac as f64 / POW10[scale])
+    Some(whole as f64 + frac as f64 * RECIP10[scale])
 }
 
 fn integer(f: &[u8]) -> Option<u8> {
@@ -480,11 +513,15 @@ fn coordinate(
         return Ok(None);
     }
     let (whole, frac, scale) = decimal(value).ok_or(())?;
-    // dddmm.mmmm: whole degrees, then the minutes.
+    // dddmm.mmmm: whole degrees, then the minutes in units of 10^-scale
+    // (exact: at most 18 digits in all, so under 10^19).
     let degrees = whole / 100;
-    let minutes = (whole % 100) as f64 + frac as f64 / POW10[scale];
-    let deg = degrees as f64 + minutes / 60.0;
-    if minutes >= 60.0 || deg > max_deg {
+    let minutes = (whole % 100) * POW10_INT[scale] + frac;
+    if minutes >= POW10_INT[scale].saturating_mul(60) {
+        return Err(());
+    }
+    let deg = degrees as f64 + minutes as f64 * RECIP600[scale];
+    if deg > max_deg {
         return Err(());
     }
     match hemisphere {
