@@ -475,11 +475,11 @@ fn time_of_day(f: &[u8]) -> Option<i64> {
     }
     let frac_ms = match &f[6..] {
         [] => 0,
-        [b'.', digits @ ..] if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) => digits
-            .iter()
-            .chain(std::iter::repeat(&b'0'))
-            .take(3)
-            .fold(0i64, |a, d| a * 10 + i64::from(d - b'0')),
+        [b'.', digits @ ..] if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) => {
+            // Milliseconds: the first three digits, missing ones as zeros.
+            let digit = |i: usize| digits.get(i).map_or(0, |d| i64::from(d - b'0'));
+            digit(0) * 100 + digit(1) * 10 + digit(2)
+        }
         _ => return None,
     };
     Some(((h * 60 + m) * 60 + s) * 1000 + frac_ms)
