@@ -355,3 +355,108 @@ async fn cli_export_passes_on_the_servers_refusal_and_fails() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("400") && err.contains("bbox"), "{err}");
 }
+
+/// `SCHED_IDLE` in a thread's policy field.
+#[cfg(target_os = "linux")]
+const SCHED_IDLE: u32 = 5;
+
+/// The threads of this process named as an export's thread that are
+/// still there 300 ms after they were first seen (other tests' exports
+/// are over by then; an export whose client does not read is not),
+/// waiting at most 10 s for one.
+#[cfg(target_os = "linux")]
+async fn waiting_export_threads() -> Vec<support::ThreadSched> {
+    let named = || {
+        support::thread_policies(std::process::id())
+            .into_iter()
+            // "bluelight-export" as Linux keeps it: fifteen bytes.
+            .filter(|t| t.name == "bluelight-expor")
+    };
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        let first: Vec<u32> = named().map(|t| t.tid).collect();
+        if !first.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let still: Vec<_> = named().filter(|t| first.contains(&t.tid)).collect();
+            if !still.is_empty() {
+                return still;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Vec::new()
+}
+
+/// Whether every thread of `tids` has ended within 10 s.
+#[cfg(target_os = "linux")]
+async fn ended(tids: &[u32]) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        let alive = support::thread_policies(std::process::id());
+        if !alive.iter().any(|t| tids.contains(&t.tid)) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+#[cfg(target_os = "linux")]
+async fn an_export_formats_on_its_own_thread_under_sched_idle_which_ends_with_the_download() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server_with(Default::default()).await;
+    // 2,400 units a minute for 50 minutes: about 25 MB of GeoJSON, far more
+    // than the sockets and the export's queue hold, so an export whose
+    // client does not read waits on its thread.
+    let (units, minutes) = (2_400, 50);
+    let t0 = now_ms() - (minutes + 1) * 60_000;
+    let mut fixes = Vec::new();
+    for m in 0..minutes {
+        for u in 0..units {
+            fixes.push(json!({"id": format!("U-{u}"), "lat": 51.0 + f64::from(u) * 1e-3, "lon": -1.0, "time_ms": t0 + m * 60_000}));
+            if fixes.len() == 10_000 {
+                let (st, v) = send_json(s.http, "POST", "/v1/fixes", &json!({ "fixes": fixes }), None).await;
+                assert_eq!((st, v["accepted"].as_u64()), (200, Some(10_000)), "{v}");
+                fixes.clear();
+            }
+        }
+    }
+    assert!(fixes.is_empty(), "whole posts");
+    let get = format!(
+        "GET /v1/export?from_ms={t0}&to_ms={} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        now_ms()
+    );
+
+    // A download abandoned half-way ends its thread.
+    let mut abandoned = tokio::net::TcpStream::connect(s.http).await.expect("connect");
+    abandoned.write_all(get.as_bytes()).await.expect("write");
+    let waiting = waiting_export_threads().await;
+    assert!(!waiting.is_empty(), "an export's thread waits for its client");
+    let tids: Vec<u32> = waiting.iter().map(|t| t.tid).collect();
+    drop(abandoned);
+    assert!(ended(&tids).await, "the thread of an abandoned export ends");
+
+    // A download read to the end; while it waits for its client, its
+    // thread runs under SCHED_IDLE.
+    let mut client = tokio::net::TcpStream::connect(s.http).await.expect("connect");
+    client.write_all(get.as_bytes()).await.expect("write");
+    let waiting = waiting_export_threads().await;
+    assert!(!waiting.is_empty(), "an export's thread waits for its client");
+    assert!(
+        waiting.iter().all(|t| t.policy == SCHED_IDLE),
+        "the export's thread runs under SCHED_IDLE: {waiting:?}"
+    );
+    let tids: Vec<u32> = waiting.iter().map(|t| t.tid).collect();
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(60), client.read_to_end(&mut raw))
+        .await
+        .expect("the whole export within 60 s")
+        .expect("read");
+    let (st, body) = support::parse_reply(&raw);
+    assert_eq!(st, 200);
+    let text = String::from_utf8(body).expect("utf8");
+    let fc: geojson::FeatureCollection = text.parse().expect("RFC 7946 FeatureCollection");
+    assert_eq!(fc.features.len() as i64, i64::from(units) * minutes);
+    assert!(ended(&tids).await, "the thread of a finished export ends");
+}

@@ -17,6 +17,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use support::open::{get_json, http, now_ms, post_flatbuffers, send_json};
+#[cfg(target_os = "linux")]
+use support::thread_policies;
 
 async fn server() -> Running {
     support::server_with(ServeConfig::default()).await
@@ -371,35 +373,6 @@ fn the_binary_prints_its_addresses_and_serves_them() {
     assert_eq!(v["status"], "ok");
 }
 
-/// Each thread's name, real-time priority, scheduling policy and nice
-/// value (fields 2, 40, 41 and 19 of `/proc/PID/task/TID/stat`).
-#[cfg(target_os = "linux")]
-fn thread_policies(pid: u32) -> Vec<(String, i32, u32, i64)> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("tasks")
-        .flatten()
-    {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = stat[open + 1..close].to_owned();
-        // Fields from the third (state) on.
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let field = |n: usize| {
-            fields
-                .get(n - 3)
-                .and_then(|p| p.parse::<i64>().ok())
-                .expect("a stat field")
-        };
-        out.push((name, field(40) as i32, field(41) as u32, field(19)));
-    }
-    out
-}
-
 #[test]
 #[cfg(target_os = "linux")]
 fn realtime_puts_the_writer_and_the_workers_under_sched_fifo_when_permitted() {
@@ -433,8 +406,8 @@ fn realtime_puts_the_writer_and_the_workers_under_sched_fifo_when_permitted() {
     const SCHED_FIFO: u32 = 1;
     let mut fifo: Vec<(&str, i32)> = policies
         .iter()
-        .filter(|(_, _, p, _)| *p == SCHED_FIFO)
-        .map(|(n, prio, _, _)| (n.as_str(), *prio))
+        .filter(|t| t.policy == SCHED_FIFO)
+        .map(|t| (t.name.as_str(), t.rt_priority))
         .collect();
     fifo.sort_unstable();
     let mut want = vec![("tokio-rt-worker", REALTIME_PRIORITY); if permitted { workers } else { 0 }];
@@ -486,7 +459,8 @@ fn writer_nice_runs_the_writer_ahead_of_the_other_threads_when_the_server_may_ra
         let started = Instant::now();
         loop {
             let threads = thread_policies(pid);
-            if threads.iter().any(|t| t.0 == "bluelight-write") || started.elapsed() > Duration::from_secs(5)
+            if threads.iter().any(|t| t.name == "bluelight-write")
+                || started.elapsed() > Duration::from_secs(5)
             {
                 break threads;
             }
@@ -501,8 +475,8 @@ fn writer_nice_runs_the_writer_ahead_of_the_other_threads_when_the_server_may_ra
     let nice_of = |name: &str| {
         threads
             .iter()
-            .filter(|t| t.0 == name)
-            .map(|t| t.3)
+            .filter(|t| t.name == name)
+            .map(|t| t.nice)
             .collect::<Vec<_>>()
     };
     assert_eq!(nice_of("bluelight-write"), vec![writer_nice], "{threads:?}");
@@ -519,8 +493,8 @@ fn writer_nice_runs_the_writer_ahead_of_the_other_threads_when_the_server_may_ra
     assert!(text.contains(&want), "{text}");
     let writer: Vec<i64> = threads
         .iter()
-        .filter(|t| t.0 == "bluelight-write")
-        .map(|t| t.3)
+        .filter(|t| t.name == "bluelight-write")
+        .map(|t| t.nice)
         .collect();
     assert_eq!(writer, vec![i64::from(own)], "{threads:?}");
 }

@@ -69,6 +69,11 @@ pub async fn request(
     let raw = tokio::time::timeout(std::time::Duration::from_secs(15), read)
         .await
         .expect("an HTTP reply within 15 s");
+    parse_reply(&raw)
+}
+
+/// A whole HTTP/1.1 reply's status and body (a chunked body decoded).
+pub fn parse_reply(raw: &[u8]) -> (u16, Vec<u8>) {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -171,4 +176,55 @@ pub mod open {
         )
         .await
     }
+}
+
+/// One thread of a process and how the kernel schedules it.
+#[derive(Debug, Clone)]
+pub struct ThreadSched {
+    /// Its id (the directory under `/proc/PID/task`).
+    pub tid: u32,
+    /// Its name (field 2 of its `stat`).
+    pub name: String,
+    /// Its real-time priority (field 40).
+    pub rt_priority: i32,
+    /// Its scheduling policy (field 41): 0 normal, 1 FIFO, 5 idle.
+    pub policy: u32,
+    /// Its nice value (field 19).
+    pub nice: i64,
+}
+
+/// Every thread of process `pid` (`std::process::id()` for this one).
+#[cfg(target_os = "linux")]
+pub fn thread_policies(pid: u32) -> Vec<ThreadSched> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let Some(tid) = t.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        // Fields from the third (state) on.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|p| p.parse::<i64>().ok())
+                .expect("a stat field")
+        };
+        out.push(ThreadSched {
+            tid,
+            name: stat[open + 1..close].to_owned(),
+            rt_priority: field(40) as i32,
+            policy: field(41) as u32,
+            nice: field(19),
+        });
+    }
+    out
 }
