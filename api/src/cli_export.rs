@@ -144,7 +144,10 @@ pub async fn run(req: &ExportRequest) -> anyhow::Result<ExportSummary> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()?;
-    let mut get = client.get(req.url());
+    // A sixth of the bytes over the network; inflated here as it comes.
+    let mut get = client
+        .get(req.url())
+        .header(reqwest::header::ACCEPT_ENCODING, "gzip");
     if let Some(t) = &req.token {
         get = get.bearer_auth(t);
     }
@@ -200,15 +203,35 @@ pub async fn run(req: &ExportRequest) -> anyhow::Result<ExportSummary> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let geojson = req.format == "geojson";
+    let gzip = resp
+        .headers()
+        .get(reqwest::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let mut inflate = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
     let mut counter = RowCounter::default();
     let mut bytes = 0u64;
-    while let Some(chunk) = resp.chunk().await.context("the export stream broke off")? {
-        sink.write_all(&chunk).context("cannot write the export")?;
-        bytes += chunk.len() as u64;
-        counter.feed(&chunk, geojson);
-        let rows = counter.data_rows(req.format == "csv");
-        bar.set_position(rows);
+    let mut emit = |data: &[u8]| -> anyhow::Result<()> {
+        sink.write_all(data).context("cannot write the export")?;
+        bytes += data.len() as u64;
+        counter.feed(data, geojson);
+        bar.set_position(counter.data_rows(req.format == "csv"));
         bar.set_message(format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64));
+        Ok(())
+    };
+    while let Some(chunk) = resp.chunk().await.context("the export stream broke off")? {
+        match &mut inflate {
+            Some(d) => {
+                d.write_all(&chunk)
+                    .context("the export's gzip stream is broken")?;
+                let out = std::mem::take(d.get_mut());
+                emit(&out)?;
+            }
+            None => emit(&chunk)?,
+        }
+    }
+    if let Some(d) = inflate {
+        let rest = d.finish().context("the export's gzip stream is broken")?;
+        emit(&rest)?;
     }
     sink.flush().context("cannot write the export")?;
     drop(sink);

@@ -12,11 +12,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bluelight_engine::{Agency, Engine, HistoryCursor, HistoryQuery, HistoryRecord, Shape, UnitSlot};
 use serde::Deserialize;
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use crate::auth::{Caller, Denied, Scope};
+use crate::body_encoding::{BodyOut, Encoding};
 use crate::state::AppState;
 
 const MINUTE_MS: i64 = 60_000;
@@ -309,7 +311,7 @@ pub struct ExportParams {
 
 /// `GET /v1/export`.
 #[utoipa::path(get, path = "/v1/export", tag = "export", params(ExportParams, HistoryParams),
-    description = "History within retention, streamed: a minute of it at a time, so a large window costs no more memory than a busy minute.",
+    description = "History within retention, streamed: a minute of it at a time, so a large window costs no more memory than a busy minute. gzip-compressed (`Content-Encoding: gzip`) when the request's `Accept-Encoding` accepts it.",
     responses(
         (status = 200, description = "The fixes (or tracks), oldest first", content(
             (Object = "application/geo+json"),
@@ -335,8 +337,9 @@ pub async fn export(
         Some("tracks") => true,
         Some(_) => return bad("shape must be points or tracks"),
     };
+    let encoding = Encoding::accepted(&headers);
     if tracks {
-        return export_tracks(s, r).await;
+        return export_tracks(s, r, encoding).await;
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
     let content_type = match r.format {
@@ -348,12 +351,13 @@ pub async fn export(
     let most = s.engine.lock().history_count_upper_bound(r.from_ms, r.to_ms);
     let state = s.clone();
     let started = export_thread(move || {
+        let mut body = BodyOut::new(tx, encoding);
         let head = match r.format {
             Format::GeoJson => "{\"type\":\"FeatureCollection\",\"features\":[".to_owned(),
             Format::Csv => "id,time_ms,lat,lon,speed_mps,heading_deg,accuracy_m,status,agency\n".to_owned(),
             Format::Ndjson => String::new(),
         };
-        if tx.blocking_send(Ok(Bytes::from(head))).is_err() {
+        if !body.send(head.into_bytes()) {
             return;
         }
         let mut first = true;
@@ -385,7 +389,7 @@ pub async fn export(
                     return;
                 }
                 let text = format_chunk(&names, rows, r.format, &mut first);
-                if tx.blocking_send(Ok(Bytes::from(text))).is_err() {
+                if !body.send(text.into()) {
                     return;
                 }
             }
@@ -394,22 +398,33 @@ pub async fn export(
                 break;
             }
         }
-        if r.format == Format::GeoJson {
-            let _ = tx.blocking_send(Ok(Bytes::from_static(b"]}")));
+        if r.format == Format::GeoJson && !body.send(b"]}".to_vec()) {
+            return;
         }
+        body.finish();
     });
     if started.is_none() {
         return cannot_start();
     }
     let stream = tokio_stream_from(rx);
-    (
-        [
-            (header::CONTENT_TYPE, content_type.to_owned()),
-            (header::HeaderName::from_static(FIXES_AT_MOST), most.to_string()),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    let mut reply = reply(content_type, encoding, Body::from_stream(stream));
+    reply.headers_mut().insert(
+        header::HeaderName::from_static(FIXES_AT_MOST),
+        HeaderValue::from(most),
+    );
+    reply
+}
+
+/// A 200 reply of `body`, encoded as `encoding` says (which depends on
+/// the request's `Accept-Encoding`, as caches must know).
+fn reply(content_type: &'static str, encoding: Encoding, body: Body) -> Response {
+    let mut reply = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    let headers = reply.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Some((name, value)) = encoding.header() {
+        headers.insert(name, value);
+    }
+    reply
 }
 
 /// Response header of a points export: at most this many fixes follow (the
@@ -528,7 +543,7 @@ fn tokio_stream_from(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-async fn export_tracks(s: Arc<AppState>, r: Request) -> Response {
+async fn export_tracks(s: Arc<AppState>, r: Request, encoding: Encoding) -> Response {
     if r.format != Format::GeoJson {
         return bad("shape=tracks is GeoJSON only");
     }
@@ -561,12 +576,14 @@ async fn export_tracks(s: Arc<AppState>, r: Request) -> Response {
             })
             .collect();
         features.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-        Some(json!({"type":"FeatureCollection","features":features}))
+        // Written out (and compressed) here, not on the runtime.
+        let text = json!({"type":"FeatureCollection","features":features}).to_string();
+        Some(encoding.whole(text.into_bytes()))
     }) else {
         return cannot_start();
     };
     match built.await {
-        Ok(Some(fc)) => ([(header::CONTENT_TYPE, "application/geo+json")], fc.to_string()).into_response(),
+        Ok(Some(body)) => reply("application/geo+json", encoding, Body::from(body)),
         Ok(None) | Err(_) => stopping(),
     }
 }
@@ -623,7 +640,7 @@ pub struct ExportH3Params {
 
 /// `GET /v1/export/h3`: fix counts and distinct units per cell.
 #[utoipa::path(get, path = "/v1/export/h3", tag = "export", params(ExportH3Params, HistoryParams),
-    description = "Fix counts and distinct units per H3 cell over a window (heatmaps).",
+    description = "Fix counts and distinct units per H3 cell over a window (heatmaps). gzip-compressed (`Content-Encoding: gzip`) when the request's `Accept-Encoding` accepts it.",
     responses(
         (status = 200, description = "One row or Feature a cell", content(
             (Object = "application/json"),
@@ -646,6 +663,7 @@ pub async fn export_h3(
         Ok(r) => r,
         Err(denied) => return denied.into_response(),
     };
+    let encoding = Encoding::accepted(&headers);
     let res = match q.res.as_deref().map(|v| {
         v.parse::<u8>()
             .ok()
@@ -674,35 +692,40 @@ pub async fn export_h3(
         let mut rows: Vec<(h3o::CellIndex, u64, usize)> =
             cells.into_iter().map(|(c, (n, u))| (c, n, u.len())).collect();
         rows.sort_by_key(|r| u64::from(r.0));
-        Some((rows, r.format))
+        // Written out (and compressed) here, not on the runtime: at a fine
+        // resolution a cell's boundary is a few microseconds, and there
+        // may be a cell a fix.
+        let (content_type, text) = match r.format {
+            Format::Csv => {
+                let mut out = String::from("h3,fixes,units\n");
+                for (c, n, u) in rows {
+                    let _ = writeln!(out, "{c},{n},{u}");
+                }
+                ("text/csv", out)
+            }
+            _ => {
+                let features: Vec<Value> = rows
+                    .iter()
+                    .map(|(c, n, u)| {
+                        let mut ring: Vec<[f64; 2]> = c.boundary().iter().map(|v| [v.lng(), v.lat()]).collect();
+                        if let Some(&first) = ring.first() {
+                            ring.push(first);
+                        }
+                        json!({"type":"Feature","id":c.to_string(),"geometry":{"type":"Polygon","coordinates":[ring]},
+                               "properties":{"h3":c.to_string(),"fixes":n,"units":u}})
+                    })
+                    .collect();
+                let fc = json!({"type":"FeatureCollection","features":features});
+                ("application/json", fc.to_string())
+            }
+        };
+        Some((content_type, encoding.whole(text.into_bytes())))
     }) else {
         return cannot_start();
     };
-    let Ok(Some((rows, format))) = counted.await else {
-        return stopping();
-    };
-    match format {
-        Format::Csv => {
-            let mut out = String::from("h3,fixes,units\n");
-            for (c, n, u) in rows {
-                out.push_str(&format!("{c},{n},{u}\n"));
-            }
-            ([(header::CONTENT_TYPE, "text/csv")], out).into_response()
-        }
-        _ => {
-            let features: Vec<Value> = rows
-                .iter()
-                .map(|(c, n, u)| {
-                    let mut ring: Vec<[f64; 2]> = c.boundary().iter().map(|v| [v.lng(), v.lat()]).collect();
-                    if let Some(&first) = ring.first() {
-                        ring.push(first);
-                    }
-                    json!({"type":"Feature","id":c.to_string(),"geometry":{"type":"Polygon","coordinates":[ring]},
-                           "properties":{"h3":c.to_string(),"fixes":n,"units":u}})
-                })
-                .collect();
-            axum::Json(json!({"type":"FeatureCollection","features":features})).into_response()
-        }
+    match counted.await {
+        Ok(Some((content_type, body))) => reply(content_type, encoding, Body::from(body)),
+        Ok(None) | Err(_) => stopping(),
     }
 }
 

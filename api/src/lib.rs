@@ -14,7 +14,8 @@
 //!   [`http_serve`] — the HTTP accept loop (header timeout, connection cap);
 //!   TLS is `bluelight_ingest::tls` (shared with the device listeners).
 //! * [`openapi`] — `/openapi.json`: the reply and body types it describes.
-//! * [`export`] — history export: points, tracks, H3 aggregates.
+//! * [`export`] — history export: points, tracks, H3 aggregates;
+//!   [`body_encoding`] — its body gzip-compressed when the client accepts it.
 //! * [`json`] — unit objects and Features; [`rows`] — units copied out of
 //!   the engine, written as JSON or FlatBuffers off its lock.
 //! * [`protocol`] — request rules shared by HTTP and WebSocket, typed errors.
@@ -42,6 +43,7 @@
 
 pub mod alert_record;
 pub mod auth;
+pub mod body_encoding;
 pub mod cli_export;
 pub mod config;
 pub mod cot_out;

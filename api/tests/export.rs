@@ -460,3 +460,65 @@ async fn an_export_formats_on_its_own_thread_under_sched_idle_which_ends_with_th
     assert_eq!(fc.features.len() as i64, i64::from(units) * minutes);
     assert!(ended(&tids).await, "the thread of a finished export ends");
 }
+
+/// GET with an `Accept-Encoding`: the reply's header text (lower case) and
+/// its body, chunks joined, not inflated.
+async fn get_accepting(addr: std::net::SocketAddr, path: &str, accept: &str) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {}\r\nAccept-Encoding: {accept}\r\n\r\n",
+        ALL.unwrap_or_default()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut raw))
+        .await
+        .expect("a reply within 15 s")
+        .expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    let (st, body) = support::parse_reply(&raw);
+    assert_eq!(st, 200, "{head}");
+    (head, body)
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("a whole gzip stream");
+    out
+}
+
+#[tokio::test]
+async fn every_export_is_gzipped_for_a_client_that_accepts_it_and_inflates_to_the_same_bytes() {
+    let (s, t) = seeded().await;
+    let window = format!("from_ms={}&to_ms={}", t, t + 200_000);
+    for path in [
+        format!("/v1/export?{window}"),
+        format!("/v1/export?{window}&format=csv"),
+        format!("/v1/export?{window}&format=ndjson"),
+        format!("/v1/export?{window}&shape=tracks"),
+        format!("/v1/export/h3?{window}&res=7"),
+        format!("/v1/export/h3?{window}&res=7&format=csv"),
+    ] {
+        let (st, plain) = request(s.http, "GET", &path, None, b"", ALL).await;
+        assert_eq!(st, 200, "{path}");
+        assert!(!plain.is_empty(), "{path}");
+        let (head, gz) = get_accepting(s.http, &path, "br, gzip;q=0.8").await;
+        assert!(head.contains("\r\ncontent-encoding: gzip"), "{path}: {head}");
+        assert!(head.contains("\r\nvary: accept-encoding"), "{path}: {head}");
+        assert_eq!(gunzip(&gz), plain, "{path}: inflates to the plain export");
+        // Refused with q=0, or not offered: the body as it is.
+        for accept in ["gzip;q=0", "deflate"] {
+            let (head, body) = get_accepting(s.http, &path, accept).await;
+            assert!(!head.contains("content-encoding"), "{path} with {accept}: {head}");
+            assert_eq!(body, plain, "{path} with {accept}");
+        }
+    }
+}

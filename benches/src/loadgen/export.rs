@@ -16,8 +16,10 @@ use super::world::Shared;
 pub struct ExportRun {
     /// Seconds into the run it started.
     pub at_s: u64,
-    /// Bytes of GeoJSON received.
+    /// Bytes of GeoJSON received (compressed, when `encoding` says so).
     pub bytes: u64,
+    /// The reply's `Content-Encoding`, if it had one.
+    pub encoding: Option<String>,
     /// The server's upper bound of the fixes to come
     /// (`x-bluelight-fixes-at-most`).
     pub fixes_at_most: u64,
@@ -71,6 +73,7 @@ pub async fn analyst(
     shared: Arc<Shared>,
     at: Instant,
     at_s: u64,
+    gzip: bool,
 ) -> ExportRun {
     tokio::time::sleep_until(at.into()).await;
     let mut run = ExportRun {
@@ -79,7 +82,7 @@ pub async fn analyst(
     };
     let began = Instant::now();
     let _ = shared.export_began.set(began);
-    let outcome = download(http, token.as_deref(), &mut run).await;
+    let outcome = download(http, token.as_deref(), gzip, &mut run).await;
     let ended = Instant::now();
     let _ = shared.export_ended.set(ended);
     run.window = Some((began, ended));
@@ -89,7 +92,12 @@ pub async fn analyst(
     run
 }
 
-async fn download(http: SocketAddr, token: Option<&str>, run: &mut ExportRun) -> anyhow::Result<()> {
+async fn download(
+    http: SocketAddr,
+    token: Option<&str>,
+    gzip: bool,
+    run: &mut ExportRun,
+) -> anyhow::Result<()> {
     let client = tls::http_client()?;
     let mut req = client
         .get(format!(
@@ -103,7 +111,17 @@ async fn download(http: SocketAddr, token: Option<&str>, run: &mut ExportRun) ->
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
+    if gzip {
+        // Counted as it comes: the analyst's machine, not this one, would
+        // inflate it.
+        req = req.header(reqwest::header::ACCEPT_ENCODING, "gzip");
+    }
     let mut resp = req.send().await?.error_for_status()?;
+    run.encoding = resp
+        .headers()
+        .get(reqwest::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     run.fixes_at_most = resp
         .headers()
         .get("x-bluelight-fixes-at-most")

@@ -405,6 +405,7 @@ async fn run_bluelight(
             shared.clone(),
             started + Duration::from_secs(at_s),
             at_s,
+            plan.export_gzip,
         ))
     });
     let clients_n = plan.nearest_qps.div_ceil(500).max(1);

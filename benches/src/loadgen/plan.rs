@@ -50,6 +50,15 @@ pub enum Source {
     Tak,
 }
 
+/// How the analyst's export asks for its body (`--export-encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportEncoding {
+    /// `Accept-Encoding: gzip`, as a browser asks.
+    Gzip,
+    /// No `Accept-Encoding`: the body as it is.
+    Identity,
+}
+
 /// How the dispatch maps' positions feeds are encoded (the `encoding` of
 /// their subscriptions, PROTOCOL.md "Positions in binary").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -176,6 +185,11 @@ pub struct Options {
     /// run's (issue 16: an export must not move the alerts).
     #[arg(long, value_name = "SECONDS")]
     pub export_at: Option<u64>,
+    /// How the analyst's download asks for its body: `gzip`
+    /// (`Accept-Encoding: gzip`, as a browser asks; the report's MiB are
+    /// then the compressed bytes) or `identity` (as it is).
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub export_encoding: ExportEncoding,
     /// Fences, positions feeds, standing nearest queries and sessions
     /// created and removed all the time beside the load (a fence and a
     /// session a second); on in `--preset soak`.
@@ -244,6 +258,8 @@ pub struct Plan {
     pub map_encoding: MapEncoding,
     /// Seconds into the run of the analyst's export (`--export-at`).
     pub export_at: Option<u64>,
+    /// Whether it asks for gzip (`--export-encoding`).
+    pub export_gzip: bool,
     /// Fences, feeds, queries and sessions come and go (`--churn`).
     pub churn: bool,
 }
@@ -306,6 +322,7 @@ impl Options {
             tls: self.tls,
             map_encoding: self.map_encoding,
             export_at: self.export_at.map(|at| at.min(seconds.saturating_sub(1))),
+            export_gzip: self.export_encoding == ExportEncoding::Gzip,
             churn: self.churn || preset == Preset::Soak,
         })
     }

@@ -368,6 +368,7 @@ pub fn render(o: &Outcome) -> (Value, String, bool) {
             "mib": e.bytes as f64 / 1048576.0,
             "mib_per_s": e.bytes as f64 / 1048576.0 / e.seconds().max(1e-9),
             "fixes_at_most": e.fixes_at_most,
+            "encoding": e.encoding,
             "error": e.error,
         })
     });
@@ -651,9 +652,13 @@ fn markdown(r: &Value) -> String {
             &mut s,
             "the analyst's export (all history, GeoJSON)",
             format!(
-                "from {} s: {} MiB ({} fixes at most) in {} s, {} MiB/s",
+                "from {} s: {} MiB{} ({} fixes at most) in {} s, {} MiB/s",
                 f(&e["at_s"]),
                 f(&e["mib"]),
+                e["encoding"]
+                    .as_str()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default(),
                 f(&e["fixes_at_most"]),
                 f(&e["seconds"]),
                 f(&e["mib_per_s"])
