@@ -406,22 +406,13 @@ fn decimal(f: &[u8]) -> Option<(u64, u64, usize)> {
     (count > 0).then_some((whole, frac, scale))
 }
 
-/// 10^n as integers, n < 19 (decimal reads at most 18 digits).
+/// 10^n as integers, n < 19 (decimal reads at most 18 digits); each is
+/// also exact as an `f64` (5^18 < 2^53).
 const POW10_INT: [u64; 19] = {
     let mut table = [1; 19];
     let mut i = 1;
     while i < 19 {
         table[i] = table[i - 1] * 10;
-        i += 1;
-    }
-    table
-};
-
-const POW10: [f64; 19] = {
-    let mut table = [1.0; 19];
-    let mut i = 1;
-    while i < 19 {
-        table[i] = table[i - 1] * 10.0;
         i += 1;
     }
     table
@@ -434,7 +425,7 @@ const RECIP10: [f64; 19] = {
     let mut table = [1.0; 19];
     let mut i = 0;
     while i < 19 {
-        table[i] = 1.0 / POW10[i];
+        table[i] = 1.0 / POW10_INT[i] as f64;
         i += 1;
     }
     table
@@ -443,7 +434,7 @@ const RECIP600: [f64; 19] = {
     let mut table = [1.0; 19];
     let mut i = 0;
     while i < 19 {
-        table[i] = 1.0 / (60.0 * POW10[i]);
+        table[i] = 1.0 / (60.0 * POW10_INT[i] as f64);
         i += 1;
     }
     table
